@@ -1,0 +1,31 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# The virtual environment lives in .venv/ and is reused when present; torch==2.13.0 is
+# installed first so pip takes the local CPU wheel instead of a multi-GB CUDA build.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.medseg-installed
+DEMO_OUT ?= demo_out
+
+.PHONY: demo test venv lint clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[test,peers]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/medseg demo --out $(DEMO_OUT) --overwrite
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -n 2 -q tests
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache build

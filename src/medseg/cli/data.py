@@ -1,0 +1,7 @@
+"""``medseg data ...``: check, fingerprint and generate datasets."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)

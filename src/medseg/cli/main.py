@@ -1,0 +1,70 @@
+"""Entry point of the ``medseg`` console script.
+
+Each command group lives in its own module and is mounted here. A user error
+(``MedsegError``) prints one line on stderr and exits with code 1; ``--verbose`` shows the
+traceback too.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+
+import typer
+
+from medseg import __version__
+from medseg.cli import data as data_cli
+from medseg.cli import demo as demo_cli
+from medseg.cli import evaluate as evaluate_cli
+from medseg.errors import MedsegError
+
+app = typer.Typer(
+    name="medseg",
+    help="Deep learning for medical image segmentation: data checks, planning, training, "
+    "inference and honest evaluation.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+_state = {"verbose": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"medseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug logs and full tracebacks."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """medseg command line."""
+    _state["verbose"] = verbose
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+app.add_typer(data_cli.app, name="data", help="Check, fingerprint and generate datasets.")
+evaluate_cli.register(app)
+demo_cli.register(app)
+
+
+def run() -> None:
+    """Console-script entry: run the app, turning user errors into one clean line."""
+    try:
+        app()
+    except MedsegError as err:
+        if _state["verbose"]:
+            traceback.print_exc()
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run()

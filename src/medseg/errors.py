@@ -1,0 +1,32 @@
+"""Exception classes for user-facing errors.
+
+Every error a user can cause (bad file, bad dataset, bad option) is a ``MedsegError``. The
+CLI prints its message as one line on stderr and exits with code 1; anything else is a bug
+and shows a traceback. Messages name the file and the fix.
+"""
+
+from __future__ import annotations
+
+
+class MedsegError(Exception):
+    """Base class: a problem with the user's input, not a bug in medseg."""
+
+
+class ImageIOError(MedsegError):
+    """A file cannot be read or written (missing, corrupt, unsupported format)."""
+
+
+class DatasetError(MedsegError):
+    """A dataset folder or dataset.json is inconsistent."""
+
+
+class GeometryError(MedsegError):
+    """Two images that must share a grid do not (shape, spacing, origin or direction)."""
+
+
+class ConfigError(MedsegError):
+    """An option, plan or registry name is invalid."""
+
+
+class OverwriteError(MedsegError):
+    """An output exists and ``overwrite`` was not given."""
