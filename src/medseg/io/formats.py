@@ -26,6 +26,7 @@ import SimpleITK as sitk
 from medseg.errors import ImageIOError
 from medseg.fileutil import atomic_path, check_writable
 from medseg.io.image import Image
+from medseg.io.integrity import nifti_is_truncated
 
 SITK_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 PICTURE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
@@ -70,6 +71,8 @@ def read_image(path: str | os.PathLike[str]) -> Image:
         raise ImageIOError(f"{path}: file is empty (0 bytes)")
     try:
         if ext in SITK_EXTENSIONS:
+            if ext in (".nii.gz", ".nii"):
+                return _read_nifti(path)
             return _from_sitk(sitk.ReadImage(str(path)))
         if ext in TIFF_EXTENSIONS:
             return _read_tiff(path)
@@ -164,6 +167,25 @@ def _to_sitk(image: Image) -> sitk.Image:
     return itk
 
 
+def _read_nifti(path: Path) -> Image:
+    # ITK's NIfTI reader silently turns NaN voxels into 0 and zero-fills truncated files, so
+    # the voxels come from nibabel (identical values and dtype otherwise, and faster) while
+    # the geometry comes from ITK's header reader, so it agrees with SimpleITK by design.
+    if nifti_is_truncated(path):
+        raise ImageIOError(f"{path}: file is truncated (the data ends early); re-export or re-copy it")
+    import nibabel
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    size = reader.GetSize()
+    if reader.GetNumberOfComponents() > 1:
+        return _from_sitk(reader.Execute())
+    array = np.asanyarray(nibabel.load(str(path)).dataobj)
+    array = np.ascontiguousarray(array.reshape(array.shape[: len(size)]).T)
+    return Image(array, tuple(reader.GetSpacing()[::-1]), reader.GetOrigin(), reader.GetDirection())
+
+
 def _read_dicom_series(folder: Path) -> Image:
     reader = sitk.ImageSeriesReader()
     try:
@@ -203,11 +225,16 @@ def _read_picture(path: Path) -> Image:
 
 
 def _read_tiff(path: Path) -> Image:
-    import tifffile
+    # Pillow decodes the common compressions (LZW, deflate, packbits) without extra codecs;
+    # tifffile covers what Pillow cannot (planar RGB, exotic sample formats).
+    try:
+        return _read_picture(path)
+    except Exception:
+        import tifffile
 
-    array = tifffile.imread(path)
-    if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[-1] not in (3, 4):
-        array = np.moveaxis(array, 0, -1)  # planar-configured RGB
+        array = tifffile.imread(path)
+        if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[-1] not in (3, 4):
+            array = np.moveaxis(array, 0, -1)  # planar-configured RGB
     if array.ndim > 3 or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
         raise ImageIOError(f"{path}: TIFF with shape {array.shape} is not a 2D grey/RGB image")
     return _picture_to_image(array)

@@ -1,0 +1,348 @@
+"""Dataset folders: the nnU-Net v2 / Medical Segmentation Decathlon layouts and 2D folders.
+
+Three layouts are recognised by ``load_dataset``:
+
+* **nnU-Net v2** (``dataset.json`` has ``channel_names`` and ``file_ending``)::
+
+      DATASET/imagesTr/<case>_0000<ending>   one file per channel (_0000, _0001, ...)
+      DATASET/labelsTr/<case><ending>
+      DATASET/imagesTs/<case>_0000<ending>   optional, unlabelled
+      DATASET/dataset.json  {"channel_names": {"0": "MRI"}, "labels": {"background": 0, ...},
+                             "numTraining": N, "file_ending": ".nii.gz"}
+
+  A single RGB picture (``_0000.png`` / ``.tif``) may provide three channels.
+* **MSD (Decathlon)** (``dataset.json`` has ``modality`` and a ``training`` list): paths are
+  taken from the list; a multi-modal case is one 4D file whose first axis is the channel.
+* **2D folder** (no ``dataset.json``): ``DATASET/images/<name>.<png|tif|jpg>`` with masks of the
+  same stem in ``DATASET/masks/`` (or ``labels/``). Label values are read from the masks.
+
+``load_dataset`` raises ``DatasetError`` only when the folder cannot be understood at all;
+everything else (missing files, bad values, geometry) is reported by ``check_dataset``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from medseg.errors import DatasetError
+from medseg.io import IMAGE_EXTENSIONS, Image, read_image
+
+Layout = Literal["nnunet_v2", "msd", "folder2d"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One training (or test) case.
+
+    Attributes:
+        case_id: the case name without channel suffix and extension.
+        image_paths: one path per channel file (an RGB picture is one file, three channels).
+        label_path: the label map, or None for unlabelled (test) cases.
+    """
+
+    case_id: str
+    image_paths: tuple[Path, ...]
+    label_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset folder resolved into cases.
+
+    Attributes:
+        root: the dataset folder.
+        layout: which layout was recognised.
+        name: ``dataset.json`` name (or the folder name).
+        channel_names: channel index (as str) -> modality name, e.g. ``{"0": "CT"}``.
+        labels: label name -> integer value (``background`` is 0). nnU-Net region labels
+            (lists) are kept as lists.
+        file_ending: image extension, e.g. ``.nii.gz``.
+        cases: the labelled training cases, sorted by id.
+        test_cases: unlabelled cases from ``imagesTs`` (may be empty).
+        num_training: ``numTraining`` as declared in ``dataset.json`` (None if absent).
+        layout_problems: ``(path, message)`` found while resolving files (e.g. an image
+            without a label); reported by ``check_dataset``.
+    """
+
+    root: Path
+    layout: Layout
+    name: str
+    channel_names: dict[str, str]
+    labels: dict[str, int | list[int]]
+    file_ending: str
+    cases: tuple[Case, ...]
+    test_cases: tuple[Case, ...] = ()
+    num_training: int | None = None
+    layout_problems: tuple[tuple[Path, str], ...] = field(default=())
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.channel_names)
+
+    @property
+    def label_values(self) -> set[int]:
+        """Every integer value a label map may contain (region lists flattened)."""
+        values: set[int] = set()
+        for value in self.labels.values():
+            values.update(value if isinstance(value, list) else [value])
+        return values
+
+    @property
+    def foreground_labels(self) -> dict[str, int]:
+        """Name -> value for the plain (non-region) labels other than background."""
+        return {k: v for k, v in self.labels.items() if isinstance(v, int) and v != 0}
+
+    def case(self, case_id: str) -> Case:
+        for case in self.cases + self.test_cases:
+            if case.case_id == case_id:
+                return case
+        raise DatasetError(f"{self.root}: no case '{case_id}'")
+
+
+def load_dataset(root: str | os.PathLike[str]) -> Dataset:
+    """Resolve a dataset folder into cases (see the module docstring for the layouts).
+
+    Raises:
+        DatasetError: the folder does not exist, ``dataset.json`` is not valid JSON or lacks
+            required keys, or no layout is recognised.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset folder does not exist")
+    meta_path = root / "dataset.json"
+    if not meta_path.exists():
+        return _load_folder2d(root)
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DatasetError(f"{meta_path}: not valid JSON ({err})") from err
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{meta_path}: expected a JSON object")
+    if "channel_names" in meta or "file_ending" in meta:
+        return _load_nnunet_v2(root, meta)
+    if "modality" in meta or "training" in meta:
+        return _load_msd(root, meta)
+    raise DatasetError(
+        f"{meta_path}: neither nnU-Net v2 ('channel_names', 'file_ending') nor MSD "
+        "('modality', 'training') keys found"
+    )
+
+
+def read_case(case: Case, *, num_channels: int | None = None) -> tuple[Image, Image | None]:
+    """Read a case's channels stacked as ``(C, *spatial)`` plus its label ``(*spatial)``.
+
+    Channel files are stacked in order; a single multi-channel file (RGB picture, MSD 4D
+    volume) provides all channels.
+
+    Raises:
+        DatasetError: channel files disagree in shape, or the channel count differs from
+            ``num_channels``.
+        ImageIOError: a file cannot be read.
+    """
+    images = [read_image(p) for p in case.image_paths]
+    first = images[0]
+    if len(images) == 1:
+        image = first.with_array(first.channels_first())
+    else:
+        for path, other in zip(case.image_paths[1:], images[1:], strict=True):
+            if other.spatial_shape != first.spatial_shape or other.has_channels:
+                raise DatasetError(
+                    f"{path}: channel shape {other.array.shape} differs from "
+                    f"{case.image_paths[0].name} {first.array.shape}"
+                )
+        image = first.with_array(np.stack([im.array for im in images]))
+    if num_channels is not None and image.num_channels != num_channels:
+        raise DatasetError(
+            f"{case.image_paths[0]}: case '{case.case_id}' has {image.num_channels} channel(s), "
+            f"dataset.json declares {num_channels}"
+        )
+    label = read_image(case.label_path) if case.label_path is not None else None
+    if label is not None and label.has_channels:
+        if label.num_channels != 1:
+            raise DatasetError(f"{case.label_path}: label map has {label.num_channels} channels, expected 1")
+        label = label.with_array(label.array[0])
+    return image, label
+
+
+# ---------------------------------------------------------------- layouts
+
+
+def _labels_from_meta(meta: dict, meta_path: Path) -> dict[str, int | list[int]]:
+    raw = meta.get("labels")
+    if not isinstance(raw, dict) or not raw:
+        raise DatasetError(f"{meta_path}: 'labels' must be a non-empty object, e.g. {{\"background\": 0, \"organ\": 1}}")
+    labels: dict[str, int | list[int]] = {}
+    for key, value in raw.items():
+        if isinstance(value, list):
+            labels[str(key)] = [int(v) for v in value]
+        elif isinstance(value, int | float) and float(value).is_integer():
+            labels[str(key)] = int(value)
+        elif str(key).lstrip("-").isdigit() and isinstance(value, str):  # MSD: {"0": "background"}
+            labels[value] = int(key)
+        else:
+            raise DatasetError(f"{meta_path}: label '{key}': {value!r} is not an integer value")
+    return labels
+
+
+def _load_nnunet_v2(root: Path, meta: dict) -> Dataset:
+    meta_path = root / "dataset.json"
+    missing = [k for k in ("channel_names", "labels", "file_ending") if k not in meta]
+    if missing:
+        raise DatasetError(f"{meta_path}: missing required key(s) {missing}")
+    ending = str(meta["file_ending"])
+    if ending.lower() not in IMAGE_EXTENSIONS:
+        raise DatasetError(f"{meta_path}: file_ending '{ending}' is not a supported image format")
+    channel_names = {str(k): str(v) for k, v in meta["channel_names"].items()}
+    problems: list[tuple[Path, str]] = []
+    cases = _discover_v2(root / "imagesTr", root / "labelsTr", ending, problems, labelled=True)
+    test_cases = _discover_v2(root / "imagesTs", None, ending, problems, labelled=False)
+    if not (root / "imagesTr").is_dir():
+        problems.append((root / "imagesTr", "folder is missing"))
+    return Dataset(
+        root=root,
+        layout="nnunet_v2",
+        name=str(meta.get("name", root.name)),
+        channel_names=channel_names,
+        labels=_labels_from_meta(meta, meta_path),
+        file_ending=ending,
+        cases=cases,
+        test_cases=test_cases,
+        num_training=_int_or_none(meta.get("numTraining")),
+        layout_problems=tuple(problems),
+    )
+
+
+def _discover_v2(
+    image_dir: Path, label_dir: Path | None, ending: str, problems: list, *, labelled: bool
+) -> tuple[Case, ...]:
+    if not image_dir.is_dir():
+        return ()
+    channels: dict[str, list[Path]] = {}
+    for path in sorted(image_dir.iterdir()):
+        name = path.name
+        if name.startswith(".") or not name.endswith(ending):
+            continue
+        stem = name[: -len(ending)]
+        if len(stem) < 6 or stem[-5] != "_" or not stem[-4:].isdigit():
+            problems.append((path, "image name lacks the channel suffix _XXXX (e.g. case_0000" + ending + ")"))
+            continue
+        channels.setdefault(stem[:-5], []).append(path)
+    cases = []
+    for case_id, paths in sorted(channels.items()):
+        label = None
+        if labelled and label_dir is not None:
+            candidate = label_dir / f"{case_id}{ending}"
+            if candidate.exists():
+                label = candidate
+            else:
+                problems.append((candidate, f"label file missing for case '{case_id}'"))
+                continue
+        cases.append(Case(case_id, tuple(sorted(paths)), label))
+    if labelled and label_dir is not None and label_dir.is_dir():
+        for path in sorted(label_dir.iterdir()):
+            if path.name.endswith(ending) and path.name[: -len(ending)] not in channels:
+                problems.append((path, "label file has no matching image in imagesTr"))
+    return tuple(cases)
+
+
+def _load_msd(root: Path, meta: dict) -> Dataset:
+    meta_path = root / "dataset.json"
+    if not isinstance(meta.get("training"), list):
+        raise DatasetError(f"{meta_path}: MSD layout needs a 'training' list of {{image, label}}")
+    modality = meta.get("modality", {"0": "image"})
+    problems: list[tuple[Path, str]] = []
+    cases = []
+    ending = ""
+    for entry in meta["training"]:
+        image = root / str(entry.get("image", ""))
+        label = root / str(entry.get("label", ""))
+        ending = _ending_of(image)
+        case_id = image.name[: -len(ending)] if ending else image.stem
+        if not image.exists():
+            problems.append((image, "image listed in dataset.json 'training' does not exist"))
+            continue
+        if not label.exists():
+            problems.append((label, "label listed in dataset.json 'training' does not exist"))
+            continue
+        cases.append(Case(case_id, (image,), label))
+    test_cases = tuple(
+        Case(_strip(root / p), (root / p,)) for p in meta.get("test", []) if (root / p).exists()
+    )
+    return Dataset(
+        root=root,
+        layout="msd",
+        name=str(meta.get("name", root.name)),
+        channel_names={str(k): str(v) for k, v in modality.items()},
+        labels=_labels_from_meta(meta, meta_path),
+        file_ending=ending or ".nii.gz",
+        cases=tuple(sorted(cases, key=lambda c: c.case_id)),
+        test_cases=test_cases,
+        num_training=_int_or_none(meta.get("numTraining")),
+        layout_problems=tuple(problems),
+    )
+
+
+def _load_folder2d(root: Path) -> Dataset:
+    image_dir = root / "images"
+    label_dir = next((root / n for n in ("masks", "labels") if (root / n).is_dir()), None)
+    if not image_dir.is_dir() or label_dir is None:
+        raise DatasetError(
+            f"{root}: no dataset.json, and not a 2D folder with 'images/' and 'masks/' (or 'labels/'); "
+            "see the README for the supported layouts"
+        )
+    problems: list[tuple[Path, str]] = []
+    masks = {_strip(p): p for p in label_dir.iterdir() if _ending_of(p)}
+    cases, endings, label_values = [], set(), set()
+    for path in sorted(image_dir.iterdir()):
+        ending = _ending_of(path)
+        if not ending:
+            continue
+        case_id = path.name[: -len(ending)]
+        if case_id not in masks:
+            problems.append((path, f"no mask named '{case_id}.*' in {label_dir.name}/"))
+            continue
+        endings.add(ending)
+        cases.append(Case(case_id, (path,), masks[case_id]))
+    for case in cases:  # a plain folder declares no labels: take them from the masks
+        try:
+            label_values.update(int(v) for v in np.unique(read_image(case.label_path).array))
+        except Exception:  # unreadable masks are reported by check_dataset
+            continue
+    if not cases:
+        raise DatasetError(f"{image_dir}: no image/mask pairs found")
+    first_image = read_image(cases[0].image_paths[0])
+    labels: dict[str, int | list[int]] = {"background": 0}
+    labels.update({f"label_{v}": v for v in sorted(label_values) if v != 0})
+    return Dataset(
+        root=root,
+        layout="folder2d",
+        name=root.name,
+        channel_names={str(i): f"channel_{i}" for i in range(first_image.num_channels)},
+        labels=labels,
+        file_ending=sorted(endings)[0],
+        cases=tuple(cases),
+        layout_problems=tuple(problems),
+    )
+
+
+def _ending_of(path: Path) -> str:
+    name = path.name.lower()
+    return next((ext for ext in IMAGE_EXTENSIONS if name.endswith(ext)), "")
+
+
+def _strip(path: Path) -> str:
+    ending = _ending_of(path)
+    return path.name[: -len(ending)] if ending else path.stem
+
+
+def _int_or_none(value: object) -> int | None:
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None

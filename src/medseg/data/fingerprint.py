@@ -1,0 +1,158 @@
+"""Dataset fingerprint: the statistics planning decisions are made from.
+
+Follows nnU-Net's fingerprint: per-case shape and spacing, their medians and percentiles,
+per-channel intensity statistics over **foreground** voxels (up to 10,000 sampled per case,
+so large cases do not dominate), and class voxel fractions. Shapes and spacings are in the
+array axis order of ``medseg.io`` (``(z, y, x)`` in 3D).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.data.dataset import Case, Dataset, read_case
+from medseg.data.parallel import map_cases
+from medseg.errors import ConfigError
+from medseg.fileutil import write_json_atomic
+
+SAMPLES_PER_CASE = 10_000
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """Statistics of a dataset (see the module docstring). JSON keys equal field names.
+
+    Attributes:
+        cases: case id -> ``{"shape", "spacing", "class_voxels"}``.
+        median_spacing: per-axis median spacing in mm.
+        median_shape: per-axis median shape in voxels.
+        spacing_percentiles: ``{"p05", "p10", "p50", "p90", "p95"}`` -> per-axis spacing.
+        intensity: channel index (str) -> ``{"mean", "std", "median", "min", "max",
+            "percentile_00_5", "percentile_99_5"}`` over sampled foreground voxels.
+        class_fractions: label name -> share of all voxels (background included).
+        anisotropy: largest / smallest median spacing (3 or more: treat as anisotropic).
+    """
+
+    dataset_name: str
+    spatial_dims: int
+    channel_names: dict[str, str]
+    labels: dict[str, Any]
+    cases: dict[str, dict[str, Any]]
+    median_spacing: list[float]
+    median_shape: list[float]
+    spacing_percentiles: dict[str, list[float]]
+    intensity: dict[str, dict[str, float]]
+    class_fractions: dict[str, float]
+    anisotropy: float
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def is_anisotropic(self) -> bool:
+        return self.anisotropy >= 3.0
+
+    def to_json(self, path: str | os.PathLike[str]) -> None:
+        """Write atomically as indented, key-sorted JSON."""
+        write_json_atomic(path, asdict(self))
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike[str]) -> Fingerprint:
+        """Read a fingerprint; unknown or missing keys raise ``ConfigError`` naming them."""
+        data = json.loads(Path(path).read_text())
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"{path}: unknown fingerprint key(s) {unknown}")
+        missing = sorted(n for n in names - set(data) if n != "schema_version")
+        if missing:
+            raise ConfigError(f"{path}: missing fingerprint key(s) {missing}")
+        return cls(**data)
+
+
+def compute_fingerprint(dataset: Dataset, *, jobs: int | None = None, progress: bool = True) -> Fingerprint:
+    """Fingerprint every labelled case of ``dataset`` using ``jobs`` processes (default: all CPUs).
+
+    Raises:
+        DatasetError / ImageIOError: a case cannot be read (run ``check_dataset`` first).
+    """
+    if not dataset.cases:
+        raise ConfigError(f"{dataset.root}: no labelled cases to fingerprint")
+    label_values = sorted(v for v in dataset.label_values)
+    work = partial(_case_stats, num_channels=dataset.num_channels, label_values=tuple(label_values))
+    items = [(i, case) for i, case in enumerate(dataset.cases)]
+    stats = map_cases(work, items, jobs=jobs, desc="fingerprint", progress=progress)
+
+    shapes = np.array([s["shape"] for s in stats], dtype=float)
+    spacings = np.array([s["spacing"] for s in stats], dtype=float)
+    median_spacing = np.median(spacings, axis=0)
+    samples = [np.concatenate([s["samples"][c] for s in stats]) for c in range(dataset.num_channels)]
+    voxels = np.sum([s["class_voxels"] for s in stats], axis=0).astype(float)
+    value_to_name = {v: k for k, v in dataset.labels.items() if isinstance(v, int)}
+    return Fingerprint(
+        dataset_name=dataset.name,
+        spatial_dims=int(shapes.shape[1]),
+        channel_names=dict(dataset.channel_names),
+        labels=dict(dataset.labels),
+        cases={
+            case.case_id: {"shape": s["shape"], "spacing": s["spacing"], "class_voxels": dict(zip(map(str, label_values), s["class_voxels"], strict=True))}
+            for case, s in zip(dataset.cases, stats, strict=True)
+        },
+        median_spacing=[float(v) for v in median_spacing],
+        median_shape=[float(v) for v in np.median(shapes, axis=0)],
+        spacing_percentiles={
+            f"p{q:02d}": [float(v) for v in np.percentile(spacings, q, axis=0)] for q in (5, 10, 50, 90, 95)
+        },
+        intensity={str(c): _intensity_stats(samples[c]) for c in range(dataset.num_channels)},
+        class_fractions={
+            value_to_name.get(v, str(v)): float(n / voxels.sum()) for v, n in zip(label_values, voxels, strict=True)
+        },
+        anisotropy=float(median_spacing.max() / median_spacing.min()),
+    )
+
+
+def _case_stats(item: tuple[int, Case], *, num_channels: int, label_values: tuple[int, ...]) -> dict[str, Any]:
+    index, case = item
+    image, label = read_case(case, num_channels=num_channels)
+    array = image.channels_first()
+    if label is not None:
+        foreground = label.array > 0
+    else:
+        foreground = np.ones(image.spatial_shape, dtype=bool)
+    if not foreground.any():  # no foreground: fall back to all voxels so stats stay defined
+        foreground = np.ones(image.spatial_shape, dtype=bool)
+    rng = np.random.default_rng(index)
+    samples = []
+    for c in range(array.shape[0]):
+        values = array[c][foreground].astype(np.float64)
+        values = values[np.isfinite(values)]
+        if values.size > SAMPLES_PER_CASE:
+            values = rng.choice(values, SAMPLES_PER_CASE, replace=False)
+        samples.append(values)
+    counts = np.bincount(label.array.astype(np.int64).ravel(), minlength=max(label_values) + 1) if label is not None else None
+    return {
+        "shape": [int(s) for s in image.spatial_shape],
+        "spacing": [float(s) for s in image.spacing],
+        "samples": samples,
+        "class_voxels": [int(counts[v]) if counts is not None and v < counts.size else 0 for v in label_values],
+    }
+
+
+def _intensity_stats(values: np.ndarray) -> dict[str, float]:
+    if values.size == 0:
+        return dict.fromkeys(("mean", "std", "median", "min", "max", "percentile_00_5", "percentile_99_5"), float("nan"))
+    return {
+        "mean": float(values.mean()),
+        "std": float(values.std()),
+        "median": float(np.median(values)),
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "percentile_00_5": float(np.percentile(values, 0.5)),
+        "percentile_99_5": float(np.percentile(values, 99.5)),
+    }

@@ -1,0 +1,67 @@
+"""Shared fixtures: tiny datasets built in tmp folders, and the real data folder if present."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medseg.io import Image, write_image
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def make_nnunet_dataset(
+    root: Path,
+    *,
+    num_cases: int = 3,
+    shape: tuple[int, ...] = (6, 8, 10),
+    spacing: tuple[float, ...] = (3.0, 1.0, 1.0),
+    num_channels: int = 1,
+    labels: dict[str, int] | None = None,
+    ending: str = ".nii.gz",
+    seed: int = 0,
+) -> Path:
+    """Write a small nnU-Net v2 dataset with a cube of label 1 and a smaller cube of label 2."""
+    rng = np.random.default_rng(seed)
+    labels = labels or {"background": 0, "organ": 1, "lesion": 2}
+    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (root / "labelsTr").mkdir(parents=True, exist_ok=True)
+    for i in range(num_cases):
+        label = np.zeros(shape, dtype=np.uint8)
+        inner = tuple(slice(1, s - 1) for s in shape)
+        label[inner] = 1
+        label[tuple(slice(2, 4) for _ in shape)] = 2
+        for c in range(num_channels):
+            image = rng.normal(100 * (c + 1), 10, shape).astype(np.float32) + 50 * label
+            write_image(Image(image, spacing), root / "imagesTr" / f"case_{i:03d}_{c:04d}{ending}")
+        write_image(Image(label, spacing), root / "labelsTr" / f"case_{i:03d}{ending}")
+    meta = {
+        "name": "tiny",
+        "channel_names": {str(c): f"MRI{c}" for c in range(num_channels)},
+        "labels": labels,
+        "numTraining": num_cases,
+        "file_ending": ending,
+    }
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    return make_nnunet_dataset(tmp_path / "tiny")
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def make_dataset():
+    """The ``make_nnunet_dataset`` builder, for tests that need variants."""
+    return make_nnunet_dataset
