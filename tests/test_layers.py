@@ -1,0 +1,60 @@
+"""Imports point down only: a module never imports a higher layer (STYLE.md section 9)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "medseg"
+
+# lower number = lower layer; a module may import its own layer or lower ones
+LAYERS = {
+    "errors": 0, "registry": 0, "fileutil": 0,
+    "io": 1,
+    "data": 2,
+    "classic": 3, "transforms": 3,
+    "nets": 4, "losses": 4, "metrics": 4,
+    "planning": 5,
+    "training": 6,
+    "inference": 7,
+    "evaluation": 8, "report": 8,
+    "cli": 9,
+}
+
+
+def _layer_of(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "medseg" or len(parts) < 2:
+        return None
+    return parts[1]
+
+
+def _imports(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names
+
+
+def _sources() -> list[Path]:
+    return sorted(p for p in SRC.rglob("*.py") if p.parent != SRC or p.stem in LAYERS)
+
+
+def test_every_package_has_a_layer() -> None:
+    packages = {p.name for p in SRC.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert packages <= set(LAYERS), f"add {sorted(packages - set(LAYERS))} to LAYERS"
+
+
+@pytest.mark.parametrize("path", _sources(), ids=lambda p: str(p.relative_to(SRC)))
+def test_module_imports_only_its_own_or_lower_layers(path: Path) -> None:
+    own = path.relative_to(SRC).parts[0].removesuffix(".py")
+    upward = [
+        name for name in _imports(path)
+        if (layer := _layer_of(name)) in LAYERS and LAYERS[layer] > LAYERS[own]
+    ]
+    assert upward == [], f"{path.relative_to(SRC)} imports higher layers: {upward}"
