@@ -1,0 +1,139 @@
+"""``Plan``: one configuration's complete recipe, and ``Plans``: all configurations of a dataset.
+
+Plans are frozen dataclasses saved as readable JSON (indent 2, sorted keys) with a schema
+version; unknown keys are refused so a typo never passes silently. Every chosen value has a
+sentence in ``reasons`` (printed by ``medseg plan --explain``). Variants are
+``dataclasses.replace(plan, ...)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from medseg.errors import ConfigError
+from medseg.fileutil import write_json_atomic
+
+SCHEMA_VERSION = 1
+CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to preprocess, build, train and infer one configuration.
+
+    Attributes:
+        configuration: ``2d``, ``3d_fullres`` or ``3d_lowres``.
+        spatial_dims: 2 for ``2d`` (slices of 3D data along array axis 0), else 3.
+        spacing: target spacing in mm, array axis order (for ``2d`` on 3D data: the full
+            3D spacing; axis 0 is kept).
+        median_shape: median case shape at the target spacing (voxels).
+        patch_size: training patch (``spatial_dims`` entries).
+        batch_size: patches per step.
+        normalization: per channel ``"zscore"`` (per case) or ``"ct"`` (clip to the
+            foreground 0.5/99.5 percentiles, then global z-score).
+        intensity: per channel fingerprint statistics (used by ``"ct"``).
+        num_classes: output channels (background included).
+        in_channels: input channels.
+        network: registry name of the network.
+        network_config: keyword arguments of the network builder (features, kernel_sizes,
+            strides, norm, act, deep_supervision, ...).
+        loss, optimizer, learning_rate, weight_decay, momentum, lr_schedule: training recipe.
+        num_epochs, steps_per_epoch: the step budget (a time budget may stop earlier).
+        foreground_oversampling: share of each batch centred on foreground.
+        augmentation: transform preset name.
+        labels: label name -> value from dataset.json.
+        reasons: field -> why it was chosen.
+    """
+
+    configuration: str
+    spatial_dims: int
+    spacing: tuple[float, ...]
+    median_shape: tuple[int, ...]
+    patch_size: tuple[int, ...]
+    batch_size: int
+    normalization: tuple[str, ...]
+    intensity: dict[str, dict[str, float]]
+    num_classes: int
+    in_channels: int
+    labels: dict[str, Any]
+    network: str = "unet"
+    network_config: dict[str, Any] = field(default_factory=dict)
+    loss: str = "dice_ce"
+    optimizer: str = "sgd"
+    learning_rate: float = 0.01
+    weight_decay: float = 3e-5
+    momentum: float = 0.99
+    lr_schedule: str = "poly"
+    num_epochs: int = 1000
+    steps_per_epoch: int = 250
+    foreground_oversampling: float = 0.33
+    augmentation: str = "nnunet_default"
+    reasons: dict[str, str] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.configuration not in CONFIGURATIONS:
+            raise ConfigError(f"configuration must be one of {CONFIGURATIONS}, got '{self.configuration}'")
+        if len(self.patch_size) != self.spatial_dims:
+            raise ConfigError(f"patch_size {self.patch_size} does not have {self.spatial_dims} entries")
+        # JSON gives lists; keep tuples so plans compare equal after a round trip
+        for name in ("spacing", "median_shape", "patch_size", "normalization"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    @property
+    def patch_spacing(self) -> tuple[float, ...]:
+        """Spacing of the patch axes (the in-plane axes for ``2d`` on 3D data)."""
+        return self.spacing[-self.spatial_dims :]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "plan") -> Plan:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"{source}: unknown plan key(s) {unknown}; valid keys: {sorted(names)}")
+        if data.get("schema_version", SCHEMA_VERSION) > SCHEMA_VERSION:
+            raise ConfigError(f"{source}: plan schema {data['schema_version']} is newer than this medseg ({SCHEMA_VERSION})")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Plans:
+    """All configurations planned for one dataset, plus where the data came from."""
+
+    dataset_name: str
+    dataset_path: str
+    configurations: dict[str, Plan]
+    schema_version: int = SCHEMA_VERSION
+
+    def __getitem__(self, name: str) -> Plan:
+        if name not in self.configurations:
+            raise ConfigError(f"no configuration '{name}' in the plans; planned: {sorted(self.configurations)}")
+        return self.configurations[name]
+
+    def to_json(self, path: str | os.PathLike[str]) -> None:
+        data = {
+            "dataset_name": self.dataset_name,
+            "dataset_path": self.dataset_path,
+            "schema_version": self.schema_version,
+            "configurations": {k: v.to_dict() for k, v in self.configurations.items()},
+        }
+        write_json_atomic(path, data)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike[str]) -> Plans:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"{path}: no plans file; run 'medseg plan DATASET -o RESULTS' first")
+        data = json.loads(path.read_text())
+        unknown = sorted(set(data) - {"dataset_name", "dataset_path", "schema_version", "configurations"})
+        if unknown:
+            raise ConfigError(f"{path}: unknown key(s) {unknown}")
+        configs = {k: Plan.from_dict(v, source=f"{path} [{k}]") for k, v in data["configurations"].items()}
+        return cls(data["dataset_name"], data["dataset_path"], configs, data.get("schema_version", SCHEMA_VERSION))

@@ -1,0 +1,206 @@
+"""From a fingerprint to ``Plans``: target spacing, normalisation, patch, batch and topology.
+
+Every heuristic is a small pure function of the fingerprint with a comment saying why. The
+rules follow nnU-Net (Isensee et al., Nat. Methods 2021) where it has one, and say so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+
+from medseg.data.fingerprint import Fingerprint
+from medseg.planning.memory import estimate_training_bytes
+from medseg.planning.plan import Plan, Plans
+from medseg.planning.topology import Topology, plan_topology
+
+ANISOTROPY = 3.0
+# nnU-Net's reference patch volumes: a 3D patch of about 256^3 / a 2D patch of 2048^2 voxels
+# before clipping to the median shape, then shrunk until the memory budget is met.
+START_VOXELS = {2: 2048**2, 3: 256**3}
+FEATURE_CAP = {2: 512, 3: 320}
+# CPU: width is the price of every step, so start narrower than nnU-Net's 32 (see the issue's
+# calibration: 16->128 features trained 5x faster per step and reached a better Dice in the
+# same time on Hippocampus 2D slices).
+BASE_FEATURES = {"cpu": 16, "cuda": 32}
+CPU_FEATURE_CAP = 256
+LOWRES_FACTOR = 4.0  # a 3d_lowres configuration is planned when a median case is 4x a patch
+
+
+def choose_target_spacing(fp: Fingerprint) -> tuple[list[float], str]:
+    """Median spacing; for strongly anisotropic data the coarse axis takes its 10th percentile.
+
+    nnU-Net: resampling thick-slice data to the median would interpolate whole slices; the
+    10th percentile keeps more of the high-resolution cases' detail on that axis.
+    """
+    target = list(fp.median_spacing)
+    if fp.spatial_dims < 3:
+        return target, "median spacing of the dataset"
+    shape = fp.median_shape
+    worst = int(np.argmax(target))
+    others = [d for d in range(len(target)) if d != worst]
+    aniso_spacing = target[worst] > ANISOTROPY * max(target[d] for d in others)
+    aniso_voxels = shape[worst] * ANISOTROPY < min(shape[d] for d in others)
+    if aniso_spacing and aniso_voxels:
+        spacings = np.array([c["spacing"][worst] for c in fp.cases.values()])
+        coarse = max(float(np.percentile(spacings, 10)), max(target[d] for d in others) + 1e-5)
+        target[worst] = coarse
+        return target, (
+            f"median spacing, except axis {worst} (anisotropic, {fp.anisotropy:.1f}x): its 10th "
+            f"percentile {coarse:.3g} mm, as nnU-Net, to keep slice detail"
+        )
+    return target, "median spacing of the dataset (nnU-Net rule; not anisotropic enough to change)"
+
+
+def choose_normalization(fp: Fingerprint) -> tuple[tuple[str, ...], str]:
+    """CT channels: clip to the foreground 0.5/99.5 percentiles then a global z-score (HU are
+    absolute, so dataset statistics are meaningful). Other modalities: z-score per case
+    (MRI intensities have no absolute scale; the Hippocampus copy even mixes uint8 and raw)."""
+    schemes = tuple("ct" if name.strip().lower() == "ct" else "zscore" for name in fp.channel_names.values())
+    return schemes, "CT channels: clip + global z-score; other channels: per-case z-score (nnU-Net)"
+
+
+def initial_patch(spacing: list[float], median_shape: list[float]) -> list[int]:
+    """nnU-Net: a patch shaped like the inverse spacing (isotropic in mm), of the reference
+    volume, clipped to the median case shape."""
+    dims = len(spacing)
+    inverse = 1 / np.asarray(spacing)
+    patch = inverse * (START_VOXELS[dims] / np.prod(inverse)) ** (1 / dims)
+    return [int(min(round(p), m)) for p, m in zip(patch, median_shape, strict=True)]
+
+
+def features_per_stage(num_stages: int, *, base: int, cap: int) -> tuple[int, ...]:
+    """Doubling features per stage from ``base``, capped (nnU-Net: 32 doubling, cap 320/512)."""
+    return tuple(min(base * 2**i, cap) for i in range(num_stages))
+
+
+def _fit_patch_to_budget(
+    patch: list[int],
+    spacing: list[float],
+    median_shape: list[float],
+    *,
+    base: int,
+    cap: int,
+    in_channels: int,
+    num_classes: int,
+    budget_bytes: float,
+    min_batch: int,
+) -> tuple[Topology, tuple[int, ...]]:
+    """Shrink the axis with the largest patch/median ratio until ``min_batch`` patches fit."""
+    while True:
+        topo = plan_topology(tuple(patch), tuple(spacing))
+        features = features_per_stage(topo.num_stages, base=base, cap=cap)
+        need = estimate_training_bytes(topo.patch_size, min_batch, features, topo.strides, in_channels, num_classes)
+        if need <= budget_bytes or max(patch) <= 8:
+            return topo, features
+        ratios = [p / m for p, m in zip(topo.patch_size, median_shape, strict=True)]
+        axis = int(np.argmax(ratios))
+        patch[axis] = max(4, topo.patch_size[axis] - topo.divisor[axis])
+        patch = [min(p, t) for p, t in zip(patch, topo.patch_size, strict=True)]
+
+
+def plan_configuration(
+    fp: Fingerprint,
+    configuration: str,
+    *,
+    device: str = "cpu",
+    memory_gb: float = 4.0,
+    spacing: list[float] | None = None,
+) -> Plan:
+    """Plan one configuration (``2d``, ``3d_fullres``, ``3d_lowres``) for ``device``."""
+    reasons: dict[str, str] = {}
+    target, reasons["spacing"] = choose_target_spacing(fp)
+    if spacing is not None:
+        target, reasons["spacing"] = list(spacing), "lowres: spacing enlarged until a median case is ~4 patches"
+    scale = np.asarray(fp.median_spacing) / np.asarray(target)
+    median_shape = [max(1, int(round(s * f))) for s, f in zip(fp.median_shape, scale, strict=True)]
+    dims = 2 if configuration == "2d" else 3
+    patch_spacing, patch_shape = target[-dims:], median_shape[-dims:]
+    normalization, reasons["normalization"] = choose_normalization(fp)
+    in_channels = len(fp.channel_names)
+    num_classes = len([v for v in fp.labels.values() if isinstance(v, int)])
+    base = BASE_FEATURES.get(device, 32)
+    cap = min(FEATURE_CAP[dims], CPU_FEATURE_CAP) if device == "cpu" else FEATURE_CAP[dims]
+    min_batch = 2
+    budget = memory_gb * 2**30
+    topo, features = _fit_patch_to_budget(
+        initial_patch(patch_spacing, patch_shape), patch_spacing, patch_shape,
+        base=base, cap=cap, in_channels=in_channels, num_classes=num_classes, budget_bytes=budget, min_batch=min_batch,
+    )
+    reasons["patch_size"] = (
+        f"nnU-Net rule: isotropic-in-mm patch clipped to the median shape {tuple(patch_shape)}, rounded up to a "
+        f"multiple of {topo.divisor}, shrunk until batch {min_batch} fits {memory_gb:g} GiB"
+    )
+    per_sample = estimate_training_bytes(topo.patch_size, 1, features, topo.strides, in_channels, num_classes)
+    batch = max(min_batch, int(budget // per_sample))
+    # nnU-Net caps a batch at 5 % of the dataset's voxels so it does not see everything at once
+    dataset_voxels = sum(math.prod(c["shape"]) for c in fp.cases.values()) * float(np.prod(scale))
+    batch_cap = max(min_batch, int(0.05 * dataset_voxels / math.prod(topo.patch_size)))
+    batch = min(batch, batch_cap, 64 if device == "cpu" else 512)
+    reasons["batch_size"] = (
+        f"largest batch within {memory_gb:g} GiB (estimated {per_sample / 2**20:.0f} MiB per sample), "
+        f"capped at 5 % of the dataset's voxels ({batch_cap}) and 64 on CPU"
+    )
+    reasons["network_config"] = (
+        f"{topo.num_stages} stages; pooling per axis until ~4 voxels remain, coarse axes wait "
+        f"(nnU-Net); features {features[0]}->{features[-1]} ({'narrow for CPU step time' if device == 'cpu' else 'nnU-Net width'})"
+    )
+    optimizer = "adamw" if device == "cpu" else "sgd"
+    reasons["optimizer"] = (
+        "AdamW lr 1e-3: on CPU the step budget is small and AdamW converges in fewer steps than SGD"
+        if device == "cpu" else "SGD Nesterov 0.99, lr 0.01, poly schedule (nnU-Net)"
+    )
+    return Plan(
+        configuration=configuration,
+        spatial_dims=dims,
+        spacing=tuple(target),
+        median_shape=tuple(median_shape),
+        patch_size=topo.patch_size,
+        batch_size=int(batch),
+        normalization=normalization,
+        intensity=dict(fp.intensity),
+        num_classes=num_classes,
+        in_channels=in_channels,
+        labels=dict(fp.labels),
+        network="unet",
+        network_config={
+            "features": list(features),
+            "kernel_sizes": [list(k) for k in topo.kernel_sizes],
+            "strides": [list(s) for s in topo.strides],
+            "norm": "batch" if device == "cpu" else "instance",
+            "act": "leakyrelu",
+            "deep_supervision": True,
+        },
+        optimizer=optimizer,
+        learning_rate=1e-3 if device == "cpu" else 1e-2,
+        weight_decay=1e-4 if device == "cpu" else 3e-5,
+        reasons=reasons,
+    )
+
+
+def plan_dataset(
+    fp: Fingerprint,
+    dataset_path: str,
+    *,
+    device: str = "cpu",
+    memory_gb: float = 4.0,
+) -> Plans:
+    """Plan every configuration that makes sense for the dataset.
+
+    ``2d`` always; ``3d_fullres`` for 3D data; ``3d_lowres`` when the median case is more
+    than ``LOWRES_FACTOR`` times the full-resolution patch (then a cascade refines it).
+    """
+    configs = {"2d": plan_configuration(fp, "2d", device=device, memory_gb=memory_gb)}
+    if fp.spatial_dims == 3:
+        full = plan_configuration(fp, "3d_fullres", device=device, memory_gb=memory_gb)
+        configs["3d_fullres"] = full
+        ratio = math.prod(full.median_shape) / math.prod(full.patch_size)
+        if ratio > LOWRES_FACTOR:
+            spacing = list(full.spacing)
+            while math.prod(full.median_shape) * math.prod(np.divide(full.spacing, spacing)) > LOWRES_FACTOR * math.prod(full.patch_size):
+                spacing = [s * 1.01 for s in spacing]
+            low = plan_configuration(fp, "3d_lowres", device=device, memory_gb=memory_gb, spacing=spacing)
+            configs["3d_lowres"] = replace(low, reasons={**low.reasons, "configuration": f"median case is {ratio:.1f}x the fullres patch"})
+    return Plans(fp.dataset_name, dataset_path, configs)
