@@ -1,0 +1,153 @@
+"""``preprocess``: turn a dataset into memory-mappable training arrays for each configuration.
+
+For each case: read, crop to the non-zero region, resample to the plan's spacing, normalise,
+and store in ``RESULTS/preprocessed/<config>/``:
+
+the case store format of ``medseg.data.loader`` (``<case>.npy`` image, ``<case>_seg.npy``
+label, ``<case>.json`` with ``class_locations``) plus, in the JSON, the geometry needed to undo
+it all (original shape/spacing/origin/direction, crop box, shape after crop).
+
+Idempotent: ``manifest.json`` records each case's source files (size, mtime) and the plan;
+a second run redoes only cases whose inputs or plan changed, and drops cases that vanished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.data.dataset import Case, load_dataset, read_case
+from medseg.data.loader import write_case
+from medseg.data.parallel import map_cases
+from medseg.data.preprocess import (
+    new_shape_for_spacing,
+    nonzero_box,
+    normalize,
+    resample_image,
+    resample_label,
+    separate_axis,
+)
+from medseg.fileutil import write_json_atomic
+from medseg.planning.plan import Plan, Plans
+
+MANIFEST = "manifest.json"
+
+
+def case_target_spacing(plan: Plan, spacing: tuple[float, ...]) -> tuple[float, ...]:
+    """The spacing a case is resampled to: the plan's, except that ``2d`` on 3D data keeps
+    each case's own slice spacing on axis 0 (slices are never interpolated into each other)."""
+    if plan.spatial_dims == 2 and len(spacing) == 3:
+        return (spacing[0], *plan.spacing[-2:])
+    return tuple(plan.spacing[-len(spacing) :])
+
+
+def preprocess_arrays(
+    image: np.ndarray, label: np.ndarray | None, spacing: tuple[float, ...], plan: Plan
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """Crop, resample and normalise one case.
+
+    Args:
+        image: ``(C, *spatial)``.
+        label: ``(*spatial)`` or None (inference).
+        spacing: the case's spacing (mm, array order).
+
+    Returns:
+        ``(image, label, properties)``; properties hold what ``undo`` needs.
+    """
+    box = nonzero_box(image)
+    image = image[(slice(None), *box.slices)]
+    label = label[box.slices] if label is not None else None
+    target = case_target_spacing(plan, spacing)
+    shape = new_shape_for_spacing(image.shape[1:], spacing, target)
+    # nnU-Net decides "separate z" from the source spacing (or the target's, if that is the anisotropic one)
+    axis = separate_axis(spacing) if separate_axis(spacing) is not None else separate_axis(target)
+    image = resample_image(image, shape, separate_z=axis)
+    image = normalize(image, plan.normalization, plan.intensity)
+    if label is not None:
+        label = resample_label(label.astype(np.int16), shape, separate_z=axis)
+    props = {
+        "crop_start": list(box.start),
+        "crop_stop": list(box.stop),
+        "shape_after_crop": [int(b - a) for a, b in zip(box.start, box.stop, strict=True)],
+        "shape_after_resampling": list(shape),
+        "spacing_after_resampling": list(target),
+        "separate_z": axis,
+    }
+    return image, label, props
+
+
+def _fingerprint_sources(case: Case) -> list[list[Any]]:
+    paths = [*case.image_paths, *([case.label_path] if case.label_path else [])]
+    return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in paths]
+
+
+def _plan_hash(plan: Plan) -> str:
+    keys = ("spacing", "normalization", "intensity", "spatial_dims")
+    blob = json.dumps({k: getattr(plan, k) for k in keys}, sort_keys=True, default=list)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _process_case(case: Case, *, plan: Plan, out_dir: Path, num_channels: int) -> str:
+    image, label = read_case(case, num_channels=num_channels)
+    array, seg, props = preprocess_arrays(image.channels_first(), label.array if label else None, image.spacing, plan)
+    props.update(
+        case_id=case.case_id,
+        original_shape=list(image.spatial_shape),
+        original_spacing=list(image.spacing),
+        origin=list(image.origin),
+        direction=list(image.direction),
+    )
+    write_case(out_dir, case.case_id, array, seg, properties=props, overwrite=True)
+    return case.case_id
+
+
+def preprocess(
+    results: str | os.PathLike[str],
+    *,
+    configurations: list[str] | None = None,
+    jobs: int | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, int]]:
+    """Preprocess the planned dataset into ``RESULTS/preprocessed/<config>/``.
+
+    Args:
+        results: the results folder holding ``plans.json``.
+        configurations: which to do (default: every planned one).
+
+    Returns:
+        Per configuration: ``{"processed": n, "skipped": n, "removed": n}``.
+    """
+    results = Path(results)
+    plans = Plans.from_json(results / "plans.json")
+    dataset = load_dataset(plans.dataset_path)
+    summary = {}
+    for name in configurations or list(plans.configurations):
+        plan = plans[name]
+        out_dir = results / "preprocessed" / name
+        out_dir.mkdir(parents=True, exist_ok=True)
+        manifest_path = out_dir / MANIFEST
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+        plan_hash = _plan_hash(plan)
+        if manifest.get("plan_hash") != plan_hash:
+            manifest = {"plan_hash": plan_hash, "cases": {}}
+        todo = [
+            c for c in dataset.cases
+            if manifest["cases"].get(c.case_id) != _fingerprint_sources(c) or not (out_dir / f"{c.case_id}.npy").exists()
+        ]
+        work = partial(_process_case, plan=plan, out_dir=out_dir, num_channels=dataset.num_channels)
+        map_cases(work, todo, jobs=jobs, desc=f"preprocess {name}", progress=progress)
+        current = {c.case_id for c in dataset.cases}
+        removed = sorted(set(manifest["cases"]) - current)
+        for case_id in removed:
+            for suffix in (".npy", "_seg.npy", ".json"):
+                (out_dir / f"{case_id}{suffix}").unlink(missing_ok=True)
+        manifest["cases"] = {c.case_id: _fingerprint_sources(c) for c in dataset.cases}
+        write_json_atomic(manifest_path, manifest)
+        summary[name] = {"processed": len(todo), "skipped": len(dataset.cases) - len(todo), "removed": len(removed)}
+    return summary
