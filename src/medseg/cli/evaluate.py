@@ -2,8 +2,90 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+from typing import Any
+
 import typer
+
+_SHOWN = ("dice", "hd95", "assd", "nsd")
 
 
 def register(app: typer.Typer) -> None:
     """Mount the ``evaluate`` command on the main app."""
+    app.command("evaluate")(evaluate)
+
+
+def evaluate(
+    pred: Path = typer.Option(..., "--pred", help="Folder of predicted label maps."),
+    ref: Path = typer.Option(
+        ..., "--ref", help="Folder of reference label maps (same file names)."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Output folder for per_case.csv and summary.json."
+    ),
+    labels: str | None = typer.Option(
+        None,
+        help="Labels/regions, e.g. '1,2' or 'wt=1+2+3,tc=1+3,et=3'. Default: all non-zero reference values.",
+    ),
+    ignore_label: int | None = typer.Option(
+        None, help="Reference value to leave out of every metric."
+    ),
+    tolerance: float = typer.Option(2.0, help="NSD tolerance in mm."),
+    hd95_mode: str = typer.Option(
+        "max_directed",
+        help="max_directed (larger directed 95th percentile; MONAI, DeepMind) or pooled (MedPy).",
+    ),
+    surface: str = typer.Option(
+        "voxel", help="voxel (MONAI/MedPy surface voxels) or surfel (DeepMind)."
+    ),
+    jobs: int | None = typer.Option(
+        None, "--jobs", "-j", help="Worker processes (default: CPU count)."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+) -> None:
+    """Compare predictions with references case by case; write per_case.csv and summary.json."""
+    from medseg.evaluation import evaluate_folders, parse_labels
+
+    summary = evaluate_folders(
+        pred,
+        ref,
+        out,
+        labels=parse_labels(labels) if labels else None,
+        ignore_label=ignore_label,
+        tolerance_mm=tolerance,
+        hd95_mode=hd95_mode,  # type: ignore[arg-type]  # checked by evaluate_folders
+        surface=surface,  # type: ignore[arg-type]
+        jobs=jobs,
+        overwrite=overwrite,
+        show_progress=True,
+    )
+    _print_table(summary)
+    typer.echo(
+        f"wrote {out / 'per_case.csv'} and {out / 'summary.json'} ({summary['n_cases']} cases)"
+    )
+
+
+def _print_table(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    options = summary["options"]
+    table = Table(
+        title=f"{summary['n_cases']} cases: mean±std (distances in mm)",
+        caption=f"(k): k NaN values skipped. NSD at {options['tolerance_mm']:g} mm, "
+        f"HD95 {options['hd95_mode']}. All metrics in per_case.csv and summary.json.",
+    )
+    table.add_column("label")
+    for name in _SHOWN:
+        table.add_column(name, justify="right")
+    for label, stats in summary["per_label"].items():
+        table.add_row(label, *(_cell(stats[name]) for name in _SHOWN))
+    table.add_row("all", *(_cell(summary["overall"][name]) for name in _SHOWN), style="bold")
+    Console().print(table)
+
+
+def _cell(stats: dict[str, Any]) -> str:
+    mean, std, skipped = stats["mean"], stats["std"], stats["nan_count"]
+    text = "nan" if mean is None or math.isnan(mean) else f"{mean:.3f}±{std:.3f}"
+    return f"{text} ({skipped})" if skipped else text

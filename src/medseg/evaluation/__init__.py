@@ -1,1 +1,31 @@
-"""medseg.evaluation"""
+"""Folder-level evaluation: predictions vs references -> per_case.csv + summary.json.
+
+``evaluate_folders(pred_dir, ref_dir, out_dir, ...)`` is the function behind
+``medseg evaluate``; ``match_cases`` pairs files by case id; ``parse_labels`` reads the
+``--labels`` option. The metrics themselves live in ``medseg.metrics``.
+"""
+
+from medseg.evaluation.cases import (
+    CasePair,
+    CaseResult,
+    case_files,
+    evaluate_pair,
+    match_cases,
+    read_pair,
+)
+from medseg.evaluation.folders import CSV_COLUMNS, evaluate_folders, format_csv, json_safe
+from medseg.evaluation.labels import parse_labels
+
+__all__ = [
+    "CSV_COLUMNS",
+    "CasePair",
+    "CaseResult",
+    "case_files",
+    "evaluate_folders",
+    "evaluate_pair",
+    "format_csv",
+    "json_safe",
+    "match_cases",
+    "parse_labels",
+    "read_pair",
+]
