@@ -1,0 +1,270 @@
+"""The training loop: one readable function over model, loss, optimiser and loader.
+
+``fit`` trains one configuration and fold from the preprocessed case store:
+
+1. data: ``make_loader`` draws patches (foreground oversampling) in background workers;
+   a new loader per epoch, seeded by ``(seed, fold, epoch)``, so a resumed run sees exactly
+   the batches an uninterrupted run would;
+2. augmentation: the plan's preset on the training device, whole batches at once;
+3. step: forward (bf16 autocast on CUDA), Dice+CE with deep supervision, backward,
+   gradient clipping (norm 12, as nnU-Net), optimiser step, per-step LR schedule;
+4. epoch end: online validation Dice on fixed validation patches, a CSV log row, curves,
+   ``checkpoint_latest.pt`` and ``checkpoint_best.pt`` (by the EMA of the validation Dice),
+   all written atomically.
+
+Ctrl-C saves the last completed epoch (already on disk) and says how to resume. Under
+``torchrun`` the same function runs DDP (gloo on CPU, nccl on CUDA); rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from medseg.data.loader import list_cases, make_loader
+from medseg.errors import ConfigError, MedsegError
+from medseg.fileutil import atomic_path
+from medseg.losses import build_loss
+from medseg.losses.deep_supervision import DeepSupervisionLoss
+from medseg.planning.plan import Plan, Plans
+from medseg.training.checkpoint import build_model, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from medseg.training.curves import plot_curves
+from medseg.training.schedule import build_optimizer, grad_norm, lr_factor, set_lr
+from medseg.training.splits import fold_cases, load_or_make_splits
+from medseg.transforms import build_transform
+
+log = logging.getLogger(__name__)
+GRAD_CLIP = 12.0
+EMA = 0.9
+
+
+@dataclass(frozen=True)
+class FitResult:
+    fold_dir: Path
+    epochs: int
+    steps: int
+    best_metric: float
+    seconds: float
+    stopped_by: str  # "epochs" | "time_budget"
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``None``/"auto": CUDA when available, else CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but CUDA is not available; use --device cpu")
+    return torch.device(device)
+
+
+def fold_dir(results: Path, configuration: str, fold: int | str) -> Path:
+    return results / configuration / f"fold_{fold}"
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); initialises the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _patch_for_store(plan: Plan, store_dims: int) -> tuple[int, ...]:
+    """A 2D plan on 3D data samples ``(1, y, x)`` patches: one slice each."""
+    if plan.spatial_dims == 2 and store_dims == 3:
+        return (1, *plan.patch_size)
+    return tuple(plan.patch_size)
+
+
+def _to_net(batch: torch.Tensor, plan: Plan, store_dims: int) -> torch.Tensor:
+    return batch[:, :, 0] if plan.spatial_dims == 2 and store_dims == 3 else batch
+
+
+def _online_dice(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -> np.ndarray:
+    """Per foreground class (TP, FP, FN) summed over the batch (nnU-Net's pseudo Dice)."""
+    pred = logits.argmax(1)
+    target = target[:, 0]
+    stats = np.zeros((num_classes - 1, 3))
+    for k in range(1, num_classes):
+        p, t = pred == k, target == k
+        stats[k - 1] = [(p & t).sum().item(), (p & ~t).sum().item(), (~p & t).sum().item()]
+    return stats
+
+
+def fit(
+    results: str | os.PathLike[str],
+    configuration: str,
+    fold: int | str = 0,
+    *,
+    epochs: int | None = None,
+    steps_per_epoch: int | None = None,
+    time_budget_s: float | None = None,
+    resume: bool = False,
+    device: str | None = None,
+    num_workers: int | None = None,
+    val_batches: int = 4,
+    seed: int = 0,
+    progress: bool = True,
+) -> FitResult:
+    """Train ``configuration`` on ``fold`` of the preprocessed data in ``results``.
+
+    Args:
+        results: results folder (``plans.json`` and ``preprocessed/<configuration>``).
+        configuration: ``2d``, ``3d_fullres`` or ``3d_lowres``.
+        fold: a fold index or ``"all"``.
+        epochs, steps_per_epoch: override the plan's budget.
+        time_budget_s: stop before an epoch that would exceed this many seconds.
+        resume: continue from ``checkpoint_latest.pt`` (exactly: weights, optimiser,
+            schedule, RNG, log).
+        device: ``cpu``, ``cuda`` or None (auto).
+        num_workers: loader workers (default: CPU count, at most 4).
+
+    Raises:
+        OverwriteError-like ConfigError: the fold has checkpoints and ``resume`` is False.
+    """
+    results = Path(results)
+    plans = Plans.from_json(results / "plans.json")
+    plan = plans[configuration]
+    store = results / "preprocessed" / configuration
+    case_ids = list_cases(store)
+    train_ids, val_ids = fold_cases(load_or_make_splits(results, case_ids), fold)
+    out = fold_dir(results, configuration, fold)
+    rank, world = _distributed()
+    dev = resolve_device(device)
+    if world > 1 and dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    latest = out / "checkpoint_latest.pt"
+    if latest.exists() and not resume:
+        raise ConfigError(f"{out}: fold already has checkpoints; pass --resume to continue (or remove the folder)")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+
+    model = build_model(plan).to(dev)
+    if dev.type == "cpu" and plan.spatial_dims == 2:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, plan)
+    total_epochs = epochs if epochs is not None else plan.num_epochs
+    steps = steps_per_epoch if steps_per_epoch is not None else plan.steps_per_epoch
+    start_epoch, step, best, ema, rows = 0, 0, -math.inf, None, []
+    if resume and latest.exists():
+        ckpt = load_checkpoint(latest)
+        if ckpt["plan"] != plan.to_dict():
+            raise ConfigError(f"{latest}: checkpoint was trained with another plan; cannot resume")
+        model.load_state_dict(ckpt["network_state"])
+        optimizer.load_state_dict(ckpt["optimizer_state"])
+        start_epoch, step, best, rows = ckpt["epoch"], ckpt["step"], ckpt["best_metric"], ckpt["log"]
+        ema = ckpt.get("ema_metric")
+        set_rng_state(ckpt["rng_state"])
+        log.info("resuming %s fold %s at epoch %d", configuration, fold, start_epoch)
+    net: nn.Module = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+
+    loss_fn = DeepSupervisionLoss(build_loss(plan.loss))
+    store_dims = np.load(store / f"{case_ids[0]}.npy", mmap_mode="r").ndim - 1
+    patch = _patch_for_store(plan, store_dims)
+    augment = build_transform(plan.augmentation, spatial_dims=plan.spatial_dims)
+    workers = num_workers if num_workers is not None else min(4, os.cpu_count() or 1)
+    use_amp = dev.type == "cuda" and torch.cuda.is_bf16_supported()
+    val_loader = list(make_loader(store, patch_size=patch, batch_size=plan.batch_size, case_ids=val_ids,
+                                  num_batches=val_batches, num_workers=0, seed=10_000 + seed))
+    started = time.perf_counter()
+    stopped_by = "epochs"
+    epoch_seconds: list[float] = []
+    bar = tqdm(total=total_epochs, initial=start_epoch, desc=f"train {configuration} fold {fold}",
+               disable=not progress or rank != 0)
+    try:
+        for epoch in range(start_epoch, total_epochs):
+            if time_budget_s is not None and epoch_seconds:
+                if time.perf_counter() - started + np.mean(epoch_seconds[-3:]) > time_budget_s:
+                    stopped_by = "time_budget"
+                    break
+            epoch_start = time.perf_counter()
+            augment.reseed(seed * 100_003 + epoch)
+            loader = make_loader(store, patch_size=patch, batch_size=plan.batch_size, case_ids=train_ids,
+                                 mode="oversample", oversample_foreground=plan.foreground_oversampling,
+                                 num_batches=steps, num_workers=workers, backend="thread",
+                                 seed=(seed * 1000 + (0 if fold == "all" else int(fold))) * 100_000 + epoch * world + rank)
+            net.train()
+            losses, norms, wait = [], [], 0.0
+            fetch_start = time.perf_counter()
+            for image, label in loader:
+                wait += time.perf_counter() - fetch_start
+                image, label = image.to(dev, non_blocking=True), label.to(dev, non_blocking=True)
+                image, label = augment(_to_net(image, plan, store_dims), _to_net(label, plan, store_dims))
+                lr = set_lr(optimizer, plan.learning_rate, lr_factor(step, total_epochs * steps, plan.lr_schedule))
+                optimizer.zero_grad(set_to_none=True)
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                    loss = loss_fn(net(image), label)
+                loss.backward()
+                norms.append(grad_norm(model))
+                nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+                optimizer.step()
+                losses.append(float(loss.detach()))
+                step += 1
+                fetch_start = time.perf_counter()
+            dice = _validate(model, val_loader, plan, store_dims, dev, use_amp)
+            mean_dice = float(np.nanmean(dice)) if len(dice) else float("nan")
+            ema = mean_dice if ema is None or not np.isfinite(ema) else EMA * ema + (1 - EMA) * mean_dice
+            seconds = time.perf_counter() - epoch_start
+            epoch_seconds.append(seconds)
+            row = {"epoch": epoch + 1, "step": step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                   "val_dice": mean_dice, "val_dice_ema": ema, "lr": lr, "grad_norm": float(np.mean(norms)) if norms else 0.0,
+                   "epoch_seconds": seconds, "data_wait_share": wait / max(seconds, 1e-9)}
+            row.update({f"val_dice_{k + 1}": float(v) for k, v in enumerate(dice)})
+            rows.append(row)
+            if rank == 0:
+                is_best = ema > best
+                best = max(best, ema)
+                state = {"network_state": model.state_dict(), "optimizer_state": optimizer.state_dict(),
+                         "plan": plan.to_dict(), "epoch": epoch + 1, "step": step, "best_metric": best,
+                         "ema_metric": ema, "log": rows, "rng_state": rng_state(), "fold": fold,
+                         "configuration": configuration}
+                save_checkpoint(latest, **state)
+                if is_best:
+                    save_checkpoint(out / "checkpoint_best.pt", **state)
+                _write_log(out / "log.csv", rows)
+                plot_curves(rows, out / "curves.png")
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", dice=f"{mean_dice:.3f}", wait=f"{row['data_wait_share']:.0%}")
+            bar.update(1)
+    except KeyboardInterrupt:
+        bar.close()
+        raise MedsegError(
+            f"interrupted; epochs completed so far are saved in {latest}. "
+            f"Continue with: medseg train {results} --config {configuration} --fold {fold} --resume"
+        ) from None
+    bar.close()
+    completed = rows[-1]["epoch"] if rows else 0
+    return FitResult(out, completed, step, best, time.perf_counter() - started, stopped_by)
+
+
+@torch.inference_mode()
+def _validate(model: nn.Module, batches: list, plan: Plan, store_dims: int, dev: torch.device, use_amp: bool) -> np.ndarray:
+    model.eval()
+    stats = np.zeros((plan.num_classes - 1, 3))
+    for image, label in batches:
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = model(_to_net(image, plan, store_dims).to(dev))
+        stats += _online_dice(logits.float(), _to_net(label, plan, store_dims).to(dev), plan.num_classes)
+    model.train()
+    tp, fp, fn = stats.T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
+
+
+def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
