@@ -20,7 +20,8 @@ LAYERS = {
     "training": 6,
     "inference": 7,
     "evaluation": 8, "report": 8,
-    "cli": 9,
+    "pipeline": 9,
+    "cli": 10,
 }
 
 

@@ -17,6 +17,8 @@ from medseg import __version__
 from medseg.cli import data as data_cli
 from medseg.cli import demo as demo_cli
 from medseg.cli import evaluate as evaluate_cli
+from medseg.cli import pipeline as pipeline_cli
+from medseg.cli import report as report_cli
 from medseg.errors import MedsegError
 
 app = typer.Typer(
@@ -51,7 +53,9 @@ def main(
 
 
 app.add_typer(data_cli.app, name="data", help="Check, fingerprint and generate datasets.")
+pipeline_cli.register(app)
 evaluate_cli.register(app)
+report_cli.register(app)
 demo_cli.register(app)
 
 

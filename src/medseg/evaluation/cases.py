@@ -7,6 +7,7 @@ nnU-Net style folders pair ``labelsTr/case_001.nii.gz`` with ``pred/case_001.nii
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,15 +74,23 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def match_cases(pred_dir: str | Path, ref_dir: str | Path) -> list[CasePair]:
+def match_cases(
+    pred_dir: str | Path, ref_dir: str | Path, *, cases: Sequence[str] | None = None
+) -> list[CasePair]:
     """Pair every reference with the prediction of the same case id, sorted by case id.
 
-    Predictions without a reference are ignored (with a warning).
+    Predictions without a reference are ignored (with a warning). ``cases`` restricts the
+    references to those case ids (e.g. one cross-validation fold).
 
     Raises:
         DatasetError: no reference files, or references without a prediction (listed).
     """
     preds, refs = case_files(pred_dir), case_files(ref_dir)
+    if cases is not None:
+        unknown = sorted(set(cases) - set(refs))
+        if unknown:
+            raise DatasetError(f"{ref_dir}: no reference for case(s) {', '.join(unknown[:5])}")
+        refs = {case: refs[case] for case in cases}
     if not refs:
         raise DatasetError(f"{ref_dir}: no reference images ({', '.join(IMAGE_EXTENSIONS)})")
     missing = sorted(set(refs) - set(preds))

@@ -57,6 +57,7 @@ def evaluate_folders(
     jobs: int | None = None,
     overwrite: bool = False,
     show_progress: bool = False,
+    cases: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate every reference in ``ref_dir`` against the same case in ``pred_dir``.
 
@@ -74,6 +75,7 @@ def evaluate_folders(
         jobs: worker processes; default the number of CPUs; 1 runs in this process.
         overwrite: replace existing output files.
         show_progress: draw a progress bar on stderr (when it is a terminal).
+        cases: evaluate only these case ids (default: every reference).
 
     Returns:
         The summary written to ``summary.json`` (NaN where it has ``null``): ``n_cases``,
@@ -89,7 +91,7 @@ def evaluate_folders(
     csv_path = check_writable(out_dir / PER_CASE_FILE, overwrite=overwrite)
     json_path = check_writable(out_dir / SUMMARY_FILE, overwrite=overwrite)
     options = _options(labels, ignore_label, tolerance_mm, hd95_mode, surface, connectivity)
-    pairs = match_cases(pred_dir, ref_dir)
+    pairs = match_cases(pred_dir, ref_dir, cases=cases)
     results = _run(pairs, options, _jobs(jobs, len(pairs)), show_progress)
     regions = options["labels"] or {str(v): (v,) for v in _reference_labels(results)}
     if not regions:

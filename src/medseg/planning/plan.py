@@ -110,6 +110,7 @@ class Plans:
     dataset_name: str
     dataset_path: str
     configurations: dict[str, Plan]
+    recommended: str | None = None  # set by a time budget: the configuration to train
     schema_version: int = SCHEMA_VERSION
 
     def __getitem__(self, name: str) -> Plan:
@@ -122,6 +123,7 @@ class Plans:
             "dataset_name": self.dataset_name,
             "dataset_path": self.dataset_path,
             "schema_version": self.schema_version,
+            "recommended": self.recommended,
             "configurations": {k: v.to_dict() for k, v in self.configurations.items()},
         }
         write_json_atomic(path, data)
@@ -132,8 +134,9 @@ class Plans:
         if not path.exists():
             raise ConfigError(f"{path}: no plans file; run 'medseg plan DATASET -o RESULTS' first")
         data = json.loads(path.read_text())
-        unknown = sorted(set(data) - {"dataset_name", "dataset_path", "schema_version", "configurations"})
+        unknown = sorted(set(data) - {"dataset_name", "dataset_path", "schema_version", "configurations", "recommended"})
         if unknown:
             raise ConfigError(f"{path}: unknown key(s) {unknown}")
         configs = {k: Plan.from_dict(v, source=f"{path} [{k}]") for k, v in data["configurations"].items()}
-        return cls(data["dataset_name"], data["dataset_path"], configs, data.get("schema_version", SCHEMA_VERSION))
+        return cls(data["dataset_name"], data["dataset_path"], configs, data.get("recommended"),
+                   data.get("schema_version", SCHEMA_VERSION))

@@ -10,6 +10,7 @@ from medseg.data import check_dataset, compute_fingerprint, load_dataset
 from medseg.data.fingerprint import Fingerprint
 from medseg.errors import ConfigError, DatasetError
 from medseg.fileutil import check_writable
+from medseg.planning.calibrate import fit_to_time_budget
 from medseg.planning.plan import Plans
 from medseg.planning.planner import plan_dataset
 
@@ -20,6 +21,7 @@ def plan(
     *,
     device: str = "cpu",
     memory_gb: float = 4.0,
+    time_budget_s: float | None = None,
     jobs: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -31,6 +33,8 @@ def plan(
         results: the results folder (created).
         device: ``"cpu"`` or ``"cuda"``: the device the plan is sized for.
         memory_gb: memory budget for one training step.
+        time_budget_s: training time budget; when given, the step time of each
+            configuration is measured here and epochs/configuration are chosen to fit it.
 
     Raises:
         DatasetError: the dataset has problems (all listed in the message).
@@ -60,6 +64,8 @@ def plan(
     if (dataset_path / "dataset.json").exists():
         shutil.copyfile(dataset_path / "dataset.json", results / "dataset.json")
     plans = plan_dataset(fingerprint, str(dataset_path), device=device, memory_gb=memory_gb)
+    if time_budget_s is not None:
+        plans = fit_to_time_budget(plans, time_budget_s, device=device)
     plans.to_json(existing)
     return plans
 
@@ -75,6 +81,8 @@ def load_results_fingerprint(results: str | os.PathLike[str]) -> Fingerprint:
 def explain(plans: Plans) -> str:
     """A readable account of every planned value and why it was chosen."""
     lines = [f"plans for {plans.dataset_name} ({plans.dataset_path})"]
+    if plans.recommended:
+        lines.append(f"recommended configuration: {plans.recommended}")
     for name, p in plans.configurations.items():
         lines.append(f"\n[{name}]")
         cfg = p.network_config

@@ -1,6 +1,11 @@
 """Training: the loop, optimisers and schedules, checkpoints, resume, DDP, logs and curves."""
 
-from medseg.training.checkpoint import build_model, load_checkpoint, model_from_checkpoint, save_checkpoint
+from medseg.training.checkpoint import (
+    build_model,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 from medseg.training.loop import FitResult, fit, fold_dir, resolve_device
 from medseg.training.splits import fold_cases, load_or_make_splits, make_splits
 

@@ -35,11 +35,17 @@ from tqdm.auto import tqdm
 
 from medseg.data.loader import list_cases, make_loader
 from medseg.errors import ConfigError, MedsegError
-from medseg.fileutil import atomic_path
+from medseg.fileutil import atomic_path, write_json_atomic
 from medseg.losses import build_loss
 from medseg.losses.deep_supervision import DeepSupervisionLoss
 from medseg.planning.plan import Plan, Plans
-from medseg.training.checkpoint import build_model, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from medseg.training.checkpoint import (
+    build_model,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from medseg.training.curves import plot_curves
 from medseg.training.schedule import build_optimizer, grad_norm, lr_factor, set_lr
 from medseg.training.splits import fold_cases, load_or_make_splits
@@ -149,6 +155,9 @@ def fit(
     if latest.exists() and not resume:
         raise ConfigError(f"{out}: fold already has checkpoints; pass --resume to continue (or remove the folder)")
     out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        write_json_atomic(out / "run.json", {"device": str(dev), "world_size": world, "torch": torch.__version__,
+                                             "threads": torch.get_num_threads(), "seed": seed})
     torch.manual_seed(seed)
 
     model = build_model(plan).to(dev)

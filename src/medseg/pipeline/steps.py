@@ -1,0 +1,127 @@
+"""Pipeline steps over a results folder (see ARCHITECTURE: the results folder layout).
+
+``train`` is training plus the full-case validation of the fold: the best checkpoint predicts
+every validation case in its original geometry (``<config>/fold_<k>/validation/``) and those
+predictions are evaluated against the dataset's labels (``<config>/fold_<k>/evaluation/``);
+``evaluate_cross_validation`` pools the folds into ``evaluation/<config>/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from medseg.data.dataset import load_dataset, read_case
+from medseg.data.loader import list_cases
+from medseg.evaluation import evaluate_folders
+from medseg.inference.predict import predict as _predict
+from medseg.inference.predict import predict_case
+from medseg.io import write_image
+from medseg.planning.plan import Plans
+from medseg.planning.preprocessing import preprocess
+from medseg.planning.steps import plan
+from medseg.report import build_report
+from medseg.training import (
+    fit,
+    fold_cases,
+    fold_dir,
+    load_or_make_splits,
+    model_from_checkpoint,
+    resolve_device,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["evaluate", "evaluate_cross_validation", "plan", "predict", "preprocess", "report", "train", "validate_fold"]
+
+predict = _predict
+evaluate = evaluate_folders
+report = build_report
+
+
+def train(
+    results: str | os.PathLike[str],
+    configuration: str,
+    fold: int | str = 0,
+    *,
+    epochs: int | None = None,
+    steps_per_epoch: int | None = None,
+    time_budget_s: float | None = None,
+    resume: bool = False,
+    device: str | None = None,
+    num_workers: int | None = None,
+    validate: bool = True,
+    mirror: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train one fold, then predict and evaluate its validation cases.
+
+    Returns:
+        ``{"fit": FitResult fields, "validation": summary dict or None}``.
+    """
+    results = Path(results)
+    result = fit(results, configuration, fold, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                 time_budget_s=time_budget_s, resume=resume, device=device, num_workers=num_workers,
+                 seed=seed, progress=progress)
+    is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 validates
+    summary = None
+    if validate and is_main:
+        summary = validate_fold(results, configuration, fold, device=device, mirror=mirror, progress=progress)
+    return {"fit": result.__dict__, "validation": summary}
+
+
+def validate_fold(
+    results: str | os.PathLike[str],
+    configuration: str,
+    fold: int | str,
+    *,
+    checkpoint: str = "best",
+    device: str | None = None,
+    mirror: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Predict the fold's validation cases in original geometry and evaluate them."""
+    results = Path(results)
+    plans = Plans.from_json(results / "plans.json")
+    dataset = load_dataset(plans.dataset_path)
+    store = results / "preprocessed" / configuration
+    _, val_ids = fold_cases(load_or_make_splits(results, list_cases(store)), fold)
+    out = fold_dir(results, configuration, fold)
+    model, plan_ = model_from_checkpoint(out / f"checkpoint_{checkpoint}.pt")
+    dev = resolve_device(device)
+    model.to(dev)
+    pred_dir = out / "validation"
+    pred_dir.mkdir(exist_ok=True)
+    for case_id in val_ids:
+        case = dataset.case(case_id)
+        image, _ = read_case(case, num_channels=dataset.num_channels)
+        _, label = predict_case([(model, plan_)], image, mirror=mirror, device=dev)
+        write_image(label, pred_dir / f"{case_id}{dataset.file_ending}", overwrite=True)
+    return evaluate_folders(
+        pred_dir, dataset.root / "labelsTr", out / "evaluation", cases=val_ids,
+        labels=sorted(dataset.foreground_labels.values()), overwrite=True, jobs=1,
+    )
+
+
+def evaluate_cross_validation(results: str | os.PathLike[str], configuration: str) -> dict[str, Any]:
+    """Pool the validation predictions of every trained fold into ``evaluation/<config>/``."""
+    results = Path(results)
+    plans = Plans.from_json(results / "plans.json")
+    dataset = load_dataset(plans.dataset_path)
+    folds = sorted(p for p in (results / configuration).glob("fold_*/validation") if p.is_dir())
+    with tempfile.TemporaryDirectory(dir=results) as tmp:
+        cases = []
+        for folder in folds:
+            for path in folder.iterdir():
+                if path.name.endswith(dataset.file_ending) and not path.name.startswith("."):
+                    shutil.copyfile(path, Path(tmp) / path.name)
+                    cases.append(path.name[: -len(dataset.file_ending)])
+        return evaluate_folders(
+            tmp, dataset.root / "labelsTr", results / "evaluation" / configuration, cases=sorted(set(cases)),
+            labels=sorted(dataset.foreground_labels.values()), overwrite=True, jobs=1,
+        )
