@@ -14,6 +14,7 @@ import traceback
 import typer
 
 from medseg import __version__
+from medseg.cli import augment as augment_cli
 from medseg.cli import data as data_cli
 from medseg.cli import demo as demo_cli
 from medseg.cli import evaluate as evaluate_cli
@@ -53,6 +54,7 @@ def main(
 
 
 app.add_typer(data_cli.app, name="data", help="Check, fingerprint and generate datasets.")
+app.add_typer(augment_cli.app, name="augment", help="Preview data augmentation.")
 pipeline_cli.register(app)
 evaluate_cli.register(app)
 report_cli.register(app)

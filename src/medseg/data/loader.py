@@ -1,0 +1,329 @@
+"""Training batches from a folder of preprocessed cases, with background workers.
+
+Case store format (written once by preprocessing, memory-mapped here)::
+
+    FOLDER/
+      <case>.npy       image, float32, (C, *spatial) -- normalised, resampled, cropped
+      <case>_seg.npy   label, int8 (int16 if values exceed int8), (1, *spatial); absent when
+                       the case is unlabelled
+      <case>.json      properties: {"class_locations": {"<class>": [[z, y, x], ...]}, ...};
+                       any other keys (crop box, original geometry) are kept as they are.
+                       Missing class locations are computed at load (and not written back).
+
+Case ids are the ``.npy`` stems without ``_seg``. Arrays are opened with
+``np.load(mmap_mode="r")``: a batch reads only the voxels of its patches, so memory stays flat
+however large the dataset grows.
+
+Batches: batch ``k`` is drawn with its own ``np.random.default_rng([seed, k])``, so its content
+depends only on ``(seed, k)`` -- not on the number of workers or the backend. ``"thread"``
+(default) makes batches in background threads (worker ``w`` makes batches ``w, w + W, ...``,
+returned in order); ``"process"`` does the same with a ``torch.utils.data.DataLoader`` over an
+``IterableDataset``. On 2 CPU cores threads were as fast or faster (patch cutting is a memory
+copy, torch ops release the GIL) and start instantly; processes pay off with many cores or
+Python-heavy transforms.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from medseg.data.sampling import CaseArrays, PatchSampler, class_locations
+from medseg.errors import DatasetError
+from medseg.fileutil import atomic_path, check_writable, write_json_atomic
+
+Batch = tuple[Tensor, Tensor | None]
+BatchTransform = Callable[..., tuple[Tensor, Tensor | None]]
+
+
+def write_case(
+    folder: str | os.PathLike[str],
+    case_id: str,
+    image: np.ndarray,
+    label: np.ndarray | None = None,
+    *,
+    properties: dict[str, Any] | None = None,
+    max_per_class: int = 10000,
+    overwrite: bool = False,
+) -> Path:
+    """Write one case in the store format (atomic writes), computing its class locations.
+
+    Args:
+        folder: the store folder (created if missing).
+        case_id: file stem; must not end with ``_seg``.
+        image: ``(C, *spatial)``; stored as float32.
+        label: ``(*spatial)`` or ``(1, *spatial)`` integer values in [-32768, 32767], or None.
+        properties: extra JSON-serialisable keys for ``<case>.json``.
+        max_per_class: cap on stored foreground coordinates per class.
+        overwrite: replace an existing case.
+
+    Returns:
+        Path of the image ``.npy``.
+    """
+    folder = Path(folder)
+    if case_id.endswith("_seg"):
+        raise ValueError(f"case id {case_id!r} must not end with '_seg'")
+    image = np.asarray(image, dtype=np.float32)
+    image_path, seg_path, json_path = (folder / f"{case_id}{end}" for end in (".npy", "_seg.npy", ".json"))
+    for path in (image_path, seg_path, json_path):
+        check_writable(path, overwrite=overwrite)
+    props = dict(properties or {})
+    if label is None:
+        seg_path.unlink(missing_ok=True)  # an unlabelled case replaces a labelled one whole
+    else:
+        label = np.asarray(label)
+        label = label[None] if label.ndim == image.ndim - 1 else label
+        if label.shape != (1, *image.shape[1:]):
+            raise ValueError(f"{case_id}: label {label.shape} does not match image {image.shape}")
+        low, high = int(label.min()), int(label.max())
+        if low < -32768 or high > 32767:
+            raise ValueError(f"{case_id}: label values [{low}, {high}] do not fit int16")
+        dtype = np.int8 if -128 <= low and high <= 127 else np.int16
+        with atomic_path(seg_path) as tmp:
+            np.save(tmp, label.astype(dtype))
+        locations = class_locations(label, max_per_class=max_per_class, seed=0)
+        props["class_locations"] = {str(k): v.tolist() for k, v in locations.items()}
+    with atomic_path(image_path) as tmp:
+        np.save(tmp, image)
+    write_json_atomic(json_path, props)
+    return image_path
+
+
+def list_cases(folder: str | os.PathLike[str]) -> list[str]:
+    """Sorted case ids of a store folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: case store folder does not exist; run preprocessing first")
+    return sorted(p.stem for p in folder.glob("*.npy") if not p.stem.endswith("_seg") and not p.name.startswith("."))
+
+
+def load_case(folder: str | os.PathLike[str], case_id: str, *, mmap: bool = True) -> CaseArrays:
+    """Open one case: memory-mapped arrays (``mmap=True``) and its class locations.
+
+    Raises:
+        DatasetError: the image file is missing.
+    """
+    folder = Path(folder)
+    image_path = folder / f"{case_id}.npy"
+    if not image_path.is_file():
+        raise DatasetError(f"{image_path}: case image is missing from the store")
+    mode: Literal["r"] | None = "r" if mmap else None
+    image = np.load(image_path, mmap_mode=mode)
+    seg_path = folder / f"{case_id}_seg.npy"
+    label = np.load(seg_path, mmap_mode=mode) if seg_path.is_file() else None
+    json_path = folder / f"{case_id}.json"
+    props = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    if "class_locations" in props:
+        dims = image.ndim - 1
+        locations = {int(k): np.asarray(v, dtype=np.int64).reshape(-1, dims)
+                     for k, v in props["class_locations"].items()}
+    else:
+        locations = class_locations(label, seed=0) if label is not None else {}
+    return CaseArrays(case_id, image, label, locations)
+
+
+class _CaseCache(Sequence[CaseArrays]):
+    """Cases opened on first use; at most ``max_open`` stay mapped (each map holds a file)."""
+
+    def __init__(self, folder: Path, case_ids: Sequence[str], *, max_open: int = 128) -> None:
+        self.folder, self.case_ids, self.max_open = folder, list(case_ids), max_open
+        self._open: OrderedDict[int, CaseArrays] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.case_ids)
+
+    def __getitem__(self, index: int) -> CaseArrays:  # type: ignore[override]
+        if index in self._open:
+            self._open.move_to_end(index)
+            return self._open[index]
+        case = load_case(self.folder, self.case_ids[index])
+        self._open[index] = case
+        if len(self._open) > self.max_open:
+            self._open.popitem(last=False)
+        return case
+
+
+class PatchBatches(IterableDataset):
+    """An iterable of ``(image, label)`` patch batches from a case store.
+
+    Args:
+        folder: the case store.
+        sampler: how patches are placed (``PatchSampler``).
+        batch_size: patches per batch.
+        case_ids: the cases to use (e.g. one fold's training cases); default all.
+        num_batches: batches per iteration; None iterates forever.
+        transform: optional batch transform called as ``transform(image, label,
+            generator=...)`` inside the worker (e.g. a ``medseg.transforms`` pipeline).
+        seed: base seed; batch ``k`` depends only on ``(seed, k)``.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], sampler: PatchSampler, batch_size: int, *,
+                 case_ids: Sequence[str] | None = None, num_batches: int | None = None,
+                 transform: BatchTransform | None = None, seed: int = 0) -> None:
+        super().__init__()
+        self.folder = Path(folder)
+        self.case_ids = list(case_ids) if case_ids is not None else list_cases(self.folder)
+        if not self.case_ids:
+            raise DatasetError(f"{self.folder}: no cases (<case>.npy) in the case store")
+        self.sampler, self.batch_size = sampler, int(batch_size)
+        self.num_batches, self.transform, self.seed = num_batches, transform, int(seed)
+        self._cases: _CaseCache | None = None
+
+    @property
+    def cases(self) -> _CaseCache:
+        if self._cases is None:  # opened lazily, so each worker process maps its own files
+            self._cases = _CaseCache(self.folder, self.case_ids)
+        return self._cases
+
+    def batch(self, index: int) -> Batch:
+        """Batch number ``index``: ``(B, C, *patch)`` float32 and ``(B, 1, *patch)`` int64 (or None)."""
+        rng = np.random.default_rng([self.seed, index])
+        image, label, _ = self.sampler.sample(self.cases, self.batch_size, rng)
+        image_t = torch.from_numpy(image)
+        label_t = None if label is None else torch.from_numpy(label.astype(np.int64))
+        if self.transform is not None:
+            generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            image_t, label_t = self.transform(image_t, label_t, generator=generator)
+        return image_t, label_t
+
+    def indices(self, worker: int, num_workers: int) -> Iterator[int]:
+        index = worker
+        while self.num_batches is None or index < self.num_batches:
+            yield index
+            index += num_workers
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        for index in self.indices(worker, workers):
+            yield self.batch(index)
+
+
+def _single_thread_worker(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+class ThreadedBatches:
+    """Produce ``PatchBatches`` in background threads, returned in batch order."""
+
+    def __init__(self, dataset: PatchBatches, *, num_workers: int = 2, prefetch: int = 2) -> None:
+        self.dataset, self.num_workers, self.prefetch = dataset, max(1, num_workers), max(1, prefetch)
+
+    def __iter__(self) -> Iterator[Batch]:
+        stop = threading.Event()
+        queues: list[queue.Queue] = [queue.Queue(maxsize=self.prefetch) for _ in range(self.num_workers)]
+
+        def put(w: int, item: object) -> bool:
+            while not stop.is_set():
+                try:
+                    queues[w].put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def work(w: int) -> None:
+            try:
+                for index in self.dataset.indices(w, self.num_workers):
+                    if not put(w, self.dataset.batch(index)):
+                        return
+            except Exception as err:  # handed to the consumer, which re-raises it
+                put(w, err)
+                return
+            put(w, StopIteration())
+
+        threads = [threading.Thread(target=work, args=(w,), daemon=True) for w in range(self.num_workers)]
+        for thread in threads:
+            thread.start()
+        try:
+            w = 0
+            while True:
+                item = queues[w].get()
+                if isinstance(item, StopIteration):
+                    return
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+                w = (w + 1) % self.num_workers
+        finally:
+            stop.set()  # producers notice within 0.1 s and exit
+
+
+def make_loader(
+    folder: str | os.PathLike[str],
+    *,
+    patch_size: Sequence[int],
+    batch_size: int,
+    case_ids: Sequence[str] | None = None,
+    mode: Literal["oversample", "balanced", "uniform"] = "oversample",
+    oversample_foreground: float = 1 / 3,
+    keep_inside: bool = True,
+    image_pad: Literal["zero", "min"] = "zero",
+    label_pad: int = 0,
+    num_batches: int | None = None,
+    transform: BatchTransform | None = None,
+    num_workers: int = 2,
+    backend: Literal["process", "thread"] = "thread",
+    start_method: Literal["spawn", "forkserver", "fork"] = "spawn",
+    prefetch: int = 2,
+    pin_memory: bool = False,
+    seed: int = 0,
+) -> PatchBatches | DataLoader | ThreadedBatches:
+    """An iterable of ``(image, label)`` training batches from a case store.
+
+    Args:
+        folder: case store (format in the module docstring).
+        patch_size: patch spatial shape.
+        batch_size: patches per batch.
+        case_ids: cases to draw from (default all).
+        mode, oversample_foreground, keep_inside, image_pad, label_pad: see ``PatchSampler``.
+        num_batches: batches per pass; None is endless.
+        transform: batch transform run in the workers (None: augment on the training device).
+        num_workers: background workers; 0 makes batches in the calling thread.
+        backend: "thread" (default; measured as fast or faster on 2 cores, see
+            ``docs/augmentation.md``: cutting patches is a memory copy and torch releases the
+            GIL) or "process" (torch ``DataLoader`` workers, one torch thread each; for many
+            cores or Python-heavy transforms).
+        start_method: how worker processes start. "spawn" (default) costs about a second per
+            worker once, but is safe; "fork" starts instantly but a child forked while the
+            parent's OpenMP/BLAS threads are busy can hang.
+        prefetch: batches each worker prepares ahead.
+        pin_memory: pin batches for faster host-to-GPU copies ("process" backend).
+        seed: batch ``k`` depends only on ``(seed, k)``, whatever the workers and backend.
+
+    Returns:
+        An iterable yielding ``(B, C, *patch)`` float32 and ``(B, 1, *patch)`` int64 tensors
+        (label None for unlabelled cases).
+
+    Example:
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> _ = write_case(folder, "a", np.zeros((1, 8, 8)), np.zeros((8, 8), np.int8))
+        >>> image, label = next(iter(make_loader(folder, patch_size=(4, 4), batch_size=2, num_workers=0)))
+        >>> tuple(image.shape), label.dtype
+        ((2, 1, 4, 4), torch.int64)
+    """
+    sampler = PatchSampler(patch_size, mode=mode, oversample_foreground=oversample_foreground,
+                           keep_inside=keep_inside, image_pad=image_pad, label_pad=label_pad)
+    dataset = PatchBatches(folder, sampler, batch_size, case_ids=case_ids, num_batches=num_batches,
+                           transform=transform, seed=seed)
+    if num_workers == 0:
+        return dataset
+    if backend == "thread":
+        return ThreadedBatches(dataset, num_workers=num_workers, prefetch=prefetch)
+    if backend != "process":
+        raise ValueError(f"backend must be 'process' or 'thread', got {backend!r}")
+    return DataLoader(dataset, batch_size=None, num_workers=num_workers, prefetch_factor=prefetch,
+                      persistent_workers=True, pin_memory=pin_memory,
+                      worker_init_fn=_single_thread_worker, multiprocessing_context=start_method)
