@@ -18,6 +18,7 @@ from medseg.cli import augment as augment_cli
 from medseg.cli import data as data_cli
 from medseg.cli import demo as demo_cli
 from medseg.cli import evaluate as evaluate_cli
+from medseg.cli import nets as nets_cli
 from medseg.cli import pipeline as pipeline_cli
 from medseg.cli import report as report_cli
 from medseg.errors import MedsegError
@@ -55,6 +56,7 @@ def main(
 
 app.add_typer(data_cli.app, name="data", help="Check, fingerprint and generate datasets.")
 app.add_typer(augment_cli.app, name="augment", help="Preview data augmentation.")
+app.add_typer(nets_cli.app, name="nets", help="Inspect the segmentation networks.")
 pipeline_cli.register(app)
 evaluate_cli.register(app)
 report_cli.register(app)

@@ -1,1 +1,100 @@
-"""medseg.nets"""
+"""Segmentation networks and their building blocks, N-dimensional through ``spatial_dims``.
+
+Every network maps ``(B, C_in, *spatial) -> (B, K, *spatial)`` logits (softmax, sigmoid and
+argmax happen outside) and is built by name::
+
+    from medseg.nets import build_network, list_networks
+    net = build_network("unet", spatial_dims=3, in_channels=1, out_channels=4,
+                        features=(32, 64, 128, 256), strides=[1, (1, 2, 2), 2, 2])
+
+Modules: ``ops`` (layer types per dimension), ``blocks`` (conv, residual, dense, separable),
+``aspp``, ``sampling`` (pool/unpool/up-sample), ``attention`` (self-attention, attention gate),
+``shapes`` (per-stage settings, divisibility), ``encoder_decoder`` (U-Net skeleton), one
+module per network family, and ``registry``.
+"""
+
+from medseg.nets.aspp import ASPP
+from medseg.nets.attention import AttentionGate, MultiHeadSelfAttention, SpatialSelfAttention
+from medseg.nets.blocks import (
+    ConvNormAct,
+    ConvStage,
+    DenseBlock,
+    ResidualBlock,
+    SeparableConv,
+    pointwise_conv,
+)
+from medseg.nets.encoder_decoder import UNetDecoder, UNetEncoder
+from medseg.nets.fcn import FCN
+from medseg.nets.multiscale import MultiScaleUNet
+from medseg.nets.registry import (
+    NETWORKS,
+    NetworkInfo,
+    build_network,
+    count_parameters,
+    describe_networks,
+    list_networks,
+    network_options,
+)
+from medseg.nets.sampling import (
+    Unpool,
+    Upsample,
+    max_pool_with_indices,
+    max_unpool,
+    unpool_bed_of_nails,
+    unpool_nearest,
+)
+from medseg.nets.segnet import SegNet
+from medseg.nets.shapes import check_divisible, required_divisor, stage_features
+from medseg.nets.unet import (
+    UNET_PRESETS,
+    AttentionUNet,
+    DilatedUNet,
+    ResidualUNet,
+    UNet,
+    unet_from_preset,
+)
+from medseg.nets.unet_plusplus import UNetPlusPlus
+from medseg.nets.vae_unet import VAEOutput, VAEUNet
+
+__all__ = [
+    "ASPP",
+    "NETWORKS",
+    "UNET_PRESETS",
+    "AttentionGate",
+    "AttentionUNet",
+    "ConvNormAct",
+    "ConvStage",
+    "DenseBlock",
+    "DilatedUNet",
+    "FCN",
+    "MultiHeadSelfAttention",
+    "MultiScaleUNet",
+    "NetworkInfo",
+    "ResidualBlock",
+    "ResidualUNet",
+    "SegNet",
+    "SeparableConv",
+    "SpatialSelfAttention",
+    "UNet",
+    "UNetDecoder",
+    "UNetEncoder",
+    "UNetPlusPlus",
+    "Unpool",
+    "Upsample",
+    "VAEOutput",
+    "VAEUNet",
+    "build_network",
+    "check_divisible",
+    "count_parameters",
+    "describe_networks",
+    "list_networks",
+    "max_pool_with_indices",
+    "max_unpool",
+    "network_options",
+    "pointwise_conv",
+    "required_divisor",
+    "stage_features",
+    "unet_from_preset",
+    "unpool_bed_of_nails",
+    "unpool_nearest",
+]

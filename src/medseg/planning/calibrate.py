@@ -32,8 +32,6 @@ def measure_step_seconds(plan: Plan, *, device: str = "cpu", steps: int = 3) -> 
     dev = torch.device(device)
     model = build_network(plan.network, spatial_dims=plan.spatial_dims, in_channels=plan.in_channels,
                           out_channels=plan.num_classes, **plan.network_config).to(dev)
-    if dev.type == "cpu" and plan.spatial_dims == 2:
-        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     loss_fn = DeepSupervisionLoss(build_loss(plan.loss))
     image = torch.randn(plan.batch_size, plan.in_channels, *plan.patch_size, device=dev)

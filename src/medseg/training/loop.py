@@ -161,8 +161,6 @@ def fit(
     torch.manual_seed(seed)
 
     model = build_model(plan).to(dev)
-    if dev.type == "cpu" and plan.spatial_dims == 2:
-        model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, plan)
     total_epochs = epochs if epochs is not None else plan.num_epochs
     steps = steps_per_epoch if steps_per_epoch is not None else plan.steps_per_epoch
@@ -221,6 +219,9 @@ def fit(
                 optimizer.step()
                 losses.append(float(loss.detach()))
                 step += 1
+                if time_budget_s is not None and time.perf_counter() - started > time_budget_s:
+                    stopped_by = "time_budget"  # end this epoch early; it is still validated and saved
+                    break
                 fetch_start = time.perf_counter()
             dice = _validate(model, val_loader, plan, store_dims, dev, use_amp)
             mean_dice = float(np.nanmean(dice)) if len(dice) else float("nan")
@@ -246,6 +247,8 @@ def fit(
                 plot_curves(rows, out / "curves.png")
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", dice=f"{mean_dice:.3f}", wait=f"{row['data_wait_share']:.0%}")
             bar.update(1)
+            if stopped_by == "time_budget":
+                break
     except KeyboardInterrupt:
         bar.close()
         raise MedsegError(

@@ -1,0 +1,54 @@
+"""Tiny configurations of every registered network, so tests run in milliseconds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from medseg.nets import build_network
+
+SMALL: dict[str, dict[str, Any]] = {
+    "unet": {"features": (4, 8, 16)},
+    "residual_unet": {"features": (4, 8, 16)},
+    "attention_unet": {"features": (4, 8, 16)},
+    "unet_plusplus": {"features": (4, 8, 16)},
+    "dilated_unet": {"features": (4, 8, 16, 16)},
+    "fcn": {"channels": (4, 8, 16, 8)},
+    "segnet": {"features": (4, 8, 16)},
+    "multiscale_unet": {"features": (4, 8, 16)},
+    "vae_unet": {"features": (4, 8, 16), "blocks_per_stage": 1},
+}
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Tiny tensors gain nothing from threads, and under ``pytest -n 2`` or a busy machine
+    OpenMP threads only wait for each other: run each test on one thread, then restore."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def small_network() -> Callable[..., nn.Module]:
+    """``small_network(name, spatial_dims, in_channels=1, out_channels=2, **overrides)``."""
+
+    def build(
+        name: str, spatial_dims: int, in_channels: int = 1, out_channels: int = 2, **overrides: Any
+    ) -> nn.Module:
+        torch.manual_seed(0)
+        config = {**SMALL[name], **overrides}
+        return build_network(
+            name,
+            spatial_dims=spatial_dims,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            **config,
+        )
+
+    return build
