@@ -20,6 +20,7 @@ from medseg.cli import demo as demo_cli
 from medseg.cli import evaluate as evaluate_cli
 from medseg.cli import nets as nets_cli
 from medseg.cli import pipeline as pipeline_cli
+from medseg.cli import predict as predict_cli
 from medseg.cli import report as report_cli
 from medseg.errors import MedsegError
 
@@ -58,6 +59,7 @@ app.add_typer(data_cli.app, name="data", help="Check, fingerprint and generate d
 app.add_typer(augment_cli.app, name="augment", help="Preview data augmentation.")
 app.add_typer(nets_cli.app, name="nets", help="Inspect the segmentation networks.")
 pipeline_cli.register(app)
+predict_cli.register(app)
 evaluate_cli.register(app)
 report_cli.register(app)
 demo_cli.register(app)

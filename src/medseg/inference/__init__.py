@@ -1,5 +1,47 @@
 """Inference: sliding windows, test-time augmentation, ensembling, export to original geometry."""
 
 from medseg.inference.export import label_image, probabilities_to_label, probabilities_to_original
+from medseg.inference.postprocess import (
+    POSTPROCESSING_FILE,
+    apply_postprocessing,
+    choose_postprocessing,
+    dice_score,
+    fill_holes,
+    keep_largest_component,
+    load_postprocessing,
+)
+from medseg.inference.predict import (
+    find_checkpoints,
+    find_input_cases,
+    label_values,
+    predict,
+    predict_case,
+    predict_preprocessed,
+)
+from medseg.inference.sliding_window import (
+    flip_combinations,
+    gaussian_importance,
+    sliding_window_inference,
+)
 
-__all__ = ["label_image", "probabilities_to_label", "probabilities_to_original"]
+__all__ = [
+    "POSTPROCESSING_FILE",
+    "apply_postprocessing",
+    "choose_postprocessing",
+    "dice_score",
+    "fill_holes",
+    "find_checkpoints",
+    "find_input_cases",
+    "flip_combinations",
+    "gaussian_importance",
+    "keep_largest_component",
+    "label_image",
+    "label_values",
+    "load_postprocessing",
+    "predict",
+    "predict_case",
+    "predict_preprocessed",
+    "probabilities_to_label",
+    "probabilities_to_original",
+    "sliding_window_inference",
+]

@@ -99,7 +99,9 @@ def run_demo(
     timings["plan_preprocess"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    trained = train(results, configuration, 0, epochs=1000, time_budget_s=time_budget_s, device=device, progress=progress)
+    # short epochs so the curves have points; the time budget decides how many
+    trained = train(results, configuration, 0, epochs=1000, steps_per_epoch=50, time_budget_s=time_budget_s,
+                    device=device, progress=progress)
     timings["train_validate"] = time.perf_counter() - t
     evaluate_cross_validation(results, configuration)
 

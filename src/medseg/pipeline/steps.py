@@ -18,6 +18,7 @@ from typing import Any
 from medseg.data.dataset import load_dataset, read_case
 from medseg.data.loader import list_cases
 from medseg.evaluation import evaluate_folders
+from medseg.inference.postprocess import POSTPROCESSING_FILE, choose_postprocessing
 from medseg.inference.predict import predict as _predict
 from medseg.inference.predict import predict_case
 from medseg.io import write_image
@@ -109,7 +110,9 @@ def validate_fold(
 
 
 def evaluate_cross_validation(results: str | os.PathLike[str], configuration: str) -> dict[str, Any]:
-    """Pool the validation predictions of every trained fold into ``evaluation/<config>/``."""
+    """Pool the validation predictions of every trained fold into ``evaluation/<config>/``, and
+    decide the post-processing (largest component per label where it does not lower the
+    cross-validation Dice) into ``RESULTS/postprocessing.json``, which ``predict`` applies."""
     results = Path(results)
     plans = Plans.from_json(results / "plans.json")
     dataset = load_dataset(plans.dataset_path)
@@ -121,7 +124,10 @@ def evaluate_cross_validation(results: str | os.PathLike[str], configuration: st
                 if path.name.endswith(dataset.file_ending) and not path.name.startswith("."):
                     shutil.copyfile(path, Path(tmp) / path.name)
                     cases.append(path.name[: -len(dataset.file_ending)])
-        return evaluate_folders(
+        labels = sorted(dataset.foreground_labels.values())
+        summary = evaluate_folders(
             tmp, dataset.root / "labelsTr", results / "evaluation" / configuration, cases=sorted(set(cases)),
-            labels=sorted(dataset.foreground_labels.values()), overwrite=True, jobs=1,
+            labels=labels, overwrite=True, jobs=1,
         )
+        choose_postprocessing(tmp, dataset.root / "labelsTr", labels, out_path=results / POSTPROCESSING_FILE)
+        return summary

@@ -1,0 +1,62 @@
+"""``medseg predict``: label maps for a folder of new images with the trained ensemble."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Mount the ``predict`` command on the main app."""
+    app.command("predict")(predict)
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def predict(
+    input_dir: Path = typer.Option(
+        ..., "--input", "-i", help="Folder of CASE_0000.nii.gz... images (or a dataset folder: its imagesTs)."
+    ),
+    output_dir: Path = typer.Option(..., "--output", "-o", help="Folder for the CASE.nii.gz label maps."),
+    results: Path = typer.Option(..., "--model", "-m", help="Results folder with the trained folds."),
+    config: str | None = typer.Option(
+        None, "--config", help="Configurations to ensemble, e.g. '2d,3d_fullres'. Default: every trained one."
+    ),
+    folds: str | None = typer.Option(None, "--folds", help="Folds, e.g. '0,1'. Default: every trained fold."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best or latest."),
+    mirror: bool = typer.Option(True, "--mirror/--no-mirror", help="Test-time mirroring along every axis."),
+    overlap: float = typer.Option(0.5, "--overlap", help="Sliding-window overlap in [0, 1)."),
+    save_probabilities: bool = typer.Option(
+        False, "--save-probabilities", help="Also write CASE.npz with the class probabilities."
+    ),
+    postprocess: bool = typer.Option(
+        True, "--postprocess/--no-postprocess", help="Apply RESULTS/postprocessing.json when present."
+    ),
+    device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+) -> None:
+    """Predict every case of a folder; write one label map per case in the input's geometry."""
+    from medseg.inference import predict as run_predict
+
+    start = time.perf_counter()
+    written = run_predict(
+        input_dir,
+        output_dir,
+        results,
+        configurations=_split(config),
+        folds=_split(folds),
+        checkpoint=checkpoint,  # type: ignore[arg-type]  # checked by find_checkpoints
+        mirror=mirror,
+        overlap=overlap,
+        save_probabilities=save_probabilities,
+        postprocess=postprocess,
+        device=device,
+        overwrite=overwrite,
+        progress=True,
+    )
+    seconds = time.perf_counter() - start
+    typer.echo(f"predicted {len(written)} case(s) in {seconds:.1f} s -> {output_dir}")

@@ -1,0 +1,208 @@
+"""Post-processing of predicted label maps, and choosing it on cross-validation predictions.
+
+* ``keep_largest_component``: per label value, keep only its largest connected component;
+  the other components become background (0).
+* ``fill_holes``: per label value, background voxels fully enclosed by that label become it
+  (voxels of other labels are never overwritten, so a lesion inside an organ stays).
+* ``choose_postprocessing``: nnU-Net's rule, per label: keep-largest-component is applied
+  when it does not decrease that label's mean Dice over the cross-validation predictions.
+  Each label is decided independently (removing components of one label changes no other
+  label's Dice). Unlike nnU-Net there is no extra "all foreground as one object" step.
+  Hole filling is never chosen automatically; list values under ``"fill_holes"`` in
+  ``postprocessing.json`` to apply it.
+
+``RESULTS/postprocessing.json`` holds the decision; ``medseg.inference.predict`` applies it
+(``apply_postprocessing``) when present.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import cc3d
+import numpy as np
+from scipy import ndimage
+
+from medseg.errors import ConfigError, DatasetError
+from medseg.fileutil import write_json_atomic
+from medseg.io import IMAGE_EXTENSIONS, file_ending, read_image
+
+POSTPROCESSING_FILE = "postprocessing.json"
+_FULL = {2: 8, 3: 26}
+
+
+def _connectivity(ndim: int, connectivity: int | None) -> int:
+    if ndim not in _FULL:
+        raise ValueError(f"connected components need a 2D or 3D label map, got {ndim}D")
+    return _FULL[ndim] if connectivity is None else int(connectivity)
+
+
+def keep_largest_component(
+    label: np.ndarray, values: Iterable[int], *, connectivity: int | None = None
+) -> np.ndarray:
+    """Keep, for each value in ``values``, only the largest connected component of that value.
+
+    Args:
+        label: ``(*spatial)`` integer label map, 2D or 3D.
+        values: label values to process (absent values are skipped).
+        connectivity: 4/8 (2D) or 6/18/26 (3D); default full (8 or 26, ``cc3d``'s default).
+
+    Returns:
+        A new label map; removed voxels are 0. Ties between equally large components keep one.
+
+    Example:
+        >>> keep_largest_component(np.array([[1, 1, 0, 1]]), [1]).tolist()
+        [[1, 1, 0, 0]]
+    """
+    out = np.array(label, copy=True)
+    conn = _connectivity(out.ndim, connectivity)
+    for value in values:
+        mask = out == value
+        if not mask.any():
+            continue
+        largest = cc3d.largest_k(mask, k=1, connectivity=conn, binary_image=True) > 0
+        out[mask & ~largest] = 0
+    return out
+
+
+def fill_holes(label: np.ndarray, values: Iterable[int]) -> np.ndarray:
+    """Fill background holes enclosed by each value in ``values`` (``scipy`` hole filling,
+    face connectivity of the background).
+
+    Args:
+        label: ``(*spatial)`` integer label map.
+        values: label values whose holes are filled.
+
+    Returns:
+        A new label map; only voxels that were 0 change.
+
+    Example:
+        >>> ring = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]])
+        >>> int(fill_holes(ring, [1])[1, 1])
+        1
+    """
+    out = np.array(label, copy=True)
+    for value in values:
+        mask = out == value
+        if mask.any():
+            out[ndimage.binary_fill_holes(mask) & (out == 0)] = value
+    return out
+
+
+def apply_postprocessing(label: np.ndarray, decision: dict[str, Any]) -> np.ndarray:
+    """Apply a ``choose_postprocessing`` decision: largest component, then hole filling.
+
+    Args:
+        label: ``(*spatial)`` integer label map.
+        decision: ``{"keep_largest_component": [values], "fill_holes": [values],
+            "connectivity": int | None}`` (missing keys mean nothing to do).
+
+    Returns:
+        The post-processed label map (a new array).
+    """
+    out = keep_largest_component(label, decision.get("keep_largest_component", []),
+                                 connectivity=decision.get("connectivity"))
+    return fill_holes(out, decision.get("fill_holes", []))
+
+
+def dice_score(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Dice ``2|P & R| / (|P| + |R|)`` of two boolean masks; 1.0 when both are empty.
+
+    Example:
+        >>> dice_score(np.array([1, 1, 0, 0], bool), np.array([1, 0, 0, 0], bool))
+        0.6666666666666666
+    """
+    total = int(pred.sum()) + int(ref.sum())
+    return 1.0 if total == 0 else 2.0 * int(np.logical_and(pred, ref).sum()) / total
+
+
+def _paired_files(pred_dir: Path, ref_dir: Path) -> list[tuple[Path, Path]]:
+    pairs = []
+    for path in sorted(pred_dir.iterdir()):
+        if path.name.startswith(".") or file_ending(path) not in IMAGE_EXTENSIONS:
+            continue
+        ref = ref_dir / path.name
+        if not ref.exists():
+            raise DatasetError(f"{path}: no reference {ref}; predictions and references must share file names")
+        pairs.append((path, ref))
+    if not pairs:
+        raise DatasetError(f"{pred_dir}: no predicted label maps found")
+    return pairs
+
+
+def choose_postprocessing(
+    pred_dir: str | os.PathLike[str],
+    ref_dir: str | os.PathLike[str],
+    labels: Sequence[int],
+    *,
+    connectivity: int | None = None,
+    out_path: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Decide per label whether keep-largest-component helps, on cross-validation predictions.
+
+    For every label, the mean Dice over all cases (``dice_score``; 1.0 when prediction and
+    reference are both empty) is computed before and after keeping the label's largest
+    component; the step is chosen when the mean does not decrease (nnU-Net's rule).
+
+    Args:
+        pred_dir: folder of predicted label maps (e.g. ``RESULTS/3d_fullres/fold_0/validation``
+            or all folds' validation predictions gathered in one folder).
+        ref_dir: folder of reference label maps with the same file names.
+        labels: foreground label values to decide on.
+        connectivity: as in ``keep_largest_component``.
+        out_path: if given, the decision is written there as JSON (atomically), normally
+            ``RESULTS/postprocessing.json``.
+
+    Returns:
+        ``{"keep_largest_component": [chosen values], "fill_holes": [], "connectivity": c,
+        "num_cases": n, "dice": {"<value>": {"before": mean, "after": mean}}}``.
+
+    Raises:
+        DatasetError: no predictions, a prediction without reference, or mismatched shapes.
+    """
+    pairs = _paired_files(Path(pred_dir), Path(ref_dir))
+    values = [int(v) for v in labels]
+    before: dict[int, list[float]] = {v: [] for v in values}
+    after: dict[int, list[float]] = {v: [] for v in values}
+    for pred_path, ref_path in pairs:
+        pred, ref = read_image(pred_path).array, read_image(ref_path).array
+        if pred.shape != ref.shape:
+            raise DatasetError(f"{pred_path}: shape {pred.shape} differs from the reference {ref.shape}")
+        for value in values:
+            target = ref == value
+            before[value].append(dice_score(pred == value, target))
+            processed = keep_largest_component(pred, [value], connectivity=connectivity)
+            after[value].append(dice_score(processed == value, target))
+    dice = {str(v): {"before": float(np.mean(before[v])), "after": float(np.mean(after[v]))} for v in values}
+    decision = {
+        "keep_largest_component": [v for v in values if dice[str(v)]["after"] >= dice[str(v)]["before"]],
+        "fill_holes": [],
+        "connectivity": connectivity,
+        "num_cases": len(pairs),
+        "dice": dice,
+    }
+    if out_path is not None:
+        write_json_atomic(out_path, decision)
+    return decision
+
+
+def load_postprocessing(results: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """``RESULTS/postprocessing.json`` as a dict, or None when there is none.
+
+    Raises:
+        ConfigError: the file is not valid JSON or lists non-integer values.
+    """
+    path = Path(results) / POSTPROCESSING_FILE
+    if not path.exists():
+        return None
+    try:
+        decision = json.loads(path.read_text())
+        for key in ("keep_largest_component", "fill_holes"):
+            decision[key] = [int(v) for v in decision.get(key, [])]
+    except (json.JSONDecodeError, TypeError, ValueError, AttributeError) as err:
+        raise ConfigError(f"{path}: not a valid post-processing file ({err}); delete it or fix it") from err
+    return decision

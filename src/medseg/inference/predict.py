@@ -1,0 +1,373 @@
+"""Predict label maps for new images with trained models: one case (``predict_case``) or a
+folder (``predict``).
+
+Per model: the image is preprocessed exactly as in training (``preprocess_arrays``: crop to
+the non-zero box, resample to the plan's spacing, normalise), predicted with the sliding
+window (Gaussian blending, optional mirroring; a ``2d`` plan on 3D data predicts every slice
+along array axis 0 as a 2D image, slices batched), giving softmax probabilities on the
+preprocessed grid.
+
+Ensembling: the probabilities of all models (folds and configurations) are averaged. Models
+that share a preprocessing (the folds of one configuration) are averaged on their grid and
+mapped back once; each such group is then mapped back to the original grid
+(``probabilities_to_original``) and the groups are averaged there, weighted by their number
+of models. As the mapping back is linear, this equals averaging every model's probabilities
+on the original grid. The label map is the argmax, channel ``k`` becoming the ``k``-th
+smallest label value of ``plan.labels``, written in the input's geometry.
+
+Results-folder layout read by ``predict``: ``RESULTS/<configuration>/fold_<k>/
+checkpoint_<best|latest>.pt`` and, optionally, ``RESULTS/postprocessing.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from medseg.data.dataset import Case, load_dataset, read_case
+from medseg.errors import ConfigError, DatasetError, MedsegError
+from medseg.fileutil import atomic_path, check_writable
+from medseg.inference.export import label_image, probabilities_to_label, probabilities_to_original
+from medseg.inference.postprocess import apply_postprocessing, load_postprocessing
+from medseg.inference.sliding_window import sliding_window_inference
+from medseg.io import IMAGE_EXTENSIONS, Image, file_ending, write_image
+from medseg.planning.plan import CONFIGURATIONS, Plan
+from medseg.planning.preprocessing import case_target_spacing, preprocess_arrays
+from medseg.training import model_from_checkpoint, resolve_device
+
+log = logging.getLogger(__name__)
+SPACING_WARN_RATIO = 2.0
+
+
+def label_values(plan: Plan) -> list[int]:
+    """Label value of each output channel: the plan's integer labels, sorted (region lists
+    are not channels)."""
+    return sorted(v for v in plan.labels.values() if isinstance(v, int))
+
+
+def _device(device: torch.device | str | None) -> torch.device:
+    return device if isinstance(device, torch.device) else resolve_device(device)
+
+
+def _check_models(models: Sequence[tuple[nn.Module, Plan]], image: Image) -> None:
+    if not models:
+        raise ConfigError("no models to predict with")
+    first = models[0][1]
+    for _, plan in models:
+        if plan.num_classes != first.num_classes or label_values(plan) != label_values(first):
+            raise ConfigError(f"cannot ensemble {first.configuration} and {plan.configuration}: different labels "
+                              f"({first.labels} vs {plan.labels})")
+        if len(plan.spacing) != image.spatial_dims:
+            raise ConfigError(f"the {plan.configuration} model was planned for {len(plan.spacing)}D images, "
+                              f"got a {image.spatial_dims}D image")
+        if plan.in_channels != image.num_channels:
+            raise DatasetError(f"the image has {image.num_channels} channel(s), the {plan.configuration} model "
+                               f"expects {plan.in_channels}")
+
+
+def _preprocessing_key(plan: Plan, spacing: tuple[float, ...]) -> str:
+    """Equal keys mean identical preprocessing (same target spacing and normalisation)."""
+    parts = [case_target_spacing(plan, spacing), plan.normalization, plan.intensity]
+    return json.dumps(parts, sort_keys=True, default=list)
+
+
+def predict_preprocessed(
+    model: nn.Module,
+    plan: Plan,
+    array: np.ndarray,
+    *,
+    overlap: float = 0.5,
+    mirror: bool = True,
+    device: torch.device | str | None = None,
+    patch_size: Sequence[int] | None = None,
+    sw_batch_size: int = 4,
+) -> np.ndarray:
+    """Softmax probabilities of one preprocessed case on its own grid.
+
+    Args:
+        model: the plan's network (switched to eval mode and moved to ``device``).
+        plan: its plan (``spatial_dims``, ``patch_size``).
+        array: ``(C, *spatial)`` preprocessed image; for a ``2d`` plan it may be 3D, then
+            every slice along axis 0 is predicted as a 2D image.
+        overlap: sliding-window overlap.
+        mirror: average over mirroring along every spatial axis of the network.
+        device: where the network runs (default: CUDA when available).
+        patch_size: tile size (default: the plan's training patch).
+        sw_batch_size: tiles (or slices' tiles) per forward pass.
+
+    Returns:
+        ``(K, *spatial)`` float32 probabilities.
+
+    Raises:
+        ConfigError: the tile size is not a multiple of the network's ``required_divisor``.
+    """
+    dev = _device(device)
+    patch = tuple(int(p) for p in (patch_size or plan.patch_size))
+    divisor = tuple(getattr(model, "required_divisor", (1,) * len(patch)))
+    if len(patch) != plan.spatial_dims or any(p % d for p, d in zip(patch, divisor, strict=True)):
+        raise ConfigError(f"tile size {patch} must have {plan.spatial_dims} entries, each a multiple of the "
+                          f"network's required divisor {divisor}")
+    model.eval().to(dev)
+    axes = tuple(range(plan.spatial_dims)) if mirror else None
+    image = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    slices = plan.spatial_dims == 2 and image.ndim == 4
+    batch = image.permute(1, 0, 2, 3) if slices else image[None]  # (Z, C, y, x) or (1, C, *spatial)
+    probs = sliding_window_inference(batch, model, patch, overlap=overlap, mirror_axes=axes, device=dev,
+                                     sw_batch_size=sw_batch_size, output="probabilities")
+    probs = probs.permute(1, 0, 2, 3) if slices else probs[0]
+    return probs.contiguous().numpy()
+
+
+def predict_case(
+    models: Sequence[tuple[nn.Module, Plan]],
+    image: Image,
+    *,
+    overlap: float = 0.5,
+    mirror: bool = True,
+    device: torch.device | str | None = None,
+    patch_size: Sequence[int] | None = None,
+    sw_batch_size: int = 4,
+) -> tuple[np.ndarray, Image]:
+    """Ensemble prediction of one image in its own geometry (see the module docstring).
+
+    Args:
+        models: ``(network, plan)`` pairs, e.g. from ``model_from_checkpoint``; all must
+            share the labels. Networks are put in eval mode and moved to ``device``.
+        image: the input, ``(C, *spatial)`` or ``(*spatial)``, with its geometry.
+        overlap: sliding-window overlap in ``[0, 1)``.
+        mirror: test-time mirroring along every spatial axis.
+        device: ``"cpu"``, ``"cuda"``, a ``torch.device``, or None (CUDA when available).
+        patch_size: tile size for every model (default: each plan's training patch).
+        sw_batch_size: tiles per forward pass.
+
+    Returns:
+        ``(probabilities, label)``: ``(K, *spatial)`` float32 probabilities on the input's
+        grid (summing to 1 per voxel; outside the non-zero crop box background is 1) and the
+        label map as an ``Image`` with the input's shape, spacing, origin and direction.
+
+    Raises:
+        ConfigError: no models, models with different labels, or a model planned for
+            another dimensionality.
+        DatasetError: the image's channel count differs from the models'.
+    """
+    _check_models(models, image)
+    channels = image.channels_first().astype(np.float32, copy=False)
+    geometry = {
+        "original_shape": list(image.spatial_shape),
+        "original_spacing": list(image.spacing),
+        "origin": list(image.origin),
+        "direction": list(image.direction),
+    }
+    groups: dict[str, dict[str, Any]] = {}
+    for model, plan in models:
+        key = _preprocessing_key(plan, image.spacing)
+        if key not in groups:
+            array, _, props = preprocess_arrays(channels, None, image.spacing, plan)
+            groups[key] = {"array": array, "props": {**props, **geometry}, "sum": None, "count": 0}
+        group = groups[key]
+        probs = predict_preprocessed(model, plan, group["array"], overlap=overlap, mirror=mirror, device=device,
+                                     patch_size=patch_size, sw_batch_size=sw_batch_size)
+        group["sum"] = probs if group["sum"] is None else group["sum"] + probs
+        group["count"] += 1
+    total = np.zeros((models[0][1].num_classes, *image.spatial_shape), dtype=np.float32)
+    for group in groups.values():
+        total += probabilities_to_original(group["sum"] / group["count"], group["props"]) * group["count"]
+    total /= len(models)
+    label = probabilities_to_label(total, label_values(models[0][1]))
+    return total, label_image(label, next(iter(groups.values()))["props"])
+
+
+# ---------------------------------------------------------------- checkpoints and inputs
+
+
+def _trained(results: Path, checkpoint: str) -> dict[str, list[str]]:
+    """Configuration -> fold names (``"0"``, ``"all"``) having the checkpoint file."""
+    found: dict[str, list[str]] = {}
+    for config in CONFIGURATIONS:
+        folds = sorted(p.name.removeprefix("fold_") for p in (results / config).glob("fold_*")
+                       if (p / f"checkpoint_{checkpoint}.pt").is_file())
+        if folds:
+            found[config] = folds
+    return found
+
+
+def _describe_existing(results: Path) -> str:
+    rows = []
+    for config in CONFIGURATIONS:
+        for fold in sorted((results / config).glob("fold_*")):
+            files = sorted(p.name for p in fold.glob("checkpoint_*.pt"))
+            rows.append(f"{config}/{fold.name}: {', '.join(files) or 'no checkpoint'}")
+    return "; ".join(rows) if rows else "no trained folds"
+
+
+def find_checkpoints(
+    results: str | os.PathLike[str],
+    *,
+    configurations: Sequence[str] | None = None,
+    folds: Sequence[int | str] | None = None,
+    checkpoint: Literal["best", "latest"] = "best",
+) -> list[Path]:
+    """The checkpoint files to ensemble.
+
+    Args:
+        results: the results folder.
+        configurations: default: every configuration with at least one trained fold.
+        folds: default: every trained fold of each configuration.
+        checkpoint: ``"best"`` or ``"latest"``.
+
+    Returns:
+        ``RESULTS/<config>/fold_<k>/checkpoint_<checkpoint>.pt`` paths.
+
+    Raises:
+        ConfigError: a requested configuration or fold has no such checkpoint, or nothing
+            is trained; the message lists what exists.
+    """
+    results = Path(results)
+    if checkpoint not in ("best", "latest"):
+        raise ConfigError(f"checkpoint must be 'best' or 'latest', got {checkpoint!r}")
+    if not results.is_dir():
+        raise ConfigError(f"{results}: results folder does not exist")
+    trained = _trained(results, checkpoint)
+    configs = list(configurations) if configurations else list(trained)
+    if not configs:
+        raise ConfigError(f"{results}: no checkpoint_{checkpoint}.pt found under <configuration>/fold_<k>/ "
+                          f"({_describe_existing(results)}); train a model first")
+    paths = []
+    for config in configs:
+        wanted = [str(f) for f in folds] if folds is not None else trained.get(config, [])
+        missing = [f for f in wanted if f not in trained.get(config, [])]
+        if missing or not wanted:
+            which = f"fold(s) {', '.join(missing)}" if missing else "any fold"
+            raise ConfigError(f"{results / config}: no checkpoint_{checkpoint}.pt for {which}; "
+                              f"existing: {_describe_existing(results)}")
+        paths += [results / config / f"fold_{f}" / f"checkpoint_{checkpoint}.pt" for f in wanted]
+    return paths
+
+
+def find_input_cases(input_dir: str | os.PathLike[str]) -> list[Case]:
+    """Cases of an input folder: ``CASE_0000<ending>``, ``CASE_0001<ending>``... (one file per
+    channel, nnU-Net ``imagesTs`` style; a file without the ``_XXXX`` suffix is a case of its
+    own), or a dataset folder with ``dataset.json``, whose ``imagesTs`` is used.
+
+    Raises:
+        DatasetError: the folder is missing or holds no images.
+    """
+    input_dir = Path(input_dir)
+    if not input_dir.is_dir():
+        raise DatasetError(f"{input_dir}: input folder does not exist")
+    if (input_dir / "dataset.json").exists():
+        cases = list(load_dataset(input_dir).test_cases)
+        if not cases:
+            raise DatasetError(f"{input_dir}: dataset has no imagesTs cases; pass the image folder itself")
+        return cases
+    channels: dict[str, list[Path]] = {}
+    for path in sorted(input_dir.iterdir()):
+        ending = file_ending(path)
+        if path.name.startswith(".") or not path.is_file() or ending not in IMAGE_EXTENSIONS:
+            continue
+        stem = path.name[: -len(ending)]
+        has_suffix = len(stem) > 5 and stem[-5] == "_" and stem[-4:].isdigit()
+        channels.setdefault(stem[:-5] if has_suffix else stem, []).append(path)
+    if not channels:
+        raise DatasetError(f"{input_dir}: no images found (expected CASE_0000.nii.gz, ...)")
+    return [Case(case_id, tuple(paths)) for case_id, paths in sorted(channels.items())]
+
+
+def _warn_spacing(case_id: str, image: Image, plan: Plan) -> None:
+    axes = plan.spatial_dims  # a 2d plan keeps each case's own slice spacing
+    ratios = [a / b for a, b in zip(image.spacing[-axes:], plan.spacing[-axes:], strict=True)]
+    if any(r > SPACING_WARN_RATIO or r < 1 / SPACING_WARN_RATIO for r in ratios):
+        log.warning("case %s: spacing %s differs more than %gx from the %s plan's %s; the model sees data "
+                    "unlike its training data", case_id, image.spacing, SPACING_WARN_RATIO, plan.configuration,
+                    plan.spacing)
+
+
+def _write_probabilities(path: Path, probs: np.ndarray, values: list[int], image: Image) -> None:
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, probabilities=probs.astype(np.float32), label_values=np.asarray(values),
+                            spacing=np.asarray(image.spacing))
+
+
+def predict(
+    input_dir: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    results: str | os.PathLike[str],
+    *,
+    configurations: Sequence[str] | None = None,
+    folds: Sequence[int | str] | None = None,
+    checkpoint: Literal["best", "latest"] = "best",
+    mirror: bool = True,
+    overlap: float = 0.5,
+    save_probabilities: bool = False,
+    postprocess: bool = True,
+    device: torch.device | str | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> list[Path]:
+    """Predict every case of a folder with the ensemble of trained folds/configurations.
+
+    Args:
+        input_dir: images as ``CASE_0000<ending>`` (+ ``_0001``... per channel), or a
+            dataset folder (its ``imagesTs``); see ``find_input_cases``.
+        output_dir: where ``CASE<ending>`` label maps are written (created); must differ
+            from ``input_dir``.
+        results: the results folder with the trained folds.
+        configurations, folds, checkpoint: which models (see ``find_checkpoints``).
+        mirror: test-time mirroring along every spatial axis.
+        overlap: sliding-window overlap in ``[0, 1)``.
+        save_probabilities: also write ``CASE.npz`` with ``probabilities`` ``(K, *spatial)``
+            float32 on the input grid, ``label_values`` and ``spacing``.
+        postprocess: apply ``RESULTS/postprocessing.json`` when it exists.
+        device: ``"cpu"``, ``"cuda"`` or None (CUDA when available).
+        overwrite: replace existing outputs (otherwise nothing is predicted if one exists).
+        progress: show a progress bar over cases.
+
+    Returns:
+        The written label-map paths, in case order.
+
+    Raises:
+        ConfigError: missing checkpoints (lists what exists) or bad options.
+        DatasetError: no input images, or a case whose channel count differs from the
+            models' (the message names the case and file).
+        OverwriteError: an output exists and ``overwrite`` is False.
+    """
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    cases = find_input_cases(input_dir)
+    if output_dir.resolve() == input_dir.resolve():
+        raise ConfigError(f"{output_dir}: the output folder must differ from the input folder")
+    models = [model_from_checkpoint(path) for path in find_checkpoints(
+        results, configurations=configurations, folds=folds, checkpoint=checkpoint)]
+    decision = load_postprocessing(results) if postprocess else None
+    targets = [output_dir / f"{case.case_id}{file_ending(case.image_paths[0])}" for case in cases]
+    for case, target in zip(cases, targets, strict=True):
+        check_writable(target, overwrite=overwrite)
+        if save_probabilities:
+            check_writable(output_dir / f"{case.case_id}.npz", overwrite=overwrite)
+    dev = _device(device)
+    for case, target in tqdm(list(zip(cases, targets, strict=True)), desc="predict", disable=not progress):
+        image, _ = read_case(case)
+        expected = models[0][1].in_channels
+        if image.num_channels != expected:
+            raise DatasetError(f"{case.image_paths[0]}: case {case.case_id} has {image.num_channels} channel(s), "
+                               f"the model expects {expected}")
+        for plan in {m[1].configuration: m[1] for m in models}.values():
+            _warn_spacing(case.case_id, image, plan)
+        try:
+            probs, label = predict_case(models, image, overlap=overlap, mirror=mirror, device=dev)
+        except MedsegError as err:
+            raise type(err)(f"case {case.case_id}: {err}") from err
+        if decision is not None:
+            label = label.with_array(apply_postprocessing(label.array, decision))
+        write_image(label, target, overwrite=overwrite)
+        if save_probabilities:
+            _write_probabilities(output_dir / f"{case.case_id}.npz", probs, label_values(models[0][1]), image)
+    return targets
