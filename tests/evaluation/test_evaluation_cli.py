@@ -28,7 +28,7 @@ def _evaluate(root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         pytest.skip("the medseg console script is not installed in this environment")
     args = [str(MEDSEG), "evaluate", "--pred", str(root / "pred"), "--ref", str(root / "ref")]
     return subprocess.run(
-        [*args, "-o", str(root / "out"), "--jobs", "1", *extra], capture_output=True, text=True
+        [*args, "-o", str(root / "out"), "--jobs", "1", *extra], capture_output=True, text=True, encoding="utf-8"
     )
 
 

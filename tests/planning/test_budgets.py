@@ -36,7 +36,7 @@ def test_planned_step_fits_its_memory_budget_when_measured(configuration: str, m
         tuple(map(tuple, plan.network_config["strides"])), plan.in_channels, plan.num_classes,
     )
     result = subprocess.run([sys.executable, str(PROBE), json.dumps(plan.to_dict())],
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, encoding="utf-8", timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     measured_mb = json.loads(result.stdout)["step_mb"]
     assert measured_mb <= memory_gb * 1024  # the plan keeps its promise

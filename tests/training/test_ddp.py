@@ -22,7 +22,7 @@ def _torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}
     return subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", *args],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+                          capture_output=True, text=True, encoding="utf-8", timeout=timeout, env=env)
 
 
 def test_ddp_step_equals_the_update_with_averaged_gradients(tmp_path: Path) -> None:
