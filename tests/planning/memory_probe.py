@@ -1,8 +1,8 @@
 """Run in a fresh process: peak resident memory of two training steps of a plan (MB, JSON)."""
 
 import json
-import resource
 import sys
+from pathlib import Path
 
 import torch
 
@@ -21,13 +21,21 @@ def main() -> None:
     loss_fn = DeepSupervisionLoss(build_loss(plan.loss))
     image = torch.randn(plan.batch_size, plan.in_channels, *plan.patch_size)
     label = torch.randint(0, plan.num_classes, (plan.batch_size, 1, *plan.patch_size))
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark (VmHWM) to now
+    base = _status_kb("VmRSS")
     for _ in range(2):
         optimizer.zero_grad()
         loss_fn(model(image), label).backward()
         optimizer.step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _status_kb("VmHWM")
     sys.stdout.write(json.dumps({"base_mb": base / 1024, "peak_mb": peak / 1024, "step_mb": (peak - base) / 1024}))
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 if __name__ == "__main__":

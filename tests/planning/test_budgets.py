@@ -28,6 +28,7 @@ def _fingerprint(shape: tuple[int, ...]) -> Fingerprint:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc to measure peak memory")
 @pytest.mark.parametrize(("configuration", "memory_gb"), [("3d_fullres", 0.25), ("3d_fullres", 0.5), ("2d", 0.5)])
 def test_planned_step_fits_its_memory_budget_when_measured(configuration: str, memory_gb: float) -> None:
     plan = plan_configuration(_fingerprint((96, 96, 96)), configuration, memory_gb=memory_gb)
