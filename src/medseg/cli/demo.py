@@ -33,4 +33,5 @@ def register(app: typer.Typer) -> None:
         console.print(f"  {'foreground':>12}: Dice {summary['foreground_dice']:.4f}   (Otsu baseline {summary['otsu_foreground_dice']:.4f})")
         console.print(f"mean Dice {summary['mean_dice']:.4f} on {summary['evaluated_on']} "
                       f"({summary['epochs']} epochs, {summary['total_s']:.0f} s in all)")
+        console.print(f"augmentation preview: {summary['augmentation_preview']}")
         console.print(f"report: {summary['report']}")

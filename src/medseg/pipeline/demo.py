@@ -33,6 +33,7 @@ from medseg.pipeline.steps import (
     report,
     train,
 )
+from medseg.transforms.preview import preview_dataset
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,8 @@ def run_demo(
     data = Path(data)
     timings["data"] = time.perf_counter() - start
 
+    # what the network will see: a few cases, each with augmented versions and the label
+    preview = preview_dataset(data, out / "augmentation_preview.png", overwrite=True)
     results = out / "results"
     plans = plan(data, results, overwrite=True, progress=progress)
     if configuration not in plans.configurations:
@@ -137,12 +140,22 @@ def run_demo(
         "steps": trained["fit"]["steps"],
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "total_s": round(time.perf_counter() - start, 1),
+        "augmentation_preview": str(preview),
     }
-    extra = [("Demo: network vs Otsu baseline", _comparison_html(summary))]
+    extra = [("Demo: network vs Otsu baseline", _comparison_html(summary)),
+             ("Augmentation preview", _png_html(preview, "training cases (left) and augmented versions, label overlaid"))]
     report(results, out=out / "report.html", overwrite=True, extra_sections=extra)
     summary["report"] = str(out / "report.html")
     write_json_atomic(out / "summary.json", summary)
     return summary
+
+
+def _png_html(path: Path, caption: str) -> str:
+    import base64
+    from html import escape
+
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<figure><img alt="{escape(caption)}" src="data:image/png;base64,{data}"><figcaption>{escape(caption)}</figcaption></figure>'
 
 
 def _comparison_html(summary: dict[str, Any]) -> str:
