@@ -192,8 +192,10 @@ def fit(
     started = time.perf_counter()
     stopped_by = "epochs"
     epoch_seconds: list[float] = []
-    bar = tqdm(total=total_epochs, initial=start_epoch, desc=f"train {configuration} fold {fold}",
-               disable=not progress or rank != 0)
+    # with a time budget the epoch count is an upper bound: show seconds instead, so the ETA is true
+    bar = tqdm(total=None if time_budget_s is not None else total_epochs, initial=start_epoch,
+               desc=f"train {configuration} fold {fold}" + (f" ({time_budget_s:.0f} s budget)" if time_budget_s else ""),
+               unit="epoch", disable=not progress or rank != 0)
     try:
         for epoch in range(start_epoch, total_epochs):
             if time_budget_s is not None and epoch_seconds:
