@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from medseg.cli import phantoms as phantoms_cli
+
 app = typer.Typer(no_args_is_help=True)
 console = Console()
 
@@ -74,13 +76,4 @@ def _fmt(values: list[float]) -> str:
     return " x ".join(f"{v:g}" for v in values)
 
 
-def _mount_optional() -> None:
-    """Commands written in their own modules."""
-    try:
-        from medseg.cli import phantoms
-    except ImportError:  # pragma: no cover - module in progress
-        return
-    phantoms.register(app)
-
-
-_mount_optional()
+phantoms_cli.register(app)

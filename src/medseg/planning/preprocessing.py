@@ -66,7 +66,9 @@ def preprocess_arrays(
     target = case_target_spacing(plan, spacing)
     shape = new_shape_for_spacing(image.shape[1:], spacing, target)
     # nnU-Net decides "separate z" from the source spacing (or the target's, if that is the anisotropic one)
-    axis = separate_axis(spacing) if separate_axis(spacing) is not None else separate_axis(target)
+    axis = separate_axis(spacing)
+    if axis is None:
+        axis = separate_axis(target)
     image = resample_image(image, shape, separate_z=axis)
     image = normalize(image, plan.normalization, plan.intensity)
     if label is not None:
