@@ -39,6 +39,8 @@ def main(out: str) -> None:
     optimizer.step()
     if rank == 0:
         torch.save(model.state_dict(), out)
+    # both ranks reach teardown together: a rank leaving while gloo still talks to it aborts
+    dist.barrier()
     dist.destroy_process_group()
 
 

@@ -25,6 +25,12 @@ def _torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str
                           capture_output=True, text=True, encoding="utf-8", timeout=timeout, env=env)
 
 
+def _why(result: subprocess.CompletedProcess[str]) -> str:
+    """The start of stderr holds a worker's own error; the end holds torchrun's summary."""
+    err = result.stderr
+    return err if len(err) < 4000 else err[:2000] + "\n...\n" + err[-2000:]
+
+
 def test_ddp_step_equals_the_update_with_averaged_gradients(tmp_path: Path) -> None:
     sys.path.insert(0, str(HERE))
     try:
@@ -32,7 +38,7 @@ def test_ddp_step_equals_the_update_with_averaged_gradients(tmp_path: Path) -> N
     finally:
         sys.path.remove(str(HERE))
     result = _torchrun(str(HERE / "ddp_worker.py"), str(tmp_path / "ddp.pt"))
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 0, _why(result)
     distributed = torch.load(tmp_path / "ddp.pt")
     # expected: same initial weights, gradient = mean of the two ranks' gradients, one SGD step
     model = ddp_worker.make_model()
@@ -52,7 +58,17 @@ def test_ddp_step_equals_the_update_with_averaged_gradients(tmp_path: Path) -> N
 def test_medseg_train_runs_under_torchrun_with_two_processes(tiny_results: Path) -> None:
     result = _torchrun("-m", "medseg.cli.main", "train", str(tiny_results), "--config", "2d", "--fold", "0",
                        "--epochs", "1", "--steps-per-epoch", "2", "--workers", "0", "--no-validate")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, _why(result)
     ckpt = load_checkpoint(tiny_results / "2d" / "fold_0" / "checkpoint_latest.pt")
     assert ckpt["epoch"] == 1 and ckpt["step"] == 2
     assert '"world_size": 2' in (tiny_results / "2d" / "fold_0" / "run.json").read_text()
+
+
+def test_a_time_budget_under_torchrun_stops_every_rank_together(tiny_results: Path) -> None:
+    # ranks decide to stop by all-reduce; a rank stopping alone would leave the other hanging in DDP
+    result = _torchrun("-m", "medseg.cli.main", "train", str(tiny_results), "--config", "2d", "--fold", "0",
+                       "--epochs", "500", "--steps-per-epoch", "2", "--workers", "0", "--no-validate",
+                       "--time-budget", "3s", timeout=120)
+    assert result.returncode == 0, _why(result)
+    ckpt = load_checkpoint(tiny_results / "2d" / "fold_0" / "checkpoint_latest.pt")
+    assert 1 <= ckpt["epoch"] < 500

@@ -18,6 +18,7 @@ Ctrl-C saves the last completed epoch (already on disk) and says how to resume. 
 
 from __future__ import annotations
 
+import atexit
 import csv
 import logging
 import math
@@ -85,7 +86,24 @@ def _distributed() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # torn down at exit, not after each fit, so one process can train several folds
+        atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
     return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _any_rank(flag: bool, world: int) -> bool:
+    """True when ``flag`` is true on any rank: ranks must agree to stop, or the others hang in DDP."""
+    if world == 1:
+        return flag
+    value = torch.tensor([float(flag)])
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def _finish_distributed(world: int) -> None:
+    """Ranks leave together; a rank that exits while gloo still talks to it aborts the job."""
+    if world > 1 and dist.is_initialized():
+        dist.barrier()
 
 
 def _patch_for_store(plan: Plan, store_dims: int) -> tuple[int, ...]:
@@ -199,7 +217,7 @@ def fit(
     try:
         for epoch in range(start_epoch, total_epochs):
             if time_budget_s is not None and epoch_seconds:
-                if time.perf_counter() - started + np.mean(epoch_seconds[-3:]) > time_budget_s:
+                if _any_rank(time.perf_counter() - started + np.mean(epoch_seconds[-3:]) > time_budget_s, world):
                     stopped_by = "time_budget"
                     break
             epoch_start = time.perf_counter()
@@ -225,7 +243,7 @@ def fit(
                 optimizer.step()
                 losses.append(float(loss.detach()))
                 step += 1
-                if time_budget_s is not None and time.perf_counter() - started > time_budget_s:
+                if time_budget_s is not None and _any_rank(time.perf_counter() - started > time_budget_s, world):
                     stopped_by = "time_budget"  # end this epoch early; it is still validated and saved
                     break
                 fetch_start = time.perf_counter()
@@ -262,6 +280,7 @@ def fit(
             f"Continue with: medseg train {results} --config {configuration} --fold {fold} --resume"
         ) from None
     bar.close()
+    _finish_distributed(world)
     completed = rows[-1]["epoch"] if rows else 0
     return FitResult(out, completed, step, best, time.perf_counter() - started, stopped_by)
 
