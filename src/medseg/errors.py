@@ -30,3 +30,7 @@ class ConfigError(MedsegError):
 
 class OverwriteError(MedsegError):
     """An output exists and ``overwrite`` was not given."""
+
+
+class DiskFullError(MedsegError):
+    """The disk (or quota) filled up while writing; the previous version of the file is intact."""

@@ -6,6 +6,7 @@ interrupted run never leaves a half-written file under the final name.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -14,7 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from medseg.errors import OverwriteError
+from medseg.errors import DiskFullError, OverwriteError
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 
 
 def check_writable(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
@@ -30,7 +33,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``path`` on success.
 
     The temporary name keeps the target's suffixes (``.nii.gz``) so format-sniffing writers
-    still work.
+    still work. A full disk becomes a :class:`DiskFullError` naming ``path`` (the partial
+    temporary file is removed, the previous ``path`` is untouched).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,9 +45,23 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as err:
+        if err.errno in _DISK_FULL:
+            raise DiskFullError(disk_full_message(path)) from err
+        raise
+    except RuntimeError as err:
+        # torch.save reports a full disk as "PytorchStreamWriter failed writing file ...: file write failed"
+        if "write failed" in str(err) or "No space left" in str(err):
+            raise DiskFullError(disk_full_message(path)) from err
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def disk_full_message(path: str | os.PathLike[str]) -> str:
+    return (f"{path}: disk full while writing (any previous version of the file is intact); "
+            "free some space and run the command again (training continues with --resume)")
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

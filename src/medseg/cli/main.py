@@ -7,6 +7,7 @@ traceback too.
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 import traceback
@@ -23,6 +24,7 @@ from medseg.cli import pipeline as pipeline_cli
 from medseg.cli import predict as predict_cli
 from medseg.cli import report as report_cli
 from medseg.errors import MedsegError
+from medseg.fileutil import disk_full_message
 
 app = typer.Typer(
     name="medseg",
@@ -73,6 +75,14 @@ def run() -> None:
         if _state["verbose"]:
             traceback.print_exc()
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # a write outside medseg's atomic writers (a log, a library's cache) ran out of space
+        if _state["verbose"]:
+            traceback.print_exc()
+        typer.secho(f"error: {disk_full_message(err.filename or 'output')}", fg=typer.colors.RED, err=True)
         sys.exit(1)
 
 
