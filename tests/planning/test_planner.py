@@ -79,9 +79,12 @@ def test_ct_channels_are_clipped_and_others_z_scored() -> None:
 def test_large_median_case_gets_a_lowres_configuration() -> None:
     fp = _fingerprint([(1.0, 0.8, 0.8)] * 3, [(400, 512, 512)] * 3, channel="CT")
     plans = plan_dataset(fp, "x", device="cpu", memory_gb=2)
-    assert set(plans.configurations) == {"2d", "3d_fullres", "3d_lowres"}
+    assert set(plans.configurations) == {"2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres"}
     low, full = plans["3d_lowres"], plans["3d_fullres"]
     assert all(lo > fu for lo, fu in zip(low.spacing, full.spacing, strict=True))
+    cascade = plans["3d_cascade_fullres"]  # the cascade's second stage: fullres + one channel per foreground class
+    assert cascade.previous_stage == "3d_lowres" and cascade.in_channels == full.in_channels + 1
+    assert cascade.spacing == full.spacing and cascade.patch_size == full.patch_size
 
 
 def test_smaller_memory_budget_never_grows_patch_or_batch() -> None:

@@ -16,6 +16,7 @@ import typer
 
 from medseg import __version__
 from medseg.cli import augment as augment_cli
+from medseg.cli import classify as classify_cli
 from medseg.cli import data as data_cli
 from medseg.cli import demo as demo_cli
 from medseg.cli import evaluate as evaluate_cli
@@ -59,7 +60,8 @@ def main(
 
 app.add_typer(data_cli.app, name="data", help="Check, fingerprint and generate datasets.")
 app.add_typer(augment_cli.app, name="augment", help="Preview data augmentation.")
-app.add_typer(nets_cli.app, name="nets", help="Inspect the segmentation networks.")
+app.add_typer(nets_cli.app, name="nets", help="Inspect the networks (segmentation and classification).")
+app.add_typer(classify_cli.app, name="classify", help="Train, predict, evaluate and explain image classifiers.")
 pipeline_cli.register(app)
 predict_cli.register(app)
 evaluate_cli.register(app)

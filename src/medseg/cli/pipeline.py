@@ -1,4 +1,4 @@
-"""``medseg plan | preprocess | train``: the pipeline steps (each calls one function)."""
+"""``medseg plan | preprocess | train | prepare-cascade``: the pipeline steps (each calls one function)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,8 @@ def register(app: typer.Typer) -> None:
     @app.command("preprocess")
     def preprocess_command(
         results: Path = typer.Argument(..., help="Results folder with plans.json."),
-        config: str = typer.Option(None, "--config", "-c", help="Comma-separated configurations (default all)."),
+        config: str = typer.Option(None, "--config", "-c", help="Comma-separated configurations, e.g. 2d,3d_fullres,3d_lowres "
+                                   "(default all; 3d_cascade_fullres shares the 3d_fullres data)."),
         jobs: int = typer.Option(None, "--jobs", "-j", help="Worker processes."),
     ) -> None:
         """Resample, normalise and store the training cases (skips unchanged cases)."""
@@ -70,7 +71,9 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_command(
         results: Path = typer.Argument(..., help="Results folder (planned and preprocessed)."),
-        config: str = typer.Option(None, "--config", "-c", help="2d, 3d_fullres or 3d_lowres (default: the plan's recommendation, else 3d_fullres, else 2d)."),
+        config: str = typer.Option(None, "--config", "-c", help="2d, 3d_fullres, 3d_lowres or 3d_cascade_fullres (after the "
+                                   "3d_lowres folds and 'medseg prepare-cascade'); default: the plan's recommendation, "
+                                   "else 3d_fullres, else 2d."),
         fold: str = typer.Option("0", "--fold", "-f", help="Fold index or 'all'."),
         epochs: int = typer.Option(None, "--epochs", help="Number of epochs (default: the plan's)."),
         steps_per_epoch: int = typer.Option(None, "--steps-per-epoch", help="Steps per epoch."),
@@ -84,8 +87,8 @@ def register(app: typer.Typer) -> None:
         from medseg.pipeline import train
         from medseg.planning import Plans
 
+        plans = Plans.from_json(results / "plans.json")
         if config is None:
-            plans = Plans.from_json(results / "plans.json")
             config = plans.recommended or ("3d_fullres" if "3d_fullres" in plans.configurations else "2d")
         out = train(results, config, fold if fold == "all" else int(fold), epochs=epochs, steps_per_epoch=steps_per_epoch,
                     time_budget_s=parse_duration(time_budget), resume=resume, device=device, num_workers=workers,
@@ -96,3 +99,27 @@ def register(app: typer.Typer) -> None:
         if out["validation"]:
             overall = out["validation"]["overall"]["dice"]
             console.print(f"validation mean Dice {overall['mean']:.4f} over {out['validation']['n_cases']} case(s)")
+        cascades = [n for n, p in plans.configurations.items() if p.previous_stage == config]
+        if cascades:
+            console.print(f"when every {config} fold is trained: medseg prepare-cascade {results}, "
+                          f"then medseg train {results} --config {cascades[0]} --fold K")
+
+    @app.command("prepare-cascade")
+    def prepare_cascade_command(
+        results: Path = typer.Argument(..., help="Results folder whose 3d_lowres folds are trained."),
+        config: str = typer.Option("3d_cascade_fullres", "--config", "-c", help="The cascade stage to prepare."),
+        checkpoint: str = typer.Option("best", "--checkpoint", help="best or latest previous-stage checkpoints."),
+        mirror: bool = typer.Option(True, "--mirror/--no-mirror", help="Test-time mirroring along every axis."),
+        device: str = typer.Option(None, "--device", help="cpu or cuda (default: auto)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing previous-stage predictions."),
+    ) -> None:
+        """Predict every training case with the 3d_lowres fold that held it out, on the full-resolution grid
+        (what 3d_cascade_fullres trains on)."""
+        from medseg.pipeline.steps import prepare_cascade
+
+        out = prepare_cascade(results, config, checkpoint=checkpoint, mirror=mirror, device=device, overwrite=overwrite)
+        folds = ", ".join(f"fold {k}: {n}" for k, n in out["folds"].items())
+        console.print(f"predicted {out['cases']} case(s) ({folds}) -> {out['folder']}")
+        if out["fallback"]:
+            console.print(f"[yellow]{len(out['fallback'])} case(s) predicted by a fold that trained on them[/yellow]")
+        console.print(f"next: medseg train {results} --config {config} --fold K")

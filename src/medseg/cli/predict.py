@@ -24,7 +24,8 @@ def predict(
     output_dir: Path = typer.Option(..., "--output", "-o", help="Folder for the CASE.nii.gz label maps."),
     results: Path = typer.Option(..., "--model", "-m", help="Results folder with the trained folds."),
     config: str | None = typer.Option(
-        None, "--config", help="Configurations to ensemble, e.g. '2d,3d_fullres'. Default: every trained one."
+        None, "--config", help="Configurations to ensemble, e.g. '2d,3d_fullres' or '3d_cascade_fullres' (runs its "
+        "trained 3d_lowres folds first). Default: every trained one."
     ),
     folds: str | None = typer.Option(None, "--folds", help="Folds, e.g. '0,1'. Default: every trained fold."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best or latest."),

@@ -10,6 +10,18 @@ Case store format (written once by preprocessing, memory-mapped here)::
                        any other keys (crop box, original geometry) are kept as they are.
                        Missing class locations are computed at load (and not written back).
 
+A cascade stage's previous-stage segmentations live in a folder of their own (so one image
+store serves several configurations)::
+
+    PREVIOUS/
+      <case>_prev.npy  int8 (int16 if needed), (1, *spatial): class indices (0 = background,
+                       k = the k-th smallest label value) predicted by the previous stage,
+                       on the grid of the case's ``<case>.npy``
+
+Given ``previous_folder``, the loader cuts the same box out of ``<case>_prev.npy`` and appends
+it to the image patch as one more channel (float32 class indices; 0 outside the case); the
+training loop turns it into one-hot channels.
+
 Case ids are the ``.npy`` stems without ``_seg``. Arrays are opened with
 ``np.load(mmap_mode="r")``: a batch reads only the voxels of its patches, so memory stays flat
 however large the dataset grows.
@@ -39,11 +51,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from medseg.data.sampling import CaseArrays, PatchSampler, class_locations
+from medseg.data.sampling import CaseArrays, PatchSampler, class_locations, extract_patch
 from medseg.errors import DatasetError
 from medseg.fileutil import atomic_path, check_writable, write_json_atomic
 
 Batch = tuple[Tensor, Tensor | None]
+RESERVED_SUFFIXES = ("_seg", "_prev")
+PREVIOUS_SUFFIX = "_prev.npy"
 BatchTransform = Callable[..., tuple[Tensor, Tensor | None]]
 
 
@@ -72,8 +86,8 @@ def write_case(
         Path of the image ``.npy``.
     """
     folder = Path(folder)
-    if case_id.endswith("_seg"):
-        raise ValueError(f"case id {case_id!r} must not end with '_seg'")
+    if case_id.endswith(RESERVED_SUFFIXES):
+        raise ValueError(f"case id {case_id!r} must not end with {' or '.join(map(repr, RESERVED_SUFFIXES))}")
     image = np.asarray(image, dtype=np.float32)
     image_path, seg_path, json_path = (folder / f"{case_id}{end}" for end in (".npy", "_seg.npy", ".json"))
     for path in (image_path, seg_path, json_path):
@@ -100,12 +114,51 @@ def write_case(
     return image_path
 
 
+def write_previous(
+    folder: str | os.PathLike[str], case_id: str, segmentation: np.ndarray, *, overwrite: bool = False
+) -> Path:
+    """Write a previous-stage segmentation ``<folder>/<case>_prev.npy`` (atomically).
+
+    Args:
+        folder: the previous-stage folder (created if missing).
+        case_id: the case.
+        segmentation: ``(*spatial)`` class indices on the grid of the case's image in the
+            store it goes with (stored as ``(1, *spatial)``).
+        overwrite: replace an existing file.
+
+    Returns:
+        The written path.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{case_id}{PREVIOUS_SUFFIX}"
+    check_writable(path, overwrite=overwrite)
+    segmentation = np.asarray(segmentation)[None]
+    high = int(segmentation.max(initial=0))
+    with atomic_path(path) as tmp:
+        np.save(tmp, segmentation.astype(np.int8 if high <= 127 else np.int16))
+    return path
+
+
+def load_previous(folder: str | os.PathLike[str], case_id: str, *, mmap: bool = True) -> np.ndarray:
+    """Open ``<folder>/<case>_prev.npy``: ``(1, *spatial)`` class indices.
+
+    Raises:
+        DatasetError: the file is missing.
+    """
+    path = Path(folder) / f"{case_id}{PREVIOUS_SUFFIX}"
+    if not path.is_file():
+        raise DatasetError(f"{path}: previous-stage segmentation is missing")
+    return np.load(path, mmap_mode="r" if mmap else None)
+
+
 def list_cases(folder: str | os.PathLike[str]) -> list[str]:
     """Sorted case ids of a store folder."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"{folder}: case store folder does not exist; run preprocessing first")
-    return sorted(p.stem for p in folder.glob("*.npy") if not p.stem.endswith("_seg") and not p.name.startswith("."))
+    return sorted(p.stem for p in folder.glob("*.npy")
+                  if not p.stem.endswith(RESERVED_SUFFIXES) and not p.name.startswith("."))
 
 
 def load_case(folder: str | os.PathLike[str], case_id: str, *, mmap: bool = True) -> CaseArrays:
@@ -134,24 +187,47 @@ def load_case(folder: str | os.PathLike[str], case_id: str, *, mmap: bool = True
 
 
 class _CaseCache(Sequence[CaseArrays]):
-    """Cases opened on first use; at most ``max_open`` stay mapped (each map holds a file)."""
+    """Cases opened on first use; at most ``max_open`` stay mapped (each map holds a file).
 
-    def __init__(self, folder: Path, case_ids: Sequence[str], *, max_open: int = 128) -> None:
+    With ``previous_folder``, each case's ``<case>_prev.npy`` is opened along with it
+    (``previous(index)``) and checked against the image's spatial shape.
+    """
+
+    def __init__(self, folder: Path, case_ids: Sequence[str], *, max_open: int = 128,
+                 previous_folder: Path | None = None) -> None:
         self.folder, self.case_ids, self.max_open = folder, list(case_ids), max_open
-        self._open: OrderedDict[int, CaseArrays] = OrderedDict()
+        self.previous_folder = previous_folder
+        self._open: OrderedDict[int, tuple[CaseArrays, np.ndarray | None]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.case_ids)
 
-    def __getitem__(self, index: int) -> CaseArrays:  # type: ignore[override]
+    def _get(self, index: int) -> tuple[CaseArrays, np.ndarray | None]:
         if index in self._open:
             self._open.move_to_end(index)
             return self._open[index]
         case = load_case(self.folder, self.case_ids[index])
-        self._open[index] = case
+        previous = None
+        if self.previous_folder is not None:
+            previous = load_previous(self.previous_folder, case.case_id)
+            if previous.shape[1:] != case.image.shape[1:]:
+                raise DatasetError(
+                    f"{self.previous_folder / (case.case_id + PREVIOUS_SUFFIX)}: shape {previous.shape[1:]} differs from "
+                    f"the case's {case.image.shape[1:]} in {self.folder}; predict the previous stage again"
+                )
+        self._open[index] = (case, previous)
         if len(self._open) > self.max_open:
             self._open.popitem(last=False)
-        return case
+        return case, previous
+
+    def __getitem__(self, index: int) -> CaseArrays:  # type: ignore[override]
+        return self._get(index)[0]
+
+    def previous(self, index: int) -> np.ndarray:
+        previous = self._get(index)[1]
+        if previous is None:
+            raise ValueError("no previous_folder was given")
+        return previous
 
 
 class PatchBatches(IterableDataset):
@@ -166,11 +242,14 @@ class PatchBatches(IterableDataset):
         transform: optional batch transform called as ``transform(image, label,
             generator=...)`` inside the worker (e.g. a ``medseg.transforms`` pipeline).
         seed: base seed; batch ``k`` depends only on ``(seed, k)``.
+        previous_folder: folder of ``<case>_prev.npy`` previous-stage segmentations; their
+            patches are appended to the image as its last channel (module docstring).
     """
 
     def __init__(self, folder: str | os.PathLike[str], sampler: PatchSampler, batch_size: int, *,
                  case_ids: Sequence[str] | None = None, num_batches: int | None = None,
-                 transform: BatchTransform | None = None, seed: int = 0) -> None:
+                 transform: BatchTransform | None = None, seed: int = 0,
+                 previous_folder: str | os.PathLike[str] | None = None) -> None:
         super().__init__()
         self.folder = Path(folder)
         self.case_ids = list(case_ids) if case_ids is not None else list_cases(self.folder)
@@ -178,18 +257,24 @@ class PatchBatches(IterableDataset):
             raise DatasetError(f"{self.folder}: no cases (<case>.npy) in the case store")
         self.sampler, self.batch_size = sampler, int(batch_size)
         self.num_batches, self.transform, self.seed = num_batches, transform, int(seed)
+        self.previous_folder = Path(previous_folder) if previous_folder is not None else None
         self._cases: _CaseCache | None = None
 
     @property
     def cases(self) -> _CaseCache:
         if self._cases is None:  # opened lazily, so each worker process maps its own files
-            self._cases = _CaseCache(self.folder, self.case_ids)
+            self._cases = _CaseCache(self.folder, self.case_ids, previous_folder=self.previous_folder)
         return self._cases
 
     def batch(self, index: int) -> Batch:
-        """Batch number ``index``: ``(B, C, *patch)`` float32 and ``(B, 1, *patch)`` int64 (or None)."""
+        """Batch number ``index``: ``(B, C, *patch)`` float32 and ``(B, 1, *patch)`` int64 (or None);
+        ``C`` counts the previous-stage channel when there is one."""
         rng = np.random.default_rng([self.seed, index])
-        image, label, _ = self.sampler.sample(self.cases, self.batch_size, rng)
+        image, label, boxes = self.sampler.sample(self.cases, self.batch_size, rng)
+        if self.previous_folder is not None:
+            previous = [extract_patch(self.cases.previous(box.case_index), None, box.start, self.sampler.patch_size)[0]
+                        for box in boxes]
+            image = np.concatenate([image, np.stack(previous)], axis=1)
         image_t = torch.from_numpy(image)
         label_t = None if label is None else torch.from_numpy(label.astype(np.int64))
         if self.transform is not None:
@@ -279,6 +364,7 @@ def make_loader(
     prefetch: int = 2,
     pin_memory: bool = False,
     seed: int = 0,
+    previous_folder: str | os.PathLike[str] | None = None,
 ) -> PatchBatches | DataLoader | ThreadedBatches:
     """An iterable of ``(image, label)`` training batches from a case store.
 
@@ -301,6 +387,8 @@ def make_loader(
         prefetch: batches each worker prepares ahead.
         pin_memory: pin batches for faster host-to-GPU copies ("process" backend).
         seed: batch ``k`` depends only on ``(seed, k)``, whatever the workers and backend.
+        previous_folder: folder of previous-stage ``<case>_prev.npy`` files (cascade): each
+            image patch gets the matching patch of it as a last channel.
 
     Returns:
         An iterable yielding ``(B, C, *patch)`` float32 and ``(B, 1, *patch)`` int64 tensors
@@ -317,7 +405,7 @@ def make_loader(
     sampler = PatchSampler(patch_size, mode=mode, oversample_foreground=oversample_foreground,
                            keep_inside=keep_inside, image_pad=image_pad, label_pad=label_pad)
     dataset = PatchBatches(folder, sampler, batch_size, case_ids=case_ids, num_batches=num_batches,
-                           transform=transform, seed=seed)
+                           transform=transform, seed=seed, previous_folder=previous_folder)
     if num_workers == 0:
         return dataset
     if backend == "thread":

@@ -1,5 +1,20 @@
 """Inference: sliding windows, test-time augmentation, ensembling, export to original geometry."""
 
+from medseg.inference.classify import (
+    ClassificationPrediction,
+    find_classifier_checkpoints,
+    predict_classification,
+    read_predictions,
+    write_predictions,
+)
+from medseg.inference.explain import (
+    find_cam_layer,
+    grad_cam,
+    mass_inside,
+    peak_slice,
+    saliency,
+    save_overlay,
+)
 from medseg.inference.export import label_image, probabilities_to_label, probabilities_to_original
 from medseg.inference.postprocess import (
     POSTPROCESSING_FILE,
@@ -25,6 +40,17 @@ from medseg.inference.sliding_window import (
 )
 
 __all__ = [
+    "ClassificationPrediction",
+    "find_cam_layer",
+    "find_classifier_checkpoints",
+    "grad_cam",
+    "mass_inside",
+    "peak_slice",
+    "predict_classification",
+    "read_predictions",
+    "saliency",
+    "save_overlay",
+    "write_predictions",
     "POSTPROCESSING_FILE",
     "apply_postprocessing",
     "choose_postprocessing",

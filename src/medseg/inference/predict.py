@@ -15,6 +15,13 @@ of models. As the mapping back is linear, this equals averaging every model's pr
 on the original grid. The label map is the argmax, channel ``k`` becoming the ``k``-th
 smallest label value of ``plan.labels``, written in the input's geometry.
 
+Cascade (``3d_cascade_fullres``, a plan with ``previous_stage``): the previous stage's models
+(``3d_lowres``) predict the case first; their averaged probabilities are resampled linearly
+from their grid to the cascade plan's grid of the same crop box, the argmax is taken, and its
+one-hot channels (one per foreground class) are appended to the preprocessed image
+(``next_stage_segmentation``, ``one_hot_previous``). The cascade models are then ensembled
+like any others.
+
 Results-folder layout read by ``predict``: ``RESULTS/<configuration>/fold_<k>/
 checkpoint_<best|latest>.pt`` and, optionally, ``RESULTS/postprocessing.json``.
 """
@@ -34,6 +41,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medseg.data.dataset import Case, load_dataset, read_case
+from medseg.data.preprocess import resample_probabilities
 from medseg.errors import ConfigError, DatasetError, MedsegError
 from medseg.fileutil import atomic_path, check_writable
 from medseg.inference.export import label_image, probabilities_to_label, probabilities_to_original
@@ -69,9 +77,9 @@ def _check_models(models: Sequence[tuple[nn.Module, Plan]], image: Image) -> Non
         if len(plan.spacing) != image.spatial_dims:
             raise ConfigError(f"the {plan.configuration} model was planned for {len(plan.spacing)}D images, "
                               f"got a {image.spatial_dims}D image")
-        if plan.in_channels != image.num_channels:
+        if plan.image_channels != image.num_channels:
             raise DatasetError(f"the image has {image.num_channels} channel(s), the {plan.configuration} model "
-                               f"expects {plan.in_channels}")
+                               f"expects {plan.image_channels}")
 
 
 def _preprocessing_key(plan: Plan, spacing: tuple[float, ...]) -> str:
@@ -127,6 +135,83 @@ def predict_preprocessed(
     return probs.contiguous().numpy()
 
 
+def one_hot_previous(indices: np.ndarray, num_classes: int) -> np.ndarray:
+    """``(*S)`` class indices -> ``(num_classes - 1, *S)`` float32, one channel per foreground
+    class: the extra input channels of a cascade stage."""
+    indices = np.asarray(indices)
+    return np.stack([indices == k for k in range(1, num_classes)]).astype(np.float32)
+
+
+def _resampled_mean(
+    models: Sequence[tuple[nn.Module, Plan]], array: np.ndarray, target_shape: tuple[int, ...],
+    separate_z: int | None, **kwargs: Any,
+) -> np.ndarray:
+    """The models' mean probabilities on ``array``'s grid, resampled linearly to ``target_shape``."""
+    probs = None
+    for model, plan in models:
+        p = predict_preprocessed(model, plan, array, **kwargs)
+        probs = p if probs is None else probs + p
+    if probs is None:
+        raise ConfigError("no previous-stage models")
+    return resample_probabilities(probs / len(models), target_shape, separate_z=separate_z)
+
+
+def _indices(probs: np.ndarray) -> np.ndarray:
+    return np.argmax(probs, axis=0).astype(np.int8 if probs.shape[0] <= 128 else np.int16)
+
+
+def next_stage_segmentation(
+    models: Sequence[tuple[nn.Module, Plan]],
+    array: np.ndarray,
+    target_shape: Sequence[int],
+    *,
+    separate_z: int | None = None,
+    overlap: float = 0.5,
+    mirror: bool = True,
+    device: torch.device | str | None = None,
+    sw_batch_size: int = 4,
+) -> np.ndarray:
+    """The previous stage's segmentation on the next stage's grid.
+
+    Args:
+        models: previous-stage ``(network, plan)`` pairs sharing one preprocessing.
+        array: ``(C, *spatial)`` the case preprocessed with their plan.
+        target_shape: the next stage's preprocessed shape of the same crop box.
+        separate_z: the coarse axis resampled separately (the next stage's ``separate_z``
+            preprocessing property).
+
+    Returns:
+        ``(*target_shape)`` int8 class indices (0 background, ``k`` the ``k``-th smallest label
+        value): argmax of the models' averaged probabilities after linear resampling.
+    """
+    target = tuple(int(n) for n in target_shape)
+    return _indices(_resampled_mean(models, array, target, separate_z, overlap=overlap, mirror=mirror,
+                                    device=device, sw_batch_size=sw_batch_size))
+
+
+def _previous_on_grid(
+    previous_stage: Sequence[tuple[nn.Module, Plan]],
+    channels: np.ndarray,
+    spacing: tuple[float, ...],
+    props: dict[str, Any],
+    **kwargs: Any,
+) -> np.ndarray:
+    """Class indices of the previous-stage ensemble on the grid described by ``props``
+    (models grouped by preprocessing, groups weighted by their number of models)."""
+    groups: dict[str, list[tuple[nn.Module, Plan]]] = {}
+    for model, plan in previous_stage:
+        groups.setdefault(_preprocessing_key(plan, spacing), []).append((model, plan))
+    target = tuple(props["shape_after_resampling"])
+    total = np.zeros(0, dtype=np.float32)
+    for members in groups.values():
+        array, _, low_props = preprocess_arrays(channels, None, spacing, members[0][1])
+        if (low_props["crop_start"], low_props["crop_stop"]) != (props["crop_start"], props["crop_stop"]):
+            raise MedsegError("the previous stage cropped the image unlike the cascade")  # same image: cannot happen
+        mean = _resampled_mean(members, array, target, props.get("separate_z"), **kwargs) * len(members)
+        total = mean if total.size == 0 else total + mean
+    return _indices(total)
+
+
 def predict_case(
     models: Sequence[tuple[nn.Module, Plan]],
     image: Image,
@@ -136,6 +221,8 @@ def predict_case(
     device: torch.device | str | None = None,
     patch_size: Sequence[int] | None = None,
     sw_batch_size: int = 4,
+    previous_stage: Sequence[tuple[nn.Module, Plan]] | None = None,
+    previous_segmentation: np.ndarray | None = None,
 ) -> tuple[np.ndarray, Image]:
     """Ensemble prediction of one image in its own geometry (see the module docstring).
 
@@ -148,6 +235,11 @@ def predict_case(
         device: ``"cpu"``, ``"cuda"``, a ``torch.device``, or None (CUDA when available).
         patch_size: tile size for every model (default: each plan's training patch).
         sw_batch_size: tiles per forward pass.
+        previous_stage: for cascade models (``plan.previous_stage``): the previous stage's
+            ``(network, plan)`` pairs, ensembled first (they run without ``patch_size``).
+        previous_segmentation: instead of ``previous_stage``, the previous stage's class
+            indices already on the cascade plan's preprocessed grid (e.g. a stored
+            ``<case>_prev.npy`` of the training cases).
 
     Returns:
         ``(probabilities, label)``: ``(K, *spatial)`` float32 probabilities on the input's
@@ -156,10 +248,16 @@ def predict_case(
 
     Raises:
         ConfigError: no models, models with different labels, or a model planned for
-            another dimensionality.
+            another dimensionality; cascade models without their previous stage.
         DatasetError: the image's channel count differs from the models'.
     """
     _check_models(models, image)
+    if any(plan.previous_stage for _, plan in models) and previous_segmentation is None:
+        if not previous_stage:
+            stages = sorted({plan.previous_stage for _, plan in models if plan.previous_stage})
+            raise ConfigError(f"cascade models need the previous stage's models ({', '.join(stages)}): "
+                              "pass previous_stage=[(network, plan), ...]")
+        _check_models([*previous_stage, models[0]], image)
     channels = image.channels_first().astype(np.float32, copy=False)
     geometry = {
         "original_shape": list(image.spatial_shape),
@@ -174,7 +272,23 @@ def predict_case(
             array, _, props = preprocess_arrays(channels, None, image.spacing, plan)
             groups[key] = {"array": array, "props": {**props, **geometry}, "sum": None, "count": 0}
         group = groups[key]
-        probs = predict_preprocessed(model, plan, group["array"], overlap=overlap, mirror=mirror, device=device,
+        net_input = group["array"]
+        if plan.previous_stage:
+            if "previous" not in group:
+                if previous_segmentation is not None:
+                    indices = np.asarray(previous_segmentation)
+                    indices = indices[0] if indices.ndim == net_input.ndim else indices
+                    if indices.shape != net_input.shape[1:]:
+                        raise ConfigError(f"previous_segmentation {indices.shape} is not on the {plan.configuration} "
+                                          f"grid {net_input.shape[1:]}")
+                else:
+                    assert previous_stage is not None
+                    indices = _previous_on_grid(previous_stage, channels, image.spacing, group["props"],
+                                                overlap=overlap, mirror=mirror, device=device,
+                                                sw_batch_size=sw_batch_size)
+                group["previous"] = one_hot_previous(indices, plan.num_classes)
+            net_input = np.concatenate([net_input, group["previous"]])
+        probs = predict_preprocessed(model, plan, net_input, overlap=overlap, mirror=mirror, device=device,
                                      patch_size=patch_size, sw_batch_size=sw_batch_size)
         group["sum"] = probs if group["sum"] is None else group["sum"] + probs
         group["count"] += 1
@@ -253,6 +367,38 @@ def find_checkpoints(
     return paths
 
 
+def previous_stage_models(
+    results: str | os.PathLike[str],
+    models: Sequence[tuple[nn.Module, Plan]],
+    *,
+    folds: Sequence[int | str] | None = None,
+    checkpoint: Literal["best", "latest"] = "best",
+) -> list[tuple[nn.Module, Plan]] | None:
+    """The previous-stage ensemble the cascade models among ``models`` need (None if none do).
+
+    Its folds are ``folds`` when the previous stage has all of them, else every trained fold
+    of the previous stage.
+
+    Raises:
+        ConfigError: the models' previous stages differ, or it has no trained fold.
+    """
+    stages = sorted({plan.previous_stage for _, plan in models if plan.previous_stage})
+    if not stages:
+        return None
+    if len(stages) > 1:
+        raise ConfigError(f"cannot ensemble cascade models with different previous stages {stages}")
+    stage = stages[0]
+    trained = _trained(Path(results), checkpoint).get(stage, [])
+    if not trained:
+        raise ConfigError(f"{Path(results) / stage}: the cascade needs the {stage} models it was trained on, "
+                          f"but no {stage} fold has checkpoint_{checkpoint}.pt; existing: {_describe_existing(Path(results))}")
+    wanted = [str(f) for f in folds] if folds is not None and all(str(f) in trained for f in folds) else trained
+    if folds is not None and wanted is trained:
+        log.info("the %s stage lacks fold(s) %s: using its trained folds %s", stage, list(folds), trained)
+    paths = find_checkpoints(results, configurations=[stage], folds=wanted, checkpoint=checkpoint)
+    return [model_from_checkpoint(path) for path in paths]
+
+
 def find_input_cases(input_dir: str | os.PathLike[str]) -> list[Case]:
     """Cases of an input folder: ``CASE_0000<ending>``, ``CASE_0001<ending>``... (one file per
     channel, nnU-Net ``imagesTs`` style; a file without the ``_XXXX`` suffix is a case of its
@@ -321,7 +467,9 @@ def predict(
         output_dir: where ``CASE<ending>`` label maps are written (created); must differ
             from ``input_dir``.
         results: the results folder with the trained folds.
-        configurations, folds, checkpoint: which models (see ``find_checkpoints``).
+        configurations, folds, checkpoint: which models (see ``find_checkpoints``). A cascade
+            configuration (``3d_cascade_fullres``) also loads its previous stage's models
+            (``previous_stage_models``: the same folds where trained, else all its folds).
         mirror: test-time mirroring along every spatial axis.
         overlap: sliding-window overlap in ``[0, 1)``.
         save_probabilities: also write ``CASE.npz`` with ``probabilities`` ``(K, *spatial)``
@@ -346,6 +494,7 @@ def predict(
         raise ConfigError(f"{output_dir}: the output folder must differ from the input folder")
     models = [model_from_checkpoint(path) for path in find_checkpoints(
         results, configurations=configurations, folds=folds, checkpoint=checkpoint)]
+    previous = previous_stage_models(results, models, folds=folds, checkpoint=checkpoint)
     decision = load_postprocessing(results) if postprocess else None
     targets = [output_dir / f"{case.case_id}{file_ending(case.image_paths[0])}" for case in cases]
     for case, target in zip(cases, targets, strict=True):
@@ -355,14 +504,15 @@ def predict(
     dev = _device(device)
     for case, target in tqdm(list(zip(cases, targets, strict=True)), desc="predict", disable=not progress):
         image, _ = read_case(case)
-        expected = models[0][1].in_channels
+        expected = models[0][1].image_channels
         if image.num_channels != expected:
             raise DatasetError(f"{case.image_paths[0]}: case {case.case_id} has {image.num_channels} channel(s), "
                                f"the model expects {expected}")
         for plan in {m[1].configuration: m[1] for m in models}.values():
             _warn_spacing(case.case_id, image, plan)
         try:
-            probs, label = predict_case(models, image, overlap=overlap, mirror=mirror, device=dev)
+            probs, label = predict_case(models, image, overlap=overlap, mirror=mirror, device=dev,
+                                        previous_stage=previous)
         except MedsegError as err:
             raise type(err)(f"case {case.case_id}: {err}") from err
         if decision is not None:

@@ -21,12 +21,16 @@ from medseg.losses.deep_supervision import (
 from medseg.losses.dice import DiceLoss, GeneralizedDiceLoss, generalized_dice, soft_dice
 from medseg.losses.focal import FocalLoss, focal_loss
 from medseg.losses.inputs import one_hot_target, prepare, probabilities
+from medseg.losses.margin import MarginLoss, capsule_loss, margin_loss
 from medseg.losses.registry import LOSSES, build_loss, list_losses, loss_options, milletari_dice
 from medseg.losses.tversky import TverskyLoss, tversky_index
 from medseg.losses.vae import VAELoss, reconstruction_l2, vae_kl
 from medseg.losses.weight_map import unet_weight_map
 
 __all__ = [
+    "MarginLoss",
+    "capsule_loss",
+    "margin_loss",
     "LOSSES",
     "BoundaryLoss",
     "CrossEntropyLoss",

@@ -108,6 +108,30 @@ def roc_auc(
     return float(np.nanmean(per_class)) if not np.all(np.isnan(per_class)) else math.nan
 
 
+def roc_curve(positive: Sequence[bool], score: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ROC points of one class against the rest: ``(fpr, tpr, thresholds)``, from (0, 0) to (1, 1).
+
+    One point per distinct score (ties move both rates at once), thresholds decreasing with
+    ``inf`` first, as scikit-learn's ``roc_curve(drop_intermediate=False)``.
+
+    Example:
+        >>> fpr, tpr, _ = roc_curve([False, False, True, True], [0.1, 0.4, 0.35, 0.8])
+        >>> fpr.tolist(), tpr.tolist()
+        ([0.0, 0.0, 0.5, 0.5, 1.0], [0.0, 0.5, 0.5, 1.0, 1.0])
+    """
+    positive = np.asarray(positive, dtype=bool)
+    score = np.asarray(score, dtype=float)
+    order = np.argsort(-score, kind="mergesort")
+    score, positive = score[order], positive[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(score)), score.size - 1]
+    tp = np.cumsum(positive)[last_of_tie]
+    fp = (last_of_tie + 1) - tp
+    n_pos, n_neg = max(int(positive.sum()), 1), max(int((~positive).sum()), 1)
+    fpr = np.r_[0.0, fp / n_neg]
+    tpr = np.r_[0.0, tp / n_pos]
+    return fpr, tpr, np.r_[np.inf, score[last_of_tie]]
+
+
 def _binary_auc(positive: np.ndarray, score: np.ndarray) -> float:
     n_pos = int(positive.sum())
     n_neg = positive.size - n_pos

@@ -1,16 +1,21 @@
-"""Segmentation networks and their building blocks, N-dimensional through ``spatial_dims``.
+"""Segmentation and classification networks and their building blocks, N-dimensional
+through ``spatial_dims``.
 
-Every network maps ``(B, C_in, *spatial) -> (B, K, *spatial)`` logits (softmax, sigmoid and
-argmax happen outside) and is built by name::
+Segmentation networks map ``(B, C_in, *spatial) -> (B, K, *spatial)`` logits, classification
+networks ``(B, C_in, *spatial) -> (B, K)`` logits (softmax, sigmoid and argmax happen
+outside); ``network_task(name)`` tells which. All are built by name::
 
     from medseg.nets import build_network, list_networks
     net = build_network("unet", spatial_dims=3, in_channels=1, out_channels=4,
                         features=(32, 64, 128, 256), strides=[1, (1, 2, 2), 2, 2])
+    clf = build_network("resnet18", spatial_dims=3, in_channels=1, out_channels=2)
+    list_networks("classification")
 
 Modules: ``ops`` (layer types per dimension), ``blocks`` (conv, residual, dense, separable),
 ``aspp``, ``sampling`` (pool/unpool/up-sample), ``attention`` (self-attention, attention gate),
 ``shapes`` (per-stage settings, divisibility), ``encoder_decoder`` (U-Net skeleton), one
-module per network family, and ``registry``.
+module per network family, ``classifiers`` (the classification zoo, gathered from the
+``classifier_*`` modules), and ``registry``.
 """
 
 from medseg.nets.aspp import ASPP
@@ -23,17 +28,41 @@ from medseg.nets.blocks import (
     SeparableConv,
     pointwise_conv,
 )
+from medseg.nets.capsnet import CapsuleNetwork, dynamic_routing, squash
+from medseg.nets.classifiers import (
+    VGG,
+    VGG11,
+    VGG16,
+    AlexNet,
+    Bottleneck,
+    Classifier,
+    DenseNet,
+    DenseNet121,
+    Inception,
+    InceptionBlock,
+    InvertedResidual,
+    LeNet5,
+    MobileNetV1,
+    MobileNetV2,
+    ResNet,
+    ResNet18,
+    ResNet34,
+    ResNet50,
+)
+from medseg.nets.encoder_classifier import UNetEncoderClassifier
 from medseg.nets.encoder_decoder import UNetDecoder, UNetEncoder
 from medseg.nets.fcn import FCN
 from medseg.nets.multiscale import MultiScaleUNet
 from medseg.nets.registry import (
     NETWORKS,
+    TASKS,
     NetworkInfo,
     build_network,
     count_parameters,
     describe_networks,
     list_networks,
     network_options,
+    network_task,
 )
 from medseg.nets.sampling import (
     Unpool,
@@ -55,21 +84,46 @@ from medseg.nets.unet import (
 )
 from medseg.nets.unet_plusplus import UNetPlusPlus
 from medseg.nets.vae_unet import VAEOutput, VAEUNet
+from medseg.nets.vit import VisionTransformer
 
 __all__ = [
+    "CapsuleNetwork",
+    "UNetEncoderClassifier",
+    "VisionTransformer",
+    "dynamic_routing",
+    "squash",
     "ASPP",
+    "FCN",
     "NETWORKS",
+    "TASKS",
     "UNET_PRESETS",
+    "VGG",
+    "VGG11",
+    "VGG16",
+    "AlexNet",
     "AttentionGate",
     "AttentionUNet",
+    "Bottleneck",
+    "Classifier",
     "ConvNormAct",
     "ConvStage",
     "DenseBlock",
+    "DenseNet",
+    "DenseNet121",
     "DilatedUNet",
-    "FCN",
+    "Inception",
+    "InceptionBlock",
+    "InvertedResidual",
+    "LeNet5",
+    "MobileNetV1",
+    "MobileNetV2",
     "MultiHeadSelfAttention",
     "MultiScaleUNet",
     "NetworkInfo",
+    "ResNet",
+    "ResNet18",
+    "ResNet34",
+    "ResNet50",
     "ResidualBlock",
     "ResidualUNet",
     "SegNet",
@@ -91,6 +145,7 @@ __all__ = [
     "max_pool_with_indices",
     "max_unpool",
     "network_options",
+    "network_task",
     "pointwise_conv",
     "required_divisor",
     "stage_features",

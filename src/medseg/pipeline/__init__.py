@@ -1,8 +1,41 @@
 """The pipeline steps, one Python function each (the CLI calls exactly these):
 
-``plan -> preprocess -> train -> predict -> evaluate -> report``, and ``demo`` for all of them.
+``plan -> preprocess -> train -> predict -> evaluate -> report``, and ``demo`` for all of them;
+``prepare_cascade`` between the two stages of the cascade; ``classify_*`` for classification.
 """
 
-from medseg.pipeline.steps import evaluate, plan, predict, preprocess, report, train, validate_fold
+from medseg.pipeline.classify import (
+    classify_demo,
+    classify_evaluate,
+    classify_explain,
+    classify_predict,
+    classify_report,
+    classify_train,
+)
+from medseg.pipeline.steps import (
+    evaluate,
+    plan,
+    predict,
+    prepare_cascade,
+    preprocess,
+    report,
+    train,
+    validate_fold,
+)
 
-__all__ = ["evaluate", "plan", "predict", "preprocess", "report", "train", "validate_fold"]
+__all__ = [
+    "classify_demo",
+    "classify_evaluate",
+    "classify_explain",
+    "classify_predict",
+    "classify_report",
+    "classify_train",
+    "evaluate",
+    "plan",
+    "predict",
+    "prepare_cascade",
+    "preprocess",
+    "report",
+    "train",
+    "validate_fold",
+]

@@ -23,7 +23,7 @@ from medseg.planning.plan import Plan, Plans
 # Steps a configuration needs to be worth choosing (seen on Hippocampus and phantoms: 2D
 # U-Nets reach most of their Dice within ~1-2k steps; 3D patches carry more context per step
 # but need more steps to converge).
-MIN_STEPS = {"3d_fullres": 2000, "3d_lowres": 2000, "2d": 600}
+MIN_STEPS = {"3d_fullres": 2000, "3d_lowres": 2000, "3d_cascade_fullres": 2000, "2d": 600}
 OVERHEAD = 0.85  # share of the budget left for steps after validation and checkpoints
 
 

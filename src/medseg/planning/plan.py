@@ -18,7 +18,7 @@ from medseg.errors import ConfigError
 from medseg.fileutil import write_json_atomic
 
 SCHEMA_VERSION = 1
-CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres")
+CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres")
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class Plan:
     """How to preprocess, build, train and infer one configuration.
 
     Attributes:
-        configuration: ``2d``, ``3d_fullres`` or ``3d_lowres``.
+        configuration: ``2d``, ``3d_fullres``, ``3d_lowres`` or ``3d_cascade_fullres``.
         spatial_dims: 2 for ``2d`` (slices of 3D data along array axis 0), else 3.
         spacing: target spacing in mm, array axis order (for ``2d`` on 3D data: the full
             3D spacing; axis 0 is kept).
@@ -37,7 +37,8 @@ class Plan:
             foreground 0.5/99.5 percentiles, then global z-score).
         intensity: per channel fingerprint statistics (used by ``"ct"``).
         num_classes: output channels (background included).
-        in_channels: input channels.
+        in_channels: input channels of the network: the image channels plus, for a cascade
+            stage, one channel per foreground class of the previous stage's segmentation.
         network: registry name of the network.
         network_config: keyword arguments of the network builder (features, kernel_sizes,
             strides, norm, act, deep_supervision, ...).
@@ -47,6 +48,12 @@ class Plan:
         augmentation: transform preset name.
         labels: label name -> value from dataset.json.
         reasons: field -> why it was chosen.
+        previous_stage: the configuration whose predicted segmentation is fed, one-hot per
+            foreground class, as extra input channels (``"3d_lowres"`` for
+            ``3d_cascade_fullres``); None for a single-stage configuration.
+        data_configuration: the configuration whose preprocessed case store this one trains
+            on, when it shares it (the cascade shares ``3d_fullres``'s: same spacing and
+            normalisation); None: its own, ``preprocessed/<configuration>``.
     """
 
     configuration: str
@@ -73,16 +80,42 @@ class Plan:
     foreground_oversampling: float = 0.33
     augmentation: str = "nnunet_default"
     reasons: dict[str, str] = field(default_factory=dict)
+    previous_stage: str | None = None
+    data_configuration: str | None = None
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
         if self.configuration not in CONFIGURATIONS:
             raise ConfigError(f"configuration must be one of {CONFIGURATIONS}, got '{self.configuration}'")
+        for name in ("previous_stage", "data_configuration"):
+            value = getattr(self, name)
+            if value is not None and (value not in CONFIGURATIONS or value == self.configuration):
+                raise ConfigError(f"{self.configuration}: {name} must be another configuration of "
+                                  f"{CONFIGURATIONS} or null, got '{value}'")
+        if self.previous_stage is not None and self.in_channels <= self.previous_stage_channels:
+            raise ConfigError(f"{self.configuration}: in_channels {self.in_channels} must exceed the "
+                              f"{self.previous_stage_channels} one-hot channels of the previous stage")
         if len(self.patch_size) != self.spatial_dims:
             raise ConfigError(f"patch_size {self.patch_size} does not have {self.spatial_dims} entries")
         # JSON gives lists; keep tuples so plans compare equal after a round trip
         for name in ("spacing", "median_shape", "patch_size", "normalization"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    @property
+    def previous_stage_channels(self) -> int:
+        """Input channels holding the previous stage's one-hot segmentation (0 without one)."""
+        return self.num_classes - 1 if self.previous_stage is not None else 0
+
+    @property
+    def image_channels(self) -> int:
+        """Input channels that come from the image itself."""
+        return self.in_channels - self.previous_stage_channels
+
+    @property
+    def store_configuration(self) -> str:
+        """Name of the preprocessed case store this configuration trains on
+        (``RESULTS/preprocessed/<store_configuration>``)."""
+        return self.data_configuration or self.configuration
 
     @property
     def patch_spacing(self) -> tuple[float, ...]:

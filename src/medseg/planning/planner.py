@@ -180,6 +180,35 @@ def plan_configuration(
     )
 
 
+def plan_cascade(full: Plan, ratio: float, previous_stage: str = "3d_lowres") -> Plan:
+    """The second cascade stage: ``full`` (the ``3d_fullres`` plan) with the previous stage's
+    segmentation as extra input channels, one per foreground class (nnU-Net's cascade).
+
+    Patch, batch and network stay those of ``full``: the extra channels only widen the input
+    of the first convolution (a negligible share of the memory estimate). The preprocessed
+    data are ``full``'s (same spacing and normalisation), so the case store is shared.
+    """
+    extra = full.num_classes - 1
+    reasons = {
+        **full.reasons,
+        "configuration": (
+            f"cascade stage 2: median case is {ratio:.1f}x the fullres patch, so a {full.configuration} patch sees "
+            f"little of the case; the {previous_stage} segmentation (whole-case context) is added as input (nnU-Net)"
+        ),
+        "in_channels": (
+            f"{full.in_channels} image channel(s) + {extra} one-hot channel(s), one per foreground class of the "
+            f"{previous_stage} segmentation resampled to this spacing"
+        ),
+        "previous_stage": (
+            f"training uses {previous_stage}'s cross-validation predictions of the training cases (each case "
+            f"predicted by the fold that did not train on it), so the inputs are as imperfect as at test time"
+        ),
+        "data_configuration": f"same spacing and normalisation as {full.configuration}: its preprocessed cases are shared",
+    }
+    return replace(full, configuration="3d_cascade_fullres", in_channels=full.in_channels + extra,
+                   previous_stage=previous_stage, data_configuration=full.configuration, reasons=reasons)
+
+
 def plan_dataset(
     fp: Fingerprint,
     dataset_path: str,
@@ -190,7 +219,9 @@ def plan_dataset(
     """Plan every configuration that makes sense for the dataset.
 
     ``2d`` always; ``3d_fullres`` for 3D data; ``3d_lowres`` when the median case is more
-    than ``LOWRES_FACTOR`` times the full-resolution patch (then a cascade refines it).
+    than ``LOWRES_FACTOR`` times the full-resolution patch, and with it ``3d_cascade_fullres``
+    (nnU-Net's cascade): ``3d_fullres`` whose input also holds the ``3d_lowres`` segmentation,
+    one-hot per foreground class, so each full-resolution patch knows the whole-case context.
     """
     configs = {"2d": plan_configuration(fp, "2d", device=device, memory_gb=memory_gb)}
     if fp.spatial_dims == 3:
@@ -203,4 +234,5 @@ def plan_dataset(
                 spacing = [s * 1.01 for s in spacing]
             low = plan_configuration(fp, "3d_lowres", device=device, memory_gb=memory_gb, spacing=spacing)
             configs["3d_lowres"] = replace(low, reasons={**low.reasons, "configuration": f"median case is {ratio:.1f}x the fullres patch"})
+            configs["3d_cascade_fullres"] = plan_cascade(full, ratio)
     return Plans(fp.dataset_name, dataset_path, configs)

@@ -1,7 +1,8 @@
 """``preprocess``: turn a dataset into memory-mappable training arrays for each configuration.
 
 For each case: read, crop to the non-zero region, resample to the plan's spacing, normalise,
-and store in ``RESULTS/preprocessed/<config>/``:
+and store in ``RESULTS/preprocessed/<config>/`` (``<data_configuration>`` for a
+configuration that shares another's data, as ``3d_cascade_fullres`` shares ``3d_fullres``'s):
 
 the case store format of ``medseg.data.loader`` (``<case>.npy`` image, ``<case>_seg.npy``
 label, ``<case>.json`` with ``class_locations``) plus, in the JSON, the geometry needed to undo
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.dataset import Case, load_dataset, read_case
+from medseg.data.dataset import Case, Dataset, load_dataset, read_case
 from medseg.data.loader import write_case
 from medseg.data.parallel import map_cases
 from medseg.data.preprocess import (
@@ -33,6 +34,7 @@ from medseg.data.preprocess import (
     resample_label,
     separate_axis,
 )
+from medseg.errors import ConfigError
 from medseg.fileutil import write_json_atomic
 from medseg.planning.plan import Plan, Plans
 
@@ -118,6 +120,9 @@ def preprocess(
 ) -> dict[str, dict[str, int]]:
     """Preprocess the planned dataset into ``RESULTS/preprocessed/<config>/``.
 
+    A configuration with ``data_configuration`` (``3d_cascade_fullres``) shares that
+    configuration's store, ``preprocessed/<data_configuration>``: it is written once.
+
     Args:
         results: the results folder holding ``plans.json``.
         configurations: which to do (default: every planned one).
@@ -128,28 +133,42 @@ def preprocess(
     results = Path(results)
     plans = Plans.from_json(results / "plans.json")
     dataset = load_dataset(plans.dataset_path)
-    summary = {}
+    summary: dict[str, dict[str, int]] = {}
+    done: set[str] = set()
     for name in configurations or list(plans.configurations):
         plan = plans[name]
-        out_dir = results / "preprocessed" / name
-        out_dir.mkdir(parents=True, exist_ok=True)
-        manifest_path = out_dir / MANIFEST
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-        plan_hash = _plan_hash(plan)
-        if manifest.get("plan_hash") != plan_hash:
-            manifest = {"plan_hash": plan_hash, "cases": {}}
-        todo = [
-            c for c in dataset.cases
-            if manifest["cases"].get(c.case_id) != _fingerprint_sources(c) or not (out_dir / f"{c.case_id}.npy").exists()
-        ]
-        work = partial(_process_case, plan=plan, out_dir=out_dir, num_channels=dataset.num_channels)
-        map_cases(work, todo, jobs=jobs, desc=f"preprocess {name}", progress=progress)
-        current = {c.case_id for c in dataset.cases}
-        removed = sorted(set(manifest["cases"]) - current)
-        for case_id in removed:
-            for suffix in (".npy", "_seg.npy", ".json"):
-                (out_dir / f"{case_id}{suffix}").unlink(missing_ok=True)
-        manifest["cases"] = {c.case_id: _fingerprint_sources(c) for c in dataset.cases}
-        write_json_atomic(manifest_path, manifest)
-        summary[name] = {"processed": len(todo), "skipped": len(dataset.cases) - len(todo), "removed": len(removed)}
+        store = plan.store_configuration
+        if store != name and store in plans.configurations and _plan_hash(plans[store]) != _plan_hash(plan):
+            raise ConfigError(f"{name} shares the preprocessed data of {store} (data_configuration) but their "
+                              "spacing or normalisation differ in plans.json; make them equal or unset data_configuration")
+        if store in done:  # a configuration sharing a store already done in this call
+            summary[name] = {"processed": 0, "skipped": len(dataset.cases), "removed": 0}
+            continue
+        done.add(store)
+        summary[name] = _preprocess_store(results / "preprocessed" / store, plan, dataset, jobs=jobs,
+                                          progress=progress, desc=f"preprocess {store}")
     return summary
+
+
+def _preprocess_store(out_dir: Path, plan: Plan, dataset: Dataset, *, jobs: int | None, progress: bool,
+                      desc: str) -> dict[str, int]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = out_dir / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    plan_hash = _plan_hash(plan)
+    if manifest.get("plan_hash") != plan_hash:
+        manifest = {"plan_hash": plan_hash, "cases": {}}
+    todo = [
+        c for c in dataset.cases
+        if manifest["cases"].get(c.case_id) != _fingerprint_sources(c) or not (out_dir / f"{c.case_id}.npy").exists()
+    ]
+    work = partial(_process_case, plan=plan, out_dir=out_dir, num_channels=dataset.num_channels)
+    map_cases(work, todo, jobs=jobs, desc=desc, progress=progress)
+    current = {c.case_id for c in dataset.cases}
+    removed = sorted(set(manifest["cases"]) - current)
+    for case_id in removed:
+        for suffix in (".npy", "_seg.npy", ".json"):
+            (out_dir / f"{case_id}{suffix}").unlink(missing_ok=True)
+    manifest["cases"] = {c.case_id: _fingerprint_sources(c) for c in dataset.cases}
+    write_json_atomic(manifest_path, manifest)
+    return {"processed": len(todo), "skipped": len(dataset.cases) - len(todo), "removed": len(removed)}

@@ -14,12 +14,21 @@
 
 Ctrl-C saves the last completed epoch (already on disk) and says how to resume. Under
 ``torchrun`` the same function runs DDP (gloo on CPU, nccl on CUDA); rank 0 writes.
+
+Cascade stages (``plan.previous_stage``, e.g. ``3d_cascade_fullres``) train on the shared
+store ``preprocessed/<plan.store_configuration>`` plus the previous stage's cross-validation
+predictions ``preprocessed/<configuration>/<case>_prev.npy`` (written by
+``medseg prepare-cascade``). The loader appends them as one channel of class indices; here
+they become one-hot channels (one per foreground class) that the spatial transforms move
+with the image while the intensity transforms leave them alone (``CascadeAugment``), and are
+then randomly eroded/dilated/opened/closed (nnU-Net's perturbation of the previous stage).
 """
 
 from __future__ import annotations
 
 import atexit
 import csv
+import json
 import logging
 import math
 import os
@@ -31,10 +40,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from medseg.data.loader import list_cases, make_loader
+from medseg.data.loader import PREVIOUS_SUFFIX, list_cases, make_loader
 from medseg.errors import ConfigError, MedsegError
 from medseg.fileutil import atomic_path, write_json_atomic
 from medseg.losses import build_loss
@@ -51,11 +61,15 @@ from medseg.training.checkpoint import (
 from medseg.training.curves import plot_curves
 from medseg.training.schedule import build_optimizer, grad_norm, lr_factor, set_lr
 from medseg.training.splits import fold_cases, load_or_make_splits
-from medseg.transforms import build_transform
+from medseg.transforms import Compose, IntensityTransform, Transform, build_transform
 
 log = logging.getLogger(__name__)
 GRAD_CLIP = 12.0
 EMA = 0.9
+PREVIOUS_STAGE_FILE = "previous_stage.json"  # in preprocessed/<cascade configuration>/, written by prepare-cascade
+# nnU-Net perturbs the previous stage's masks: per sample and foreground class, with this
+# probability, one of dilation / erosion / opening / closing with a cube of radius 1-2 voxels
+P_MORPHOLOGY = 0.4
 
 
 @dataclass(frozen=True)
@@ -117,6 +131,120 @@ def _to_net(batch: torch.Tensor, plan: Plan, store_dims: int) -> torch.Tensor:
     return batch[:, :, 0] if plan.spatial_dims == 2 and store_dims == 3 else batch
 
 
+def previous_stage_dir(results: Path, plan: Plan) -> Path:
+    """Where a cascade stage's previous-stage segmentations of the training cases live."""
+    return Path(results) / "preprocessed" / plan.configuration
+
+
+def check_previous_stage(results: Path, plan: Plan, case_ids: list[str]) -> Path:
+    """The folder of ``<case>_prev.npy`` for a cascade stage, every case present.
+
+    Raises:
+        ConfigError: some are missing; the message says which commands produce them.
+    """
+    folder = previous_stage_dir(results, plan)
+    missing = [c for c in case_ids if not (folder / f"{c}{PREVIOUS_SUFFIX}").is_file()]
+    if missing:
+        listing = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ConfigError(
+            f"{plan.configuration} trains on the {plan.previous_stage} stage's predictions of the training cases, "
+            f"missing in {folder} for {len(missing)} of {len(case_ids)} case(s) ({listing}). Train the "
+            f"{plan.previous_stage} folds first ('medseg train {results} --config {plan.previous_stage} --fold K' "
+            f"for each fold, or --fold all), then run 'medseg prepare-cascade {results}'"
+        )
+    _warn_if_stale(folder)
+    return folder
+
+
+def _warn_if_stale(folder: Path) -> None:
+    record = folder / PREVIOUS_STAGE_FILE
+    if not record.is_file():
+        return
+    checkpoints = json.loads(record.read_text()).get("checkpoints", {})
+    changed = [p for p, mtime in checkpoints.items() if not Path(p).is_file() or Path(p).stat().st_mtime_ns != mtime]
+    if changed:
+        log.warning("%s: the previous-stage checkpoint(s) %s changed since their predictions were made; "
+                    "rerun 'medseg prepare-cascade --overwrite' to refresh them", folder, changed)
+
+
+def expand_previous(image: torch.Tensor, plan: Plan) -> torch.Tensor:
+    """``(B, C + 1, *S)`` with class indices in the last channel -> ``(B, C + K - 1, *S)`` with
+    one one-hot channel per foreground class (the cascade network's input)."""
+    indices = image[:, -1:].round()
+    onehot = [(indices == k).to(image.dtype) for k in range(1, plan.num_classes)]
+    return torch.cat([image[:, :-1], *onehot], dim=1)
+
+
+def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    pool = F.max_pool3d if mask.ndim == 5 else F.max_pool2d
+    return pool(mask, 2 * radius + 1, stride=1, padding=radius)
+
+
+def _erode(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    return 1 - _dilate(1 - mask, radius)
+
+
+def perturb_masks(masks: torch.Tensor, generator: torch.Generator, p: float = P_MORPHOLOGY) -> torch.Tensor:
+    """Random morphology on binary ``(B, K, *S)`` masks: each (sample, channel) with
+    probability ``p`` gets one of dilation, erosion, opening, closing (cube of radius 1 or 2)."""
+    batch, channels = masks.shape[:2]
+    chosen = torch.rand(batch, channels, generator=generator) < p
+    ops = torch.randint(0, 4, (batch, channels), generator=generator)
+    radii = torch.randint(1, 3, (batch, channels), generator=generator)
+    if not bool(chosen.any()):
+        return masks
+    out = masks.clone()
+    for b, c in chosen.nonzero().tolist():
+        m, r, op = masks[b : b + 1, c : c + 1], int(radii[b, c]), int(ops[b, c])
+        if op == 0:
+            m = _dilate(m, r)
+        elif op == 1:
+            m = _erode(m, r)
+        elif op == 2:
+            m = _dilate(_erode(m, r), r)
+        else:
+            m = _erode(_dilate(m, r), r)
+        out[b, c] = m[0, 0]
+    return out
+
+
+class CascadeAugment:
+    """The plan's augmentation for a cascade input whose last channel holds class indices.
+
+    The indices become one-hot channels first; spatial transforms (rotation, scaling,
+    mirroring) move them together with the image (linear interpolation of the one-hot
+    channels, re-binarised at 0.5 afterwards), intensity transforms see only the image
+    channels, and the masks are then perturbed (``perturb_masks``). All randomness comes from
+    the wrapped pipeline's generator, so ``reseed`` makes it repeatable.
+    """
+
+    def __init__(self, augment: Transform, plan: Plan, *, p_morphology: float = P_MORPHOLOGY) -> None:
+        self.augment, self.plan, self.p_morphology = augment, plan, p_morphology
+
+    def reseed(self, seed: int) -> None:
+        self.augment.reseed(seed)
+
+    def _apply(self, transform: Transform, image: torch.Tensor, label: torch.Tensor | None,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if isinstance(transform, Compose):
+            for child in transform.transforms:
+                image, label = self._apply(child, image, label, generator)
+            return image, label
+        if isinstance(transform, IntensityTransform):
+            n = self.plan.image_channels
+            head, label = transform(image[:, :n], label, generator=generator)
+            return torch.cat([head, image[:, n:]], dim=1), label
+        return transform(image, label, generator=generator)
+
+    def __call__(self, image: torch.Tensor, label: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        generator = self.augment.generator
+        image, label = self._apply(self.augment, expand_previous(image, self.plan), label, generator)
+        n = self.plan.image_channels
+        masks = (image[:, n:] > 0.5).to(image.dtype)
+        masks = perturb_masks(masks, generator, self.p_morphology)
+        return torch.cat([image[:, :n], masks], dim=1), label
+
+
 def _online_dice(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -> np.ndarray:
     """Per foreground class (TP, FP, FN) summed over the batch (nnU-Net's pseudo Dice)."""
     pred = logits.argmax(1)
@@ -148,7 +276,8 @@ def fit(
 
     Args:
         results: results folder (``plans.json`` and ``preprocessed/<configuration>``).
-        configuration: ``2d``, ``3d_fullres`` or ``3d_lowres``.
+        configuration: ``2d``, ``3d_fullres``, ``3d_lowres`` or ``3d_cascade_fullres`` (needs
+            the ``3d_lowres`` predictions of ``medseg prepare-cascade``).
         fold: a fold index or ``"all"``.
         epochs, steps_per_epoch: override the plan's budget.
         time_budget_s: stop before an epoch that would exceed this many seconds.
@@ -160,13 +289,16 @@ def fit(
 
     Raises:
         OverwriteError-like ConfigError: the fold has checkpoints and ``resume`` is False.
+        ConfigError: a cascade stage's previous-stage predictions are missing (the message
+            names the commands to run).
     """
     results = Path(results)
     plans = Plans.from_json(results / "plans.json")
     plan = plans[configuration]
-    store = results / "preprocessed" / configuration
+    store = results / "preprocessed" / plan.store_configuration
     case_ids = list_cases(store)
     train_ids, val_ids = fold_cases(load_or_make_splits(results, case_ids), fold)
+    previous = check_previous_stage(results, plan, case_ids) if plan.previous_stage else None
     out = fold_dir(results, configuration, fold)
     rank, world = _distributed()
     dev = resolve_device(device)
@@ -202,11 +334,14 @@ def fit(
     loss_fn = DeepSupervisionLoss(build_loss(plan.loss))
     store_dims = np.load(store / f"{case_ids[0]}.npy", mmap_mode="r").ndim - 1
     patch = _patch_for_store(plan, store_dims)
-    augment = build_transform(plan.augmentation, spatial_dims=plan.spatial_dims)
+    augment: Transform | CascadeAugment = build_transform(plan.augmentation, spatial_dims=plan.spatial_dims)
+    if previous is not None:
+        augment = CascadeAugment(augment, plan)
     workers = num_workers if num_workers is not None else min(4, os.cpu_count() or 1)
     use_amp = bf16_supported(dev) if amp is None else amp
     val_loader = list(make_loader(store, patch_size=patch, batch_size=plan.batch_size, case_ids=val_ids,
-                                  num_batches=val_batches, num_workers=0, seed=10_000 + seed))
+                                  num_batches=val_batches, num_workers=0, seed=10_000 + seed,
+                                  previous_folder=previous))
     started = time.perf_counter()
     stopped_by = "epochs"
     epoch_seconds: list[float] = []
@@ -224,7 +359,7 @@ def fit(
             augment.reseed(seed * 100_003 + epoch)
             loader = make_loader(store, patch_size=patch, batch_size=plan.batch_size, case_ids=train_ids,
                                  mode="oversample", oversample_foreground=plan.foreground_oversampling,
-                                 num_batches=steps, num_workers=workers, backend="thread",
+                                 num_batches=steps, num_workers=workers, backend="thread", previous_folder=previous,
                                  seed=(seed * 1000 + (0 if fold == "all" else int(fold))) * 100_000 + epoch * world + rank)
             net.train()
             losses, norms, wait = [], [], 0.0
@@ -290,8 +425,11 @@ def _validate(model: nn.Module, batches: list, plan: Plan, store_dims: int, dev:
     model.eval()
     stats = np.zeros((plan.num_classes - 1, 3))
     for image, label in batches:
+        image = _to_net(image, plan, store_dims).to(dev)
+        if plan.previous_stage:
+            image = expand_previous(image, plan)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-            logits = model(_to_net(image, plan, store_dims).to(dev))
+            logits = model(image)
         stats += _online_dice(logits.float(), _to_net(label, plan, store_dims).to(dev), plan.num_classes)
     model.train()
     tp, fp, fn = stats.T
