@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -238,7 +239,18 @@ def generate_dataset(
 
 
 def _clear_own_outputs(out: Path, *, overwrite: bool) -> None:
-    """Apply the overwrite rule, then delete the generator's previous outputs."""
+    clear_generated_outputs(out, overwrite=overwrite, own_files=("dataset.json", "phantom.json"),
+                            own_trees=("imagesTr", "labelsTr"), own_name=_OWN_FILE)
+
+
+def clear_generated_outputs(out: Path, *, overwrite: bool, own_files: Sequence[str], own_trees: Sequence[str],
+                            own_name: re.Pattern[str]) -> None:
+    """Apply the overwrite rule to a generator's output folder, then delete its previous outputs.
+
+    Only the generator's own files go: ``own_files`` at the top and, under ``own_trees``, files
+    whose name matches ``own_name``; any other file there stops it with an ``OverwriteError``
+    naming it. Folders left empty under ``own_trees`` are removed.
+    """
     if out.exists() and not out.is_dir():
         raise OverwriteError(f"{out}: exists and is not a folder; choose another output folder")
     if not out.exists() or not any(out.iterdir()):
@@ -248,20 +260,27 @@ def _clear_own_outputs(out: Path, *, overwrite: bool) -> None:
             f"{out}: folder is not empty; pass --overwrite (overwrite=True) to replace the "
             "phantom dataset in it, or choose an empty folder"
         )
-    own: list[Path] = [p for p in (out / "dataset.json", out / "phantom.json") if p.is_file()]
-    for sub in ("imagesTr", "labelsTr"):
-        folder = out / sub
-        if not folder.is_dir():
+    own: list[Path] = [out / name for name in own_files if (out / name).is_file()]
+    for tree in own_trees:
+        root = out / tree
+        if not root.is_dir():
             continue
-        foreign = sorted(p.name for p in folder.iterdir() if not (p.is_file() and _OWN_FILE.match(p.name)))
+        files = [p for p in root.rglob("*") if not p.is_dir()]
+        foreign = sorted(str(p.relative_to(out)) for p in files if not (p.is_file() and own_name.match(p.name)))
         if foreign:
             raise OverwriteError(
-                f"{folder}: holds files the phantom generator did not write ({', '.join(foreign[:5])}"
+                f"{root}: holds files the phantom generator did not write ({', '.join(foreign[:5])}"
                 f"{', ...' if len(foreign) > 5 else ''}); move them away or choose another folder"
             )
-        own.extend(folder.iterdir())
+        own.extend(files)
     for path in own:
         path.unlink()
+    for tree in own_trees:  # empty class folders left behind would be "empty class" errors
+        root = out / tree
+        if root.is_dir():
+            for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                if not any(folder.iterdir()):
+                    folder.rmdir()
     logger.info("overwrite: removed %d previous phantom file(s) from %s", len(own), out)
 
 

@@ -43,7 +43,8 @@ from medseg import __version__
 from medseg.data.classification import ClassificationSet
 from medseg.data.phantom_artefacts import add_noise, bias_field, block_mean
 from medseg.data.phantom_shapes import Blob, Body, body_mask, grid_axes, paint
-from medseg.errors import ConfigError, OverwriteError
+from medseg.data.phantoms import clear_generated_outputs
+from medseg.errors import ConfigError
 from medseg.fileutil import write_json_atomic
 from medseg.io import Image, write_image
 
@@ -326,35 +327,5 @@ _OWN_TREES = ("train", "test", "masks")
 
 
 def _clear_own_outputs(out: Path, *, overwrite: bool) -> None:
-    """Apply the overwrite rule, then delete the generator's previous outputs."""
-    if out.exists() and not out.is_dir():
-        raise OverwriteError(f"{out}: exists and is not a folder; choose another output folder")
-    if not out.exists() or not any(out.iterdir()):
-        return
-    if not overwrite:
-        raise OverwriteError(
-            f"{out}: folder is not empty; pass --overwrite (overwrite=True) to replace the "
-            "phantom dataset in it, or choose an empty folder"
-        )
-    own: list[Path] = [out / "phantom.json"] if (out / "phantom.json").is_file() else []
-    for tree in _OWN_TREES:
-        root = out / tree
-        if not root.is_dir():
-            continue
-        files = [p for p in root.rglob("*") if not p.is_dir()]
-        foreign = sorted(str(p.relative_to(out)) for p in files if not (p.is_file() and _OWN_FILE.match(p.name)))
-        if foreign:
-            raise OverwriteError(
-                f"{root}: holds files the phantom generator did not write ({', '.join(foreign[:5])}"
-                f"{', ...' if len(foreign) > 5 else ''}); move them away or choose another folder"
-            )
-        own.extend(files)
-    for path in own:
-        path.unlink()
-    for tree in _OWN_TREES:  # empty class folders left behind would be "empty class" errors
-        root = out / tree
-        if root.is_dir():
-            for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-                if not any(folder.iterdir()):
-                    folder.rmdir()
-    logger.info("overwrite: removed %d previous phantom file(s) from %s", len(own), out)
+    clear_generated_outputs(out, overwrite=overwrite, own_files=("phantom.json",), own_trees=_OWN_TREES,
+                            own_name=_OWN_FILE)
