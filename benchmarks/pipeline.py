@@ -8,8 +8,9 @@ reference figure, with the steps reached, time per epoch and the share spent wai
     .venv/bin/python benchmarks/pipeline.py --datasets hippocampus --budget 60m
     .venv/bin/python benchmarks/pipeline.py --quick          # 3 minutes per dataset
 
-The held-out split: every 5th case (sorted) of the dataset here is used for testing and never
-trained on (the folder itself already lacks the organisers' hold-out cases).
+The held-out split: the dataset's official labelled test split where it has one (DRIVE's
+``imagesTs``/``labelsTs``), otherwise every 5th case (sorted), never trained on (the folders
+here already lack the organisers' hold-out cases).
 """
 
 from __future__ import annotations
@@ -50,13 +51,22 @@ def split_dataset(source: Path, work: Path) -> tuple[Path, Path]:
         (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
     meta = json.loads((source / "dataset.json").read_text())
     meta.pop("training", None)
-    test_ids = [c.case_id for i, c in enumerate(dataset.cases) if i % 5 == 4]
+    official = source / "labelsTs"
+    # an official labelled test split (DRIVE) is used as is; otherwise every 5th case is held out
+    test_ids = [] if official.is_dir() else [c.case_id for i, c in enumerate(dataset.cases) if i % 5 == 4]
     for case in dataset.cases:
         target = test_dir if case.case_id in test_ids else train_dir
         for path in case.image_paths:
             (target / "imagesTr" / path.name).symlink_to(path)
         (target / "labelsTr" / case.label_path.name).symlink_to(case.label_path)
-    for folder, n in ((train_dir, len(dataset.cases) - len(test_ids)), (test_dir, len(test_ids))):
+    if official.is_dir():
+        for label in sorted(official.iterdir()):
+            test_ids.append(label.name.split(".")[0])
+            (test_dir / "labelsTr" / label.name).symlink_to(label)
+            for image in sorted((source / "imagesTs").glob(f"{test_ids[-1]}_*")):
+                (test_dir / "imagesTr" / image.name).symlink_to(image)
+    for folder, n in ((train_dir, len(dataset.cases) - len(test_ids) if not official.is_dir() else len(dataset.cases)),
+                      (test_dir, len(test_ids))):
         (folder / "dataset.json").write_text(json.dumps({**meta, "numTraining": n}, indent=2))
     return train_dir, test_dir
 
@@ -98,7 +108,12 @@ def main() -> None:
         sys.exit(f"{SHARED} not found: the real datasets are needed")
     budget = 180.0 if args.quick else parse_duration(args.budget)
     torch.set_num_threads(os.cpu_count() or 1)
-    results = [run(name, budget, Path(args.work) / name) for name in args.datasets.split(",")]
+    results = []
+    for name in args.datasets.split(","):
+        result = run(name, budget, Path(args.work) / name)
+        results.append(result)
+        print(json.dumps({**result, "plan": str(result["plan"].patch_size) + f" x {result['plan'].batch_size}"}),
+              flush=True)  # each dataset as it finishes, in case a later one fails
     print(f"\nCPU budget {budget / 60:.0f} min per dataset, {os.cpu_count()} cores, torch {torch.__version__}\n")
     print("| dataset | config | patch x batch | steps | s/epoch | data wait | test cases | Dice per label | reference |")
     print("|---|---|---|---|---|---|---|---|---|")

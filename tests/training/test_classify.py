@@ -137,3 +137,39 @@ def test_regression_learns_a_continuous_target(tmp_path: Path) -> None:
     mae = float(np.abs(predicted - val.labels[:, 0]).mean())
     baseline = float(np.abs(train.labels.mean() - val.labels[:, 0]).mean())
     assert mae < 0.5 * baseline, (mae, baseline)
+
+
+def test_a_step_with_non_finite_gradients_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import medseg.training.classify as loop
+
+    loss, calls = loop._loss, []
+
+    def overflow_once(*args: object) -> torch.Tensor:
+        calls.append(1)
+        value = loss(*args)
+        return value * float("inf") if len(calls) == 2 else value
+
+    monkeypatch.setattr(loop, "_loss", overflow_once)
+    train = blob_set(64, seed=8)
+    fit_classifier(train, None, tmp_path / "run", small_config(train, epochs=1), amp=False, progress=False)
+    ckpt = torch.load(tmp_path / "run" / "checkpoint_latest.pt", weights_only=False)
+    assert ckpt["log"][0]["skipped_steps"] == 1 and ckpt["step"] == 4
+    assert all(torch.isfinite(v).all() for v in ckpt["network_state"].values() if v.is_floating_point())
+
+
+def test_bf16_that_keeps_overflowing_falls_back_to_float32(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import medseg.training.classify as loop
+
+    loss, calls = loop._loss, []
+
+    def overflow_in_epoch_1(*args: object) -> torch.Tensor:
+        calls.append(1)
+        value = loss(*args)
+        return value * float("inf") if len(calls) <= 4 else value  # 4 steps per epoch here
+
+    monkeypatch.setattr(loop, "_loss", overflow_in_epoch_1)
+    train = blob_set(64, seed=9)
+    fit_classifier(train, None, tmp_path / "run", small_config(train, epochs=2), amp=True, progress=False)
+    ckpt = torch.load(tmp_path / "run" / "checkpoint_latest.pt", weights_only=False)
+    assert [row["bf16"] for row in ckpt["log"]] == [True, False] and ckpt["amp"] is False
+    assert [row["skipped_steps"] for row in ckpt["log"]] == [4, 0]

@@ -59,7 +59,7 @@ from medseg.training.checkpoint import (
     set_rng_state,
 )
 from medseg.training.curves import plot_curves
-from medseg.training.schedule import build_optimizer, grad_norm, lr_factor, set_lr
+from medseg.training.schedule import build_optimizer, lr_factor, set_lr
 from medseg.training.splits import fold_cases, load_or_make_splits
 from medseg.transforms import Compose, IntensityTransform, Transform, build_transform
 
@@ -362,7 +362,7 @@ def fit(
                                  num_batches=steps, num_workers=workers, backend="thread", previous_folder=previous,
                                  seed=(seed * 1000 + (0 if fold == "all" else int(fold))) * 100_000 + epoch * world + rank)
             net.train()
-            losses, norms, wait = [], [], 0.0
+            losses, norms, wait, skipped = [], [], 0.0, 0
             fetch_start = time.perf_counter()
             for image, label in loader:
                 wait += time.perf_counter() - fetch_start
@@ -373,9 +373,13 @@ def fit(
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
                     loss = loss_fn(net(image), label)
                 loss.backward()
-                norms.append(grad_norm(model))
-                nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-                optimizer.step()
+                norm = float(nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP))
+                if math.isfinite(norm):
+                    norms.append(norm)
+                    optimizer.step()
+                else:  # an overflow in a low-precision backward: drop this step, as a GradScaler would
+                    optimizer.zero_grad(set_to_none=True)
+                    skipped += 1
                 losses.append(float(loss.detach()))
                 step += 1
                 if time_budget_s is not None and _any_rank(time.perf_counter() - started > time_budget_s, world):
@@ -389,7 +393,9 @@ def fit(
             epoch_seconds.append(seconds)
             row = {"epoch": epoch + 1, "step": step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                    "val_dice": mean_dice, "val_dice_ema": ema, "lr": lr, "grad_norm": float(np.mean(norms)) if norms else 0.0,
-                   "epoch_seconds": seconds, "data_wait_share": wait / max(seconds, 1e-9)}
+                   "epoch_seconds": seconds, "data_wait_share": wait / max(seconds, 1e-9), "skipped_steps": skipped}
+            if skipped:
+                log.warning("epoch %d: %d step(s) had non-finite gradients and were skipped", epoch + 1, skipped)
             row.update({f"val_dice_{k + 1}": float(v) for k, v in enumerate(dice)})
             rows.append(row)
             if rank == 0:
