@@ -96,3 +96,26 @@ def test_bad_inputs_are_one_clear_line(trained: Path, phantoms: Path, tmp_path: 
     result = CliRunner().invoke(app, ["classify", "train", str(phantoms), "-o", str(tmp_path / "r"), "--net",
                                       "resnet99"])
     assert isinstance(result.exception, ConfigError) and "resnet99" in str(result.exception)
+
+
+def test_regression_from_a_csv_of_3d_volumes(tmp_path: Path) -> None:
+    from medseg.io import Image, write_image
+
+    rng = np.random.default_rng(0)
+    zz, yy, xx = np.mgrid[:16, :16, :16] - 7.5
+    rows = ["path,target_radius,split"]
+    for i in range(72):
+        radius = rng.uniform(2.0, 7.0)
+        volume = (np.sqrt(zz**2 + yy**2 + xx**2) < radius).astype(np.float32) + rng.normal(0, 0.1, zz.shape)
+        write_image(Image(volume.astype(np.float32), (1.0, 1.0, 1.0)), tmp_path / f"v{i}.nii.gz")
+        rows.append(f"v{i}.nii.gz,{radius:.4f},{'test' if i >= 56 else 'train'}")
+    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    summary = classify_train(tmp_path / "data.csv", tmp_path / "run", network="unet_encoder",
+                             network_config={"features": (8, 16, 32)}, loss="l1", epochs=15, batch_size=8,
+                             learning_rate=3e-3, augmentation="none", progress=False)
+    assert summary["task"] == "regression"
+    targets = np.array([float(r.split(",")[1]) for r in rows[1:]])
+    baseline = float(np.abs(targets[56:] - targets[:56].mean()).mean())  # predicting the training mean
+    assert summary["test"]["mae"] < 0.6 * baseline, (summary["test"], baseline)
+    header = (tmp_path / "run" / "test_predictions.csv").read_text().splitlines()[0]
+    assert header == "id,label,predicted,pred_0"

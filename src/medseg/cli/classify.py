@@ -52,6 +52,7 @@ def train_command(
     lr: float = typer.Option(1e-3, "--lr", help="Learning rate (AdamW)."),
     augmentation: str = typer.Option("light", "--augmentation", help="none, light or nnunet_default."),
     balance: str = typer.Option("sampler", "--balance", help="Class imbalance: sampler (balanced batches), loss (class weights) or none."),
+    loss: str = typer.Option("auto", "--loss", help="auto (cross-entropy; MSE for regression; margin for capsnet), ce, mse, l1 or margin."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's checkpoint_latest.pt files."),
     device: str = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
     seed: int = typer.Option(0, "--seed"),
@@ -64,7 +65,7 @@ def train_command(
         data, output, network=net, network_config=_options(net_options), task=task,
         pretrained=str(pretrained) if pretrained else None, freeze=freeze, backbone_lr_factor=backbone_lr,
         folds=folds, epochs=epochs if epochs is not None else (10_000 if budget else 30), time_budget_s=budget,
-        batch_size=batch_size, learning_rate=lr, augmentation=augmentation, class_weighting=balance,
+        batch_size=batch_size, learning_rate=lr, augmentation=augmentation, class_weighting=balance, loss=loss,
         resume=resume, device=device, seed=seed,
     )
     for fold in summary["folds"]:

@@ -91,6 +91,7 @@ def classify_train(
     learning_rate: float = 1e-3,
     augmentation: str = "light",
     class_weighting: str = "sampler",
+    loss: str = "auto",
     resume: bool = False,
     device: str | None = None,
     seed: int = 0,
@@ -110,6 +111,8 @@ def classify_train(
         folds: 1 = one model; k > 1 = k-fold cross-validation on the train split.
         epochs: per model; an upper bound with ``time_budget_s``.
         time_budget_s: total training time, shared equally by the folds.
+        loss: ``auto`` (cross-entropy; MSE for regression; the margin loss for ``capsnet``),
+            ``ce``, ``mse``, ``l1`` or ``margin``.
     """
     started = time.perf_counter()
     out = Path(out)
@@ -142,7 +145,7 @@ def classify_train(
         config = config_for(train_set, network, network_config=network_config, pretrained=pretrained,
                             freeze=freeze, backbone_lr_factor=backbone_lr_factor, epochs=epochs,
                             batch_size=batch_size, learning_rate=learning_rate, augmentation=augmentation,
-                            class_weighting=class_weighting, seed=seed + k)
+                            class_weighting=class_weighting, loss=loss, seed=seed + k)
         fit = fit_classifier(train_set, val_set, out / f"fold_{k}", config, time_budget_s=budget, resume=resume,
                              device=device, progress=progress)
         results.append({"fold": k, "epochs": fit.epochs, "steps": fit.steps, "seconds": round(fit.seconds, 1),
