@@ -386,7 +386,8 @@ def fit_classifier(
     def elapsed() -> float:
         return elapsed_before + time.perf_counter() - started
 
-    bar = tqdm(total=total_epochs, initial=start_epoch, unit="epoch", disable=not progress,
+    # with a time budget the epoch count is only an upper bound: no epoch total, so no false ETA
+    bar = tqdm(total=None if time_budget_s else total_epochs, initial=start_epoch, unit="epoch", disable=not progress,
                desc=f"train {config.network}" + (f" ({time_budget_s:.0f} s budget)" if time_budget_s else ""))
     try:
         for epoch in range(start_epoch, total_epochs):
