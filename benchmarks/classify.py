@@ -43,7 +43,7 @@ PUBLISHED = {
     "adrenalmnist3d": {"ResNet-18 (3D)": (0.827, 0.721), "ResNet-50 (3D)": (0.828, 0.745)},
 }
 DATASETS = {"adrenalmnist3d": "adrenalmnist3d/adrenalmnist3d.npz",
-            "pneumoniamnist_balanced": "pneumoniamnist_balanced/pneumoniamnist_balanced.npz"}
+            "pneumoniamnist_balanced": "pneumoniamnist_balanced/pneumoniamnist.npz"}
 
 
 def speed(spatial_dims: int, *, iters: int, batch: int) -> Table:
