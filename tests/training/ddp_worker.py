@@ -13,6 +13,7 @@ from torch import nn
 
 from medseg.losses import build_loss
 from medseg.nets import build_network
+from medseg.training.loop import leave_distributed_run
 
 
 def batch_for(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,9 +40,7 @@ def main(out: str) -> None:
     optimizer.step()
     if rank == 0:
         torch.save(model.state_dict(), out)
-    # both ranks reach teardown together: a rank leaving while gloo still talks to it aborts
-    dist.barrier()
-    dist.destroy_process_group()
+    leave_distributed_run()  # the same exit as `medseg train` under torchrun
 
 
 if __name__ == "__main__":

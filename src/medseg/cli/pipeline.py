@@ -86,6 +86,7 @@ def register(app: typer.Typer) -> None:
         """Train one fold, then predict and evaluate its validation cases."""
         from medseg.pipeline import train
         from medseg.planning import Plans
+        from medseg.training.loop import leave_distributed_run
 
         plans = Plans.from_json(results / "plans.json")
         if config is None:
@@ -103,6 +104,7 @@ def register(app: typer.Typer) -> None:
         if cascades:
             console.print(f"when every {config} fold is trained: medseg prepare-cascade {results}, "
                           f"then medseg train {results} --config {cascades[0]} --fold K")
+        leave_distributed_run()  # under torchrun: exit before gloo's teardown can abort the process
 
     @app.command("prepare-cascade")
     def prepare_cascade_command(
