@@ -13,12 +13,11 @@ rate reaches its floor when the time is up rather than at an epoch count that is
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from medseg.metrics.classification import roc_auc
 from medseg.nets import build_network
 from medseg.planning.calibrate import bf16_supported
 from medseg.training.checkpoint import rng_state, save_checkpoint, set_rng_state
-from medseg.training.loop import resolve_device
+from medseg.training.loop import resolve_device, write_log
 from medseg.training.schedule import lr_factor
 from medseg.training.transfer import (
     freeze_backbone,
@@ -492,16 +491,6 @@ def _without_epochs(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k != "epochs"}
 
 
-def write_log(path: Path, rows: list[dict[str, Any]]) -> None:
-    keys: list[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in keys]
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def plot_classifier_curves(rows: list[dict[str, Any]], path: Path, config: ClassifierConfig) -> None:
     """Loss (train, validation) and the validation metric per epoch, as a PNG."""
     import matplotlib
@@ -531,8 +520,3 @@ def plot_classifier_curves(rows: list[dict[str, Any]], path: Path, config: Class
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
-
-
-def with_overrides(config: ClassifierConfig, **changes: Any) -> ClassifierConfig:
-    """A copy of ``config`` with ``changes`` (validated like the original)."""
-    return replace(config, **{k: v for k, v in changes.items() if v is not None})

@@ -424,7 +424,7 @@ def fit(
                 save_checkpoint(latest, **state)
                 if is_best:
                     save_checkpoint(out / "checkpoint_best.pt", **state)
-                _write_log(out / "log.csv", rows)
+                write_log(out / "log.csv", rows)
                 plot_curves(rows, out / "curves.png")
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", dice=f"{mean_dice:.3f}", wait=f"{row['data_wait_share']:.0%}")
             bar.update(1)
@@ -459,7 +459,8 @@ def _validate(model: nn.Module, batches: list, plan: Plan, store_dims: int, dev:
         return np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
 
 
-def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_log(path: Path, rows: list[dict[str, Any]]) -> None:
+    """The training log rows as CSV (atomically); columns in first-seen order."""
     keys = list(dict.fromkeys(k for row in rows for k in row))
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
