@@ -34,3 +34,8 @@ class OverwriteError(MedsegError):
 
 class DiskFullError(MedsegError):
     """The disk (or quota) filled up while writing; the previous version of the file is intact."""
+
+
+class UnsafeFileError(MedsegError):
+    """A file would need arbitrary code to load (a pickle with objects other than tensors and
+    plain values); medseg refuses it rather than run what it holds."""

@@ -86,7 +86,7 @@ def test_bad_inputs_are_one_clear_line(trained: Path, phantoms: Path, tmp_path: 
     np.savez(missing, train_images=np.zeros((4, 8, 8), np.uint8))
     with pytest.raises(DatasetError, match="train_labels"):
         classify_train(missing, tmp_path / "run", epochs=1, progress=False)
-    with pytest.raises(ConfigError, match="classifier checkpoint"):
+    with pytest.raises(ConfigError, match="not a medseg classification checkpoint"):
         torch.save({"network_state": {}, "plan": {}}, tmp_path / "seg.pt")
         classify_predict(tmp_path / "seg.pt", phantoms, tmp_path / "q.csv")
     (tmp_path / "keep.csv").write_text("mine")

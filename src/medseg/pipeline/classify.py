@@ -45,6 +45,7 @@ from medseg.inference.classify import (
 )
 from medseg.inference.explain import grad_cam, mass_inside, saliency, save_overlay
 from medseg.report.classification import build_classification_report
+from medseg.training.checkpoint import load_checkpoint
 from medseg.training.classify import config_for, fit_classifier, load_classifier, normalize_images
 from medseg.training.loop import resolve_device
 from medseg.training.transfer import read_state_dict
@@ -66,8 +67,7 @@ def _fold_assignment(data: ClassificationSet, folds: int, seed: int) -> np.ndarr
 
 def _encoder_config_from(pretrained: str) -> dict[str, Any]:
     """The U-Net options of a medseg segmentation checkpoint, for ``unet_encoder``."""
-    data = torch.load(pretrained, map_location="cpu", weights_only=False)
-    plan = data.get("plan") if isinstance(data, dict) else None
+    plan = load_checkpoint(pretrained, kind="weights", what="pretrained weights").get("plan")
     if not plan:
         return {}
     config = plan.get("network_config", {})

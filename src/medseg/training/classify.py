@@ -33,7 +33,7 @@ from medseg.losses.margin import capsule_loss
 from medseg.metrics.classification import roc_auc
 from medseg.nets import build_network
 from medseg.planning.calibrate import bf16_supported
-from medseg.training.checkpoint import rng_state, save_checkpoint, set_rng_state
+from medseg.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from medseg.training.loop import resolve_device, write_log
 from medseg.training.schedule import lr_factor
 from medseg.training.transfer import (
@@ -178,15 +178,7 @@ def load_classifier(path: str | os.PathLike[str]) -> tuple[nn.Module, Classifier
     Raises:
         ConfigError: missing file, or not a classifier checkpoint.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: checkpoint not found (was this run trained?)")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise ConfigError(f"{path}: cannot read checkpoint ({err})") from err
-    if not isinstance(data, dict) or "classifier_config" not in data:
-        raise ConfigError(f"{path}: not a medseg classifier checkpoint (a segmentation model? use `medseg predict`)")
+    data = load_checkpoint(path, kind="classification")
     config = ClassifierConfig.from_dict(data["classifier_config"], source=str(path))
     model = build_classifier(config)
     model.load_state_dict(data["network_state"])
@@ -354,7 +346,7 @@ def fit_classifier(
         optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     start_epoch, step, best, rows, elapsed_before = 0, 0, -math.inf, [], 0.0
     if resume and latest.exists():
-        ckpt = torch.load(latest, map_location="cpu", weights_only=False)
+        ckpt = load_checkpoint(latest, kind="classification")
         if _without_epochs(ckpt.get("classifier_config", {})) != _without_epochs(config.to_dict()):
             raise ConfigError(f"{latest}: checkpoint was trained with another configuration; cannot resume")
         model.load_state_dict(ckpt["network_state"])

@@ -17,12 +17,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from medseg.errors import ConfigError
+from medseg.training.checkpoint import load_checkpoint
 
 #: Tried when no name matches as is: a medseg segmentation U-Net into ``unet_encoder``.
 SEGMENTATION_ENCODER_MAPPING = {"encoder.": "backbone."}
@@ -47,20 +48,13 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
     Raises:
         ConfigError: missing or unreadable file, or no tensors in it.
+        UnsafeFileError: the file would need arbitrary code to load (a pickled module, say).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: pretrained weights file not found")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise ConfigError(f"{path}: cannot read pretrained weights ({err})") from err
+    data: Any = load_checkpoint(path, kind="weights", what="pretrained weights")
     for key in ("network_state", "state_dict", "model"):
         if isinstance(data, Mapping) and isinstance(data.get(key), Mapping):
             data = data[key]
             break
-    if isinstance(data, nn.Module):
-        data = data.state_dict()
     tensors = {k: v for k, v in data.items() if isinstance(v, torch.Tensor)} if isinstance(data, Mapping) else {}
     if not tensors:
         raise ConfigError(f"{path}: no weights found (expected a medseg checkpoint or a state_dict)")
