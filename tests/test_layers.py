@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "medseg"
 
 # lower number = lower layer; a module may import its own layer or lower ones
 LAYERS = {
-    "errors": 0, "registry": 0, "fileutil": 0,
+    "errors": 0, "registry": 0, "fileutil": 0, "device": 0,
     "io": 1,
     "data": 2,
     "classic": 3, "transforms": 3,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
+
+from medseg.device import available_cpus
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -15,10 +16,7 @@ R = TypeVar("R")
 
 def default_jobs() -> int:
     """Worker count: the CPUs this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    return available_cpus()
 
 
 def map_cases(

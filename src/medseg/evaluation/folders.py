@@ -20,6 +20,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from medseg.device import available_cpus
 from medseg.errors import ConfigError, DatasetError
 from medseg.evaluation.cases import CasePair, CaseResult, evaluate_pair, match_cases
 from medseg.fileutil import check_writable, write_json_atomic, write_text_atomic
@@ -140,10 +141,7 @@ def _options(
 def _jobs(jobs: int | None, n_cases: int) -> int:
     if jobs is not None and jobs < 1:
         raise ConfigError(f"jobs must be >= 1, got {jobs}")
-    available = (
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    )
-    return max(1, min(jobs or available, n_cases))
+    return max(1, min(jobs or available_cpus(), n_cases))
 
 
 def _run(
@@ -162,7 +160,7 @@ def _run(
                 bar.update()
             return results
         # each worker uses its share of the CPUs for the k-d tree queries
-        options = {**options, "threads": max(1, (os.cpu_count() or 1) // jobs)}
+        options = {**options, "threads": max(1, available_cpus() // jobs)}
         context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
         with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
             futures = [pool.submit(evaluate_pair, pair, options) for pair in pairs]

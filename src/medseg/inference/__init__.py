@@ -1,5 +1,6 @@
 """Inference: sliding windows, test-time augmentation, ensembling, export to original geometry."""
 
+from medseg.inference.checkpoints import find_checkpoints, previous_stage_models, trained_folds
 from medseg.inference.classify import (
     ClassificationPrediction,
     find_classifier_checkpoints,
@@ -26,7 +27,6 @@ from medseg.inference.postprocess import (
     load_postprocessing,
 )
 from medseg.inference.predict import (
-    find_checkpoints,
     find_input_cases,
     label_values,
     predict,
@@ -57,6 +57,8 @@ __all__ = [
     "dice_score",
     "fill_holes",
     "find_checkpoints",
+    "previous_stage_models",
+    "trained_folds",
     "find_input_cases",
     "flip_combinations",
     "gaussian_importance",

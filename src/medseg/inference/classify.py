@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from medseg.device import resolve_device
 from medseg.errors import ConfigError
 from medseg.fileutil import atomic_path, check_writable
 from medseg.training.classify import ClassifierConfig, load_classifier, predict_scores
-from medseg.training.loop import resolve_device
 
 
 @dataclass(frozen=True)

@@ -42,15 +42,17 @@ from tqdm.auto import tqdm
 
 from medseg.data.dataset import Case, load_dataset, read_case
 from medseg.data.preprocess import resample_probabilities
+from medseg.device import resolve_device
 from medseg.errors import ConfigError, DatasetError, MedsegError
 from medseg.fileutil import atomic_path, check_writable
+from medseg.inference.checkpoints import find_checkpoints, previous_stage_models
 from medseg.inference.export import label_image, probabilities_to_label, probabilities_to_original
 from medseg.inference.postprocess import apply_postprocessing, load_postprocessing
 from medseg.inference.sliding_window import sliding_window_inference
 from medseg.io import IMAGE_EXTENSIONS, Image, file_ending, write_image
-from medseg.planning.plan import CONFIGURATIONS, Plan
+from medseg.planning.plan import Plan
 from medseg.planning.preprocessing import case_target_spacing, preprocess_arrays
-from medseg.training import model_from_checkpoint, resolve_device
+from medseg.training import model_from_checkpoint
 
 log = logging.getLogger(__name__)
 SPACING_WARN_RATIO = 2.0
@@ -60,10 +62,6 @@ def label_values(plan: Plan) -> list[int]:
     """Label value of each output channel: the plan's integer labels, sorted (region lists
     are not channels)."""
     return sorted(v for v in plan.labels.values() if isinstance(v, int))
-
-
-def _device(device: torch.device | str | None) -> torch.device:
-    return device if isinstance(device, torch.device) else resolve_device(device)
 
 
 def _check_models(models: Sequence[tuple[nn.Module, Plan]], image: Image) -> None:
@@ -118,7 +116,7 @@ def predict_preprocessed(
     Raises:
         ConfigError: the tile size is not a multiple of the network's ``required_divisor``.
     """
-    dev = _device(device)
+    dev = resolve_device(device)
     patch = tuple(int(p) for p in (patch_size or plan.patch_size))
     divisor = tuple(getattr(model, "required_divisor", (1,) * len(patch)))
     if len(patch) != plan.spatial_dims or any(p % d for p, d in zip(patch, divisor, strict=True)):
@@ -300,103 +298,7 @@ def predict_case(
     return total, label_image(label, next(iter(groups.values()))["props"])
 
 
-# ---------------------------------------------------------------- checkpoints and inputs
-
-
-def _trained(results: Path, checkpoint: str) -> dict[str, list[str]]:
-    """Configuration -> fold names (``"0"``, ``"all"``) having the checkpoint file."""
-    found: dict[str, list[str]] = {}
-    for config in CONFIGURATIONS:
-        folds = sorted(p.name.removeprefix("fold_") for p in (results / config).glob("fold_*")
-                       if (p / f"checkpoint_{checkpoint}.pt").is_file())
-        if folds:
-            found[config] = folds
-    return found
-
-
-def _describe_existing(results: Path) -> str:
-    rows = []
-    for config in CONFIGURATIONS:
-        for fold in sorted((results / config).glob("fold_*")):
-            files = sorted(p.name for p in fold.glob("checkpoint_*.pt"))
-            rows.append(f"{config}/{fold.name}: {', '.join(files) or 'no checkpoint'}")
-    return "; ".join(rows) if rows else "no trained folds"
-
-
-def find_checkpoints(
-    results: str | os.PathLike[str],
-    *,
-    configurations: Sequence[str] | None = None,
-    folds: Sequence[int | str] | None = None,
-    checkpoint: Literal["best", "latest"] = "best",
-) -> list[Path]:
-    """The checkpoint files to ensemble.
-
-    Args:
-        results: the results folder.
-        configurations: default: every configuration with at least one trained fold.
-        folds: default: every trained fold of each configuration.
-        checkpoint: ``"best"`` or ``"latest"``.
-
-    Returns:
-        ``RESULTS/<config>/fold_<k>/checkpoint_<checkpoint>.pt`` paths.
-
-    Raises:
-        ConfigError: a requested configuration or fold has no such checkpoint, or nothing
-            is trained; the message lists what exists.
-    """
-    results = Path(results)
-    if checkpoint not in ("best", "latest"):
-        raise ConfigError(f"checkpoint must be 'best' or 'latest', got {checkpoint!r}")
-    if not results.is_dir():
-        raise ConfigError(f"{results}: results folder does not exist")
-    trained = _trained(results, checkpoint)
-    configs = list(configurations) if configurations else list(trained)
-    if not configs:
-        raise ConfigError(f"{results}: no checkpoint_{checkpoint}.pt found under <configuration>/fold_<k>/ "
-                          f"({_describe_existing(results)}); train a model first")
-    paths = []
-    for config in configs:
-        wanted = [str(f) for f in folds] if folds is not None else trained.get(config, [])
-        missing = [f for f in wanted if f not in trained.get(config, [])]
-        if missing or not wanted:
-            which = f"fold(s) {', '.join(missing)}" if missing else "any fold"
-            raise ConfigError(f"{results / config}: no checkpoint_{checkpoint}.pt for {which}; "
-                              f"existing: {_describe_existing(results)}")
-        paths += [results / config / f"fold_{f}" / f"checkpoint_{checkpoint}.pt" for f in wanted]
-    return paths
-
-
-def previous_stage_models(
-    results: str | os.PathLike[str],
-    models: Sequence[tuple[nn.Module, Plan]],
-    *,
-    folds: Sequence[int | str] | None = None,
-    checkpoint: Literal["best", "latest"] = "best",
-) -> list[tuple[nn.Module, Plan]] | None:
-    """The previous-stage ensemble the cascade models among ``models`` need (None if none do).
-
-    Its folds are ``folds`` when the previous stage has all of them, else every trained fold
-    of the previous stage.
-
-    Raises:
-        ConfigError: the models' previous stages differ, or it has no trained fold.
-    """
-    stages = sorted({plan.previous_stage for _, plan in models if plan.previous_stage})
-    if not stages:
-        return None
-    if len(stages) > 1:
-        raise ConfigError(f"cannot ensemble cascade models with different previous stages {stages}")
-    stage = stages[0]
-    trained = _trained(Path(results), checkpoint).get(stage, [])
-    if not trained:
-        raise ConfigError(f"{Path(results) / stage}: the cascade needs the {stage} models it was trained on, "
-                          f"but no {stage} fold has checkpoint_{checkpoint}.pt; existing: {_describe_existing(Path(results))}")
-    wanted = [str(f) for f in folds] if folds is not None and all(str(f) in trained for f in folds) else trained
-    if folds is not None and wanted is trained:
-        log.info("the %s stage lacks fold(s) %s: using its trained folds %s", stage, list(folds), trained)
-    paths = find_checkpoints(results, configurations=[stage], folds=wanted, checkpoint=checkpoint)
-    return [model_from_checkpoint(path) for path in paths]
+# ---------------------------------------------------------------- inputs
 
 
 def find_input_cases(input_dir: str | os.PathLike[str]) -> list[Case]:
@@ -501,7 +403,7 @@ def predict(
         check_writable(target, overwrite=overwrite)
         if save_probabilities:
             check_writable(output_dir / f"{case.case_id}.npz", overwrite=overwrite)
-    dev = _device(device)
+    dev = resolve_device(device)
     for case, target in tqdm(list(zip(cases, targets, strict=True)), desc="predict", disable=not progress):
         image, _ = read_case(case)
         expected = models[0][1].image_channels

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -41,6 +40,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from medseg.device import available_cpus
 from medseg.errors import ConfigError, GeometryError
 from medseg.metrics._surfel_table import NORMALS_X8
 
@@ -162,13 +162,6 @@ def _erode_box(mask: np.ndarray) -> np.ndarray:
     return inner
 
 
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def surface_distances(
     pred: np.ndarray,
     ref: np.ndarray,
@@ -245,7 +238,7 @@ def _directed(
     tree = cKDTree(
         np.argwhere(target) * scale, leafsize=32, balanced_tree=False, compact_nodes=False
     )
-    distances[apart] = tree.query(np.argwhere(query) * scale, workers=threads or _cpu_count())[0]
+    distances[apart] = tree.query(np.argwhere(query) * scale, workers=threads or available_cpus())[0]
     return distances
 
 

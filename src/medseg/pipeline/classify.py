@@ -34,6 +34,7 @@ from medseg.data.phantoms_classification import (
     classification_phantom_arrays,
     make_classification_phantoms,
 )
+from medseg.device import resolve_device
 from medseg.errors import ConfigError, OverwriteError
 from medseg.evaluation.classification import evaluate_classification
 from medseg.fileutil import check_writable, write_json_atomic
@@ -47,7 +48,6 @@ from medseg.inference.explain import grad_cam, mass_inside, saliency, save_overl
 from medseg.report.classification import build_classification_report
 from medseg.training.checkpoint import load_checkpoint
 from medseg.training.classify import config_for, fit_classifier, load_classifier, normalize_images
-from medseg.training.loop import resolve_device
 from medseg.training.transfer import read_state_dict
 
 log = logging.getLogger(__name__)

@@ -26,9 +26,11 @@ from tqdm.auto import tqdm
 
 from medseg.data.dataset import load_dataset, read_case
 from medseg.data.loader import list_cases, load_previous, write_previous
+from medseg.device import resolve_device
 from medseg.errors import ConfigError
 from medseg.evaluation import evaluate_folders
 from medseg.fileutil import check_writable, write_json_atomic
+from medseg.inference.checkpoints import trained_folds
 from medseg.inference.postprocess import POSTPROCESSING_FILE, choose_postprocessing
 from medseg.inference.predict import next_stage_segmentation, predict_case
 from medseg.inference.predict import predict as _predict
@@ -43,7 +45,6 @@ from medseg.training import (
     fold_dir,
     load_or_make_splits,
     model_from_checkpoint,
-    resolve_device,
 )
 from medseg.training.loop import PREVIOUS_STAGE_FILE, check_previous_stage, previous_stage_dir
 
@@ -153,11 +154,6 @@ def evaluate_cross_validation(results: str | os.PathLike[str], configuration: st
         return summary
 
 
-def _trained_folds(results: Path, configuration: str, checkpoint: str) -> list[str]:
-    return sorted(p.name.removeprefix("fold_") for p in (results / configuration).glob("fold_*")
-                  if (p / f"checkpoint_{checkpoint}.pt").is_file())
-
-
 def prepare_cascade(
     results: str | os.PathLike[str],
     configuration: str = "3d_cascade_fullres",
@@ -207,7 +203,7 @@ def prepare_cascade(
     low_store = results / "preprocessed" / low_plan.store_configuration
     case_ids = list_cases(store)
     splits = load_or_make_splits(results, case_ids)
-    trained = _trained_folds(results, stage, checkpoint)
+    trained = trained_folds(results, stage, checkpoint)
     if not trained:
         raise ConfigError(f"{results / stage}: no fold has checkpoint_{checkpoint}.pt; train the previous stage first: "
                           f"'medseg train {results} --config {stage} --fold K' for each fold (or --fold all)")

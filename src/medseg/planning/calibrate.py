@@ -15,6 +15,7 @@ from dataclasses import replace
 
 import torch
 
+from medseg.device import bf16_supported
 from medseg.losses import build_loss
 from medseg.losses.deep_supervision import DeepSupervisionLoss
 from medseg.nets import build_network
@@ -25,15 +26,6 @@ from medseg.planning.plan import Plan, Plans
 # but need more steps to converge).
 MIN_STEPS = {"3d_fullres": 2000, "3d_lowres": 2000, "3d_cascade_fullres": 2000, "2d": 600}
 OVERHEAD = 0.85  # share of the budget left for steps after validation and checkpoints
-
-
-def bf16_supported(dev: torch.device) -> bool:
-    """bf16 autocast pays off: CUDA with bf16, or a CPU with native AVX-512 BF16 (measured
-    1.7x (2D) to 2.3x (3D) faster U-Net steps on this project's CPU machines)."""
-    if dev.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    return bool(check and check())
 
 
 def measure_step_seconds(plan: Plan, *, device: str = "cpu", steps: int = 3) -> float:

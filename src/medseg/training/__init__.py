@@ -6,7 +6,7 @@ from medseg.training.checkpoint import (
     model_from_checkpoint,
     save_checkpoint,
 )
-from medseg.training.loop import FitResult, fit, fold_dir, resolve_device
+from medseg.training.loop import FitResult, fit, fold_dir
 from medseg.training.splits import fold_cases, load_or_make_splits, make_splits
 
 __all__ = [
@@ -19,6 +19,5 @@ __all__ = [
     "load_or_make_splits",
     "make_splits",
     "model_from_checkpoint",
-    "resolve_device",
     "save_checkpoint",
 ]

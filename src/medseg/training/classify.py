@@ -27,14 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from medseg.device import bf16_supported, resolve_device
 from medseg.errors import ConfigError, MedsegError
 from medseg.fileutil import atomic_path, write_json_atomic
 from medseg.losses.margin import capsule_loss
 from medseg.metrics.classification import roc_auc
 from medseg.nets import build_network
-from medseg.planning.calibrate import bf16_supported
 from medseg.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from medseg.training.loop import resolve_device, write_log
+from medseg.training.loop import write_log
 from medseg.training.schedule import lr_factor
 from medseg.training.transfer import (
     freeze_backbone,

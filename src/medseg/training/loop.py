@@ -46,11 +46,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medseg.data.loader import PREVIOUS_SUFFIX, list_cases, make_loader
+from medseg.device import available_cpus, bf16_supported, resolve_device
 from medseg.errors import ConfigError, MedsegError
 from medseg.fileutil import atomic_path, write_json_atomic
 from medseg.losses import build_loss
 from medseg.losses.deep_supervision import DeepSupervisionLoss
-from medseg.planning.calibrate import bf16_supported
 from medseg.planning.plan import Plan, Plans
 from medseg.training.checkpoint import (
     build_model,
@@ -81,15 +81,6 @@ class FitResult:
     best_metric: float
     seconds: float
     stopped_by: str  # "epochs" | "time_budget"
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``None``/"auto": CUDA when available, else CPU."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but CUDA is not available; use --device cpu")
-    return torch.device(device)
 
 
 def fold_dir(results: Path, configuration: str, fold: int | str) -> Path:
@@ -353,7 +344,7 @@ def fit(
     augment: Transform | CascadeAugment = build_transform(plan.augmentation, spatial_dims=plan.spatial_dims)
     if previous is not None:
         augment = CascadeAugment(augment, plan)
-    workers = num_workers if num_workers is not None else min(4, os.cpu_count() or 1)
+    workers = num_workers if num_workers is not None else min(4, available_cpus())
     use_amp = bf16_supported(dev) if amp is None else amp
     val_loader = list(make_loader(store, patch_size=patch, batch_size=plan.batch_size, case_ids=val_ids,
                                   num_batches=val_batches, num_workers=0, seed=10_000 + seed,
