@@ -39,7 +39,7 @@ def _nii(path: Path, value: float, shape: tuple[int, ...] = (3, 4, 5)) -> Path:
 
 
 def _csv(path: Path, text: str) -> Path:
-    path.write_text(text.strip() + "\n")
+    path.write_text(text.strip() + "\n", encoding="utf-8")
     return path
 
 
@@ -75,7 +75,7 @@ def test_folder_with_splits_round_trips(tmp_path: Path) -> None:
     _png(root / "train" / "normal" / "n1.png", 20)
     _png(root / "train" / "normal" / "n2.png", 30)
     _png(root / "test" / "normal" / "n3.png", 40)  # test has no 'pneumonia' folder
-    (root / "train" / "normal" / "notes.txt").write_text("skipped")
+    (root / "train" / "normal" / "notes.txt").write_text("skipped", encoding="utf-8")
     assert available_splits(root) == ["train", "test"]
     train = load_classification(root, "train")
     assert train.class_names == ["normal", "pneumonia"]
@@ -197,6 +197,20 @@ def test_csv_errors_name_the_file_and_line(tmp_path: Path) -> None:
         load_classification(_csv(tmp_path / "s.csv", "path,label,split\na.png,0,training\n"))
     with pytest.raises(DatasetError, match=r"c\.csv: line 3 has 2 cells, the header has 3"):
         load_classification(_csv(tmp_path / "c.csv", "path,label,fold\na.png,0,1\nb.png,1\n"))
+
+
+def test_csv_is_read_as_utf8_with_or_without_bom_and_latin1_is_refused(tmp_path: Path) -> None:
+    _png(tmp_path / "a.png", 1)
+    _png(tmp_path / "b.png", 2)
+    text = "path,label\na.png,Ödem\nb.png,Ärger\n"
+    (tmp_path / "plain.csv").write_bytes(text.encode("utf-8"))
+    (tmp_path / "bom.csv").write_bytes(text.encode("utf-8-sig"))
+    for name in ("plain.csv", "bom.csv"):
+        data = load_classification(tmp_path / name)
+        assert data.class_names == ["Ärger", "Ödem"] and data.labels.tolist() == [1, 0]
+    (tmp_path / "latin1.csv").write_bytes(text.encode("latin-1"))
+    with pytest.raises(DatasetError, match=r"latin1\.csv: cannot read CSV"):
+        load_classification(tmp_path / "latin1.csv")
 
 
 def test_nan_voxels_are_rejected(tmp_path: Path) -> None:
