@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -76,13 +77,13 @@ def test_apply_postprocessing_runs_both_steps() -> None:
     assert out[0, 11, 11] == 0 and np.all(out[2:8, 2:8, 2:8] == 1)
 
 
-def test_dice_of_hand_made_masks() -> None:
+def test_dice_of_hand_made_masks_and_nan_for_two_empty_masks() -> None:
     a = np.zeros((4, 4), bool)
     b = np.zeros((4, 4), bool)
     a[0, :2] = True
     b[0, :1] = True
     assert dice_score(a, b) == pytest.approx(2 / 3)
-    assert dice_score(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
+    assert math.isnan(dice_score(np.zeros(3, bool), np.zeros(3, bool)))
 
 
 def _write(folder: Path, name: str, array: np.ndarray) -> None:
@@ -100,7 +101,7 @@ def test_choose_postprocessing_picks_largest_component_when_it_helps(tmp_path: P
     decision = choose_postprocessing(tmp_path / "pred", tmp_path / "ref", [1, 2], out_path=out)
     assert decision["keep_largest_component"] == [1, 2]  # 2: unchanged, so it does not hurt
     assert decision["dice"]["1"]["after"] > decision["dice"]["1"]["before"]
-    assert json.loads(out.read_text())["keep_largest_component"] == [1, 2]
+    assert json.loads(out.read_text(encoding="utf-8"))["keep_largest_component"] == [1, 2]
     assert load_postprocessing(tmp_path)["keep_largest_component"] == [1, 2]
 
 
@@ -116,6 +117,22 @@ def test_choose_postprocessing_skips_largest_component_when_it_hurts(tmp_path: P
     assert decision["dice"]["1"] == {"before": 1.0, "after": pytest.approx(2 * 208 / (208 + 217))}
 
 
+def test_choose_postprocessing_leaves_out_cases_without_the_label(tmp_path: Path) -> None:
+    ref = _blob_volume()
+    pred = ref.copy()
+    pred[0, 10:12, 10:12] = 1  # a false-positive island of label 1
+    _write(tmp_path / "ref", "a.nii.gz", ref)
+    _write(tmp_path / "pred", "a.nii.gz", pred)
+    for name in ("b.nii.gz", "c.nii.gz"):  # empty cases: no Dice for any label
+        _write(tmp_path / "ref", name, np.zeros_like(ref))
+        _write(tmp_path / "pred", name, np.zeros_like(ref))
+    decision = choose_postprocessing(tmp_path / "pred", tmp_path / "ref", [1, 3], out_path=None)
+    one = dice_score(pred == 1, ref == 1)
+    assert decision["dice"]["1"] == {"before": pytest.approx(one), "after": 1.0}  # not diluted
+    assert decision["keep_largest_component"] == [1]
+    assert decision["dice"]["3"] == {"before": None, "after": None}  # absent everywhere
+
+
 def test_choose_postprocessing_needs_matching_references(tmp_path: Path) -> None:
     _write(tmp_path / "pred", "c.nii.gz", _blob_volume())
     (tmp_path / "ref").mkdir()
@@ -125,6 +142,6 @@ def test_choose_postprocessing_needs_matching_references(tmp_path: Path) -> None
 
 def test_no_postprocessing_file_means_none(tmp_path: Path) -> None:
     assert load_postprocessing(tmp_path) is None
-    (tmp_path / "postprocessing.json").write_text("{not json")
+    (tmp_path / "postprocessing.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(ConfigError, match="postprocessing.json"):
         load_postprocessing(tmp_path)

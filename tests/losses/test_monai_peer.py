@@ -54,6 +54,21 @@ def test_generalized_dice_matches_monai(
     torch.testing.assert_close(ours(logits, target), peer(logits, target))
 
 
+def test_generalized_dice_defaults_match_monai_with_the_background() -> None:
+    logits, target = sample(2, num_classes=2)
+    peer = monai_losses.GeneralizedDiceLoss(to_onehot_y=True, softmax=True)
+    assert GeneralizedDiceLoss().include_background
+    torch.testing.assert_close(GeneralizedDiceLoss()(logits, target), peer(logits, target))
+
+
+def test_generalized_dice_without_background_is_plain_dice_for_one_foreground_class() -> None:
+    logits, target = sample(3, num_classes=2)
+    plain = DiceLoss(smooth=0.0)(logits, target)
+    no_background = GeneralizedDiceLoss(include_background=False, smooth=0.0)
+    torch.testing.assert_close(no_background(logits, target), plain)
+    assert not torch.allclose(GeneralizedDiceLoss(smooth=0.0)(logits, target), plain)
+
+
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 @pytest.mark.parametrize("alpha", [None, 0.25, (0.2, 0.3, 0.5)])
 def test_softmax_focal_is_monai_times_the_class_count(spatial_dims: int, alpha) -> None:

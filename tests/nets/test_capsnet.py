@@ -10,6 +10,7 @@ import torch
 
 from medseg.errors import ConfigError
 from medseg.losses.margin import capsule_loss
+from medseg.nets import network_task
 from medseg.nets.capsnet import (
     CapsuleNetwork,
     ClassCapsules,
@@ -123,7 +124,7 @@ def test_paper_network_on_28x28() -> None:
     assert lengths.shape == (2, 10)
     assert ((lengths >= 0) & (lengths < 1)).all()
     assert net.last_capsules.shape == (2, 10, 16)
-    assert isinstance(net.head, ClassCapsules) and net.task == "classification"
+    assert isinstance(net.head, ClassCapsules) and network_task("capsnet") == "classification"
     assert net.backbone(x).shape == (2, 1152, 8)
 
 

@@ -22,7 +22,7 @@ from medseg.nets import (
     network_options,
     network_task,
 )
-from medseg.nets.registry import DESCRIPTIONS
+from medseg.nets.registry import NETWORKS
 
 NAMES = [
     "lenet5",
@@ -97,7 +97,7 @@ def test_registry_tells_classifiers_from_segmentation_networks() -> None:
     assert {network_task(n) for n in NAMES} == {"classification"}
     assert network_task("unet") == "segmentation"
     assert TASKS == ("segmentation", "classification")
-    assert all(DESCRIPTIONS[n] for n in NAMES)
+    assert all(NETWORKS.description(n) for n in list_networks())
     with pytest.raises(ConfigError, match="unknown network task 'detection'"):
         list_networks("detection")
     with pytest.raises(ConfigError, match="Did you mean 'resnet18'"):
@@ -108,7 +108,7 @@ def test_registry_tells_classifiers_from_segmentation_networks() -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_default_2d_networks_give_one_logit_vector_per_image(name: str, in_channels: int) -> None:
     net = _build(name, 2, in_channels=in_channels, out_channels=4).eval()
-    assert isinstance(net, Classifier) and net.task == "classification"
+    assert isinstance(net, Classifier) and network_task(name) == "classification"
     with torch.no_grad():
         out = net(torch.randn(2, in_channels, 64, 64))
     assert out.shape == (2, 4) and torch.isfinite(out).all()

@@ -33,7 +33,7 @@ def _module_name(path: Path) -> str:
 def test_imports_only_lower_layers(path: Path) -> None:
     package = path.parent.name
     bad = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         names = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -50,7 +50,7 @@ def test_imports_only_lower_layers(path: Path) -> None:
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
 def test_module_is_short(path: Path) -> None:
-    assert len(path.read_text().splitlines()) <= 400
+    assert len(path.read_text(encoding="utf-8").splitlines()) <= 400
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)

@@ -195,7 +195,8 @@ def test_presets_follow_the_papers() -> None:
     assert 31_000_000 < count_parameters(ronneberger) < 31_100_000  # paper's ~31M
     cicek = unet_from_preset("cicek", 3, 3, 3, features=(4, 8, 16, 32))
     assert cicek.required_divisor == (8, 8, 8)
-    assert set(UNET_PRESETS) == {"ronneberger", "cicek"}
+    assert UNET_PRESETS.names() == ["cicek", "ronneberger"]
+    assert "Cicek" in UNET_PRESETS.description("cicek")
     with pytest.raises(ConfigError, match="unknown U-Net preset"):
         unet_from_preset("nnunet", 2, 1, 2)
 

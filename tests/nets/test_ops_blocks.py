@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from medseg.errors import ConfigError
 from medseg.nets import (
     ASPP,
     ConvNormAct,
@@ -16,7 +17,16 @@ from medseg.nets import (
     count_parameters,
     pointwise_conv,
 )
-from medseg.nets.ops import InstanceNorm, act_layer, as_tuple, conv_type, norm_layer, same_padding
+from medseg.nets.ops import (
+    InstanceNorm,
+    act_layer,
+    adaptive_avg_pool,
+    as_tuple,
+    conv_type,
+    norm_layer,
+    per_axis,
+    same_padding,
+)
 
 
 @pytest.mark.parametrize("spatial_dims", [1, 2, 3])
@@ -82,6 +92,28 @@ def test_per_axis_helpers() -> None:
     assert same_padding((1, 3, 5), (1, 1, 2)) == (0, 1, 4)
     with pytest.raises(ValueError, match="odd kernel"):
         same_padding((2, 2), (1, 1))
+
+
+def test_user_sizes_per_axis_are_config_errors_when_wrong() -> None:
+    assert per_axis(7, 2, "pooled_size") == (7, 7)
+    with pytest.raises(ConfigError, match="pooled_size .* one entry per spatial axis"):
+        per_axis((7, 7, 7), 2, "pooled_size")
+    with pytest.raises(ConfigError, match="patch_size .* at least 1"):
+        per_axis((4, 0), 2, "patch_size")
+
+
+@pytest.mark.parametrize("spatial_dims", [1, 2, 3])
+def test_adaptive_avg_pool_pools_to_the_size_per_axis(spatial_dims: int) -> None:
+    x = torch.randn(2, 3, *([6] * spatial_dims))
+    assert adaptive_avg_pool(spatial_dims)(x).shape == (2, 3, *([1] * spatial_dims))
+    torch.testing.assert_close(
+        adaptive_avg_pool(spatial_dims)(x).flatten(1), x.mean(dim=tuple(range(2, x.ndim)))
+    )
+    assert adaptive_avg_pool(spatial_dims, 2)(x).shape == (2, 3, *([2] * spatial_dims))
+
+
+def test_relu6_activation_clips_at_six() -> None:
+    assert act_layer("relu6")(torch.tensor([-1.0, 3.0, 9.0])).tolist() == [0.0, 3.0, 6.0]
 
 
 @pytest.mark.parametrize("spatial_dims", [1, 2, 3])

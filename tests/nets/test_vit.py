@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from medseg.errors import ConfigError
+from medseg.nets import network_task
 from medseg.nets.attention import MultiHeadSelfAttention
 from medseg.nets.vit import VIT_SIZES, VisionTransformer, attention_weights
 
@@ -45,7 +46,7 @@ def test_output_and_embedding_shapes(
     assert net.backbone.cls_token.shape == (1, 1, 16)
     assert net.backbone.tokens(x).shape == (2, 1 + num_patches, 16)
     assert net.backbone(x).shape == (2, 16)
-    assert net.task == "classification"
+    assert network_task("vit") == "classification"
     assert isinstance(net.head, torch.nn.Linear) and net.head.out_features == 3
 
 

@@ -21,7 +21,7 @@ SPACING = (3.0, 1.0, 1.0)
 def _write_log(path: Path, epochs: int = 4) -> None:
     columns = ["epoch", "step", "train_loss", "val_dice", "val_dice_ema", "lr", "grad_norm",
                "epoch_seconds", "data_wait_share", "val_dice_1", "val_dice_2"]
-    with open(path, "w", newline="") as f:
+    with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         for e in range(1, epochs + 1):
@@ -56,7 +56,7 @@ def make_dataset(root: Path) -> Path:
         write_image(Image(label, SPACING), root / "labelsTr" / f"case_{i:03d}.nii.gz")
     meta = {"name": "tiny", "channel_names": {"0": "MRI"}, "file_ending": ".nii.gz",
             "labels": {"background": 0, "organ": 1, "lesion": 2}, "numTraining": 3}
-    (root / "dataset.json").write_text(json.dumps(meta))
+    (root / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     return root
 
 

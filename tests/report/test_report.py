@@ -19,13 +19,13 @@ PNG_URI = "data:image/png;base64,"
 
 
 def _summary(results: Path) -> dict:
-    return json.loads((results / "evaluation" / CONFIG / "summary.json").read_text())
+    return json.loads((results / "evaluation" / CONFIG / "summary.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
 def report(shared_results: Path) -> str:
     """The report of the module's shared folder (for tests that only read it)."""
-    return build_report(shared_results, overwrite=True).read_text()
+    return build_report(shared_results, overwrite=True).read_text(encoding="utf-8")
 
 
 def test_report_is_written_as_the_only_new_file_in_results(results: Path) -> None:
@@ -83,7 +83,7 @@ def test_header_names_dataset_version_and_trained_configurations(report: str) ->
 
 
 def test_plan_table_shows_patch_and_reasons_in_details(shared_results: Path, report: str) -> None:
-    plan = json.loads((shared_results / "plans.json").read_text())["configurations"][CONFIG]
+    plan = json.loads((shared_results / "plans.json").read_text(encoding="utf-8"))["configurations"][CONFIG]
     patch = " &#215; ".join(str(v) for v in plan["patch_size"])
     assert patch in report
     assert "<details><summary>Why these choices (3d_fullres)</summary>" in report
@@ -99,10 +99,10 @@ def test_training_table_summarises_the_log(report: str) -> None:
 
 def test_dataset_name_is_escaped(results: Path) -> None:
     plans_path = results / "plans.json"
-    plans = json.loads(plans_path.read_text())
+    plans = json.loads(plans_path.read_text(encoding="utf-8"))
     plans["dataset_name"] = "<script>alert(1)</script>"
-    plans_path.write_text(json.dumps(plans))
-    report = build_report(results).read_text()
+    plans_path.write_text(json.dumps(plans), encoding="utf-8")
+    report = build_report(results).read_text(encoding="utf-8")
     assert "<script>" not in report
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in report
 
@@ -113,55 +113,55 @@ def test_file_is_ascii_with_character_references(report: str) -> None:
 
 
 def test_missing_evaluation_and_folds_are_stated(planned: Path) -> None:
-    report = build_report(planned).read_text()
+    report = build_report(planned).read_text(encoding="utf-8")
     assert "No evaluation yet" in report
     assert "No trained folds" in report
     assert PNG_URI not in report
 
 
 def test_missing_plans_is_stated(tmp_path: Path) -> None:
-    report = build_report(tmp_path).read_text()
+    report = build_report(tmp_path).read_text(encoding="utf-8")
     assert "No plans:" in report
     assert "No evaluation yet" in report
 
 
 def test_corrupt_plans_file_is_stated_not_raised(planned: Path) -> None:
-    (planned / "plans.json").write_text("{not json")
-    report = build_report(planned).read_text()
+    (planned / "plans.json").write_text("{not json", encoding="utf-8")
+    report = build_report(planned).read_text(encoding="utf-8")
     assert "plans.json: could not be read" in report
 
 
 def test_missing_image_still_draws_contours_with_a_note(results: Path, dataset: Path) -> None:
     shutil.rmtree(dataset / "imagesTr")
-    report = build_report(results).read_text()
+    report = build_report(results).read_text(encoding="utf-8")
     assert "image not found in the dataset folder" in report
     assert report.count(PNG_URI) == 5
 
 
 def test_missing_predictions_are_stated(results: Path) -> None:
     shutil.rmtree(results / CONFIG / "fold_0" / "validation")
-    report = build_report(results).read_text()
+    report = build_report(results).read_text(encoding="utf-8")
     assert "no overlay: prediction not found" in report
 
 
 def test_existing_report_is_kept_without_overwrite(results: Path) -> None:
     path = build_report(results)
-    path.write_text("keep me")
+    path.write_text("keep me", encoding="utf-8")
     with pytest.raises(OverwriteError, match="overwrite"):
         build_report(results)
-    assert path.read_text() == "keep me"
-    assert build_report(results, overwrite=True).read_text().startswith("<!DOCTYPE html>")
+    assert path.read_text(encoding="utf-8") == "keep me"
+    assert build_report(results, overwrite=True).read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
 
 
 def test_out_and_title_are_honoured(results: Path, tmp_path: Path) -> None:
     path = build_report(results, out=tmp_path / "elsewhere" / "r.html", title="My <run>")
     assert path.is_file() and not (results / "report.html").exists()
-    assert "<title>My &lt;run&gt;</title>" in path.read_text()
+    assert "<title>My &lt;run&gt;</title>" in path.read_text(encoding="utf-8")
 
 
 def test_extra_sections_appear_with_escaped_titles(results: Path) -> None:
     extra = [("Otsu <baseline>", "<table><tr><td>0.812</td></tr></table>")]
-    report = build_report(results, extra_sections=extra).read_text()
+    report = build_report(results, extra_sections=extra).read_text(encoding="utf-8")
     assert "<h2>Otsu &lt;baseline&gt;</h2><table><tr><td>0.812</td></tr></table>" in report
     assert '<a href="#extra-1">' in report
 
@@ -184,9 +184,9 @@ def test_evaluation_directly_in_evaluation_folder_is_read(results: Path, dataset
                      results / "evaluation", jobs=1)
     loaded = load_results(results)
     assert [e.name for e in loaded.evaluations] == ["evaluation"]
-    assert "worst: case_002" in build_report(results).read_text()
+    assert "worst: case_002" in build_report(results).read_text(encoding="utf-8")
 
 
 def test_device_from_run_json_is_shown(results: Path) -> None:
-    (results / CONFIG / "fold_0" / "run.json").write_text(json.dumps({"device": "cuda:0"}))
-    assert "<th>Device</th><td>cuda:0</td>" in build_report(results).read_text()
+    (results / CONFIG / "fold_0" / "run.json").write_text(json.dumps({"device": "cuda:0"}), encoding="utf-8")
+    assert "<th>Device</th><td>cuda:0</td>" in build_report(results).read_text(encoding="utf-8")

@@ -32,4 +32,4 @@ def test_report_command_writes_the_report_and_refuses_to_replace_it(shared_resul
     second = runner.invoke(_app(), ["report", str(shared_results)])
     assert isinstance(second.exception, OverwriteError)
     third = runner.invoke(_app(), ["report", str(shared_results), "--overwrite", "--title", "T"])
-    assert third.exit_code == 0 and "<title>T</title>" in path.read_text()
+    assert third.exit_code == 0 and "<title>T</title>" in path.read_text(encoding="utf-8")

@@ -104,3 +104,10 @@ def test_a_pickled_pipeline_continues_the_same_random_stream() -> None:
     pipeline(image)
     copy = pickle.loads(pickle.dumps(pipeline))
     assert torch.equal(pipeline(image)[0], copy(image)[0])
+
+
+def test_registry_refuses_an_unknown_option_and_describes_every_entry() -> None:
+    with pytest.raises(ConfigError, match=r"transform 'gamma' has no option\(s\) \['gama'\]"):
+        build_transform("gamma", gama=(0.8, 1.2))
+    assert all(TRANSFORMS.description(name) for name in TRANSFORMS.names())
+    assert "mirror_axes" in TRANSFORMS.options("light")

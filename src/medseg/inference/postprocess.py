@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ from scipy import ndimage
 from medseg.errors import ConfigError, DatasetError
 from medseg.fileutil import write_json_atomic
 from medseg.io import IMAGE_EXTENSIONS, file_ending, read_image
+from medseg.metrics.confusion import confusion_counts, dice
 
 POSTPROCESSING_FILE = "postprocessing.json"
 _FULL = {2: 8, 3: 26}
@@ -110,14 +112,21 @@ def apply_postprocessing(label: np.ndarray, decision: dict[str, Any]) -> np.ndar
 
 
 def dice_score(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Dice ``2|P & R| / (|P| + |R|)`` of two boolean masks; 1.0 when both are empty.
+    """Dice ``2|P & R| / (|P| + |R|)`` of two masks (:func:`medseg.metrics.dice` of their
+    confusion counts); NaN when both are empty, as in ``docs/evaluation.md``.
 
     Example:
         >>> dice_score(np.array([1, 1, 0, 0], bool), np.array([1, 0, 0, 0], bool))
         0.6666666666666666
     """
-    total = int(pred.sum()) + int(ref.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(pred, ref).sum()) / total
+    return dice(confusion_counts(pred, ref))
+
+
+def _mean_dice(scores: Sequence[float]) -> float | None:
+    """Mean over the cases where the label is in the prediction or the reference (Dice is
+    defined); None when it is in none of them."""
+    defined = [s for s in scores if not math.isnan(s)]
+    return float(np.mean(defined)) if defined else None
 
 
 def _paired_files(pred_dir: Path, ref_dir: Path) -> list[tuple[Path, Path]]:
@@ -144,9 +153,10 @@ def choose_postprocessing(
 ) -> dict[str, Any]:
     """Decide per label whether keep-largest-component helps, on cross-validation predictions.
 
-    For every label, the mean Dice over all cases (``dice_score``; 1.0 when prediction and
-    reference are both empty) is computed before and after keeping the label's largest
-    component; the step is chosen when the mean does not decrease (nnU-Net's rule).
+    For every label, the mean Dice over the cases (``dice_score``; a case where prediction
+    and reference are both empty has no Dice and is left out) is computed before and after
+    keeping the label's largest component; the step is chosen when the mean does not
+    decrease (nnU-Net's rule). A label absent from every case is not chosen (no evidence).
 
     Args:
         pred_dir: folder of predicted label maps (e.g. ``RESULTS/3d_fullres/fold_0/validation``
@@ -159,7 +169,8 @@ def choose_postprocessing(
 
     Returns:
         ``{"keep_largest_component": [chosen values], "fill_holes": [], "connectivity": c,
-        "num_cases": n, "dice": {"<value>": {"before": mean, "after": mean}}}``.
+        "num_cases": n, "dice": {"<value>": {"before": mean, "after": mean}}}`` (means
+        None for a label absent from every case).
 
     Raises:
         DatasetError: no predictions, a prediction without reference, or mismatched shapes.
@@ -177,17 +188,24 @@ def choose_postprocessing(
             before[value].append(dice_score(pred == value, target))
             processed = keep_largest_component(pred, [value], connectivity=connectivity)
             after[value].append(dice_score(processed == value, target))
-    dice = {str(v): {"before": float(np.mean(before[v])), "after": float(np.mean(after[v]))} for v in values}
+    means = {
+        str(v): {"before": _mean_dice(before[v]), "after": _mean_dice(after[v])} for v in values
+    }
+    chosen = [v for v in values if _not_worse(means[str(v)]["before"], means[str(v)]["after"])]
     decision = {
-        "keep_largest_component": [v for v in values if dice[str(v)]["after"] >= dice[str(v)]["before"]],
+        "keep_largest_component": chosen,
         "fill_holes": [],
         "connectivity": connectivity,
         "num_cases": len(pairs),
-        "dice": dice,
+        "dice": means,
     }
     if out_path is not None:
         write_json_atomic(out_path, decision)
     return decision
+
+
+def _not_worse(before: float | None, after: float | None) -> bool:
+    return before is not None and after is not None and after >= before
 
 
 def load_postprocessing(results: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -200,7 +218,7 @@ def load_postprocessing(results: str | os.PathLike[str]) -> dict[str, Any] | Non
     if not path.exists():
         return None
     try:
-        decision = json.loads(path.read_text())
+        decision = json.loads(path.read_text(encoding="utf-8"))
         for key in ("keep_largest_component", "fill_holes"):
             decision[key] = [int(v) for v in decision.get(key, [])]
     except (json.JSONDecodeError, TypeError, ValueError, AttributeError) as err:

@@ -1,4 +1,5 @@
-"""Segmentation losses on logits, 2D/3D, binary and multi-class, built by name::
+"""Segmentation losses on logits, 2D/3D, binary and multi-class, and the classifiers'
+per-image losses, built by name::
 
     from medseg.losses import build_loss
     loss = build_loss("dice_ce", batch_dice=True)
@@ -7,10 +8,12 @@
 Modules: ``inputs`` (targets, probabilities, masks), ``cross_entropy``, ``weight_map``
 (U-Net border weights), ``dice`` (soft, Milletari, Generalized), ``tversky``, ``focal``,
 ``boundary`` (signed distance maps), ``compound`` (Dice + CE), ``deep_supervision``, ``vae``
-(Myronenko's L2 + KL terms) and ``registry``.
+(Myronenko's L2 + KL terms), ``margin`` (capsule networks), ``classification`` (per-image
+cross-entropy, MSE, L1) and ``registry``.
 """
 
 from medseg.losses.boundary import BoundaryLoss, signed_distance_map
+from medseg.losses.classification import ClassificationCrossEntropy, L1Loss, MSELoss
 from medseg.losses.compound import DiceCELoss
 from medseg.losses.cross_entropy import CrossEntropyLoss, WeightedCrossEntropyLoss, cross_entropy
 from medseg.losses.deep_supervision import (
@@ -18,7 +21,13 @@ from medseg.losses.deep_supervision import (
     deep_supervision_weights,
     downsample_target,
 )
-from medseg.losses.dice import DiceLoss, GeneralizedDiceLoss, generalized_dice, soft_dice
+from medseg.losses.dice import (
+    DiceLoss,
+    GeneralizedDiceLoss,
+    OverlapLoss,
+    generalized_dice,
+    soft_dice,
+)
 from medseg.losses.focal import FocalLoss, focal_loss
 from medseg.losses.inputs import one_hot_target, prepare, probabilities
 from medseg.losses.margin import MarginLoss, capsule_loss, margin_loss
@@ -33,12 +42,16 @@ __all__ = [
     "margin_loss",
     "LOSSES",
     "BoundaryLoss",
+    "ClassificationCrossEntropy",
     "CrossEntropyLoss",
     "DeepSupervisionLoss",
     "DiceCELoss",
     "DiceLoss",
     "FocalLoss",
     "GeneralizedDiceLoss",
+    "L1Loss",
+    "MSELoss",
+    "OverlapLoss",
     "TverskyLoss",
     "VAELoss",
     "WeightedCrossEntropyLoss",

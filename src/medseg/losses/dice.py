@@ -16,6 +16,8 @@ The losses are ``1 - mean(D)``: 0 at a perfect (hard) prediction. ``smooth`` (``
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -88,18 +90,61 @@ def generalized_dice(
     return numerator / ((weights * total).sum(dim=-1) + smooth).clamp_min(1e-8)
 
 
-class DiceLoss(nn.Module):
-    """``1 - mean soft Dice`` on logits; ``loss(logits, target)``.
+class OverlapLoss(nn.Module):
+    """Base of the overlap losses: ``1 - mean(score(probs, onehot))`` on logits.
+
+    Holds the options every overlap loss shares and turns ``(logits, target)`` into
+    probabilities and a one-hot target (:func:`medseg.losses.inputs.prepare`); a subclass
+    adds its own options and defines :meth:`score`, the per-class (or per-sample) overlap.
 
     Args:
         include_background: keep channel 0 (softmax only; see
             :func:`medseg.losses.inputs.prepare`).
         smooth: added to numerator and denominator (0 allowed).
-        batch_dice: one Dice per class over the batch (nnU-Net's ``batch_dice``), else one
+        batch_dice: one score per class over the batch (nnU-Net's ``batch_dice``), else one
             per sample and class, averaged.
-        squared_denominator: Milletari's ``sum p^2 + sum g^2``.
         activation: ``softmax`` or ``sigmoid``.
         ignore_index: label whose voxels are left out.
+    """
+
+    def __init__(
+        self,
+        *,
+        include_background: bool = False,
+        smooth: float = 1e-5,
+        batch_dice: bool = False,
+        activation: Activation = "softmax",
+        ignore_index: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.include_background = include_background
+        self.smooth = smooth
+        self.batch_dice = batch_dice
+        self.activation = activation
+        self.ignore_index = ignore_index
+
+    def score(self, probs: Tensor, onehot: Tensor) -> Tensor:
+        """The overlap of ``(B, K, *spatial)`` probabilities and one-hot target, in [0, 1]."""
+        raise NotImplementedError
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        probs, onehot, _ = prepare(
+            logits,
+            target,
+            activation=self.activation,
+            ignore_index=self.ignore_index,
+            include_background=self.include_background,
+        )
+        return 1.0 - self.score(probs, onehot).mean()
+
+
+class DiceLoss(OverlapLoss):
+    """``1 - mean soft Dice`` on logits; ``loss(logits, target)``.
+
+    Args:
+        squared_denominator: Milletari's ``sum p^2 + sum g^2``.
+        **options: ``include_background`` (default False), ``smooth``, ``batch_dice``,
+            ``activation``, ``ignore_index``, as :class:`OverlapLoss`.
 
     Example:
         >>> logits = torch.tensor([[[[9.0, -9.0]], [[-9.0, 9.0]]]])  # confident, correct
@@ -107,73 +152,40 @@ class DiceLoss(nn.Module):
         0.0
     """
 
-    def __init__(
-        self,
-        *,
-        include_background: bool = False,
-        smooth: float = 1e-5,
-        batch_dice: bool = False,
-        squared_denominator: bool = False,
-        activation: Activation = "softmax",
-        ignore_index: int | None = None,
-    ) -> None:
-        super().__init__()
-        self.include_background = include_background
-        self.smooth = smooth
-        self.batch_dice = batch_dice
+    def __init__(self, *, squared_denominator: bool = False, **options: Any) -> None:
+        super().__init__(**options)
         self.squared_denominator = squared_denominator
-        self.activation = activation
-        self.ignore_index = ignore_index
 
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        probs, onehot, _ = prepare(
-            logits,
-            target,
-            activation=self.activation,
-            ignore_index=self.ignore_index,
-            include_background=self.include_background,
-        )
-        dice = soft_dice(
+    def score(self, probs: Tensor, onehot: Tensor) -> Tensor:
+        return soft_dice(
             probs,
             onehot,
             smooth=self.smooth,
             batch_dice=self.batch_dice,
             squared=self.squared_denominator,
         )
-        return 1.0 - dice.mean()
 
 
-class GeneralizedDiceLoss(nn.Module):
+class GeneralizedDiceLoss(OverlapLoss):
     """``1 - mean Generalized Dice`` on logits (Sudre et al. 2017); see :func:`generalized_dice`.
 
-    Options as :class:`DiceLoss` (without ``squared_denominator``).
+    The background is included by default, as in the paper and MONAI's
+    ``GeneralizedDiceLoss``: the class weights only act between several classes, so without
+    the background a binary task reduces to plain Dice.
+
+    Args:
+        include_background: keep channel 0 (softmax only); default True.
+        **options: ``smooth``, ``batch_dice``, ``activation``, ``ignore_index``, as
+            :class:`OverlapLoss`.
+
+    Example:
+        >>> logits = torch.tensor([[[[9.0, -9.0]], [[-9.0, 9.0]]]])  # confident, correct
+        >>> round(GeneralizedDiceLoss()(logits, torch.tensor([[[[0, 1]]]])).item(), 3)
+        0.0
     """
 
-    def __init__(
-        self,
-        *,
-        include_background: bool = False,
-        smooth: float = 1e-5,
-        batch_dice: bool = False,
-        activation: Activation = "softmax",
-        ignore_index: int | None = None,
-    ) -> None:
-        super().__init__()
-        self.include_background = include_background
-        self.smooth = smooth
-        self.batch_dice = batch_dice
-        self.activation = activation
-        self.ignore_index = ignore_index
+    def __init__(self, *, include_background: bool = True, **options: Any) -> None:
+        super().__init__(include_background=include_background, **options)
 
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        probs, onehot, _ = prepare(
-            logits,
-            target,
-            activation=self.activation,
-            ignore_index=self.ignore_index,
-            include_background=self.include_background,
-        )
-        return (
-            1.0
-            - generalized_dice(probs, onehot, smooth=self.smooth, batch_dice=self.batch_dice).mean()
-        )
+    def score(self, probs: Tensor, onehot: Tensor) -> Tensor:
+        return generalized_dice(probs, onehot, smooth=self.smooth, batch_dice=self.batch_dice)

@@ -1,40 +1,64 @@
 """Losses by name: ``build_loss("dice_ce", batch_dice=True)``; every registered loss is
-called as ``loss(logits, target)`` (logits ``(B, K, *spatial)``, target labels
-``(B, 1, *spatial)`` or one-hot ``(B, K, *spatial)``).
+called as ``loss(outputs, target)``.
 
-Shared option names: ``include_background``, ``smooth`` (0 allowed), ``batch_dice``,
-``activation`` (``softmax`` | ``sigmoid``), ``ignore_index``; focal: ``gamma``, ``alpha``
-(None: no class weighting); Tversky: ``alpha`` (FP weight), ``beta`` (FN weight).
+Segmentation losses (``task="segmentation"``) take logits ``(B, K, *spatial)`` and target
+labels ``(B, 1, *spatial)`` or one-hot ``(B, K, *spatial)``. Shared option names:
+``include_background``, ``smooth`` (0 allowed), ``batch_dice``, ``activation`` (``softmax`` |
+``sigmoid``), ``ignore_index``; focal: ``gamma``, ``alpha`` (None: no class weighting);
+Tversky: ``alpha`` (FP weight), ``beta`` (FN weight).
+
+Classifier losses (``task="classification"`` or ``"regression"``, :mod:`medseg.losses.
+classification`) take per-image outputs ``(B, K)`` and targets ``(B,)`` class indices or
+``(B, K)`` values.
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from torch import nn
 
-from medseg.errors import ConfigError
 from medseg.losses.boundary import BoundaryLoss
+from medseg.losses.classification import ClassificationCrossEntropy, L1Loss, MSELoss
 from medseg.losses.compound import DiceCELoss
 from medseg.losses.cross_entropy import CrossEntropyLoss, WeightedCrossEntropyLoss
 from medseg.losses.dice import DiceLoss, GeneralizedDiceLoss
 from medseg.losses.focal import FocalLoss
+from medseg.losses.margin import MarginLoss
 from medseg.losses.tversky import TverskyLoss
 from medseg.registry import Registry
 
 LOSSES = Registry("loss")
-LOSSES.register("ce")(CrossEntropyLoss)
-LOSSES.register("weighted_ce")(WeightedCrossEntropyLoss)
-LOSSES.register("dice")(DiceLoss)
-LOSSES.register("generalized_dice")(GeneralizedDiceLoss)
-LOSSES.register("focal")(FocalLoss)
-LOSSES.register("tversky")(TverskyLoss)
-LOSSES.register("boundary")(BoundaryLoss)
-LOSSES.register("dice_ce")(DiceCELoss)
+
+for _name, _builder, _task, _description in [
+    ("ce", CrossEntropyLoss, "segmentation", "Cross-entropy per voxel, optional class weights"),
+    ("weighted_ce", WeightedCrossEntropyLoss, "segmentation",
+     "Cross-entropy with U-Net border weight maps (Ronneberger 2015)"),
+    ("dice", DiceLoss, "segmentation", "Soft Dice, 1 - mean Dice over classes"),
+    ("generalized_dice", GeneralizedDiceLoss, "segmentation",
+     "Generalized Dice, classes weighted by 1 / volume^2 (Sudre 2017)"),
+    ("focal", FocalLoss, "segmentation", "Focal loss, down-weights easy voxels (Lin 2017)"),
+    ("tversky", TverskyLoss, "segmentation",
+     "Tversky loss, separate FP and FN weights (Salehi 2017)"),
+    ("boundary", BoundaryLoss, "segmentation",
+     "Boundary loss on signed distance maps (Kervadec 2019)"),
+    ("dice_ce", DiceCELoss, "segmentation", "Soft Dice + cross-entropy (nnU-Net's default)"),
+    ("classification_ce", ClassificationCrossEntropy, "classification",
+     "Cross-entropy of (B, K) logits against (B,) class indices, optional class weights"),
+    ("margin", MarginLoss, "classification",
+     "Capsule margin loss on (B, K) capsule lengths (Sabour 2017)"),
+    ("mse", MSELoss, "regression", "Mean squared error of (B, K) outputs"),
+    ("l1", L1Loss, "regression", "Mean absolute error of (B, K) outputs"),
+]:
+    LOSSES.register(_name, description=_description, task=_task)(_builder)
 
 
-@LOSSES.register("milletari_dice")
+@LOSSES.register(
+    "milletari_dice",
+    description="V-Net Dice with a squared denominator (Milletari 2016)",
+    task="segmentation",
+    options=["activation", "batch_dice", "ignore_index", "include_background", "smooth"],
+)
 def milletari_dice(**options: Any) -> DiceLoss:
     """Milletari et al. 2016 (V-Net) Dice: squared denominator ``sum p^2 + sum g^2``.
 
@@ -43,25 +67,28 @@ def milletari_dice(**options: Any) -> DiceLoss:
     return DiceLoss(squared_denominator=True, **options)
 
 
-def list_losses() -> list[str]:
-    """Registered loss names, sorted.
+def list_losses(task: str | None = None) -> list[str]:
+    """Registered loss names, sorted: all, or those of one ``task`` (``"segmentation"``,
+    ``"classification"``, ``"regression"``).
 
     Example:
-        >>> "dice_ce" in list_losses()
-        True
+        >>> "dice_ce" in list_losses(), list_losses("regression")
+        (True, ['l1', 'mse'])
     """
-    return LOSSES.names()
+    return LOSSES.names(task=task)
 
 
 def loss_options(name: str) -> list[str]:
-    """The keyword options a registered loss accepts."""
-    builder = LOSSES.get(name)
-    target = DiceLoss if builder is milletari_dice else builder
-    params = inspect.signature(target).parameters.values()
-    names = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    return sorted(
-        n for n in names if not (builder is milletari_dice and n == "squared_denominator")
-    )
+    """The keyword options a registered loss accepts.
+
+    Raises:
+        ConfigError: for an unknown loss name (listing the valid ones).
+
+    Example:
+        >>> loss_options("classification_ce")
+        ['weight']
+    """
+    return LOSSES.options(name)
 
 
 def build_loss(name: str, **config: Any) -> nn.Module:
@@ -74,10 +101,4 @@ def build_loss(name: str, **config: Any) -> nn.Module:
         >>> build_loss("focal", gamma=0.0).gamma
         0.0
     """
-    builder = LOSSES.get(name)
-    unknown = sorted(set(config) - set(loss_options(name)))
-    if unknown:
-        raise ConfigError(
-            f"loss '{name}' has no option(s) {unknown}; valid options: {', '.join(loss_options(name))}"
-        )
-    return builder(**config)
+    return LOSSES.build(name, **config)

@@ -10,9 +10,12 @@ weights.
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from typing import Any
 
-from medseg.losses.inputs import Activation, prepare, sum_voxels
+from torch import Tensor
+
+from medseg.losses.dice import OverlapLoss
+from medseg.losses.inputs import sum_voxels
 
 
 def tversky_index(
@@ -39,47 +42,23 @@ def tversky_index(
     return (tp + smooth) / (tp + alpha * fp + beta * fn + smooth).clamp_min(1e-8)
 
 
-class TverskyLoss(nn.Module):
+class TverskyLoss(OverlapLoss):
     """``1 - mean Tversky index`` on logits; ``loss(logits, target)``.
 
     Args:
         alpha: false-positive weight.
         beta: false-negative weight.
-        include_background: keep channel 0 (softmax only).
-        smooth: added to numerator and denominator (0 allowed).
-        batch_dice: one index per class over the batch.
-        activation: ``softmax`` or ``sigmoid``.
-        ignore_index: label whose voxels are left out.
+        **options: ``include_background`` (default False), ``smooth``, ``batch_dice`` (one
+            index per class over the batch), ``activation``, ``ignore_index``, as
+            :class:`medseg.losses.dice.OverlapLoss`.
     """
 
-    def __init__(
-        self,
-        *,
-        alpha: float = 0.3,
-        beta: float = 0.7,
-        include_background: bool = False,
-        smooth: float = 1e-5,
-        batch_dice: bool = False,
-        activation: Activation = "softmax",
-        ignore_index: int | None = None,
-    ) -> None:
-        super().__init__()
+    def __init__(self, *, alpha: float = 0.3, beta: float = 0.7, **options: Any) -> None:
+        super().__init__(**options)
         self.alpha, self.beta = alpha, beta
-        self.include_background = include_background
-        self.smooth = smooth
-        self.batch_dice = batch_dice
-        self.activation = activation
-        self.ignore_index = ignore_index
 
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        probs, onehot, _ = prepare(
-            logits,
-            target,
-            activation=self.activation,
-            ignore_index=self.ignore_index,
-            include_background=self.include_background,
-        )
-        index = tversky_index(
+    def score(self, probs: Tensor, onehot: Tensor) -> Tensor:
+        return tversky_index(
             probs,
             onehot,
             alpha=self.alpha,
@@ -87,4 +66,3 @@ class TverskyLoss(nn.Module):
             smooth=self.smooth,
             batch_dice=self.batch_dice,
         )
-        return 1.0 - index.mean()

@@ -14,8 +14,8 @@ outside); ``network_task(name)`` tells which. All are built by name::
 Modules: ``ops`` (layer types per dimension), ``blocks`` (conv, residual, dense, separable),
 ``aspp``, ``sampling`` (pool/unpool/up-sample), ``attention`` (self-attention, attention gate),
 ``shapes`` (per-stage settings, divisibility), ``encoder_decoder`` (U-Net skeleton), one
-module per network family, ``classifiers`` (the classification zoo, gathered from the
-``classifier_*`` modules), and ``registry``.
+module per network family, the classification zoo in the ``classifier_*`` modules (the
+skeleton in ``classifier_base``), and ``registry``.
 """
 
 from medseg.nets.aspp import ASPP
@@ -29,21 +29,14 @@ from medseg.nets.blocks import (
     pointwise_conv,
 )
 from medseg.nets.capsnet import CapsuleNetwork, dynamic_routing, squash
-from medseg.nets.classifiers import (
-    VGG,
-    VGG11,
-    VGG16,
-    AlexNet,
+from medseg.nets.classifier_base import Classifier
+from medseg.nets.classifier_inception import Inception, InceptionBlock
+from medseg.nets.classifier_mobile import InvertedResidual, MobileNetV1, MobileNetV2
+from medseg.nets.classifier_plain import VGG, VGG11, VGG16, AlexNet, LeNet5
+from medseg.nets.classifier_resnet import (
     Bottleneck,
-    Classifier,
     DenseNet,
     DenseNet121,
-    Inception,
-    InceptionBlock,
-    InvertedResidual,
-    LeNet5,
-    MobileNetV1,
-    MobileNetV2,
     ResNet,
     ResNet18,
     ResNet34,

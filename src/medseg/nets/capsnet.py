@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from medseg.errors import ConfigError
-from medseg.nets.ops import conv_type
+from medseg.nets.ops import conv_type, per_axis
 
 
 def squash(s: Tensor, dim: int = -1, eps: float = 1e-8) -> Tensor:
@@ -185,8 +185,6 @@ class CapsuleNetwork(nn.Module):
         (torch.Size([2, 3]), torch.Size([2, 1, 12, 12]))
     """
 
-    task = "classification"
-
     def __init__(
         self,
         spatial_dims: int,
@@ -206,9 +204,7 @@ class CapsuleNetwork(nn.Module):
     ) -> None:
         super().__init__()
         conv = conv_type(spatial_dims)
-        size = (image_size,) * spatial_dims if isinstance(image_size, int) else tuple(image_size)
-        if len(size) != spatial_dims or min(size) < 1:
-            raise ConfigError(f"image_size {image_size} must be an int or {spatial_dims} ints")
+        size = per_axis(image_size, spatial_dims, "image_size")
         self.image_size, self.in_channels, self.num_classes = size, in_channels, out_channels
         light = spatial_dims == 3  # lighter 3D defaults
         stem = stem_channels if stem_channels is not None else (32 if light else 256)

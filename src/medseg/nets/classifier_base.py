@@ -12,7 +12,18 @@ learning and saliency need no per-network code:
 * ``head``: the final linear layer(s); ``head[-1]`` is the output ``nn.Linear``.
 
 ``backbone.parameters()`` and ``head.parameters()`` partition the parameters, so freezing
-"everything but the head" is ``model.backbone.requires_grad_(False)``.
+"everything but the head" is ``model.backbone.requires_grad_(False)``. Too small inputs raise
+``ValueError`` (``min_input_size``).
+
+The families built on it live in ``classifier_plain`` (LeNet-5, AlexNet, VGG),
+``classifier_resnet`` (ResNet, DenseNet), ``classifier_mobile`` (MobileNet v1/v2) and
+``classifier_inception`` (GoogLeNet); the Vision Transformer (``vit``), the capsule network
+(``capsnet``) and the U-Net-encoder classifier (``encoder_classifier``) keep the ``backbone``
+/ ``head`` names but not the pooling skeleton. All are built by name::
+
+    from medseg.nets import build_network
+    net = build_network("resnet18", spatial_dims=3, in_channels=1, out_channels=2)
+    net(torch.randn(4, 1, 64, 64, 64)).shape   # (4, 2)
 """
 
 from __future__ import annotations
@@ -22,40 +33,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from medseg.errors import ConfigError
-from medseg.nets.ops import as_tuple
-
-ADAPTIVE_AVG_POOL: dict[int, type[nn.Module]] = {
-    1: nn.AdaptiveAvgPool1d,
-    2: nn.AdaptiveAvgPool2d,
-    3: nn.AdaptiveAvgPool3d,
-}
-
-
-def adaptive_avg_pool(spatial_dims: int, output_size: int | Sequence[int] = 1) -> nn.Module:
-    """``nn.AdaptiveAvgPool1d/2d/3d`` to ``output_size`` per axis (1: global average pooling).
-
-    Example:
-        >>> adaptive_avg_pool(3, 1)(torch.zeros(2, 5, 3, 4, 6)).shape
-        torch.Size([2, 5, 1, 1, 1])
-    """
-    if spatial_dims not in ADAPTIVE_AVG_POOL:
-        raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}")
-    size = per_axis(output_size, spatial_dims, "pooled_size")
-    return ADAPTIVE_AVG_POOL[spatial_dims](size)
-
-
-def per_axis(value: int | Sequence[int], spatial_dims: int, name: str) -> tuple[int, ...]:
-    """:func:`medseg.nets.ops.as_tuple` for user options: a wrong length is a ``ConfigError``.
-
-    Example:
-        >>> per_axis(7, 2, "pooled_size")
-        (7, 7)
-    """
-    try:
-        return as_tuple(value, spatial_dims, name=name)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+from medseg.nets.ops import adaptive_avg_pool, as_tuple
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -136,11 +114,8 @@ class Classifier(nn.Module):
         pooled_size: per-axis output size of the adaptive average pooling (1: global).
         min_input_size: smallest accepted input size per axis (int or per-axis).
 
-    Attributes:
-        task: ``"classification"`` (``medseg.nets.network_task`` reads it).
+    The registry records the task (``medseg.nets.network_task(name)``), not the class.
     """
-
-    task = "classification"
 
     def __init__(
         self,

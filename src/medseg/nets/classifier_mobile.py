@@ -11,12 +11,13 @@ with batch norm after both parts of every separable convolution), mobilenet_v2 3
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
 from medseg.nets.blocks import ConvNormAct, SeparableConv
 from medseg.nets.classifier_base import Classifier, linear_head, make_divisible
-from medseg.nets.ops import NormName, conv_type, norm_layer
+from medseg.nets.ops import NormName
 
 #: MobileNet v1 after the stem: (output channels, stride) of each separable convolution.
 MOBILENET_V1_LAYERS: tuple[tuple[int, int], ...] = (
@@ -48,32 +49,12 @@ MOBILENET_V2_LAYERS: tuple[tuple[int, int, int, int], ...] = (
 
 
 def _conv_norm_relu6(
-    spatial_dims: int,
-    in_channels: int,
-    out_channels: int,
-    *,
-    kernel_size: int = 1,
-    stride: int = 1,
-    groups: int = 1,
-    norm: NormName = "batch",
-    relu6: bool = True,
-) -> nn.Sequential:
-    """Convolution (no bias) -> norm (-> ReLU6): MobileNet v2's unit."""
-    layers: list[nn.Module] = [
-        conv_type(spatial_dims)(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride,
-            padding=kernel_size // 2,
-            groups=groups,
-            bias=False,
-        ),
-        norm_layer(norm, spatial_dims, out_channels),
-    ]
-    if relu6:
-        layers.append(nn.ReLU6(inplace=True))
-    return nn.Sequential(*layers)
+    spatial_dims: int, in_channels: int, out_channels: int, *, relu6: bool = True, **conv: Any
+) -> nn.Module:
+    """Convolution (no bias; 1x1 unless ``kernel_size`` is given) -> norm (-> ReLU6):
+    MobileNet v2's unit. ``conv``: ``kernel_size``, ``stride``, ``groups``, ``norm``."""
+    conv = {"kernel_size": 1, **conv, "act": "relu6" if relu6 else "none", "bias": False}
+    return ConvNormAct(spatial_dims, in_channels, out_channels, **conv)
 
 
 class MobileNetV1(Classifier):

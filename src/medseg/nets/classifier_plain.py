@@ -17,8 +17,8 @@ from torch import nn
 
 from medseg.errors import ConfigError
 from medseg.nets.blocks import ConvNormAct
-from medseg.nets.classifier_base import Classifier, mlp_head, per_axis
-from medseg.nets.ops import NormName, max_pool_type
+from medseg.nets.classifier_base import Classifier, mlp_head
+from medseg.nets.ops import NormName, max_pool_type, per_axis
 
 #: Convolutions per VGG stage (five stages, each followed by a 2x2 max-pool).
 VGG_DEPTHS: dict[int, tuple[int, ...]] = {

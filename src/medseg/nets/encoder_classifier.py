@@ -38,8 +38,6 @@ class UNetEncoderClassifier(nn.Module):
         torch.Size([2, 3])
     """
 
-    task = "classification"
-
     def __init__(
         self,
         spatial_dims: int,

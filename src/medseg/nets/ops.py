@@ -13,8 +13,10 @@ from typing import Literal
 
 from torch import nn
 
+from medseg.errors import ConfigError
+
 NormName = Literal["instance", "batch", "group", "none"]
-ActName = Literal["leakyrelu", "relu", "elu", "gelu", "none"]
+ActName = Literal["leakyrelu", "relu", "relu6", "elu", "gelu", "none"]
 
 CONV: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 CONV_TRANSPOSE: dict[int, type[nn.Module]] = {
@@ -24,6 +26,7 @@ CONV_TRANSPOSE: dict[int, type[nn.Module]] = {
 }
 MAX_POOL: dict[int, type[nn.Module]] = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
 AVG_POOL: dict[int, type[nn.Module]] = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
+ADAPTIVE_AVG_POOL = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
 DROPOUT: dict[int, type[nn.Module]] = {1: nn.Dropout1d, 2: nn.Dropout2d, 3: nn.Dropout3d}
 BATCH_NORM: dict[int, type[nn.Module]] = {
     1: nn.BatchNorm1d,
@@ -81,6 +84,21 @@ def avg_pool_type(spatial_dims: int) -> type[nn.Module]:
     return AVG_POOL[_check_dims(spatial_dims)]
 
 
+def adaptive_avg_pool(spatial_dims: int, output_size: int | Sequence[int] = 1) -> nn.Module:
+    """``nn.AdaptiveAvgPool1d/2d/3d`` to ``output_size`` per axis (1: global average pooling).
+
+    Raises:
+        ConfigError: for an ``output_size`` with the wrong length or a value below 1.
+
+    Example:
+        >>> import torch
+        >>> adaptive_avg_pool(3, 1)(torch.zeros(2, 5, 3, 4, 6)).shape
+        torch.Size([2, 5, 1, 1, 1])
+    """
+    size = per_axis(output_size, _check_dims(spatial_dims), "pooled_size")
+    return ADAPTIVE_AVG_POOL[spatial_dims](size)
+
+
 def dropout_type(spatial_dims: int) -> type[nn.Module]:
     """Channel dropout ``nn.Dropout1d/2d/3d`` (zeroes whole feature maps) for ``spatial_dims``."""
     return DROPOUT[_check_dims(spatial_dims)]
@@ -129,8 +147,8 @@ def act_layer(act: ActName, *, negative_slope: float = 0.01) -> nn.Module:
     """An activation layer.
 
     Args:
-        act: ``leakyrelu`` (slope ``negative_slope``, nnU-Net's choice), ``relu``, ``elu``,
-            ``gelu`` or ``none`` (identity).
+        act: ``leakyrelu`` (slope ``negative_slope``, nnU-Net's choice), ``relu``, ``relu6``
+            (MobileNet v2), ``elu``, ``gelu`` or ``none`` (identity).
         negative_slope: LeakyReLU slope for negative inputs.
 
     Returns:
@@ -147,13 +165,15 @@ def act_layer(act: ActName, *, negative_slope: float = 0.01) -> nn.Module:
         return nn.LeakyReLU(negative_slope, inplace=True)
     if act == "relu":
         return nn.ReLU(inplace=True)
+    if act == "relu6":
+        return nn.ReLU6(inplace=True)
     if act == "elu":
         return nn.ELU(inplace=True)
     if act == "gelu":
         return nn.GELU()
     if act == "none":
         return nn.Identity()
-    raise ValueError(f"act must be one of leakyrelu, relu, elu, gelu, none; got {act!r}")
+    raise ValueError(f"act must be one of leakyrelu, relu, relu6, elu, gelu, none; got {act!r}")
 
 
 def as_tuple(
@@ -183,6 +203,23 @@ def as_tuple(
         raise ValueError(
             f"{name} {tuple(value)} must have one entry per spatial axis ({spatial_dims})"
         )
+    return out
+
+
+def per_axis(value: int | Sequence[int], spatial_dims: int, name: str) -> tuple[int, ...]:
+    """:func:`as_tuple` for a user's option (a size): a wrong length or a value below 1 is a
+    ``ConfigError`` naming the option.
+
+    Example:
+        >>> per_axis(7, 2, "pooled_size")
+        (7, 7)
+    """
+    try:
+        out = as_tuple(value, spatial_dims, name=name)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if min(out) < 1:
+        raise ConfigError(f"{name} {out} must be at least 1 along every axis")
     return out
 
 

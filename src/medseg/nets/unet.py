@@ -3,7 +3,8 @@
 ``UNet`` is the generic encoder-decoder with skips (Ronneberger et al. 2015; 3D: Cicek et
 al. 2016; configured per stage as in nnU-Net, Isensee et al. 2021). ``ResidualUNet``,
 ``AttentionUNet`` and ``DilatedUNet`` are the same class with other defaults, so a plan can
-reach every variant through options alone. :data:`UNET_PRESETS` holds the two papers' settings.
+reach every variant through options alone. The registry :data:`UNET_PRESETS` holds the two
+papers' settings.
 """
 
 from __future__ import annotations
@@ -13,38 +14,50 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from medseg.errors import ConfigError
 from medseg.nets.aspp import ASPP
 from medseg.nets.blocks import pointwise_conv
 from medseg.nets.encoder_decoder import DownsampleMode, UNetDecoder, UNetEncoder
 from medseg.nets.ops import ActName, NormName
 from medseg.nets.sampling import UpsampleMode
 from medseg.nets.shapes import PerStage, check_divisible
+from medseg.registry import Registry
 
-#: The original papers' settings, e.g. ``UNet(2, 1, 2, **UNET_PRESETS["ronneberger"])``.
-#: Both use "same" padding (output size = input size) instead of the papers' unpadded
+#: The original papers' settings as registered builders of keyword options, e.g.
+#: ``UNet(2, 1, 2, **UNET_PRESETS.build("ronneberger"))`` or :func:`unet_from_preset`. Both
+#: use "same" padding (output size = input size) instead of the papers' unpadded
 #: convolutions with cropped skips, and no dropout.
-UNET_PRESETS: dict[str, dict[str, Any]] = {
-    # Ronneberger et al. 2015: 2 x (3x3 conv + ReLU), 2x2 max-pool, features 64..1024,
-    # 2x2 up-convolution, no normalisation.
-    "ronneberger": {
+UNET_PRESETS = Registry("U-Net preset")
+
+
+@UNET_PRESETS.register(
+    "ronneberger", description="Ronneberger 2015: 2-D, 64..1024 features, max-pool, no norm"
+)
+def ronneberger() -> dict[str, Any]:
+    """Ronneberger et al. 2015: 2 x (3x3 conv + ReLU), 2x2 max-pool, features 64..1024, 2x2
+    up-convolution, no normalisation."""
+    return {
         "features": (64, 128, 256, 512, 1024),
         "downsample": "maxpool",
         "upsample": "transpose",
         "norm": "none",
         "act": "relu",
-    },
-    # Cicek et al. 2016 (3D U-Net): 3 down-samplings, batch norm, ReLU, 2x2x2 max-pool and
-    # up-convolution. (The paper's stage widths are 32/64, 64/128, 128/256, 256/512 for the
-    # two convolutions; here each stage has one width.)
-    "cicek": {
+    }
+
+
+@UNET_PRESETS.register(
+    "cicek", description="Cicek 2016 (3D U-Net): 3 down-samplings, batch norm, max-pool"
+)
+def cicek() -> dict[str, Any]:
+    """Cicek et al. 2016 (3D U-Net): 3 down-samplings, batch norm, ReLU, 2x2x2 max-pool and
+    up-convolution. (The paper's stage widths are 32/64, 64/128, 128/256, 256/512 for the two
+    convolutions; here each stage has one width.)"""
+    return {
         "features": (64, 128, 256, 512),
         "downsample": "maxpool",
         "upsample": "transpose",
         "norm": "batch",
         "act": "relu",
-    },
-}
+    }
 
 
 class UNet(nn.Module):
@@ -213,8 +226,5 @@ def unet_from_preset(
         >>> net.required_divisor
         (8, 8, 8)
     """
-    if preset not in UNET_PRESETS:
-        raise ConfigError(
-            f"unknown U-Net preset {preset!r}; valid: {', '.join(sorted(UNET_PRESETS))}"
-        )
-    return UNet(spatial_dims, in_channels, out_channels, **{**UNET_PRESETS[preset], **overrides})
+    options = {**UNET_PRESETS.build(preset), **overrides}
+    return UNet(spatial_dims, in_channels, out_channels, **options)

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from medseg.errors import ConfigError
 from medseg.nets.attention import MultiHeadSelfAttention
-from medseg.nets.ops import conv_type
+from medseg.nets.ops import conv_type, per_axis
 
 #: ``size -> (dim, depth, heads, mlp_dim)``.
 VIT_SIZES: dict[str, tuple[int, int, int, int]] = {
@@ -33,15 +33,6 @@ VIT_SIZES: dict[str, tuple[int, int, int, int]] = {
 }
 
 Pool = Literal["cls", "mean"]
-
-
-def _per_axis(value: int | Sequence[int], spatial_dims: int, name: str) -> tuple[int, ...]:
-    out = (int(value),) * spatial_dims if isinstance(value, int) else tuple(int(v) for v in value)
-    if len(out) != spatial_dims or min(out) < 1:
-        raise ConfigError(
-            f"{name} {value} must be a positive int or {spatial_dims} positive ints (one per axis)"
-        )
-    return out
 
 
 def attention_weights(attention: MultiHeadSelfAttention, tokens: Tensor) -> Tensor:
@@ -214,8 +205,6 @@ class VisionTransformer(nn.Module):
         (torch.Size([2, 3]), torch.Size([1, 17, 8]))
     """
 
-    task = "classification"
-
     def __init__(
         self,
         spatial_dims: int,
@@ -246,8 +235,8 @@ class VisionTransformer(nn.Module):
             raise ConfigError(f"ViT dim {dim} must be divisible by heads {heads}")
         if image_size is None:
             image_size = 64 if spatial_dims == 3 else 224
-        image = _per_axis(image_size, spatial_dims, "image_size")
-        patch = _per_axis(patch_size, spatial_dims, "patch_size")
+        image = per_axis(image_size, spatial_dims, "image_size")
+        patch = per_axis(patch_size, spatial_dims, "patch_size")
         if any(n % p for n, p in zip(image, patch, strict=True)):
             raise ConfigError(
                 f"ViT image_size {image} is not divisible by patch_size {patch}; "

@@ -44,27 +44,30 @@ from medseg.transforms.spatial import (
 
 TRANSFORMS = Registry("transform")
 
-for _name, _builder in {
-    "spatial": RandomSpatial,
-    "flip": RandomFlip,
-    "rot90": RandomRot90,
-    "crop_or_pad": CropOrPad,
-    "crop_resize": RandomCropResize,
-    "low_resolution": RandomLowResolution,
-    "brightness": RandomBrightness,
-    "contrast": RandomContrast,
-    "gamma": RandomGamma,
-    "gaussian_noise": RandomGaussianNoise,
-    "rician_noise": RandomRicianNoise,
-    "gaussian_blur": RandomGaussianBlur,
-    "sharpen": RandomSharpen,
-    "histogram_equalization": RandomHistogramEqualization,
-    "bias_field": RandomBiasField,
-    "erasing": RandomErasing,
-    "nnunet_default": nnunet_default,
-    "light": light,
-}.items():
-    TRANSFORMS.register(_name)(_builder)
+for _name, _builder, _description in [
+    ("spatial", RandomSpatial,
+     "Rotation, scaling, shear, translation and elastic deformation in one resampling"),
+    ("flip", RandomFlip, "Flip each spatial axis independently with probability p"),
+    ("rot90", RandomRot90, "Rotate by 1, 2 or 3 quarter turns in one plane"),
+    ("crop_or_pad", CropOrPad, "Crop and/or pad to a size, centred or at a random offset"),
+    ("crop_resize", RandomCropResize, "Crop a random box and resize it to the output size"),
+    ("low_resolution", RandomLowResolution,
+     "Simulate low resolution: nearest downsampling, linear upsampling"),
+    ("brightness", RandomBrightness, "Multiply (or shift) the intensities by a random factor"),
+    ("contrast", RandomContrast, "Scale the contrast around the channel mean"),
+    ("gamma", RandomGamma, "Gamma correction of the range-normalised image"),
+    ("gaussian_noise", RandomGaussianNoise, "Additive zero-mean Gaussian noise"),
+    ("rician_noise", RandomRicianNoise, "Rician noise of magnitude MRI (non-negative)"),
+    ("gaussian_blur", RandomGaussianBlur, "Gaussian blur with a random sigma (voxels)"),
+    ("sharpen", RandomSharpen, "Unsharp masking x + a * (x - blur(x))"),
+    ("histogram_equalization", RandomHistogramEqualization,
+     "Histogram equalisation, mapped back onto each channel's range"),
+    ("bias_field", RandomBiasField, "MRI bias field: multiply by exp of a random polynomial"),
+    ("erasing", RandomErasing, "Cutout / random erasing of 1..n random boxes"),
+    ("nnunet_default", nnunet_default, "Preset: nnU-Net v2's default training augmentation"),
+    ("light", light, "Preset: a light pipeline for small or fragile datasets"),
+]:
+    TRANSFORMS.register(_name, description=_description)(_builder)
 
 
 def build_transform(name: str, **kwargs: Any) -> Transform:
@@ -75,7 +78,8 @@ def build_transform(name: str, **kwargs: Any) -> Transform:
         **kwargs: the builder's options (presets need ``spatial_dims``).
 
     Raises:
-        ConfigError: unknown name; the message lists the valid names and the closest one.
+        ConfigError: unknown name or option; the message lists the valid ones and the
+            closest one.
 
     Example:
         >>> build_transform("light", spatial_dims=3).__class__.__name__
