@@ -50,7 +50,7 @@ def test_msd_layout_with_training_list_and_value_to_name_labels(tmp_path: Path) 
     write_image(Image(label, (1, 1, 1)), root / "labelsTr" / "hip_001.nii.gz")
     meta = {"name": "Hip", "modality": {"0": "MRI"}, "labels": {"0": "background", "1": "Anterior"}, "numTraining": 1,
             "training": [{"image": "./imagesTr/hip_001.nii.gz", "label": "./labelsTr/hip_001.nii.gz"}]}
-    (root / "dataset.json").write_text(json.dumps(meta))
+    (root / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     ds = load_dataset(root)
     assert ds.layout == "msd" and ds.labels == {"background": 0, "Anterior": 1}
     assert [c.case_id for c in ds.cases] == ["hip_001"]
@@ -84,10 +84,10 @@ def test_missing_folder_and_empty_folder_are_clear_errors(tmp_path: Path) -> Non
 
 
 def test_invalid_dataset_json_is_a_clear_error(tmp_path: Path) -> None:
-    (tmp_path / "dataset.json").write_text("{not json")
+    (tmp_path / "dataset.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(DatasetError, match="dataset.json: not valid JSON"):
         load_dataset(tmp_path)
-    (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "file_ending": ".nii.gz"}))
+    (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "file_ending": ".nii.gz"}), encoding="utf-8")
     with pytest.raises(DatasetError, match="missing required key"):
         load_dataset(tmp_path)
 
@@ -119,9 +119,9 @@ def test_check_reports_every_problem_not_just_the_first(make_dataset, tmp_path: 
 
 def test_check_reports_wrong_channel_count(make_dataset, tmp_path: Path) -> None:
     root = make_dataset(tmp_path / "ch", num_cases=1)
-    meta = json.loads((root / "dataset.json").read_text())
+    meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     meta["channel_names"] = {"0": "T1", "1": "T2"}
-    (root / "dataset.json").write_text(json.dumps(meta))
+    (root / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     assert any("1 channel(s), dataset.json declares 2" in m for m in _messages(root))
 
 
@@ -172,11 +172,11 @@ def test_fingerprint_json_round_trip_and_unknown_keys(tiny_dataset: Path, tmp_pa
     fp = compute_fingerprint(load_dataset(tiny_dataset), jobs=1, progress=False)
     fp.to_json(tmp_path / "fp.json")
     assert Fingerprint.from_json(tmp_path / "fp.json") == fp
-    data = json.loads((tmp_path / "fp.json").read_text())
+    data = json.loads((tmp_path / "fp.json").read_text(encoding="utf-8"))
     for key in ("cases", "median_spacing", "median_shape", "spacing_percentiles", "intensity", "class_fractions", "anisotropy"):
         assert key in data
     data["bogus"] = 1
-    (tmp_path / "bad.json").write_text(json.dumps(data))
+    (tmp_path / "bad.json").write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(ConfigError, match="bogus"):
         Fingerprint.from_json(tmp_path / "bad.json")
 

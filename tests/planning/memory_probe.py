@@ -21,7 +21,7 @@ def main() -> None:
     loss_fn = DeepSupervisionLoss(build_loss(plan.loss))
     image = torch.randn(plan.batch_size, plan.in_channels, *plan.patch_size)
     label = torch.randint(0, plan.num_classes, (plan.batch_size, 1, *plan.patch_size))
-    Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark (VmHWM) to now
+    Path("/proc/self/clear_refs").write_text("5", encoding="utf-8")  # reset the high-water mark (VmHWM) to now
     base = _status_kb("VmRSS")
     for _ in range(2):
         optimizer.zero_grad()
@@ -32,7 +32,7 @@ def main() -> None:
 
 
 def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
+    for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise RuntimeError(f"{field} not in /proc/self/status")

@@ -50,10 +50,18 @@ def test_measured_step_time_is_positive_for_a_tiny_plan() -> None:
     assert measure_step_seconds(small, steps=1) > 0
 
 
+def _fake_probe(monkeypatch: pytest.MonkeyPatch, seconds_of) -> None:
+    """Step times from ``seconds_of(plan)`` instead of a child process measuring them."""
+    def probe(plan, **kw):
+        return {p: calibrate.ProbeResult(seconds_of(plan)) for p in ("fp32", "bf16")}
+
+    monkeypatch.setattr(calibrate, "probe_step_seconds", probe)
+
+
 def test_time_budget_sets_epochs_and_recommends_by_affordable_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     plans = plan_dataset(_fingerprint((64, 64, 64)), "x", memory_gb=0.5)
     seconds = {3: 1.0, 2: 0.1}
-    monkeypatch.setattr(calibrate, "measure_step_seconds", lambda plan, **kw: seconds[plan.spatial_dims])
+    _fake_probe(monkeypatch, lambda plan: seconds[plan.spatial_dims])
     short = fit_to_time_budget(plans, 1000.0)
     assert short.recommended == "2d"  # 3D affords 850 steps < 2000
     assert short["2d"].num_epochs == int(1000 * calibrate.OVERHEAD / 0.1) // short["2d"].steps_per_epoch
@@ -64,7 +72,7 @@ def test_time_budget_sets_epochs_and_recommends_by_affordable_steps(monkeypatch:
 
 def test_a_tight_budget_narrows_the_2d_network(monkeypatch: pytest.MonkeyPatch) -> None:
     plans = plan_dataset(_fingerprint((64, 64)), "x", memory_gb=0.5)
-    monkeypatch.setattr(calibrate, "measure_step_seconds", lambda plan, **kw: plan.network_config["features"][0] / 16)
+    _fake_probe(monkeypatch, lambda plan: plan.network_config["features"][0] / 16)
     tight = fit_to_time_budget(plans, 300.0)  # 16 features: 1 s per step -> 255 steps < 600
     assert tight["2d"].network_config["features"][0] < plans["2d"].network_config["features"][0]
     assert "halved" in tight["2d"].reasons["time_budget"]

@@ -79,7 +79,7 @@ def test_preprocess_writes_the_case_store_and_is_idempotent(planned: Path) -> No
     image = np.load(folder / "case_000.npy")
     seg = np.load(folder / "case_000_seg.npy")
     assert image.dtype == np.float32 and image.ndim == 4 and seg.shape == (1, *image.shape[1:])
-    props = json.loads((folder / "case_000.json").read_text())
+    props = json.loads((folder / "case_000.json").read_text(encoding="utf-8"))
     assert props["original_shape"] == [6, 12, 14] and "class_locations" in props
     again = preprocess(planned, jobs=1, progress=False)
     assert again["3d_fullres"] == {"processed": 0, "skipped": 3, "removed": 0}
@@ -87,7 +87,7 @@ def test_preprocess_writes_the_case_store_and_is_idempotent(planned: Path) -> No
 
 def test_preprocess_redoes_a_case_whose_file_changed(planned: Path) -> None:
     preprocess(planned, jobs=1, progress=False)
-    plans = json.loads((planned / "plans.json").read_text())
+    plans = json.loads((planned / "plans.json").read_text(encoding="utf-8"))
     label_path = Path(plans["dataset_path"]) / "labelsTr" / "case_001.nii.gz"
     label_path.touch()
     import os
@@ -99,12 +99,12 @@ def test_preprocess_redoes_a_case_whose_file_changed(planned: Path) -> None:
 def test_undo_restores_the_original_label_exactly_without_resampling(planned: Path) -> None:
     preprocess(planned, jobs=1, progress=False)
     folder = planned / "preprocessed" / "3d_fullres"
-    props = json.loads((folder / "case_002.json").read_text())
+    props = json.loads((folder / "case_002.json").read_text(encoding="utf-8"))
     seg = np.load(folder / "case_002_seg.npy")[0]
     probs = np.stack([(seg == k).astype(np.float32) for k in range(3)])
     back = probabilities_to_label(probabilities_to_original(probs, props))
     from medseg.io import read_image
 
-    plans = json.loads((planned / "plans.json").read_text())
+    plans = json.loads((planned / "plans.json").read_text(encoding="utf-8"))
     original = read_image(Path(plans["dataset_path"]) / "labelsTr" / "case_002.nii.gz").array
     np.testing.assert_array_equal(back, original)

@@ -12,7 +12,8 @@ Three layouts are recognised by ``load_dataset``:
 
   A single RGB picture (``_0000.png`` / ``.tif``) may provide three channels.
 * **MSD (Decathlon)** (``dataset.json`` has ``modality`` and a ``training`` list): paths are
-  taken from the list; a multi-modal case is one 4D file whose first axis is the channel.
+  taken from the list (relative to DATASET; a path leading outside it is a problem and is
+  never read); a multi-modal case is one 4D file whose first array axis is the channel.
 * **2D folder** (no ``dataset.json``): ``DATASET/images/<name>.<png|tif|jpg>`` with masks of the
   same stem in ``DATASET/masks/`` (or ``labels/``). Label values are read from the masks.
 
@@ -119,7 +120,7 @@ def load_dataset(root: str | os.PathLike[str]) -> Dataset:
     if not meta_path.exists():
         return _load_folder2d(root)
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DatasetError(f"{meta_path}: not valid JSON ({err})") from err
     if not isinstance(meta, dict):
@@ -148,7 +149,7 @@ def read_case(case: Case, *, num_channels: int | None = None) -> tuple[Image, Im
     images = [read_image(p) for p in case.image_paths]
     first = images[0]
     if len(images) == 1:
-        image = first.with_array(first.channels_first())
+        image = channels_first_image(first)
     else:
         for path, other in zip(case.image_paths[1:], images[1:], strict=True):
             if other.spatial_shape != first.spatial_shape or other.has_channels:
@@ -158,9 +159,11 @@ def read_case(case: Case, *, num_channels: int | None = None) -> tuple[Image, Im
                 )
         image = first.with_array(np.stack([im.array for im in images]))
     if num_channels is not None and image.num_channels != num_channels:
+        missing = missing_channel_files(case, num_channels)
         raise DatasetError(
-            f"{case.image_paths[0]}: case '{case.case_id}' has {image.num_channels} channel(s), "
-            f"dataset.json declares {num_channels}"
+            f"{missing[0] if missing else case.image_paths[0]}: "
+            f"{'channel file missing: ' if missing else ''}case '{case.case_id}' has "
+            f"{image.num_channels} channel(s), dataset.json declares {num_channels}"
         )
     label = read_image(case.label_path) if case.label_path is not None else None
     if label is not None and label.has_channels:
@@ -168,6 +171,47 @@ def read_case(case: Case, *, num_channels: int | None = None) -> tuple[Image, Im
             raise DatasetError(f"{case.label_path}: label map has {label.num_channels} channels, expected 1")
         label = label.with_array(label.array[0])
     return image, label
+
+
+def channels_first_image(image: Image) -> Image:
+    """``image`` with its array as ``(C, *spatial)``; a 4D image (an MSD multi-modal volume,
+    array ``(C, z, y, x)``) becomes a 3D image with ``C`` channels."""
+    if image.spatial_dims == 4 and not image.has_channels:
+        direction = np.asarray(image.direction).reshape(4, 4)[:3, :3]  # ITK axes 0-2 are x, y, z
+        return Image(image.array, image.spacing[1:], image.origin[:3], tuple(direction.ravel()))
+    return image.with_array(image.channels_first())
+
+
+def missing_channel_files(case: Case, num_channels: int) -> list[Path]:
+    """The ``<case>_XXXX<ending>`` channel files a case lacks, when it has one file per channel.
+
+    Example:
+        >>> case = Case("a", (Path("imagesTr/a_0000.nii.gz"),))
+        >>> [p.name for p in missing_channel_files(case, 2)]
+        ['a_0001.nii.gz']
+    """
+    first = case.image_paths[0]
+    prefix = f"{case.case_id}_"
+    if not first.name.startswith(prefix) or not first.name[len(prefix) : len(prefix) + 4].isdigit():
+        return []
+    ending = first.name[len(prefix) + 4 :]
+    present = {p.name for p in case.image_paths}
+    expected = [first.with_name(f"{prefix}{i:04d}{ending}") for i in range(num_channels)]
+    return [p for p in expected if p.name not in present]
+
+
+def duplicate_cases(cases: tuple[Case, ...] | list[Case]) -> list[tuple[Path, str]]:
+    """``(path, message)`` for every case whose id an earlier case already uses (two MSD
+    entries ``a/x.nii.gz`` and ``b/x.nii.gz`` would overwrite each other in the case store)."""
+    seen: dict[str, Case] = {}
+    found = []
+    for case in cases:
+        first = seen.setdefault(case.case_id, case)
+        if first is not case:
+            found.append((case.image_paths[0], f"case name '{case.case_id}' is also used by "
+                          f"{first.image_paths[0]}; case names must be unique, rename one of "
+                          "the files"))
+    return found
 
 
 # ---------------------------------------------------------------- layouts
@@ -260,8 +304,20 @@ def _load_msd(root: Path, meta: dict) -> Dataset:
     cases = []
     ending = ""
     for entry in meta["training"]:
-        image = root / str(entry.get("image", ""))
-        label = root / str(entry.get("label", ""))
+        if not isinstance(entry, dict):
+            problems.append((meta_path, f"'training' entry {entry!r} is not an "
+                             "{image, label} object"))
+            continue
+        if not all(isinstance(entry.get(k), str) and entry[k].strip() for k in ("image", "label")):
+            problems.append((meta_path, f"'training' entry {entry} needs 'image' and 'label' "
+                             "paths"))
+            continue
+        image, label = _inside(root, entry["image"]), _inside(root, entry["label"])
+        if image is None or label is None:
+            problems.append((meta_path, f"'training' entry {entry} points outside the dataset "
+                             "folder; paths must be relative to it and stay inside it (the file "
+                             "is not read)"))
+            continue
         ending = _ending_of(image)
         case_id = image.name[: -len(ending)] if ending else image.stem
         if not image.exists():
@@ -271,9 +327,9 @@ def _load_msd(root: Path, meta: dict) -> Dataset:
             problems.append((label, "label listed in dataset.json 'training' does not exist"))
             continue
         cases.append(Case(case_id, (image,), label))
-    test_cases = tuple(
-        Case(_strip(root / p), (root / p,)) for p in meta.get("test", []) if (root / p).exists()
-    )
+    listed = meta.get("test") if isinstance(meta.get("test"), list) else []
+    tests = [_inside(root, p) for p in listed]
+    test_cases = tuple(Case(_strip(p), (p,)) for p in tests if p is not None and p.exists())
     return Dataset(
         root=root,
         layout="msd",
@@ -329,6 +385,20 @@ def _load_folder2d(root: Path) -> Dataset:
         cases=tuple(cases),
         layout_problems=tuple(problems),
     )
+
+
+def _inside(root: Path, value: object) -> Path | None:
+    """``root / value`` when ``value`` is a relative path that stays inside ``root``, else None.
+
+    Judged on the text (no symlink is followed): a dataset whose files are links to storage
+    elsewhere stays valid, while ``../x.nii.gz`` or ``/etc/x.nii.gz`` is never opened.
+    """
+    if not isinstance(value, str) or not value.strip():
+        return None
+    relative = Path(os.path.normpath(value))
+    if relative.is_absolute() or relative.drive or relative.parts[:1] == ("..",):
+        return None
+    return root / relative
 
 
 def _ending_of(path: Path) -> str:

@@ -65,7 +65,7 @@ class Fingerprint:
     @classmethod
     def from_json(cls, path: str | os.PathLike[str]) -> Fingerprint:
         """Read a fingerprint; unknown or missing keys raise ``ConfigError`` naming them."""
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -135,13 +135,23 @@ def _case_stats(item: tuple[int, Case], *, num_channels: int, label_values: tupl
         if values.size > SAMPLES_PER_CASE:
             values = rng.choice(values, SAMPLES_PER_CASE, replace=False)
         samples.append(values)
-    counts = np.bincount(label.array.astype(np.int64).ravel(), minlength=max(label_values) + 1) if label is not None else None
+    counts = _value_counts(label.array) if label is not None else {}
     return {
         "shape": [int(s) for s in image.spatial_shape],
         "spacing": [float(s) for s in image.spacing],
         "samples": samples,
-        "class_voxels": [int(counts[v]) if counts is not None and v < counts.size else 0 for v in label_values],
+        "class_voxels": [counts.get(v, 0) for v in label_values],
     }
+
+
+def _value_counts(label: np.ndarray) -> dict[int, int]:
+    """Voxels per label value; ``bincount`` (fast) only when the values are small non-negative
+    integers, so that a value like 2**31 never sizes an array."""
+    if label.dtype.kind in "iub" and label.size and 0 <= label.min() and label.max() < 2**16:
+        counts = np.bincount(label.ravel().astype(np.int64, copy=False))
+        return {int(v): int(counts[v]) for v in np.flatnonzero(counts)}
+    values, numbers = np.unique(label, return_counts=True)
+    return {int(v): int(n) for v, n in zip(values, numbers, strict=True)}
 
 
 def _intensity_stats(values: np.ndarray) -> dict[str, float]:

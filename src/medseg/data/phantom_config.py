@@ -152,7 +152,7 @@ class PhantomConfig:
     @classmethod
     def from_json(cls, path: str | os.PathLike[str]) -> PhantomConfig:
         """Read a config written by ``to_json`` (or the ``config`` entry of ``phantom.json``)."""
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
         if "generator" in data and "config" in data:  # a phantom.json record
             data = data["config"]
         try:

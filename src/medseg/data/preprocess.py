@@ -12,9 +12,12 @@ thick slices are never blended into each other.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
+
+from medseg.errors import DatasetError
 
 ANISOTROPY = 3.0
 
@@ -81,6 +84,51 @@ def resample_image(
         inplane = tuple(n if d != separate_z else channel.shape[d] for d, n in enumerate(new_shape))
         out.append(_zoom(_zoom(channel, inplane, order), new_shape, 0))
     return np.stack(out).astype(np.float32, copy=False)
+
+
+def class_values(labels: dict[str, Any]) -> list[int]:
+    """The label value of each class index: the integer values of ``labels`` (name -> value,
+    as in ``dataset.json``), sorted; region lists are not classes.
+
+    Class ``k`` of the case store and of the network's output is the ``k``-th smallest value.
+
+    Example:
+        >>> class_values({"background": 0, "tumour": 10, "organ": 1, "both": [1, 10]})
+        [0, 1, 10]
+    """
+    return sorted(v for v in labels.values() if isinstance(v, int))
+
+
+def labels_to_indices(label: np.ndarray, values: list[int]) -> np.ndarray:
+    """Map a label map's values to class indices ``0..K-1`` (``values[k]`` becomes ``k``).
+
+    Args:
+        label: ``(*spatial)`` label values (any integer or integral float dtype).
+        values: the sorted class values (``class_values``).
+
+    Returns:
+        ``(*spatial)`` indices, int8 for up to 128 classes, else int16 or int32.
+
+    Raises:
+        DatasetError: the label holds a value that is not in ``values``.
+
+    Example:
+        >>> labels_to_indices(np.array([0, 10, 2, 1]), [0, 1, 2, 10]).tolist()
+        [0, 3, 2, 1]
+    """
+    dtype = np.int8 if len(values) <= 128 else np.int16 if len(values) <= 2**15 else np.int32
+    if values == list(range(len(values))) and label.dtype.kind in "iu":  # already indices
+        low, high = (int(label.min()), int(label.max())) if label.size else (0, 0)
+        if low >= 0 and high < len(values):
+            return label.astype(dtype, copy=False)
+    table = np.asarray(values)
+    index = np.clip(np.searchsorted(table, label), 0, len(values) - 1)
+    unknown = table[index] != label
+    if np.any(unknown):
+        bad = sorted({float(v) if v % 1 else int(v) for v in np.unique(label[unknown])})
+        raise DatasetError(f"label values {bad} are not among the planned labels {values}; fix "
+                           "the mask, or declare them in dataset.json and run 'medseg plan' again")
+    return index.astype(dtype)
 
 
 def resample_label(label: np.ndarray, new_shape: tuple[int, ...], *, separate_z: int | None = None) -> np.ndarray:

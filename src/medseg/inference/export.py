@@ -39,8 +39,24 @@ def label_image(label: np.ndarray, props: dict[str, Any]) -> Image:
 
 def probabilities_to_label(probs: np.ndarray, label_values: list[int] | None = None) -> np.ndarray:
     """Argmax over classes (outside the network, as the seeds insist); channel k becomes
-    ``label_values[k]`` (default k). Returns uint8 when the values fit, else int16."""
+    ``label_values[k]`` (default k).
+
+    Returns:
+        ``(*spatial)`` label values in the smallest type that holds every possible value
+        (uint8, uint16, uint32, else int64; signed types if a value is negative), so a label
+        like 40000 or 65536 is never wrapped.
+
+    Example:
+        >>> probabilities_to_label(np.eye(3)[:, :, None], [0, 2, 65536]).ravel().tolist()
+        [0, 2, 65536]
+    """
     index = np.argmax(probs, axis=0)
-    if label_values is not None:
-        index = np.asarray(label_values)[index]
-    return index.astype(np.uint8 if index.max(initial=0) < 256 and index.min(initial=0) >= 0 else np.int16)
+    values = np.asarray(label_values if label_values is not None else range(probs.shape[0]),
+                        dtype=np.int64)
+    return values.astype(_smallest_int_type(values))[index]
+
+
+def _smallest_int_type(values: np.ndarray) -> type[np.integer]:
+    low, high = int(values.min(initial=0)), int(values.max(initial=0))
+    kinds = (np.uint8, np.uint16, np.uint32) if low >= 0 else (np.int8, np.int16, np.int32)
+    return next((t for t in kinds if np.iinfo(t).min <= low and high <= np.iinfo(t).max), np.int64)

@@ -9,9 +9,12 @@ from medseg.io.formats import (
     write_image,
 )
 from medseg.io.image import Image, grid_mismatches
+from medseg.io.limits import MAX_IMAGE_GB, MAX_SPACING_MM
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "MAX_IMAGE_GB",
+    "MAX_SPACING_MM",
     "Image",
     "file_ending",
     "grid_mismatches",

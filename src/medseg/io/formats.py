@@ -17,16 +17,20 @@ alpha, and a palette PNG (a common mask format) keeps its palette indices as lab
 
 from __future__ import annotations
 
+import contextlib
+import locale
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from medseg.errors import ImageIOError
+from medseg.errors import ImageIOError, MedsegError
 from medseg.fileutil import atomic_path, check_writable
 from medseg.io.image import Image
-from medseg.io.integrity import nifti_is_truncated
+from medseg.io.integrity import nifti_size_problem, read_nifti_header
+from medseg.io.limits import check_image_bytes, check_spacing, max_image_bytes
 
 SITK_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 PICTURE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
@@ -49,35 +53,47 @@ def file_ending(path: str | os.PathLike[str]) -> str:
     )
 
 
-def read_image(path: str | os.PathLike[str]) -> Image:
+def read_image(path: str | os.PathLike[str], *, max_gb: float | None = None) -> Image:
     """Read an image file (or a DICOM series folder) with its geometry.
+
+    The header is checked before any voxel is decoded (see ``medseg.io.limits``): the voxel
+    data it declares must fit the memory budget, and the spacing must be positive, finite and
+    at most 100 mm on each spatial axis.
 
     Args:
         path: an image file, or a folder holding one DICOM series.
+        max_gb: memory budget in GiB for the voxel data; None: ``$MEDSEG_MAX_IMAGE_GB`` if
+            set, else ``MAX_IMAGE_GB`` (8).
 
     Returns:
         The ``Image``; multi-component (vector/RGB) volumes come channels first.
 
     Raises:
-        ImageIOError: the path does not exist, is not a supported format, or is corrupt.
+        ImageIOError: the path does not exist, is not a supported format, is corrupt or
+            truncated, declares more voxel data than the budget, or has an unusable spacing.
+        ConfigError: ``max_gb`` (or ``$MEDSEG_MAX_IMAGE_GB``) is not a positive number.
     """
     path = Path(path)
+    max_bytes = max_image_bytes(max_gb)
     if not path.exists():
         raise ImageIOError(f"{path}: no such file or folder")
     if path.is_dir():
-        return _read_dicom_series(path)
+        image = _read_dicom_series(path)
+        check_spacing(path, image.spacing[-3:])
+        return image
     ext = file_ending(path)
     if path.stat().st_size == 0:
         raise ImageIOError(f"{path}: file is empty (0 bytes)")
     try:
         if ext in SITK_EXTENSIONS:
             if ext in (".nii.gz", ".nii"):
-                return _read_nifti(path)
+                return _read_nifti(path, max_bytes)
+            _header_reader(path, max_bytes)  # size budget and spacing before decoding
             return _from_sitk(sitk.ReadImage(str(path)))
         if ext in TIFF_EXTENSIONS:
-            return _read_tiff(path)
-        return _read_picture(path)
-    except ImageIOError:
+            return _read_tiff(path, max_bytes)
+        return _read_picture(path, max_bytes)
+    except MedsegError:
         raise
     except Exception as err:  # any decoder failure means the file is unreadable
         raise ImageIOError(f"{path}: cannot read ({_short(err)}); the file may be corrupt or truncated") from err
@@ -167,17 +183,39 @@ def _to_sitk(image: Image) -> sitk.Image:
     return itk
 
 
-def _read_nifti(path: Path) -> Image:
-    # ITK's NIfTI reader silently turns NaN voxels into 0 and zero-fills truncated files, so
-    # the voxels come from nibabel (identical values and dtype otherwise, and faster) while
-    # the geometry comes from ITK's header reader, so it agrees with SimpleITK by design.
-    if nifti_is_truncated(path):
-        raise ImageIOError(f"{path}: file is truncated (the data ends early); re-export or re-copy it")
-    import nibabel
+def _component_bytes(pixel_id: int) -> int:
+    """Bytes per component of a SimpleITK pixel type (8 when unknown: errs on the safe side)."""
+    name = sitk.GetPixelIDValueAsString(pixel_id)
+    bits = next((b for b in (8, 16, 32, 64) if f"{b}-bit" in name), 64)
+    return bits // 8 * (2 if "complex" in name else 1)
 
+
+def _header_reader(path: Path, max_bytes: int) -> sitk.ImageFileReader:
+    """ITK's header reader for ``path`` after the size budget and spacing checks."""
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     reader.ReadImageInformation()
+    nbytes = int(np.prod(reader.GetSize(), dtype=np.float64)) * reader.GetNumberOfComponents()
+    check_image_bytes(path, nbytes * _component_bytes(reader.GetPixelID()), max_bytes)
+    check_spacing(path, reader.GetSpacing()[:3][::-1])  # axes past the third (time) are not spatial
+    return reader
+
+
+def _read_nifti(path: Path, max_bytes: int) -> Image:
+    # ITK's NIfTI reader silently turns NaN voxels into 0, zero-fills truncated files and
+    # turns a pixdim of 0, NaN or inf into 1.0, so the raw header is checked first, the
+    # voxels come from nibabel (identical values and dtype otherwise, and faster) and the
+    # geometry from ITK's header reader, so it agrees with SimpleITK by design.
+    header = read_nifti_header(path)
+    if header is not None:
+        check_image_bytes(path, header.data_bytes, max_bytes)
+        check_spacing(path, header.pixdim[: min(len(header.dims), 3)][::-1])
+        problem = nifti_size_problem(path, header)
+        if problem is not None:
+            raise ImageIOError(f"{path}: {problem}")
+    import nibabel
+
+    reader = _header_reader(path, max_bytes)
     size = reader.GetSize()
     if reader.GetNumberOfComponents() > 1:
         return _from_sitk(reader.Execute())
@@ -186,7 +224,36 @@ def _read_nifti(path: Path) -> Image:
     return Image(array, tuple(reader.GetSpacing()[::-1]), reader.GetOrigin(), reader.GetDirection())
 
 
+@contextlib.contextmanager
+def locale_kept() -> Iterator[None]:
+    """Put the process locale back as it was after the block (all categories).
+
+    GDCM, SimpleITK's DICOM library, can leave the process in the C locale (with SimpleITK
+    2.5 writing a DICOM file does: ``setlocale(LC_ALL, "C")``). Python then decodes every
+    text file opened without an explicit encoding as ASCII, for the rest of the process.
+
+    Example:
+        >>> import locale
+        >>> before = locale.setlocale(locale.LC_ALL)
+        >>> with locale_kept():
+        ...     _ = locale.setlocale(locale.LC_ALL, "C")
+        >>> locale.setlocale(locale.LC_ALL) == before
+        True
+    """
+    saved = locale.setlocale(locale.LC_ALL)  # a query: one name, or every category's
+    try:
+        yield
+    finally:
+        if locale.setlocale(locale.LC_ALL) != saved:
+            locale.setlocale(locale.LC_ALL, saved)
+
+
 def _read_dicom_series(folder: Path) -> Image:
+    with locale_kept():
+        return _read_dicom_series_gdcm(folder)
+
+
+def _read_dicom_series_gdcm(folder: Path) -> Image:
     reader = sitk.ImageSeriesReader()
     try:
         series = reader.GetGDCMSeriesIDs(str(folder))
@@ -210,10 +277,11 @@ def _read_dicom_series(folder: Path) -> Image:
 # ---------------------------------------------------------------- 2D pictures
 
 
-def _read_picture(path: Path) -> Image:
+def _read_picture(path: Path, max_bytes: int) -> Image:
     from PIL import Image as PILImage
 
     with PILImage.open(path) as pil:
+        check_image_bytes(path, pil.width * pil.height * _picture_pixel_bytes(pil.mode), max_bytes)
         pil.load()
         if pil.mode == "P":
             array = np.asarray(pil)  # palette indices are the label values
@@ -224,15 +292,29 @@ def _read_picture(path: Path) -> Image:
     return _picture_to_image(array)
 
 
-def _read_tiff(path: Path) -> Image:
+def _picture_pixel_bytes(mode: str) -> int:
+    """Bytes per pixel of a decoded Pillow picture of ``mode`` (grey + alpha becomes RGBA)."""
+    bands = {"P": 1, "LA": 4, "CMYK": 3, "YCbCr": 3, "RGBA": 4, "RGB": 3}.get(mode, 1)
+    if mode in ("I", "F") or mode.startswith("I;32"):
+        return bands * 4
+    return bands * (2 if mode.startswith("I;16") else 1)
+
+
+def _read_tiff(path: Path, max_bytes: int) -> Image:
     # Pillow decodes the common compressions (LZW, deflate, packbits) without extra codecs;
     # tifffile covers what Pillow cannot (planar RGB, exotic sample formats).
     try:
-        return _read_picture(path)
+        return _read_picture(path, max_bytes)
+    except ImageIOError:
+        raise
     except Exception:
         import tifffile
 
-        array = tifffile.imread(path)
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            voxels = int(np.prod(series.shape, dtype=np.float64))
+            check_image_bytes(path, voxels * series.dtype.itemsize, max_bytes)
+            array = series.asarray()
         if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[-1] not in (3, 4):
             array = np.moveaxis(array, 0, -1)  # planar-configured RGB
     if array.ndim > 3 or (array.ndim == 3 and array.shape[-1] not in (3, 4)):

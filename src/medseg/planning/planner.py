@@ -12,6 +12,7 @@ from dataclasses import replace
 import numpy as np
 
 from medseg.data.fingerprint import Fingerprint
+from medseg.nets.shapes import stage_features
 from medseg.planning.memory import estimate_training_bytes
 from medseg.planning.plan import Plan, Plans
 from medseg.planning.topology import Topology, plan_topology
@@ -71,11 +72,6 @@ def initial_patch(spacing: list[float], median_shape: list[float]) -> list[int]:
     return [int(min(round(p), m)) for p, m in zip(patch, median_shape, strict=True)]
 
 
-def features_per_stage(num_stages: int, *, base: int, cap: int) -> tuple[int, ...]:
-    """Doubling features per stage from ``base``, capped (nnU-Net: 32 doubling, cap 320/512)."""
-    return tuple(min(base * 2**i, cap) for i in range(num_stages))
-
-
 def _fit_patch_to_budget(
     patch: list[int],
     spacing: list[float],
@@ -91,7 +87,7 @@ def _fit_patch_to_budget(
     """Shrink the axis with the largest patch/median ratio until ``min_batch`` patches fit."""
     while True:
         topo = plan_topology(tuple(patch), tuple(spacing))
-        features = features_per_stage(topo.num_stages, base=base, cap=cap)
+        features = stage_features(topo.num_stages, base=base, cap=cap)
         need = estimate_training_bytes(topo.patch_size, min_batch, features, topo.strides, in_channels, num_classes)
         if need <= budget_bytes or max(patch) <= 8:
             return topo, features

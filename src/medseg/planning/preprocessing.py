@@ -8,6 +8,13 @@ the case store format of ``medseg.data.loader`` (``<case>.npy`` image, ``<case>_
 label, ``<case>.json`` with ``class_locations``) plus, in the JSON, the geometry needed to undo
 it all (original shape/spacing/origin/direction, crop box, shape after crop).
 
+The stored label holds class indices ``0..K-1``, not the values of ``dataset.json``: index
+``k`` is the ``k``-th smallest declared value (``class_values``), so labels ``{0, 1, 2, 10}``
+or ``{0, 40000, 65536}`` train like ``{0, 1, 2, 3}``; ``predict`` maps indices back to the
+values. Input that cannot be trained on is refused with the message ``medseg data check``
+gives: label values that are negative or not declared, NaN/inf voxels, two cases with one
+name, and (from ``read_image``) a header over the memory budget or with an unusable spacing.
+
 Idempotent: ``manifest.json`` records each case's source files (size, mtime) and the plan;
 a second run redoes only cases whose inputs or plan changed, and drops cases that vanished.
 """
@@ -23,10 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.dataset import Case, Dataset, load_dataset, read_case
+from medseg.data.check import label_problem, nonfinite_problems
+from medseg.data.dataset import Case, Dataset, duplicate_cases, load_dataset, read_case
 from medseg.data.loader import write_case
 from medseg.data.parallel import map_cases
 from medseg.data.preprocess import (
+    class_values,
+    labels_to_indices,
     new_shape_for_spacing,
     nonzero_box,
     normalize,
@@ -34,8 +44,8 @@ from medseg.data.preprocess import (
     resample_label,
     separate_axis,
 )
-from medseg.errors import ConfigError
-from medseg.fileutil import write_json_atomic
+from medseg.errors import ConfigError, DatasetError
+from medseg.fileutil import remove_stale_temporaries, write_json_atomic
 from medseg.planning.plan import Plan, Plans
 
 MANIFEST = "manifest.json"
@@ -56,11 +66,16 @@ def preprocess_arrays(
 
     Args:
         image: ``(C, *spatial)``.
-        label: ``(*spatial)`` or None (inference).
+        label: ``(*spatial)`` label values (those of ``plan.labels``) or None (inference).
         spacing: the case's spacing (mm, array order).
 
     Returns:
-        ``(image, label, properties)``; properties hold what ``undo`` needs.
+        ``(image, label, properties)``: the label as class indices (int8 up to 128 classes;
+        index ``k`` is the ``k``-th smallest value of ``plan.labels``); properties hold what
+        ``undo`` needs.
+
+    Raises:
+        DatasetError: the label holds a value that is not among ``plan.labels``.
     """
     box = nonzero_box(image)
     image = image[(slice(None), *box.slices)]
@@ -74,7 +89,8 @@ def preprocess_arrays(
     image = resample_image(image, shape, separate_z=axis)
     image = normalize(image, plan.normalization, plan.intensity)
     if label is not None:
-        label = resample_label(label.astype(np.int16), shape, separate_z=axis)
+        indices = labels_to_indices(label, class_values(plan.labels))
+        label = resample_label(indices, shape, separate_z=axis)
     props = {
         "crop_start": list(box.start),
         "crop_stop": list(box.stop),
@@ -92,13 +108,22 @@ def _fingerprint_sources(case: Case) -> list[list[Any]]:
 
 
 def _plan_hash(plan: Plan) -> str:
-    keys = ("spacing", "normalization", "intensity", "spatial_dims")
-    blob = json.dumps({k: getattr(plan, k) for k in keys}, sort_keys=True, default=list)
+    keys = ("spacing", "normalization", "intensity", "spatial_dims", "labels")
+    fields = {k: getattr(plan, k) for k in keys} | {"label_store": "class_indices"}
+    blob = json.dumps(fields, sort_keys=True, default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _process_case(case: Case, *, plan: Plan, out_dir: Path, num_channels: int) -> str:
+def _process_case(case: Case, *, plan: Plan, out_dir: Path, num_channels: int,
+                  declared: frozenset[int] | None) -> str:
     image, label = read_case(case, num_channels=num_channels)
+    problems = nonfinite_problems(case.image_paths, image)
+    if problems:
+        raise DatasetError(f"{problems[0]}; replace them (e.g. with 0) in the image, then "
+                           "preprocess again")
+    problem = label_problem(label.array, declared) if label is not None else None
+    if problem is not None:
+        raise DatasetError(f"{case.label_path}: {problem}")
     array, seg, props = preprocess_arrays(image.channels_first(), label.array if label else None, image.spacing, plan)
     props.update(
         case_id=case.case_id,
@@ -133,6 +158,10 @@ def preprocess(
     results = Path(results)
     plans = Plans.from_json(results / "plans.json")
     dataset = load_dataset(plans.dataset_path)
+    duplicates = duplicate_cases(dataset.cases)
+    if duplicates:  # they would overwrite each other in the case store
+        path, message = duplicates[0]
+        raise DatasetError(f"{path}: {message}")
     summary: dict[str, dict[str, int]] = {}
     done: set[str] = set()
     for name in configurations or list(plans.configurations):
@@ -153,8 +182,11 @@ def preprocess(
 def _preprocess_store(out_dir: Path, plan: Plan, dataset: Dataset, *, jobs: int | None, progress: bool,
                       desc: str) -> dict[str, int]:
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir)  # D: left by a killed run
     manifest_path = out_dir / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest: dict[str, Any] = {}
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     plan_hash = _plan_hash(plan)
     if manifest.get("plan_hash") != plan_hash:
         manifest = {"plan_hash": plan_hash, "cases": {}}
@@ -162,7 +194,9 @@ def _preprocess_store(out_dir: Path, plan: Plan, dataset: Dataset, *, jobs: int 
         c for c in dataset.cases
         if manifest["cases"].get(c.case_id) != _fingerprint_sources(c) or not (out_dir / f"{c.case_id}.npy").exists()
     ]
-    work = partial(_process_case, plan=plan, out_dir=out_dir, num_channels=dataset.num_channels)
+    declared = frozenset(dataset.label_values) if dataset.layout != "folder2d" else None
+    work = partial(_process_case, plan=plan, out_dir=out_dir, num_channels=dataset.num_channels,
+                   declared=declared)
     map_cases(work, todo, jobs=jobs, desc=desc, progress=progress)
     current = {c.case_id for c in dataset.cases}
     removed = sorted(set(manifest["cases"]) - current)
