@@ -39,3 +39,8 @@ class DiskFullError(MedsegError):
 class UnsafeFileError(MedsegError):
     """A file would need arbitrary code to load (a pickle with objects other than tensors and
     plain values); medseg refuses it rather than run what it holds."""
+
+
+class LockedError(MedsegError):
+    """Another process is working in the same folder (a fold being trained, a prediction
+    folder being written); the message names it (pid, command, since when)."""

@@ -1,21 +1,47 @@
-"""Safe writing: atomic replace and the no-overwrite rule.
+"""Safe writing: atomic replace, the no-overwrite rule, folder locks and CSV cells.
 
 Every writer in medseg writes to a temporary file beside the target and renames it, so an
-interrupted run never leaves a half-written file under the final name.
+interrupted run never leaves a half-written file under the final name:
+
+- ``atomic_path``: the temporary file ``.<stem>.<8 random>.tmp<suffixes>`` is renamed onto
+  the target on success, removed on error. The result's mode follows the umask (``0o666 &
+  ~umask``, e.g. 0644), like any file the user creates.
+- ``remove_stale_temporaries``: removes the temporaries a killed run left behind.
+- ``run_lock``: an OS lock on ``FOLDER/.lock`` so two runs never write one folder at once;
+  the kernel releases it when the process ends, even by ``kill -9``.
+- ``csv_safe``: a CSV cell a spreadsheet would run as a formula gets a leading ``'``.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import json
+import logging
 import os
+import re
+import shlex
+import socket
+import stat
+import sys
 import tempfile
+import threading
+import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from medseg.errors import DiskFullError, OverwriteError
+from medseg.errors import DiskFullError, LockedError, OverwriteError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 
@@ -34,7 +60,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     The temporary name keeps the target's suffixes (``.nii.gz``) so format-sniffing writers
     still work. A full disk becomes a :class:`DiskFullError` naming ``path`` (the partial
-    temporary file is removed, the previous ``path`` is untouched).
+    temporary file is removed, the previous ``path`` is untouched). The file gets the mode a
+    new file has under the process umask (``0o666 & ~umask``), not ``mkstemp``'s 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,6 +71,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _set_file_mode(tmp_path)
         os.replace(tmp_path, path)
     except OSError as err:
         if err.errno in _DISK_FULL:
@@ -65,10 +93,289 @@ def disk_full_message(path: str | os.PathLike[str]) -> str:
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented, key-sorted JSON (NaN allowed, written as NaN)."""
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+# ---------------------------------------------------------------- file mode
+
+
+@functools.cache
+def _umask() -> int:
+    """The process umask, read once (the first time a file is written).
+
+    Linux shows it in ``/proc/self/status``; elsewhere ``os.umask`` can only read it by
+    setting it, so it is set to the strict 0o077 for the instant before it is restored.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def _set_file_mode(path: Path) -> None:
+    """Give a finished temporary file the mode a new file gets under the umask."""
+    if stat.S_ISREG(path.lstat().st_mode):
+        os.chmod(path, 0o666 & ~_umask())
+
+
+# ---------------------------------------------------------------- stale temporaries
+
+#: ``atomic_path``'s temporary names: ``.<stem>.<8 of [a-z0-9_]>.tmp<suffixes>``
+_TEMPORARY_NAME = re.compile(r"\.[^.]*\.[a-z0-9_]{8}\.tmp(\.[^.]+)*")
+#: when this process (roughly) started: no temporary of ours can be older
+_PROCESS_START = time.time()
+#: a temporary younger than this may belong to a writer between creating and opening it
+STALE_AFTER_S = 60.0
+
+
+def remove_stale_temporaries(
+    folder: str | os.PathLike[str], *, recursive: bool = False
+) -> list[Path]:
+    """Remove the temporary files an interrupted ``atomic_path`` left in ``folder``.
+
+    A file is removed only when all of these hold, so a user's file or a running writer's
+    temporary is never touched: its name has ``atomic_path``'s own pattern
+    (``.<stem>.<8 random>.tmp<suffixes>``, e.g. ``.checkpoint_best.k3j_9x2a.tmp.pt``); it is a
+    regular file (not a link); it was last modified before this process started and at
+    least ``STALE_AFTER_S`` (60 s) ago; and (on Linux, for the processes this user can see)
+    no process has it open. Call it at the start of a run that writes ``folder``, after
+    taking its ``run_lock``.
+
+    Args:
+        folder: the folder to clean; a missing folder gives ``[]``.
+        recursive: also clean its sub-folders (symbolic links to folders are not followed).
+
+    Returns:
+        The removed paths (each also logged).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    walk = os.walk(folder) if recursive else [(str(folder), [], os.listdir(folder))]
+    candidates = [Path(root, name) for root, _, names in walk for name in names
+                  if _TEMPORARY_NAME.fullmatch(name) and _is_old_regular_file(Path(root, name))]
+    if not candidates:
+        return []
+    held = _open_files()
+    removed = []
+    for path in candidates:
+        try:
+            info = path.lstat()
+            if (info.st_dev, info.st_ino) in held:
+                continue
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+        log.info("removed %s, a temporary file left by an interrupted run", path)
+    return removed
+
+
+def _is_old_regular_file(path: Path) -> bool:
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_mtime < min(_PROCESS_START,
+                                                               time.time() - STALE_AFTER_S)
+
+
+def _open_files() -> set[tuple[int, int]]:
+    """``(device, inode)`` of every file open in a process whose ``/proc/<pid>/fd`` this user
+    may read (empty where there is no ``/proc``)."""
+    held = set()
+    proc = Path("/proc")
+    if not (proc / "self" / "fd").is_dir():
+        return held
+    for pid in os.listdir(proc):
+        if not pid.isdigit():
+            continue
+        try:
+            fds = os.listdir(proc / pid / "fd")
+        except OSError:  # gone, or another user's process
+            continue
+        for fd in fds:
+            try:
+                info = os.stat(proc / pid / "fd" / fd)
+            except OSError:
+                continue
+            held.add((info.st_dev, info.st_ino))
+    return held
+
+
+# ---------------------------------------------------------------- folder locks
+
+LOCK_FILE = ".lock"
+#: descriptors of the locks this process holds; a forked child closes its copies at once, so
+#: a lock is never kept alive by a child (a pool worker) after its holder has died
+_HELD_FDS: set[int] = set()
+
+
+def _close_held_locks_in_child() -> None:
+    for fd in list(_HELD_FDS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_FDS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_held_locks_in_child)
+
+
+@contextmanager
+def run_lock(folder: str | os.PathLike[str], what: str) -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (created if needed) for the ``with`` block.
+
+    The lock is ``fcntl.flock`` on ``FOLDER/.lock``, so the kernel drops it when the process
+    ends, however it ends (even ``kill -9``): a lock is never left stale. The holder's pid,
+    host, command line and start time are written into the file while it is held (it is
+    emptied, not deleted, on release) so a refused run can say who holds the folder. A
+    second lock on the same folder is refused in the same process too; a child process
+    (forked or spawned) does not hold it. Where ``flock`` is missing (Windows)
+    or refused by the file system (some network mounts), a warning says the folder is not
+    protected and the block runs unlocked.
+
+    Args:
+        folder: the folder to lock, e.g. ``RESULTS/3d_fullres/fold_0``.
+        what: what the holder does to it, as a participle: ``"trained"`` gives
+            "... fold_0 is being trained by pid 1234 ...".
+
+    Yields:
+        The lock file's path.
+
+    Raises:
+        LockedError: another process (or another ``run_lock`` here) holds the lock.
+
+    Example:
+        >>> with run_lock(fold_dir, "trained"):  # doctest: +SKIP
+        ...     train_fold(...)
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    if fcntl is None:
+        warnings.warn(f"{folder}: file locks are not available here; make sure no other medseg "
+                      "run writes this folder at the same time", stacklevel=3)
+        yield path
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    _HELD_FDS.add(fd)
+    try:
+        locked = _try_lock(fd, folder, what)
+        if locked:
+            _write_holder(fd, what)
+        try:
+            yield path
+        finally:
+            if locked and fd in _HELD_FDS:  # not in a forked child, which closed it
+                os.ftruncate(fd, 0)
+    finally:
+        if fd in _HELD_FDS:
+            _HELD_FDS.discard(fd)
+            os.close(fd)  # closing the last descriptor releases the lock
+
+
+def _try_lock(fd: int, folder: Path, what: str) -> bool:
+    """True when locked; False (after a warning) when the file system cannot lock."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise LockedError(_locked_message(folder, what, _read_holder(fd))) from None
+    except OSError as err:  # ENOLCK and friends: a file system without locks
+        warnings.warn(f"{folder}: cannot lock {LOCK_FILE} ({err.strerror}); make sure no other "
+                      "medseg run writes this folder at the same time", stacklevel=4)
+        return False
+    return True
+
+
+def _write_holder(fd: int, what: str) -> None:
+    argv = [Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:]]
+    command = shlex.join(argv)
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "what": what,
+              "command": command if len(command) <= 200 else command[:197] + "...",
+              "since": datetime.now().astimezone().isoformat(timespec="seconds")}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(holder) + "\n").encode("utf-8"), 0)
+
+
+def _read_holder(fd: int) -> dict[str, Any]:
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
+    except (OSError, ValueError):  # empty (the holder is just starting) or not ours
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _locked_message(folder: Path, what: str, holder: dict[str, Any]) -> str:
+    if "pid" not in holder:
+        return (f"{folder} is being {what} by another process (it holds {folder / LOCK_FILE}); "
+                "wait for it to finish or stop it")
+    host = holder.get("host")
+    where = f" on {host}" if host and host != socket.gethostname() else ""
+    try:
+        started = datetime.fromisoformat(str(holder.get("since")))
+        today = started.date() == datetime.now(started.tzinfo).date()
+        since = f" since {started.strftime('%H:%M' if today else '%Y-%m-%d %H:%M')}"
+    except ValueError:
+        since = ""
+    command = f" ({holder['command']})" if holder.get("command") else ""
+    return (f"{folder} is being {what} by pid {holder['pid']}{where}{command}{since}; "
+            "wait for it to finish or stop it")
+
+
+# ---------------------------------------------------------------- CSV cells
+
+#: first characters that make a spreadsheet read a cell as a formula (OWASP "CSV injection")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: Any) -> Any:
+    """``value`` as a CSV cell a spreadsheet will not run as a formula.
+
+    A string starting with ``= + - @``, a tab or a carriage return gets a leading ``'``
+    (OWASP's advice; spreadsheets show the rest as text), unless it is a number such as
+    ``"-1.5"``. A string of quotes followed by such a character gets one more quote, so
+    :func:`csv_restore` gives back the original. Anything else is returned unchanged.
+
+    Example:
+        >>> csv_safe("=HYPERLINK(1)"), csv_safe("-1.5"), csv_safe(-2), csv_safe("case_1")
+        ("'=HYPERLINK(1)", '-1.5', -2, 'case_1')
+    """
+    if not isinstance(value, str) or not value.lstrip("'").startswith(_FORMULA_START):
+        return value
+    if not value.startswith("'") and _is_number(value):
+        return value
+    return "'" + value
+
+
+def csv_restore(text: str) -> str:
+    """Undo :func:`csv_safe` on a cell read back from a CSV medseg wrote."""
+    if text.startswith("'") and text.lstrip("'").startswith(_FORMULA_START):
+        return text[1:]
+    return text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

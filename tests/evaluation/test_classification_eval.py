@@ -69,10 +69,10 @@ def test_predictions_csv_round_trips_and_evaluates_from_file(tmp_path: Path) -> 
 
 
 def test_bad_prediction_tables_are_named(tmp_path: Path) -> None:
-    (tmp_path / "x.csv").write_text("name,score\na,1\n")
+    (tmp_path / "x.csv").write_text("name,score\na,1\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="x.csv: not a medseg predictions table"):
         read_predictions(tmp_path / "x.csv")
-    (tmp_path / "y.csv").write_text("id,label,predicted,prob_a,prob_b\n1,z,a,0.6,0.4\n")
+    (tmp_path / "y.csv").write_text("id,label,predicted,prob_a,prob_b\n1,z,a,0.6,0.4\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"labels \['z'\] are not among the classes"):
         read_predictions(tmp_path / "y.csv")
     unlabelled = ClassificationPrediction(["1"], np.array([[0.4, 0.6]]), "classification", ["a", "b"], None)

@@ -37,9 +37,9 @@ def test_cli_writes_both_outputs_and_prints_a_table(tmp_path) -> None:
     done = _evaluate(tmp_path, "--tolerance", "1", "--hd95-mode", "pooled", "--labels", "1")
     assert done.returncode == 0, done.stderr
     assert "dice" in done.stdout and "hd95" in done.stdout and "0.800" in done.stdout
-    rows = (tmp_path / "out" / "per_case.csv").read_text().splitlines()
+    rows = (tmp_path / "out" / "per_case.csv").read_text(encoding="utf-8").splitlines()
     assert rows[1].startswith("case_a,1,40,10,10,")
-    assert '"hd95_mode": "pooled"' in (tmp_path / "out" / "summary.json").read_text()
+    assert '"hd95_mode": "pooled"' in (tmp_path / "out" / "summary.json").read_text(encoding="utf-8")
 
 
 def test_cli_refuses_to_overwrite_with_exit_code_1_and_one_line(tmp_path) -> None:
@@ -62,10 +62,10 @@ def test_cli_shape_mismatch_exits_1_with_one_line_naming_the_case(tmp_path) -> N
     assert "case 'case_b'" in lines[0] and "shape" in lines[0] and "Traceback" not in done.stderr
 
 
-def test_cli_bad_hd95_mode_exits_1_naming_the_valid_modes(tmp_path) -> None:
+def test_cli_bad_hd95_mode_is_a_usage_error_naming_the_valid_modes(tmp_path) -> None:
     _write_pair(tmp_path, "case_a")
-    done = _evaluate(tmp_path, "--hd95-mode", "mean")
-    assert done.returncode == 1 and "max_directed" in done.stderr
+    done = _evaluate(tmp_path, "--hd95-mode", "mean")  # a choice option: click exits 2
+    assert done.returncode == 2 and "max_directed" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_cli_unreadable_labels_option_exits_1(tmp_path) -> None:

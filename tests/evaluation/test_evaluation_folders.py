@@ -39,13 +39,13 @@ def folders(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open() as handle:
+    with path.open(encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
 
 
 def test_per_case_csv_has_exactly_the_documented_columns(folders, tmp_path) -> None:
     evaluate_folders(*folders, tmp_path / "out", jobs=1)
-    header = (tmp_path / "out" / "per_case.csv").read_text().splitlines()[0]
+    header = (tmp_path / "out" / "per_case.csv").read_text(encoding="utf-8").splitlines()[0]
     assert (
         header
         == "case,label,tp,fp,fn,tn,dice,iou,precision,recall,specificity,npv,accuracy,f1,mcc,vs,hd,hd95,assd,masd,nsd"
@@ -64,7 +64,7 @@ def test_one_row_per_case_and_reference_label_with_perfect_first_case(folders, t
 
 def test_summary_has_mean_std_median_and_nan_count_per_label_and_overall(folders, tmp_path) -> None:
     summary = evaluate_folders(*folders, tmp_path / "out", jobs=1)
-    on_disk = json.loads((tmp_path / "out" / "summary.json").read_text())
+    on_disk = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
     assert on_disk["n_cases"] == summary["n_cases"] == 3
     assert set(on_disk["per_label"]["1"]["dice"]) == {"mean", "std", "median", "n", "nan_count"}
     assert on_disk["overall"]["hd"]["mean"] == pytest.approx(summary["overall"]["hd"]["mean"])
@@ -82,7 +82,7 @@ def test_nan_is_written_as_nan_in_csv_and_null_in_json(folders, tmp_path) -> Non
     rows = [r for r in _read_csv(tmp_path / "out" / "per_case.csv") if r["case"] == "case_empty"]
     assert len(rows) == 2 and all(r["dice"] == "nan" and r["hd95"] == "nan" for r in rows)
     assert rows[0]["tn"] == str(5 * 12 * 12)
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
     assert summary["per_label"]["1"]["dice"]["nan_count"] == 1
 
 
@@ -95,17 +95,17 @@ def test_regions_and_named_labels_from_the_option_text(folders, tmp_path) -> Non
 def test_two_worker_processes_give_the_same_rows_as_one(folders, tmp_path) -> None:
     evaluate_folders(*folders, tmp_path / "one", jobs=1)
     evaluate_folders(*folders, tmp_path / "two", jobs=2)
-    assert (tmp_path / "one" / "per_case.csv").read_text() == (
+    assert (tmp_path / "one" / "per_case.csv").read_text(encoding="utf-8") == (
         tmp_path / "two" / "per_case.csv"
-    ).read_text()
+    ).read_text(encoding="utf-8")
 
 
 def test_existing_outputs_are_not_overwritten_without_overwrite(folders, tmp_path) -> None:
     evaluate_folders(*folders, tmp_path / "out", jobs=1)
-    before = (tmp_path / "out" / "per_case.csv").read_text()
+    before = (tmp_path / "out" / "per_case.csv").read_text(encoding="utf-8")
     with pytest.raises(OverwriteError, match="--overwrite"):
         evaluate_folders(*folders, tmp_path / "out", jobs=1)
-    assert (tmp_path / "out" / "per_case.csv").read_text() == before
+    assert (tmp_path / "out" / "per_case.csv").read_text(encoding="utf-8") == before
     evaluate_folders(*folders, tmp_path / "out", jobs=1, overwrite=True)
 
 
@@ -136,7 +136,7 @@ def test_cases_match_by_name_minus_extension_across_formats(tmp_path) -> None:
     _write(tmp_path / "ref", "a.b", _reference(), ending=".nii.gz")
     _write(tmp_path / "pred", "a.b", _reference(), ending=".nrrd")
     _write(tmp_path / "pred", "extra", _reference())
-    (tmp_path / "pred" / "notes.txt").write_text("not an image")
+    (tmp_path / "pred" / "notes.txt").write_text("not an image", encoding="utf-8")
     pairs = match_cases(tmp_path / "pred", tmp_path / "ref")
     assert [(p.case, p.pred_path.name, p.ref_path.name) for p in pairs] == [
         ("a.b", "a.b.nrrd", "a.b.nii.gz")
@@ -190,8 +190,22 @@ def test_nan_statistics_are_nan_in_the_returned_summary(tmp_path) -> None:
     )
     assert math.isnan(summary["per_label"]["1"]["dice"]["mean"])
     assert (
-        json.loads((tmp_path / "out" / "summary.json").read_text())["per_label"]["1"]["dice"][
+        json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))["per_label"]["1"]["dice"][
             "mean"
         ]
         is None
     )
+
+
+def test_case_ids_and_label_names_a_spreadsheet_would_run_are_quoted(tmp_path) -> None:
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    for case in ("@x", "-1.5"):
+        _write(ref, case, _reference())
+        _write(pred, case, _reference())
+    evaluate_folders(pred, ref, tmp_path / "out", labels={'=HYPERLINK("http://e.vil","x")': 1}, jobs=1)
+    rows = _read_csv(tmp_path / "out" / "per_case.csv")
+    assert [(r["case"], r["label"]) for r in rows] == [
+        ("-1.5", '\'=HYPERLINK("http://e.vil","x")'),  # a number stays a number
+        ("'@x", '\'=HYPERLINK("http://e.vil","x")'),
+    ]
+    assert rows[0]["dice"] == "1.0"

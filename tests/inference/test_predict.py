@@ -128,11 +128,11 @@ def test_predict_writes_one_file_per_case_in_the_input_geometry(phantom_results,
 def test_predict_refuses_to_overwrite(phantom_results, tmp_path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    (out / "phantom_001.nii.gz").write_text("keep me")
+    (out / "phantom_001.nii.gz").write_text("keep me", encoding="utf-8")
     with pytest.raises(OverwriteError, match="phantom_001"):
         predict(phantom_results["images"], out, phantom_results["results"], configurations=["3d_fullres"],
                 folds=[0], mirror=False, device="cpu")
-    assert (out / "phantom_001.nii.gz").read_text() == "keep me"
+    assert (out / "phantom_001.nii.gz").read_text(encoding="utf-8") == "keep me"
     assert not (out / "phantom_000.nii.gz").exists()  # checked before any work
     predict(phantom_results["images"], out, phantom_results["results"], configurations=["3d_fullres"],
             folds=[0], mirror=False, device="cpu", overwrite=True)
@@ -181,7 +181,7 @@ def test_default_ensemble_is_every_trained_fold(phantom_results) -> None:
 def test_predict_applies_postprocessing_json(phantom_results, tmp_path) -> None:
     results = tmp_path / "results"
     shutil.copytree(phantom_results["results"], results)
-    (results / "postprocessing.json").write_text(json.dumps({"keep_largest_component": [1, 2, 3]}))
+    (results / "postprocessing.json").write_text(json.dumps({"keep_largest_component": [1, 2, 3]}), encoding="utf-8")
     kw = dict(configurations=["3d_fullres"], folds=[0], mirror=False, device="cpu")
     raw = predict(phantom_results["images"], tmp_path / "raw", results, postprocess=False, **kw)
     done = predict(phantom_results["images"], tmp_path / "done", results, **kw)
@@ -221,8 +221,12 @@ def test_cli_predict_prints_a_summary(phantom_results, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert "predicted 3 case(s)" in result.output and str(out) in result.output
     assert len(list(out.glob("*.nii.gz"))) == 3
-    again = CliRunner().invoke(app, args)
-    assert isinstance(again.exception, OverwriteError)
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.nii.gz")}
+    again = CliRunner().invoke(app, args)  # the same run again: every output verifies and is kept
+    assert again.exit_code == 0, again.output
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.nii.gz")} == stamps
+    other = CliRunner().invoke(app, [*args[:-3], "0.5", *args[-2:]])  # --overlap 0.5: other outputs
+    assert isinstance(other.exception, OverwriteError) and "--overwrite" in str(other.exception)
 
 
 def test_output_folder_must_differ_from_the_input(phantom_results) -> None:

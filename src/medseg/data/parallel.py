@@ -1,7 +1,19 @@
-"""Run a per-case function over many cases on every core, with a progress bar."""
+"""Run a per-case function over many cases on every core, with a progress bar.
+
+Worker processes end with their parent: ``exit_with_parent`` (the pools' initializer) makes
+the kernel kill a worker when the process that started it dies, even by ``kill -9``, so no
+orphaned worker keeps running (and holding memory, files or a GPU) after an interrupted run.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
@@ -31,11 +43,73 @@ def map_cases(
 
     ``fn`` must be picklable (a module-level function or ``functools.partial``). With
     ``jobs=1`` (or a single item) it runs in this process, which keeps tracebacks simple.
+    Workers exit when this process dies (``exit_with_parent``).
     """
     jobs = default_jobs() if jobs is None else max(1, jobs)
     bar_kwargs: dict[str, Any] = {"total": len(items), "desc": desc, "disable": not progress, "leave": False}
     if jobs == 1 or len(items) <= 1:
         return [fn(item) for item in tqdm(items, **bar_kwargs)]
     chunk = max(1, len(items) // (jobs * 8))
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    with ProcessPoolExecutor(
+        max_workers=jobs, initializer=exit_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         return list(tqdm(pool.map(fn, items, chunksize=chunk), **bar_kwargs))
+
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+WATCH_INTERVAL_S = 1.0
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """Worker initializer: end this process when ``parent_pid`` (the pool's owner) dies.
+
+    On Linux ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` has the kernel kill the worker the moment
+    its parent dies; elsewhere a daemon thread checks every ``WATCH_INTERVAL_S`` seconds and
+    exits the worker once the parent is gone. Use it as
+    ``ProcessPoolExecutor(initializer=exit_with_parent, initargs=(os.getpid(),))``.
+
+    Args:
+        parent_pid: the pid of the process that owns the pool.
+    """
+    if not _kill_on_parent_death():
+        first_parent = os.getppid()
+        watch = threading.Thread(target=_watch_parent, args=(parent_pid, first_parent), daemon=True)
+        watch.start()
+    if not _alive(parent_pid):  # it died before the worker was ready
+        os._exit(1)
+
+
+def _kill_on_parent_death() -> bool:
+    """Ask Linux to SIGKILL this process when its parent dies; False where not possible."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent_pid: int, first_parent: int) -> None:
+    while os.getppid() == first_parent and _alive(parent_pid):
+        time.sleep(WATCH_INTERVAL_S)
+    os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, dead but not yet reaped, counts as dead)."""
+    if os.path.exists("/proc/self/stat"):
+        try:
+            with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except FileNotFoundError:
+            return False
+        except (OSError, IndexError):
+            pass  # unreadable: ask the kernel
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

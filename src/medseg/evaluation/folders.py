@@ -20,10 +20,11 @@ from typing import Any
 
 from tqdm import tqdm
 
+from medseg.data.parallel import exit_with_parent
 from medseg.device import available_cpus
 from medseg.errors import ConfigError, DatasetError
 from medseg.evaluation.cases import CasePair, CaseResult, evaluate_pair, match_cases
-from medseg.fileutil import check_writable, write_json_atomic, write_text_atomic
+from medseg.fileutil import check_writable, csv_safe, write_json_atomic, write_text_atomic
 from medseg.metrics import (
     DEFAULT_TOLERANCE_MM,
     HD95_MODES,
@@ -162,7 +163,12 @@ def _run(
         # each worker uses its share of the CPUs for the k-d tree queries
         options = {**options, "threads": max(1, available_cpus() // jobs)}
         context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        with ProcessPoolExecutor(
+            max_workers=jobs,
+            mp_context=context,
+            initializer=exit_with_parent,  # no orphaned worker after a kill -9
+            initargs=(os.getpid(),),
+        ) as pool:
             futures = [pool.submit(evaluate_pair, pair, options) for pair in pairs]
             try:
                 for future in as_completed(futures):
@@ -195,14 +201,17 @@ def _rows(
 
 
 def format_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """Rows as CSV text with the ``CSV_COLUMNS`` header; counts as ints, NaN as ``nan``."""
+    """Rows as CSV text with the ``CSV_COLUMNS`` header; counts as ints, NaN as ``nan``.
+
+    A case id or label name a spreadsheet would run as a formula (``=...``, ``@...``) gets
+    a leading ``'`` (``medseg.fileutil.csv_safe``; ``csv_restore`` undoes it).
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for row in rows:
-        writer.writerow(
-            [row["case"], row["label"], *(_cell(name, row[name]) for name in METRIC_COLUMNS)]
-        )
+        names = [csv_safe(str(row["case"])), csv_safe(str(row["label"]))]
+        writer.writerow([*names, *(_cell(name, row[name]) for name in METRIC_COLUMNS)])
     return buffer.getvalue()
 
 

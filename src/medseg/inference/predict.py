@@ -19,7 +19,7 @@ Cascade (``3d_cascade_fullres``, a plan with ``previous_stage``): the previous s
 (``3d_lowres``) predict the case first; their averaged probabilities are resampled linearly
 from their grid to the cascade plan's grid of the same crop box, the argmax is taken, and its
 one-hot channels (one per foreground class) are appended to the preprocessed image
-(``next_stage_segmentation``, ``one_hot_previous``). The cascade models are then ensembled
+(``next_stage_segmentation``, ``medseg.data.cascade.foreground_one_hot``). The cascade models are then ensembled
 like any others.
 
 Results-folder layout read by ``predict``: ``RESULTS/<configuration>/fold_<k>/
@@ -40,14 +40,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from medseg.data.dataset import Case, load_dataset, read_case
-from medseg.data.preprocess import resample_probabilities
+from medseg.data.cascade import foreground_one_hot
+from medseg.data.check import nonfinite_problems
+from medseg.data.dataset import Case, load_dataset, missing_channel_files, read_case
+from medseg.data.preprocess import class_values, resample_probabilities
 from medseg.device import resolve_device
 from medseg.errors import ConfigError, DatasetError, MedsegError
-from medseg.fileutil import atomic_path, check_writable
+from medseg.fileutil import atomic_path, remove_stale_temporaries, run_lock
 from medseg.inference.checkpoints import find_checkpoints, previous_stage_models
 from medseg.inference.export import label_image, probabilities_to_label, probabilities_to_original
 from medseg.inference.postprocess import apply_postprocessing, load_postprocessing
+from medseg.inference.resume import models_fingerprint, output_problem, outputs_to_verify
 from medseg.inference.sliding_window import sliding_window_inference
 from medseg.io import IMAGE_EXTENSIONS, Image, file_ending, write_image
 from medseg.planning.plan import Plan
@@ -60,8 +63,8 @@ SPACING_WARN_RATIO = 2.0
 
 def label_values(plan: Plan) -> list[int]:
     """Label value of each output channel: the plan's integer labels, sorted (region lists
-    are not channels)."""
-    return sorted(v for v in plan.labels.values() if isinstance(v, int))
+    are not channels); the inverse of the class indices of the case store (``class_values``)."""
+    return class_values(plan.labels)
 
 
 def _check_models(models: Sequence[tuple[nn.Module, Plan]], image: Image) -> None:
@@ -131,13 +134,6 @@ def predict_preprocessed(
                                      sw_batch_size=sw_batch_size, output="probabilities")
     probs = probs.permute(1, 0, 2, 3) if slices else probs[0]
     return probs.contiguous().numpy()
-
-
-def one_hot_previous(indices: np.ndarray, num_classes: int) -> np.ndarray:
-    """``(*S)`` class indices -> ``(num_classes - 1, *S)`` float32, one channel per foreground
-    class: the extra input channels of a cascade stage."""
-    indices = np.asarray(indices)
-    return np.stack([indices == k for k in range(1, num_classes)]).astype(np.float32)
 
 
 def _resampled_mean(
@@ -284,7 +280,8 @@ def predict_case(
                     indices = _previous_on_grid(previous_stage, channels, image.spacing, group["props"],
                                                 overlap=overlap, mirror=mirror, device=device,
                                                 sw_batch_size=sw_batch_size)
-                group["previous"] = one_hot_previous(indices, plan.num_classes)
+                indices = torch.as_tensor(np.array(indices))[None, None]
+                group["previous"] = foreground_one_hot(indices, plan.num_classes)[0].numpy()
             net_input = np.concatenate([net_input, group["previous"]])
         probs = predict_preprocessed(model, plan, net_input, overlap=overlap, mirror=mirror, device=device,
                                      patch_size=patch_size, sw_batch_size=sw_batch_size)
@@ -330,6 +327,33 @@ def find_input_cases(input_dir: str | os.PathLike[str]) -> list[Case]:
     return [Case(case_id, tuple(paths)) for case_id, paths in sorted(channels.items())]
 
 
+def checked_input(case: Case, image: Image, channels: int, *, nan_to_num: bool = False) -> Image:
+    """``image`` (read from ``case``'s files) once it is fit to predict on.
+
+    Args:
+        channels: the channel count the models expect.
+        nan_to_num: replace NaN/inf voxels by 0 with a warning instead of refusing them.
+
+    Raises:
+        DatasetError: the channel count differs (naming a missing ``_XXXX`` channel file when
+            that is the cause), or the image has NaN/inf voxels and ``nan_to_num`` is False.
+    """
+    if image.num_channels != channels:
+        missing = missing_channel_files(case, channels)
+        raise DatasetError(f"{missing[0] if missing else case.image_paths[0]}: "
+                           f"{'channel file missing: ' if missing else ''}case {case.case_id} has "
+                           f"{image.num_channels} channel(s), the model expects {channels}")
+    problems = nonfinite_problems(case.image_paths, image)
+    if problems and not nan_to_num:
+        raise DatasetError(f"{problems[0]}; replace them in the image, or pass --nan-to-num "
+                           "(nan_to_num=True) to predict with them set to 0")
+    if not problems:
+        return image
+    for problem in problems:
+        log.warning("%s; set to 0 (--nan-to-num)", problem)
+    return image.with_array(np.nan_to_num(image.array, nan=0.0, posinf=0.0, neginf=0.0))
+
+
 def _warn_spacing(case_id: str, image: Image, plan: Plan) -> None:
     axes = plan.spatial_dims  # a 2d plan keeps each case's own slice spacing
     ratios = [a / b for a, b in zip(image.spacing[-axes:], plan.spacing[-axes:], strict=True)]
@@ -360,6 +384,7 @@ def predict(
     device: torch.device | str | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    nan_to_num: bool = False,
 ) -> list[Path]:
     """Predict every case of a folder with the ensemble of trained folds/configurations.
 
@@ -378,17 +403,25 @@ def predict(
             float32 on the input grid, ``label_values`` and ``spacing``.
         postprocess: apply ``RESULTS/postprocessing.json`` when it exists.
         device: ``"cpu"``, ``"cuda"`` or None (CUDA when available).
-        overwrite: replace existing outputs (otherwise nothing is predicted if one exists).
+        overwrite: predict every case again, replacing existing outputs. Without it, an
+            interrupted run continues: outputs of the same models and options that verify
+            are kept (``medseg.inference.resume``), the other cases are predicted.
         progress: show a progress bar over cases.
+        nan_to_num: replace NaN/inf voxels by 0 (with a warning) instead of refusing the case.
 
     Returns:
-        The written label-map paths, in case order.
+        The label-map paths of every case (predicted now or kept), in case order.
 
     Raises:
         ConfigError: missing checkpoints (lists what exists) or bad options.
-        DatasetError: no input images, or a case whose channel count differs from the
-            models' (the message names the case and file).
-        OverwriteError: an output exists and ``overwrite`` is False.
+        DatasetError: no input images, a case whose channel count differs from the models'
+            (the message names the case and the file, or the missing channel file), or a
+            case with NaN/inf voxels without ``nan_to_num``.
+        ImageIOError: an image is unreadable, declares more voxel data than the memory budget
+            (``MEDSEG_MAX_IMAGE_GB``) or has a zero, negative, NaN, inf or > 100 mm spacing.
+        OverwriteError: an output exists, ``overwrite`` is False and the folder was not
+            written by this same run (other models or options, or not by ``predict``).
+        LockedError: another process is writing ``output_dir``.
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     cases = find_input_cases(input_dir)
@@ -399,27 +432,42 @@ def predict(
     previous = previous_stage_models(results, models, folds=folds, checkpoint=checkpoint)
     decision = load_postprocessing(results) if postprocess else None
     targets = [output_dir / f"{case.case_id}{file_ending(case.image_paths[0])}" for case in cases]
-    for case, target in zip(cases, targets, strict=True):
-        check_writable(target, overwrite=overwrite)
-        if save_probabilities:
-            check_writable(output_dir / f"{case.case_id}.npz", overwrite=overwrite)
+    npz = [output_dir / f"{case.case_id}.npz" for case in cases] if save_probabilities else []
+    # D: what identifies the outputs; an option that changes them belongs here
+    run = {"models": models_fingerprint([*models, *(previous or [])]), "mirror": mirror,
+           "overlap": overlap, "postprocessing": decision}
     dev = resolve_device(device)
-    for case, target in tqdm(list(zip(cases, targets, strict=True)), desc="predict", disable=not progress):
-        image, _ = read_case(case)
-        expected = models[0][1].image_channels
-        if image.num_channels != expected:
-            raise DatasetError(f"{case.image_paths[0]}: case {case.case_id} has {image.num_channels} channel(s), "
-                               f"the model expects {expected}")
-        for plan in {m[1].configuration: m[1] for m in models}.values():
-            _warn_spacing(case.case_id, image, plan)
-        try:
-            probs, label = predict_case(models, image, overlap=overlap, mirror=mirror, device=dev,
-                                        previous_stage=previous)
-        except MedsegError as err:
-            raise type(err)(f"case {case.case_id}: {err}") from err
-        if decision is not None:
-            label = label.with_array(apply_postprocessing(label.array, decision))
-        write_image(label, target, overwrite=overwrite)
-        if save_probabilities:
-            _write_probabilities(output_dir / f"{case.case_id}.npz", probs, label_values(models[0][1]), image)
+    values = label_values(models[0][1])
+    kept = 0
+    with run_lock(output_dir, "written"):
+        remove_stale_temporaries(output_dir)
+        existing = outputs_to_verify(output_dir, [*targets, *npz], run, overwrite=overwrite)
+        for case, target in tqdm(list(zip(cases, targets, strict=True)), desc="predict",
+                                 disable=not progress):
+            probabilities_path = output_dir / f"{case.case_id}.npz"
+            image, _ = read_case(case)
+            if target in existing:  # D: an interrupted run of the same models wrote it
+                problem = output_problem(target, image, values,
+                                         probabilities_path if save_probabilities else None)
+                if problem is None:
+                    kept += 1
+                    continue
+                log.warning("%s: %s; predicting case %s again", target, problem, case.case_id)
+            image = checked_input(case, image, models[0][1].image_channels,  # A: input checks
+                                  nan_to_num=nan_to_num)
+            for plan in {m[1].configuration: m[1] for m in models}.values():
+                _warn_spacing(case.case_id, image, plan)
+            try:
+                probs, label = predict_case(models, image, overlap=overlap, mirror=mirror,
+                                            device=dev, previous_stage=previous)
+            except MedsegError as err:
+                raise type(err)(f"case {case.case_id}: {err}") from err
+            if decision is not None:
+                label = label.with_array(apply_postprocessing(label.array, decision))
+            write_image(label, target, overwrite=overwrite or target in existing)
+            if save_probabilities:
+                _write_probabilities(probabilities_path, probs, values, image)
+    if kept:
+        log.info("%d of %d case(s) were already predicted in %s by the same models and options: "
+                 "kept (--overwrite predicts them again)", kept, len(cases), output_dir)
     return targets
