@@ -28,7 +28,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from medseg.cli.pipeline import parse_duration
+from medseg.cli.options import parse_duration
 from medseg.nets import build_network, count_parameters
 
 sys.path.insert(0, str(Path(__file__).parent))

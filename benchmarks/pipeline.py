@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from medseg.cli.pipeline import parse_duration
+from medseg.cli.options import parse_duration
 from medseg.data import load_dataset
 from medseg.pipeline import evaluate, plan, predict, preprocess, train
 
@@ -49,7 +49,7 @@ def split_dataset(source: Path, work: Path) -> tuple[Path, Path]:
     for folder in (train_dir, test_dir):
         (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
         (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
-    meta = json.loads((source / "dataset.json").read_text())
+    meta = json.loads((source / "dataset.json").read_text(encoding="utf-8"))
     meta.pop("training", None)
     official = source / "labelsTs"
     # an official labelled test split (DRIVE) is used as is; otherwise every 5th case is held out
@@ -67,7 +67,8 @@ def split_dataset(source: Path, work: Path) -> tuple[Path, Path]:
                 (test_dir / "imagesTr" / image.name).symlink_to(image)
     for folder, n in ((train_dir, len(dataset.cases) - len(test_ids) if not official.is_dir() else len(dataset.cases)),
                       (test_dir, len(test_ids))):
-        (folder / "dataset.json").write_text(json.dumps({**meta, "numTraining": n}, indent=2))
+        text = json.dumps({**meta, "numTraining": n}, indent=2)
+        (folder / "dataset.json").write_text(text, encoding="utf-8")
     return train_dir, test_dir
 
 
@@ -86,7 +87,7 @@ def run(name: str, budget_s: float, work: Path) -> dict:
     predict(test_dir / "imagesTr", work / "pred", results, configurations=[config], folds=["all"], mirror=True)
     labels = {k: v for k, v in load_dataset(train_dir).foreground_labels.items()}
     summary = evaluate(work / "pred", test_dir / "labelsTr", work / "eval", labels={k: (v,) for k, v in labels.items()}, jobs=2)
-    rows = list(csv.DictReader(open(results / config / "fold_all" / "log.csv")))
+    rows = list(csv.DictReader(open(results / config / "fold_all" / "log.csv", encoding="utf-8")))
     return {
         "dataset": name, "configuration": config, "plan": plans[config],
         "dice": {k: summary["per_label"][k]["dice"]["mean"] for k in labels},

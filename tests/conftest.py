@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from medseg.io import Image, write_image
+from medseg.io.formats import locale_kept
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -45,7 +46,7 @@ def make_nnunet_dataset(
         "numTraining": num_cases,
         "file_ending": ending,
     }
-    (root / "dataset.json").write_text(json.dumps(meta))
+    (root / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     return root
 
 
@@ -65,3 +66,11 @@ def shared_data() -> Path:
 def make_dataset():
     """The ``make_nnunet_dataset`` builder, for tests that need variants."""
     return make_nnunet_dataset
+
+
+@pytest.fixture(autouse=True)
+def _locale_restored():
+    """Each test starts in the process's locale: writing a DICOM file (GDCM) switches the whole
+    process to the C locale, where text opened without an encoding decodes as ASCII."""
+    with locale_kept():
+        yield

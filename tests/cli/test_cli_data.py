@@ -59,7 +59,7 @@ def test_data_fingerprint_writes_json_and_refuses_overwrite(tiny_dataset: Path, 
     out = tmp_path / "fp.json"
     first = _medseg("data", "fingerprint", str(tiny_dataset), "-o", str(out), "--jobs", "1")
     assert first.returncode == 0, first.stderr
-    assert json.loads(out.read_text())["median_shape"] == [6.0, 8.0, 10.0]
+    assert json.loads(out.read_text(encoding="utf-8"))["median_shape"] == [6.0, 8.0, 10.0]
     second = _medseg("data", "fingerprint", str(tiny_dataset), "-o", str(out))
     assert second.returncode == 1 and "--overwrite" in second.stderr
 

@@ -45,7 +45,7 @@ def test_written_case_follows_the_store_format(tmp_path: Path) -> None:
     image, label = np.load(tmp_path / "case_000.npy"), np.load(tmp_path / "case_000_seg.npy")
     assert image.dtype == np.float32 and image.shape == (2, 10, 12, 14)
     assert label.dtype == np.int8 and label.shape == (1, 10, 12, 14)
-    props = json.loads((tmp_path / "case_000.json").read_text())
+    props = json.loads((tmp_path / "case_000.json").read_text(encoding="utf-8"))
     assert props["index"] == 0 and sorted(props["class_locations"]) == ["1", "2"]
     assert len(props["class_locations"]["2"]) == 1
 
@@ -65,7 +65,7 @@ def test_loaded_case_is_memory_mapped(tmp_path: Path) -> None:
 
 def test_class_locations_are_computed_when_the_json_lacks_them(tmp_path: Path) -> None:
     make_store(tmp_path, num_cases=1)
-    (tmp_path / "case_000.json").write_text("{}")
+    (tmp_path / "case_000.json").write_text("{}", encoding="utf-8")
     assert load_case(tmp_path, "case_000").locations[2].tolist() == [[6, 6, 6]]
 
 

@@ -87,7 +87,7 @@ def test_knobs_leave_the_anatomy_of_a_seed_unchanged() -> None:
 
 def test_dataset_has_nnunet_v2_layout_and_dataset_json(tmp_path: Path) -> None:
     out = generate_dataset(tmp_path / "ds", spatial_dims=3, num_cases=2, seed=0)
-    meta = json.loads((out / "dataset.json").read_text())
+    meta = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert set(meta) == {"name", "description", "channel_names", "labels", "numTraining", "file_ending"}
     assert meta["channel_names"] == {"0": "MRI"}
     assert meta["labels"] == {"background": 0, "organ": 1, "lesion": 2, "vessel": 3}
@@ -104,7 +104,7 @@ def test_dataset_has_nnunet_v2_layout_and_dataset_json(tmp_path: Path) -> None:
 def test_phantom_json_records_how_to_regenerate_each_case(tmp_path: Path) -> None:
     config = PhantomConfig(noise="speckle", noise_std=0.2, streak_strength=0.1)
     out = generate_dataset(tmp_path / "ds", spatial_dims=2, num_cases=2, seed=4, config=config)
-    record = json.loads((out / "phantom.json").read_text())
+    record = json.loads((out / "phantom.json").read_text(encoding="utf-8"))
     assert record["seed"] == 4 and record["spatial_dims"] == 2
     assert PhantomConfig.from_json(out / "phantom.json") == config
     case = record["cases"][1]
@@ -125,7 +125,7 @@ def test_png_dataset_stores_uint8_pictures(tmp_path: Path) -> None:
     image, label = read_image(out / "imagesTr/phantom_000_0000.png"), read_image(out / "labelsTr/phantom_000.png")
     assert image.array.dtype == np.uint8 and image.spatial_shape == (128, 128)
     assert set(np.unique(label.array)) <= {0, 1, 2, 3}
-    assert json.loads((out / "dataset.json").read_text())["file_ending"] == ".png"
+    assert json.loads((out / "dataset.json").read_text(encoding="utf-8"))["file_ending"] == ".png"
 
 
 def test_png_is_rejected_for_3d(tmp_path: Path) -> None:
@@ -144,7 +144,7 @@ def test_custom_label_set_numbers_labels_in_order() -> None:
 
 
 def test_refuses_to_write_into_a_non_empty_folder(tmp_path: Path) -> None:
-    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
     with pytest.raises(OverwriteError, match=rf"{tmp_path.name}.*--overwrite"):
         generate_dataset(tmp_path, spatial_dims=2, num_cases=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
@@ -152,11 +152,11 @@ def test_refuses_to_write_into_a_non_empty_folder(tmp_path: Path) -> None:
 
 def test_overwrite_replaces_only_the_generators_own_files(tmp_path: Path) -> None:
     generate_dataset(tmp_path, spatial_dims=2, num_cases=3, seed=0)
-    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
     generate_dataset(tmp_path, spatial_dims=2, num_cases=2, seed=1, overwrite=True)
-    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "notes.txt").read_text(encoding="utf-8") == "mine"
     assert sorted(p.name for p in (tmp_path / "labelsTr").iterdir()) == ["phantom_000.nii.gz", "phantom_001.nii.gz"]
-    assert json.loads((tmp_path / "phantom.json").read_text())["seed"] == 1
+    assert json.loads((tmp_path / "phantom.json").read_text(encoding="utf-8"))["seed"] == 1
 
 
 def test_overwrite_refuses_foreign_files_in_images_folder(tmp_path: Path) -> None:
@@ -338,7 +338,7 @@ def test_cli_writes_dataset_and_prints_summary(tmp_path: Path) -> None:
 
 
 def test_cli_refuses_non_empty_folder_without_overwrite(tmp_path: Path) -> None:
-    (tmp_path / "x.txt").write_text("x")
+    (tmp_path / "x.txt").write_text("x", encoding="utf-8")
     result = CliRunner().invoke(_app(), ["phantoms", str(tmp_path), "--dims", "2", "--cases", "1"])
     assert isinstance(result.exception, OverwriteError)
     assert "--overwrite" in str(result.exception)

@@ -56,5 +56,5 @@ def test_evaluate_and_report_complete_the_chain(trained: dict, tmp_path: Path) -
     predict(trained["test"] / "imagesTr", tmp_path / "pred", trained["results"], mirror=False)
     summary = evaluate(tmp_path / "pred", trained["test"] / "labelsTr", tmp_path / "eval", labels=[1, 2, 3], jobs=1)
     assert summary["n_cases"] == 2 and 0.0 <= summary["overall"]["dice"]["mean"] <= 1.0
-    html = report(trained["results"], overwrite=True).read_text()
+    html = report(trained["results"], overwrite=True).read_text(encoding="utf-8")
     assert "data:image/png;base64," in html and "3d_fullres" in html

@@ -83,7 +83,7 @@ def write_tiny_dataset(root: Path, *, num_cases: int = 2) -> Path:
         "numTraining": num_cases,
         "file_ending": ".nii.gz",
     }
-    (root / "dataset.json").write_text(json.dumps(meta))
+    (root / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     return root
 
 

@@ -2,31 +2,26 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any, Literal
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from medseg.cli.pipeline import parse_duration
+from medseg.cli.options import (
+    DEVICE_HELP,
+    Split,
+    device,
+    duration,
+    json_object,
+    output_file,
+    output_folder,
+    positive_float,
+)
 
 console = Console()
 app = typer.Typer(no_args_is_help=True, help="Image classification and regression (2D and 3D).")
-
-
-def _options(text: str | None) -> dict:
-    from medseg.errors import ConfigError
-
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"--net-options must be JSON, e.g. '{{\"dropout\": 0.2}}' ({err})") from err
-    if not isinstance(value, dict):
-        raise ConfigError("--net-options must be a JSON object")
-    return value
 
 
 def _print_headline(name: str, headline: dict) -> None:
@@ -38,35 +33,79 @@ def _print_headline(name: str, headline: dict) -> None:
 @app.command("train")
 def train_command(
     data: Path = typer.Argument(..., help="Class folders (train/<class>/*), a CSV (path,label[,fold]) or a MedMNIST .npz."),
-    output: Path = typer.Option(..., "--output", "-o", help="Run folder (created)."),
-    net: str = typer.Option("resnet18", "--net", help="Classifier from `medseg nets list` (e.g. resnet18, densenet121, vit)."),
-    net_options: str = typer.Option(None, "--net-options", help="Network options as JSON, e.g. '{\"dropout\": 0.2}'."),
-    task: str = typer.Option(None, "--task", help="classification or regression (default: from the data)."),
-    pretrained: Path = typer.Option(None, "--pretrained", help="Start from these weights (medseg checkpoint or state dict)."),
-    freeze: str = typer.Option("none", "--freeze", help="none, or backbone (train the head only)."),
-    backbone_lr: float = typer.Option(None, "--backbone-lr-factor", help="Backbone learning rate relative to the head (default 0.1 when fine-tuning pretrained weights)."),
-    folds: int = typer.Option(1, "--folds", help="1 = one model; k = k-fold cross-validation (test predictions ensemble the folds)."),
-    epochs: int = typer.Option(None, "--epochs", help="Epochs per model (default 30; an upper bound with --time-budget)."),
-    time_budget: str = typer.Option(None, "--time-budget", help="Total training time, e.g. 10m (shared by the folds)."),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    lr: float = typer.Option(1e-3, "--lr", help="Learning rate (AdamW)."),
-    augmentation: str = typer.Option("light", "--augmentation", help="none, light or nnunet_default."),
-    balance: str = typer.Option("sampler", "--balance", help="Class imbalance: sampler (balanced batches), loss (class weights) or none."),
-    loss: str = typer.Option("auto", "--loss", help="auto (cross-entropy; MSE for regression; margin for capsnet), ce, mse, l1 or margin."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the run's checkpoint_latest.pt files."),
-    device: str = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
-    seed: int = typer.Option(0, "--seed"),
+    output: Path = typer.Option(
+        ..., "--output", "-o", callback=output_folder, help="Run folder (created)."
+    ),
+    net: str = typer.Option(
+        "resnet18", "--net",
+        help="Classifier from `medseg nets list` (e.g. resnet18, densenet121, vit).",
+    ),
+    net_options: dict[str, Any] = typer.Option(
+        None, "--net-options", parser=json_object, metavar="JSON",
+        help="Network options as JSON, e.g. '{\"dropout\": 0.2}'.",
+    ),
+    task: Literal["classification", "regression"] | None = typer.Option(
+        None, "--task", help="Default: from the data."
+    ),
+    pretrained: Path = typer.Option(
+        None, "--pretrained", exists=True, dir_okay=False,
+        help="Start from these weights (medseg checkpoint or state dict).",
+    ),
+    freeze: Literal["none", "backbone"] = typer.Option(
+        "none", "--freeze", help="backbone: train the head only."
+    ),
+    backbone_lr: float = typer.Option(
+        None, "--backbone-lr-factor", parser=positive_float, metavar="FLOAT",
+        help="Backbone learning rate relative to the head (default 0.1 when fine-tuning "
+        "pretrained weights).",
+    ),
+    folds: int = typer.Option(
+        1, "--folds", min=1,
+        help="1 = one model; k = k-fold cross-validation (test predictions ensemble the folds).",
+    ),
+    epochs: int = typer.Option(
+        None, "--epochs", min=1,
+        help="Epochs per model (default 30; an upper bound with --time-budget).",
+    ),
+    time_budget: float = typer.Option(
+        None, "--time-budget", parser=duration, metavar="DURATION",
+        help="Total training time, e.g. 10m (shared by the folds).",
+    ),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    lr: float = typer.Option(
+        1e-3, "--lr", parser=positive_float, metavar="FLOAT", help="Learning rate (AdamW)."
+    ),
+    augmentation: Literal["none", "light", "nnunet_default"] = typer.Option(
+        "light", "--augmentation"
+    ),
+    balance: Literal["sampler", "loss", "none"] = typer.Option(
+        "sampler", "--balance",
+        help="Class imbalance: sampler (balanced batches), loss (class weights) or none.",
+    ),
+    loss: Literal["auto", "ce", "mse", "l1", "margin"] = typer.Option(
+        "auto", "--loss",
+        help="auto: cross-entropy; MSE for regression; margin for capsnet.",
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from the run's checkpoint_latest.pt files."
+    ),
+    device_name: str = typer.Option(
+        None, "--device", parser=device, metavar="DEVICE", help=DEVICE_HELP
+    ),
+    seed: int = typer.Option(0, "--seed", min=0),
 ) -> None:
-    """Train a classifier (or regressor) on DATA; evaluate its test split if it has one; write the report."""
+    """Train a classifier (or regressor) on DATA; evaluate its test split if it has one; write
+    the report."""
     from medseg.pipeline.classify import classify_train
 
-    budget = parse_duration(time_budget)
     summary = classify_train(
-        data, output, network=net, network_config=_options(net_options), task=task,
-        pretrained=str(pretrained) if pretrained else None, freeze=freeze, backbone_lr_factor=backbone_lr,
-        folds=folds, epochs=epochs if epochs is not None else (10_000 if budget else 30), time_budget_s=budget,
-        batch_size=batch_size, learning_rate=lr, augmentation=augmentation, class_weighting=balance, loss=loss,
-        resume=resume, device=device, seed=seed,
+        data, output, network=net, network_config=net_options or {}, task=task,
+        pretrained=str(pretrained) if pretrained else None, freeze=freeze,
+        backbone_lr_factor=backbone_lr, folds=folds,
+        epochs=epochs if epochs is not None else (10_000 if time_budget else 30),
+        time_budget_s=time_budget,
+        batch_size=batch_size, learning_rate=lr, augmentation=augmentation,
+        class_weighting=balance, loss=loss, resume=resume, device=device_name, seed=seed,
     )
     for fold in summary["folds"]:
         console.print(f"fold {fold['fold']}: {fold['epochs']} epochs, {fold['steps']} steps in {fold['seconds']} s "
@@ -81,23 +120,33 @@ def train_command(
 def predict_command(
     run: Path = typer.Argument(..., help="Run folder (or one checkpoint)."),
     data: Path = typer.Argument(..., help="Data in any classification layout."),
-    output: Path = typer.Option(..., "--output", "-o", help="Predictions CSV to write."),
-    split: str = typer.Option("test", "--split", help="Which split of DATA."),
-    mirror: bool = typer.Option(False, "--mirror", help="Average over mirrored copies (test-time augmentation)."),
-    device: str = typer.Option(None, "--device"),
+    output: Path = typer.Option(
+        ..., "--output", "-o", callback=output_file, help="Predictions CSV to write."
+    ),
+    split: Split = typer.Option("test", "--split", help="Which split of DATA."),
+    mirror: bool = typer.Option(
+        False, "--mirror", help="Average over mirrored copies (test-time augmentation)."
+    ),
+    device_name: str = typer.Option(
+        None, "--device", parser=device, metavar="DEVICE", help=DEVICE_HELP
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing CSV."),
 ) -> None:
     """Predict a split of DATA with the run's models (fold ensemble); one row per image."""
     from medseg.pipeline.classify import classify_predict
 
-    path = classify_predict(run, data, output, split=split, mirror=mirror, device=device, overwrite=overwrite)
+    path = classify_predict(run, data, output, split=split, mirror=mirror, device=device_name,
+                            overwrite=overwrite)
     console.print(f"wrote {path}")
 
 
 @app.command("evaluate")
 def evaluate_command(
     predictions: Path = typer.Argument(..., help="Predictions CSV (with the reference 'label' column)."),
-    output: Path = typer.Option(None, "--output", "-o", help="Folder for metrics.json, confusion.png, roc.png (default: the CSV's)."),
+    output: Path = typer.Option(
+        None, "--output", "-o", callback=output_folder,
+        help="Folder for metrics.json, confusion.png, roc.png (default: the CSV's).",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite"),
 ) -> None:
     """Confusion matrix; ACC, sensitivity, specificity, PPV, NPV, F1, MCC per class and macro; ROC AUC."""
@@ -122,19 +171,31 @@ def evaluate_command(
 def explain_command(
     run: Path = typer.Argument(..., help="Run folder."),
     data: Path = typer.Argument(..., help="Data in any classification layout."),
-    output: Path = typer.Option(None, "--output", "-o", help="Folder for the overlays (default RUN/explain)."),
-    split: str = typer.Option("test", "--split"),
-    count: int = typer.Option(8, "--count", "-n", help="Images to explain (spread over the classes)."),
-    method: str = typer.Option("auto", "--method", help="gradcam, saliency or auto (Grad-CAM for CNNs)."),
-    layer: str = typer.Option(None, "--layer", help="Module Grad-CAM explains, e.g. backbone.layer3 (default: the last feature map)."),
-    device: str = typer.Option(None, "--device"),
+    output: Path = typer.Option(
+        None, "--output", "-o", callback=output_folder,
+        help="Folder for the overlays (default RUN/explain).",
+    ),
+    split: Split = typer.Option("test", "--split"),
+    count: int = typer.Option(
+        8, "--count", "-n", min=1, help="Images to explain (spread over the classes)."
+    ),
+    method: Literal["auto", "gradcam", "saliency"] = typer.Option(
+        "auto", "--method", help="auto: Grad-CAM for CNNs, saliency for ViT and CapsNet."
+    ),
+    layer: str = typer.Option(
+        None, "--layer",
+        help="Module Grad-CAM explains, e.g. backbone.layer3 (default: the last feature map).",
+    ),
+    device_name: str = typer.Option(
+        None, "--device", parser=device, metavar="DEVICE", help=DEVICE_HELP
+    ),
     overwrite: bool = typer.Option(False, "--overwrite"),
 ) -> None:
     """Write Grad-CAM (or saliency) overlays: where the network finds its evidence."""
     from medseg.pipeline.classify import classify_explain
 
-    paths = classify_explain(run, data, split=split, out=output, count=count, method=method, layer=layer,
-                             device=device, overwrite=overwrite)
+    paths = classify_explain(run, data, split=split, out=output, count=count, method=method,
+                             layer=layer, device=device_name, overwrite=overwrite)
     console.print(f"wrote {len(paths)} overlays to {paths[0].parent if paths else output}")
 
 
@@ -151,12 +212,21 @@ def report_command(
 
 @app.command("phantoms")
 def phantoms_command(
-    output: Path = typer.Argument(..., help="Folder to create (train/<class>/, test/<class>/, masks/)."),
-    n_per_class: int = typer.Option(100, "--n-per-class", help="Training images per class (the test split: a quarter)."),
-    dims: int = typer.Option(2, "--dims", help="2 (PNG) or 3 (NIfTI)."),
-    size: int = typer.Option(None, "--size", help="Image side in pixels (default 64 in 2D, 32 in 3D)."),
-    kind: str = typer.Option("lesion", "--kind", help="lesion (present/absent) or shape (benign/malignant)."),
-    seed: int = typer.Option(0, "--seed"),
+    output: Path = typer.Argument(
+        ..., callback=output_folder,
+        help="Folder to create (train/<class>/, test/<class>/, masks/).",
+    ),
+    n_per_class: int = typer.Option(
+        100, "--n-per-class", min=1, help="Training images per class (the test split: a quarter)."
+    ),
+    dims: int = typer.Option(2, "--dims", min=2, max=3, help="2 (PNG) or 3 (NIfTI)."),
+    size: int = typer.Option(
+        None, "--size", min=16, help="Image side in pixels (default 64 in 2D, 32 in 3D)."
+    ),
+    kind: Literal["lesion", "shape"] = typer.Option(
+        "lesion", "--kind", help="lesion (present/absent) or shape (benign/malignant)."
+    ),
+    seed: int = typer.Option(0, "--seed", min=0),
     overwrite: bool = typer.Option(False, "--overwrite"),
 ) -> None:
     """Generate a classification phantom set whose deciding region (the lesion) is known."""
@@ -169,19 +239,25 @@ def phantoms_command(
 
 @app.command("demo")
 def demo_command(
-    output: Path = typer.Option(Path("medseg_classify_demo"), "--out", "-o", help="Folder for the data and the run."),
+    output: Path = typer.Option(
+        Path("medseg_classify_demo"), "--out", "-o", callback=output_folder,
+        help="Folder for the data and the run.",
+    ),
     net: str = typer.Option("resnet18", "--net"),
-    dims: int = typer.Option(2, "--dims", help="2 or 3."),
-    epochs: int = typer.Option(8, "--epochs"),
-    n_per_class: int = typer.Option(150, "--n-per-class"),
-    device: str = typer.Option(None, "--device"),
+    dims: int = typer.Option(2, "--dims", min=2, max=3),
+    epochs: int = typer.Option(8, "--epochs", min=1),
+    n_per_class: int = typer.Option(150, "--n-per-class", min=1),
+    device_name: str = typer.Option(
+        None, "--device", parser=device, metavar="DEVICE", help=DEVICE_HELP
+    ),
     overwrite: bool = typer.Option(False, "--overwrite"),
 ) -> None:
-    """Phantoms -> train -> evaluate -> Grad-CAM -> report, with the Grad-CAM localisation measured."""
+    """Phantoms -> train -> evaluate -> Grad-CAM -> report, with the Grad-CAM localisation
+    measured."""
     from medseg.pipeline.classify import classify_demo
 
-    summary = classify_demo(output, network=net, spatial_dims=dims, n_per_class=n_per_class, epochs=epochs,
-                            device=device, overwrite=overwrite)
+    summary = classify_demo(output, network=net, spatial_dims=dims, n_per_class=n_per_class,
+                            epochs=epochs, device=device_name, overwrite=overwrite)
     _print_headline("test", summary["test"])
     where = summary["localisation"]
     console.print(f"Grad-CAM mass inside the lesion: {where['gradcam_mass_inside_lesion']:.1%}, "

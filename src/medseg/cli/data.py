@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from medseg.cli import phantoms as phantoms_cli
+from medseg.cli.options import output_file
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -18,7 +19,9 @@ console = Console()
 @app.command("check")
 def check(
     dataset: Path = typer.Argument(..., help="Dataset folder (nnU-Net v2, MSD or 2D images/masks)."),
-    jobs: int = typer.Option(None, "--jobs", "-j", help="Worker processes (default: all CPUs)."),
+    jobs: int = typer.Option(
+        None, "--jobs", "-j", min=1, help="Worker processes (default: all CPUs)."
+    ),
 ) -> None:
     """Validate a dataset and list every problem, one line each. Exit 1 if any."""
     from medseg.data import check_dataset, load_dataset
@@ -37,8 +40,12 @@ def check(
 @app.command("fingerprint")
 def fingerprint(
     dataset: Path = typer.Argument(..., help="Dataset folder."),
-    output: Path = typer.Option(..., "--output", "-o", help="Where to write fingerprint.json."),
-    jobs: int = typer.Option(None, "--jobs", "-j", help="Worker processes (default: all CPUs)."),
+    output: Path = typer.Option(
+        ..., "--output", "-o", callback=output_file, help="Where to write fingerprint.json."
+    ),
+    jobs: int = typer.Option(
+        None, "--jobs", "-j", min=1, help="Worker processes (default: all CPUs)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:
     """Compute the dataset fingerprint (spacings, shapes, intensities, class fractions)."""

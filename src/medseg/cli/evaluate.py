@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import typer
+
+from medseg.cli.options import non_negative_float, output_folder
 
 _SHOWN = ("dice", "hd95", "assd", "nsd")
 
@@ -22,25 +24,28 @@ def evaluate(
         ..., "--ref", help="Folder of reference label maps (same file names)."
     ),
     out: Path = typer.Option(
-        ..., "--out", "-o", help="Output folder for per_case.csv and summary.json."
+        ..., "--out", "-o", callback=output_folder,
+        help="Output folder for per_case.csv and summary.json.",
     ),
     labels: str | None = typer.Option(
         None,
         help="Labels/regions, e.g. '1,2' or 'wt=1+2+3,tc=1+3,et=3'. Default: all non-zero reference values.",
     ),
     ignore_label: int | None = typer.Option(
-        None, help="Reference value to leave out of every metric."
+        None, min=0, help="Reference value to leave out of every metric."
     ),
-    tolerance: float = typer.Option(2.0, help="NSD tolerance in mm."),
-    hd95_mode: str = typer.Option(
+    tolerance: float = typer.Option(
+        2.0, parser=non_negative_float, metavar="MM", help="NSD tolerance in mm (>= 0)."
+    ),
+    hd95_mode: Literal["max_directed", "pooled"] = typer.Option(
         "max_directed",
         help="max_directed (larger directed 95th percentile; MONAI, DeepMind) or pooled (MedPy).",
     ),
-    surface: str = typer.Option(
+    surface: Literal["voxel", "surfel"] = typer.Option(
         "voxel", help="voxel (MONAI/MedPy surface voxels) or surfel (DeepMind)."
     ),
     jobs: int | None = typer.Option(
-        None, "--jobs", "-j", help="Worker processes (default: CPU count)."
+        None, "--jobs", "-j", min=1, help="Worker processes (default: CPU count)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
 ) -> None:
@@ -54,8 +59,8 @@ def evaluate(
         labels=parse_labels(labels) if labels else None,
         ignore_label=ignore_label,
         tolerance_mm=tolerance,
-        hd95_mode=hd95_mode,  # type: ignore[arg-type]  # checked by evaluate_folders
-        surface=surface,  # type: ignore[arg-type]
+        hd95_mode=hd95_mode,
+        surface=surface,
         jobs=jobs,
         overwrite=overwrite,
         show_progress=True,

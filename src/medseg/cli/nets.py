@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -17,9 +19,13 @@ def nets() -> None:
 
 @app.command("list")
 def list_command(
-    in_channels: int = typer.Option(1, "--in-channels", help="Image channels for the counts."),
-    out_channels: int = typer.Option(2, "--out-channels", help="Classes for the counts."),
-    task: str = typer.Option(None, "--task", help="Only segmentation or classification networks."),
+    in_channels: int = typer.Option(
+        1, "--in-channels", min=1, help="Image channels for the counts."
+    ),
+    out_channels: int = typer.Option(2, "--out-channels", min=1, help="Classes for the counts."),
+    task: Literal["segmentation", "classification"] | None = typer.Option(
+        None, "--task", help="Only segmentation or classification networks."
+    ),
 ) -> None:
     """List the networks with their parameter counts for the 2D and 3D defaults."""
     from medseg.nets import describe_networks

@@ -9,6 +9,7 @@ from typing import Literal
 
 import typer
 
+from medseg.cli.options import non_negative_float, output_folder, positive_float, probability
 from medseg.data.phantom_artefacts import NoiseKind
 from medseg.data.phantoms import PhantomConfig, generate_dataset
 
@@ -21,32 +22,41 @@ def register(app: typer.Typer) -> None:
 
 
 def phantoms(
-    out: Path = typer.Argument(..., help="Output dataset folder (created; must be empty unless --overwrite)."),
+    out: Path = typer.Argument(
+        ..., callback=output_folder,
+        help="Output dataset folder (created; must be empty unless --overwrite).",
+    ),
     dims: int = typer.Option(3, "--dims", min=2, max=3, help="2 or 3 spatial dimensions."),
     cases: int = typer.Option(20, "--cases", min=1, help="Number of training cases."),
     seed: int = typer.Option(0, "--seed", min=0, help="Dataset seed (same seed, same files)."),
     noise: NoiseKind = typer.Option(_DEFAULT.noise, "--noise", help="Noise model."),
     noise_std: float = typer.Option(
-        _DEFAULT.noise_std, "--noise-std", min=0, help="Noise std (intensity units; tissue is 0.5)."
+        _DEFAULT.noise_std, "--noise-std", parser=non_negative_float, metavar="FLOAT",
+        help="Noise std (intensity units; tissue is 0.5).",
     ),
     bias: float = typer.Option(
-        _DEFAULT.bias_strength, "--bias", min=0, help="Bias field strength (max |log field|)."
+        _DEFAULT.bias_strength, "--bias", parser=non_negative_float, metavar="FLOAT",
+        help="Bias field strength (max |log field|).",
     ),
     streaks: float = typer.Option(
-        _DEFAULT.streak_strength, "--streaks", min=0, help="CT-like streak amplitude (0: none)."
+        _DEFAULT.streak_strength, "--streaks", parser=non_negative_float, metavar="FLOAT",
+        help="CT-like streak amplitude (0: none).",
     ),
     contrast: float = typer.Option(
-        _DEFAULT.contrast, "--contrast", min=0, help="Contrast between structures (1: default, 0: none)."
+        _DEFAULT.contrast, "--contrast", parser=non_negative_float, metavar="FLOAT",
+        help="Contrast between structures (1: default, 0: none).",
     ),
     anisotropy: float = typer.Option(
-        None, "--anisotropy", min=0, help="Slice spacing in mm along the first axis (z); in-plane "
-        "stays 1 mm. Default: 2 mm in 3D, 1 mm in 2D."
+        None, "--anisotropy", parser=positive_float, metavar="MM",
+        help="Slice spacing in mm along the first axis (z); in-plane stays 1 mm. "
+        "Default: 2 mm in 3D, 1 mm in 2D.",
     ),
     supersample: int = typer.Option(
         _DEFAULT.supersample, "--supersample", min=1, max=8, help="Partial-volume sub-samples (1: off)."
     ),
     p_absent: float = typer.Option(
-        _DEFAULT.p_absent, "--p-absent", min=0, max=1, help="Probability a case has no lesion."
+        _DEFAULT.p_absent, "--p-absent", parser=probability, metavar="[0,1]",
+        help="Probability a case has no lesion.",
     ),
     file_ending: Literal[".nii.gz", ".png"] = typer.Option(
         ".nii.gz", "--file-ending", help="'.png' for 2D only (8-bit, no spacing)."

@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 from rich.console import Console
 
+from medseg.cli import options
+
 console = Console()
-
-
-def parse_duration(text: str | None) -> float | None:
-    """'90s', '20m', '1.5h' or plain seconds -> seconds (None stays None)."""
-    if text is None:
-        return None
-    from medseg.errors import ConfigError
-
-    units = {"s": 1, "m": 60, "h": 3600}
-    try:
-        if text[-1].lower() in units:
-            return float(text[:-1]) * units[text[-1].lower()]
-        return float(text)
-    except (ValueError, IndexError) as err:
-        raise ConfigError(f"cannot read duration '{text}'; use e.g. 90s, 20m or 1.5h") from err
 
 
 def register(app: typer.Typer) -> None:
@@ -31,20 +19,34 @@ def register(app: typer.Typer) -> None:
     @app.command("plan")
     def plan_command(
         dataset: Path = typer.Argument(..., help="Dataset folder."),
-        output: Path = typer.Option(..., "--output", "-o", help="Results folder (created)."),
-        device: str = typer.Option("cpu", help="Device the plan is sized for: cpu or cuda."),
-        memory_gb: float = typer.Option(4.0, "--memory-gb", help="Memory budget of one training step."),
-        time_budget: str = typer.Option(None, "--time-budget", help="Training time budget (e.g. 20m): measure step times, set epochs, recommend a configuration."),
+        output: Path = typer.Option(
+            ..., "--output", "-o", callback=options.output_folder, help="Results folder (created)."
+        ),
+        device: Literal["cpu", "cuda"] = typer.Option("cpu", help="Device the plan is sized for."),
+        memory_gb: float = typer.Option(
+            4.0, "--memory-gb", parser=options.positive_float, metavar="GB",
+            help="Memory budget of one training step (> 0).",
+        ),
+        time_budget: float = typer.Option(
+            None, "--time-budget", parser=options.duration, metavar="DURATION",
+            help="Training time budget (e.g. 20m): measure step times, set epochs, recommend a "
+            "configuration.",
+        ),
+        precision: Literal["bf16", "fp32"] | None = typer.Option(
+            None, "--precision",
+            help="Train every configuration in bf16 or fp32 (default: bf16 where the device supports "
+            "it natively and a bf16 step does not crash or hang in a child process).",
+        ),
         explain: bool = typer.Option(False, "--explain", help="Print why each value was chosen."),
-        jobs: int = typer.Option(None, "--jobs", "-j", help="Worker processes."),
+        jobs: int = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing plans."),
     ) -> None:
         """Check and fingerprint DATASET, then plan every configuration into RESULTS."""
         from medseg.pipeline import plan
         from medseg.planning.steps import explain as explain_plans
 
-        plans = plan(dataset, output, device=device, memory_gb=memory_gb, time_budget_s=parse_duration(time_budget),
-                     jobs=jobs, overwrite=overwrite)
+        plans = plan(dataset, output, device=device, memory_gb=memory_gb, time_budget_s=time_budget,
+                     precision=precision, jobs=jobs, overwrite=overwrite)
         if explain:
             typer.echo(explain_plans(plans))
         for name, p in plans.configurations.items():
@@ -57,9 +59,12 @@ def register(app: typer.Typer) -> None:
     @app.command("preprocess")
     def preprocess_command(
         results: Path = typer.Argument(..., help="Results folder with plans.json."),
-        config: str = typer.Option(None, "--config", "-c", help="Comma-separated configurations, e.g. 2d,3d_fullres,3d_lowres "
-                                   "(default all; 3d_cascade_fullres shares the 3d_fullres data)."),
-        jobs: int = typer.Option(None, "--jobs", "-j", help="Worker processes."),
+        config: str = typer.Option(
+            None, "--config", "-c", callback=options.configurations,
+            help="Comma-separated configurations, e.g. 2d,3d_fullres,3d_lowres "
+            "(default all; 3d_cascade_fullres shares the 3d_fullres data).",
+        ),
+        jobs: int = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes."),
     ) -> None:
         """Resample, normalise and store the training cases (skips unchanged cases)."""
         from medseg.pipeline import preprocess
@@ -71,29 +76,48 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_command(
         results: Path = typer.Argument(..., help="Results folder (planned and preprocessed)."),
-        config: str = typer.Option(None, "--config", "-c", help="2d, 3d_fullres, 3d_lowres or 3d_cascade_fullres (after the "
-                                   "3d_lowres folds and 'medseg prepare-cascade'); default: the plan's recommendation, "
-                                   "else 3d_fullres, else 2d."),
-        fold: str = typer.Option("0", "--fold", "-f", help="Fold index or 'all'."),
-        epochs: int = typer.Option(None, "--epochs", help="Number of epochs (default: the plan's)."),
-        steps_per_epoch: int = typer.Option(None, "--steps-per-epoch", help="Steps per epoch."),
-        time_budget: str = typer.Option(None, "--time-budget", help="Stop in time, e.g. 20m."),
+        config: options.Configuration | None = typer.Option(
+            None, "--config", "-c",
+            help="3d_cascade_fullres after the 3d_lowres folds and 'medseg prepare-cascade'; "
+            "default: the plan's recommendation, else 3d_fullres, else 2d.",
+        ),
+        fold: str = typer.Option(
+            "0", "--fold", "-f", parser=options.fold, metavar="FOLD",
+            help="Fold index (>= 0) or 'all'.",
+        ),
+        epochs: int = typer.Option(
+            None, "--epochs", min=1, help="Number of epochs (default: the plan's)."
+        ),
+        steps_per_epoch: int = typer.Option(
+            None, "--steps-per-epoch", min=1, help="Steps per epoch."
+        ),
+        time_budget: float = typer.Option(
+            None, "--time-budget", parser=options.duration, metavar="DURATION",
+            help="Stop in time, e.g. 20m.",
+        ),
         resume: bool = typer.Option(False, "--resume", help="Continue from checkpoint_latest.pt."),
-        device: str = typer.Option(None, "--device", help="cpu or cuda (default: auto)."),
-        workers: int = typer.Option(None, "--workers", help="Data loader workers."),
+        device: str = typer.Option(
+            None, "--device", parser=options.device, metavar="DEVICE", help=options.DEVICE_HELP
+        ),
+        workers: int = typer.Option(
+            None, "--workers", min=0, help="Data loader workers (0: none)."
+        ),
+        precision: Literal["bf16", "fp32"] | None = typer.Option(
+            None, "--precision", help="bf16 or fp32 autocast (default: the plan's decision)."
+        ),
         no_validate: bool = typer.Option(False, "--no-validate", help="Skip the full-case validation."),
     ) -> None:
         """Train one fold, then predict and evaluate its validation cases."""
         from medseg.pipeline import train
         from medseg.planning import Plans
-        from medseg.training.loop import leave_distributed_run
+        from medseg.training import leave_distributed_run
 
         plans = Plans.from_json(results / "plans.json")
         if config is None:
             config = plans.recommended or ("3d_fullres" if "3d_fullres" in plans.configurations else "2d")
         out = train(results, config, fold if fold == "all" else int(fold), epochs=epochs, steps_per_epoch=steps_per_epoch,
-                    time_budget_s=parse_duration(time_budget), resume=resume, device=device, num_workers=workers,
-                    validate=not no_validate)
+                    time_budget_s=time_budget, resume=resume, device=device, num_workers=workers,
+                    precision=precision, validate=not no_validate)
         fit = out["fit"]
         console.print(f"trained {fit['epochs']} epoch(s), {fit['steps']} steps in {fit['seconds']:.0f} s "
                       f"(stopped by {fit['stopped_by']}); checkpoints in {fit['fold_dir']}")
@@ -109,10 +133,16 @@ def register(app: typer.Typer) -> None:
     @app.command("prepare-cascade")
     def prepare_cascade_command(
         results: Path = typer.Argument(..., help="Results folder whose 3d_lowres folds are trained."),
-        config: str = typer.Option("3d_cascade_fullres", "--config", "-c", help="The cascade stage to prepare."),
-        checkpoint: str = typer.Option("best", "--checkpoint", help="best or latest previous-stage checkpoints."),
+        config: options.Configuration = typer.Option(
+            "3d_cascade_fullres", "--config", "-c", help="The cascade stage to prepare."
+        ),
+        checkpoint: options.Checkpoint = typer.Option(
+            "best", "--checkpoint", help="Which previous-stage checkpoints."
+        ),
         mirror: bool = typer.Option(True, "--mirror/--no-mirror", help="Test-time mirroring along every axis."),
-        device: str = typer.Option(None, "--device", help="cpu or cuda (default: auto)."),
+        device: str = typer.Option(
+            None, "--device", parser=options.device, metavar="DEVICE", help=options.DEVICE_HELP
+        ),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing previous-stage predictions."),
     ) -> None:
         """Predict every training case with the 3d_lowres fold that held it out, on the full-resolution grid

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from medseg.cli import options
+
 
 def register(app: typer.Typer) -> None:
     """Mount the ``predict`` command on the main app."""
@@ -21,24 +23,40 @@ def predict(
     input_dir: Path = typer.Option(
         ..., "--input", "-i", help="Folder of CASE_0000.nii.gz... images (or a dataset folder: its imagesTs)."
     ),
-    output_dir: Path = typer.Option(..., "--output", "-o", help="Folder for the CASE.nii.gz label maps."),
+    output_dir: Path = typer.Option(
+        ..., "--output", "-o", callback=options.output_folder,
+        help="Folder for the CASE.nii.gz label maps.",
+    ),
     results: Path = typer.Option(..., "--model", "-m", help="Results folder with the trained folds."),
     config: str | None = typer.Option(
-        None, "--config", help="Configurations to ensemble, e.g. '2d,3d_fullres' or '3d_cascade_fullres' (runs its "
+        None, "--config", callback=options.configurations,
+        help="Configurations to ensemble, e.g. '2d,3d_fullres' or '3d_cascade_fullres' (runs its "
         "trained 3d_lowres folds first). Default: every trained one."
     ),
-    folds: str | None = typer.Option(None, "--folds", help="Folds, e.g. '0,1'. Default: every trained fold."),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="best or latest."),
+    folds: str | None = typer.Option(
+        None, "--folds", callback=options.folds,
+        help="Folds, e.g. '0,1'. Default: every trained fold.",
+    ),
+    checkpoint: options.Checkpoint = typer.Option("best", "--checkpoint"),
     mirror: bool = typer.Option(True, "--mirror/--no-mirror", help="Test-time mirroring along every axis."),
-    overlap: float = typer.Option(0.5, "--overlap", help="Sliding-window overlap in [0, 1)."),
+    overlap: float = typer.Option(
+        0.5, "--overlap", parser=options.overlap, metavar="[0,1)",
+        help="Sliding-window overlap in [0, 1).",
+    ),
     save_probabilities: bool = typer.Option(
         False, "--save-probabilities", help="Also write CASE.npz with the class probabilities."
     ),
     postprocess: bool = typer.Option(
         True, "--postprocess/--no-postprocess", help="Apply RESULTS/postprocessing.json when present."
     ),
-    device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+    device: str | None = typer.Option(
+        None, "--device", parser=options.device, metavar="DEVICE", help=options.DEVICE_HELP
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+    nan_to_num: bool = typer.Option(
+        False, "--nan-to-num",
+        help="Set NaN/inf voxels to 0 (with a warning) instead of refusing the image.",
+    ),
 ) -> None:
     """Predict every case of a folder; write one label map per case in the input's geometry."""
     from medseg.inference import predict as run_predict
@@ -50,7 +68,7 @@ def predict(
         results,
         configurations=_split(config),
         folds=_split(folds),
-        checkpoint=checkpoint,  # type: ignore[arg-type]  # checked by find_checkpoints
+        checkpoint=checkpoint,
         mirror=mirror,
         overlap=overlap,
         save_probabilities=save_probabilities,
@@ -58,6 +76,7 @@ def predict(
         device=device,
         overwrite=overwrite,
         progress=True,
+        nan_to_num=nan_to_num,
     )
     seconds = time.perf_counter() - start
     typer.echo(f"predicted {len(written)} case(s) in {seconds:.1f} s -> {output_dir}")

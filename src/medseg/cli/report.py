@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from medseg.cli.options import output_file
+
 
 def register(app: typer.Typer) -> None:
     """Mount the ``report`` command on the main app."""
@@ -14,7 +16,10 @@ def register(app: typer.Typer) -> None:
 
 def report(
     results: Path = typer.Argument(..., help="Results folder (plans.json, <config>/fold_<k>, evaluation/)."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Report file (default: RESULTS/report.html)."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", callback=output_file,
+        help="Report file (default: RESULTS/report.html).",
+    ),
     title: str | None = typer.Option(None, help="Page title (default: 'medseg report: <dataset>')."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report."),
 ) -> None:
