@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from medseg.cli import pipeline as pipeline_cli
 from medseg.cli import predict as predict_cli
-from medseg.data.loader import load_previous, make_loader, write_case, write_previous
+from medseg.data.cascade import foreground_one_hot, load_previous, write_previous
+from medseg.data.loader import make_loader, write_case
 from medseg.data.phantom_config import PhantomConfig
 from medseg.data.phantoms import generate_dataset
 from medseg.errors import ConfigError, OverwriteError
@@ -26,7 +27,7 @@ from medseg.pipeline.steps import prepare_cascade
 from medseg.planning import planner
 from medseg.planning.plan import Plan, Plans
 from medseg.training.checkpoint import build_model
-from medseg.training.loop import CascadeAugment, expand_previous
+from medseg.training.segmentation import segmentation_augmentation
 from medseg.training.splits import make_splits
 from medseg.transforms import (
     Compose,
@@ -35,6 +36,7 @@ from medseg.transforms import (
     RandomGaussianNoise,
     nnunet_default,
 )
+from medseg.transforms.masks import ForegroundOneHot, RandomMaskMorphology
 
 ROTATION = (0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
 SMALL_NET = {"features": [4, 8], "kernel_sizes": [[3, 3, 3], [3, 3, 3]], "strides": [[1, 1, 1], [2, 2, 2]],
@@ -64,7 +66,7 @@ def _planned(root: Path) -> Path:
     Plans(plans.dataset_name, plans.dataset_path, small).to_json(results / "plans.json")
     preprocess(results, configurations=["3d_lowres", "3d_cascade_fullres"], jobs=1, progress=False)
     ids = [f"phantom_{i:03d}" for i in range(NUM_CASES)]
-    (results / "splits.json").write_text(json.dumps(make_splits(ids, num_folds=2)))
+    (results / "splits.json").write_text(json.dumps(make_splits(ids, num_folds=2)), encoding="utf-8")
     return results
 
 
@@ -112,12 +114,12 @@ def test_plan_adds_the_cascade_stage_with_one_channel_per_foreground_class(plann
 
 
 def test_old_plans_json_without_the_cascade_fields_still_loads(planned: Path) -> None:
-    data = json.loads((planned / "plans.json").read_text())
+    data = json.loads((planned / "plans.json").read_text(encoding="utf-8"))
     data["configurations"].pop("3d_cascade_fullres")
     for config in data["configurations"].values():
         config.pop("previous_stage")
         config.pop("data_configuration")
-    (planned / "old.json").write_text(json.dumps(data))
+    (planned / "old.json").write_text(json.dumps(data), encoding="utf-8")
     old = Plans.from_json(planned / "old.json")
     assert old["3d_fullres"] == Plans.from_json(planned / "plans.json")["3d_fullres"]
     assert old["3d_fullres"].previous_stage is None and old["3d_fullres"].image_channels == old["3d_fullres"].in_channels
@@ -163,9 +165,9 @@ def test_predicting_with_the_cascade_needs_the_lowres_models(chain: dict, tmp_pa
 
 def test_previous_stage_predictions_come_from_the_fold_that_held_each_case_out(chain: dict) -> None:
     results = chain["results"]
-    splits = json.loads((results / "splits.json").read_text())
+    splits = json.loads((results / "splits.json").read_text(encoding="utf-8"))
     assert sorted(chain["partial"]["fallback"]) == splits[1]["val"]  # fold 1 was not trained yet
-    record = json.loads((results / "preprocessed" / "3d_cascade_fullres" / "previous_stage.json").read_text())
+    record = json.loads((results / "preprocessed" / "3d_cascade_fullres" / "previous_stage.json").read_text(encoding="utf-8"))
     assert record["fallback"] == [] and record["previous_stage"] == "3d_lowres"
     assert record["cases"] == {c: str(k) for k, s in enumerate(splits) for c in s["val"]}
     assert "fold 0: 2, fold 1: 2" in chain["cli"]
@@ -236,15 +238,34 @@ def test_cascade_augmentation_moves_the_masks_but_never_changes_their_intensity(
     image = torch.from_numpy(rng.normal(size=(2, 1, 8, 8, 8)).astype(np.float32))
     indices = torch.from_numpy(rng.integers(0, 3, size=(2, 1, 8, 8, 8)).astype(np.float32))
     batch = torch.cat([image, indices], dim=1)
-    onehot = expand_previous(batch, plan)
+    onehot = torch.cat([image, foreground_one_hot(indices, plan.num_classes)], dim=1)
     assert onehot.shape == (2, 3, 8, 8, 8)
-    intensity = Compose([RandomBrightness(p=1.0, value_range=(2.0, 2.0)), RandomGaussianNoise(p=1.0, std=(1.0, 1.0))],
-                        seed=0)
-    out, _ = CascadeAugment(intensity, plan, p_morphology=0.0)(batch, None)
+    masks, images = range(1, 3), [0]
+    intensity = Compose([ForegroundOneHot(3), RandomBrightness(p=1.0, value_range=(2.0, 2.0), channels=images),
+                         RandomGaussianNoise(p=1.0, std=(1.0, 1.0), channels=images),
+                         RandomMaskMorphology(masks, p=0.0)], seed=0)
+    out, _ = intensity(batch, None)
     assert not torch.equal(out[:, :1], onehot[:, :1])  # the image channel changed
     torch.testing.assert_close(out[:, 1:], onehot[:, 1:], rtol=0, atol=0)  # the masks did not
-    flipped, _ = CascadeAugment(Compose([RandomFlip(p=1.0, axes=(0,))], seed=0), plan, p_morphology=0.0)(batch, None)
-    torch.testing.assert_close(flipped, onehot.flip(2), rtol=0, atol=0)  # spatial transforms move everything
-    full, label = CascadeAugment(nnunet_default(3, p=1.0, seed=0), plan)(batch, indices.long())
+    flip = Compose([ForegroundOneHot(3), RandomFlip(p=1.0, axes=(0,)), RandomMaskMorphology(masks, p=0.0)], seed=0)
+    torch.testing.assert_close(flip(batch, None)[0], onehot.flip(2), rtol=0, atol=0)  # spatial ones move everything
+    full, label = nnunet_default(3, p=1.0, seed=0, intensity_channels=images)(onehot, indices.long())
+    assert not torch.equal(full[:, 1:], onehot[:, 1:])  # rotated and scaled with the image
+    augment = segmentation_augmentation(plan)  # what training uses: one-hot, preset, re-binarise, perturb
+    augment.reseed(0)
+    full, label = augment(batch, indices.long())
     assert full.shape == onehot.shape and label.shape == (2, 1, 8, 8, 8)
     assert set(torch.unique(full[:, 1:]).tolist()) <= {0.0, 1.0}  # masks stay binary after resampling
+
+
+def test_mask_perturbation_applies_with_its_probability_and_keeps_masks_binary() -> None:
+    from medseg.transforms.masks import dilate, erode, perturb_masks
+
+    masks = torch.zeros(8, 2, 9, 9, 9)
+    masks[:, :, 3:6, 3:6, 3:6] = 1
+    assert torch.equal(perturb_masks(masks, torch.Generator().manual_seed(0), p=0.0), masks)
+    changed = perturb_masks(masks, torch.Generator().manual_seed(0), p=1.0)
+    assert set(torch.unique(changed).tolist()) <= {0.0, 1.0}
+    # dilation and erosion change a cube; opening and closing give it back
+    assert sum(not torch.equal(changed[b, c], masks[b, c]) for b in range(8) for c in range(2)) >= 4
+    assert dilate(masks[:1, :1], 1).sum() == 5**3 and erode(masks[:1, :1], 1).sum() == 1

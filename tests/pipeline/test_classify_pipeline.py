@@ -36,7 +36,7 @@ def trained(phantoms: Path) -> Path:
 
 
 def test_training_reaches_the_stated_accuracy_on_held_out_phantoms(trained: Path) -> None:
-    summary = json.loads((trained / "run.json").read_text())
+    summary = json.loads((trained / "run.json").read_text(encoding="utf-8"))
     # stated in docs/classification.md: resnet18, 128 training images, 8 epochs -> test accuracy >= 0.85
     assert summary["test"]["accuracy"] >= 0.85, summary["test"]
     assert summary["test"]["roc_auc"] >= 0.9
@@ -53,7 +53,7 @@ def test_predict_evaluate_explain_and_report_from_the_cli(trained: Path, phantom
     result = runner.invoke(app, ["classify", "predict", str(trained), str(phantoms), "-o", str(csv)])
     assert result.exit_code == 0, result.output
     # deterministic: the same inputs give the same table as the one training wrote
-    assert csv.read_text() == (trained / "test_predictions.csv").read_text()
+    assert csv.read_text(encoding="utf-8") == (trained / "test_predictions.csv").read_text(encoding="utf-8")
     again = runner.invoke(app, ["classify", "predict", str(trained), str(phantoms), "-o", str(csv)])
     assert isinstance(again.exception, OverwriteError) and "--overwrite" in str(again.exception)
     result = runner.invoke(app, ["classify", "evaluate", str(csv)])
@@ -65,7 +65,7 @@ def test_predict_evaluate_explain_and_report_from_the_cli(trained: Path, phantom
     assert len(list((trained / "explain").glob("*.png"))) == 4
     result = runner.invoke(app, ["classify", "report", str(trained), "--overwrite"])
     assert result.exit_code == 0, result.output
-    html = (trained / "report.html").read_text()
+    html = (trained / "report.html").read_text(encoding="utf-8")
     for text in ("Sensitivity", "Specificity", "NPV", "MCC", "ROC", "data:image/png;base64", "Where the network"):
         assert text in html, text
 
@@ -89,10 +89,10 @@ def test_bad_inputs_are_one_clear_line(trained: Path, phantoms: Path, tmp_path: 
     with pytest.raises(ConfigError, match="not a medseg classification checkpoint"):
         torch.save({"network_state": {}, "plan": {}}, tmp_path / "seg.pt")
         classify_predict(tmp_path / "seg.pt", phantoms, tmp_path / "q.csv")
-    (tmp_path / "keep.csv").write_text("mine")
+    (tmp_path / "keep.csv").write_text("mine", encoding="utf-8")
     with pytest.raises(OverwriteError):
         classify_predict(trained, phantoms, tmp_path / "keep.csv")
-    assert (tmp_path / "keep.csv").read_text() == "mine"
+    assert (tmp_path / "keep.csv").read_text(encoding="utf-8") == "mine"
     result = CliRunner().invoke(app, ["classify", "train", str(phantoms), "-o", str(tmp_path / "r"), "--net",
                                       "resnet99"])
     assert isinstance(result.exception, ConfigError) and "resnet99" in str(result.exception)
@@ -109,7 +109,7 @@ def test_regression_from_a_csv_of_3d_volumes(tmp_path: Path) -> None:
         volume = (np.sqrt(zz**2 + yy**2 + xx**2) < radius).astype(np.float32) + rng.normal(0, 0.1, zz.shape)
         write_image(Image(volume.astype(np.float32), (1.0, 1.0, 1.0)), tmp_path / f"v{i}.nii.gz")
         rows.append(f"v{i}.nii.gz,{radius:.4f},{'test' if i >= 56 else 'train'}")
-    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     summary = classify_train(tmp_path / "data.csv", tmp_path / "run", network="unet_encoder",
                              network_config={"features": (8, 16, 32)}, loss="l1", epochs=15, batch_size=8,
                              learning_rate=3e-3, augmentation="none", progress=False)
@@ -117,5 +117,5 @@ def test_regression_from_a_csv_of_3d_volumes(tmp_path: Path) -> None:
     targets = np.array([float(r.split(",")[1]) for r in rows[1:]])
     baseline = float(np.abs(targets[56:] - targets[:56].mean()).mean())  # predicting the training mean
     assert summary["test"]["mae"] < 0.6 * baseline, (summary["test"], baseline)
-    header = (tmp_path / "run" / "test_predictions.csv").read_text().splitlines()[0]
+    header = (tmp_path / "run" / "test_predictions.csv").read_text(encoding="utf-8").splitlines()[0]
     assert header == "id,label,predicted,pred_0"

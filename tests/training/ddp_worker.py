@@ -13,7 +13,7 @@ from torch import nn
 
 from medseg.losses import build_loss
 from medseg.nets import build_network
-from medseg.training.loop import leave_distributed_run
+from medseg.training import leave_distributed_run
 
 
 def batch_for(rank: int) -> tuple[torch.Tensor, torch.Tensor]:

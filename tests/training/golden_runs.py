@@ -76,20 +76,15 @@ def _segmentation_run(work: Path, spatial_dims: int) -> dict[str, Any]:
 
 def _classification_run(work: Path) -> dict[str, Any]:
     from medseg.data.phantoms_classification import classification_phantom_arrays
-    from medseg.training.classify import config_for, fit_classifier
-
-    try:  # the engine refactor moved it to the inference layer
-        from medseg.inference.classify import predict_scores
-    except ImportError:
-        from medseg.training.classify import predict_scores
+    from medseg.inference.classify import predict_scores
+    from medseg.planning.classifier import config_for
+    from medseg.training import fit_classifier, load_classifier
 
     train = classification_phantom_arrays(32, spatial_dims=2, size=32, seed=1, split="train")
     test = classification_phantom_arrays(6, spatial_dims=2, size=32, seed=1, split="test")
     config = config_for(train, "lenet5", epochs=5, batch_size=8, augmentation="light", seed=0)
     fit_classifier(train, test, work / "run", config, amp=False, progress=False)
     rows = _read_log(work / "run" / "log.csv")
-    from medseg.training.classify import load_classifier
-
     model, config, _ = load_classifier(work / "run" / "checkpoint_latest.pt")
     scores = predict_scores(model, test.images, config, amp=False)
     return {"log": {k: [r[k] for r in rows] for k in CLASSIFY_KEYS}, "test_scores": scores[:, 1].tolist()}
@@ -102,16 +97,9 @@ def _cascade_augment_run() -> dict[str, Any]:
                 patch_size=(8, 16, 16), batch_size=2, normalization=("zscore",), intensity={}, num_classes=3,
                 in_channels=3, labels={"background": 0, "a": 1, "b": 2}, previous_stage="3d_lowres",
                 data_configuration="3d_fullres")
-    try:
-        from medseg.training.cascade import cascade_augmentation
-    except ImportError:  # before the refactor: the wrapper lived in the training loop
-        from medseg.training.loop import CascadeAugment
-        from medseg.transforms import build_transform
+    from medseg.training.segmentation import segmentation_augmentation
 
-        def cascade_augmentation(plan: Plan) -> Any:
-            return CascadeAugment(build_transform(plan.augmentation, spatial_dims=3), plan)
-
-    augment = cascade_augmentation(plan)
+    augment = segmentation_augmentation(plan)
     generator = torch.Generator().manual_seed(5)
     image = torch.randn(2, 1, 8, 16, 16, generator=generator)
     previous = torch.zeros(2, 1, 8, 16, 16)

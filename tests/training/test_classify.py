@@ -10,14 +10,10 @@ import torch
 
 from medseg.data.classification import ClassificationSet
 from medseg.errors import ConfigError, MedsegError
-from medseg.training.classify import (
-    ClassifierConfig,
-    _epoch_order,
-    config_for,
-    fit_classifier,
-    load_classifier,
-    predict_scores,
-)
+from medseg.inference.classify import predict_scores
+from medseg.planning.classifier import ClassifierConfig, config_for
+from medseg.training import fit_classifier, load_checkpoint, load_classifier
+from medseg.training.classification import _epoch_order
 
 SMALL = {"features": (4, 8, 16)}
 
@@ -64,27 +60,27 @@ def test_a_small_cnn_learns_the_blob_task_and_writes_its_run(tmp_path: Path) -> 
 
 
 def test_ctrl_c_then_resume_continues_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import medseg.training.classify as loop
+    import medseg.training.run_state as run_state
 
     train, val = blob_set(48, seed=3), blob_set(16, seed=4)
     config = small_config(train, augmentation="light", epochs=3)
     fit_classifier(train, val, tmp_path / "straight", config, amp=False, progress=False)
-    plot = loop.plot_classifier_curves
+    plot = run_state.plot_curves
 
-    def interrupt_after_epoch_2(rows: list, path: Path, cfg: ClassifierConfig) -> None:
-        plot(rows, path, cfg)
+    def interrupt_after_epoch_2(rows: list, path: Path, panels: object) -> None:
+        plot(rows, path, panels)
         if rows[-1]["epoch"] == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(loop, "plot_classifier_curves", interrupt_after_epoch_2)
+    monkeypatch.setattr(run_state, "plot_curves", interrupt_after_epoch_2)
     with pytest.raises(MedsegError, match="interrupted.*--resume"):
         fit_classifier(train, val, tmp_path / "split", config, amp=False, progress=False)
-    monkeypatch.setattr(loop, "plot_classifier_curves", plot)
+    monkeypatch.setattr(run_state, "plot_curves", plot)
     with pytest.raises(ConfigError, match="--resume"):
         fit_classifier(train, val, tmp_path / "split", config, amp=False, progress=False)
     fit_classifier(train, val, tmp_path / "split", config, resume=True, amp=False, progress=False)
-    a = torch.load(tmp_path / "straight" / "checkpoint_latest.pt", weights_only=False)
-    b = torch.load(tmp_path / "split" / "checkpoint_latest.pt", weights_only=False)
+    a = load_checkpoint(tmp_path / "straight" / "checkpoint_latest.pt", kind="classification")
+    b = load_checkpoint(tmp_path / "split" / "checkpoint_latest.pt", kind="classification")
     assert a["epoch"] == b["epoch"] == 3 and a["step"] == b["step"]
     for name, value in a["network_state"].items():
         torch.testing.assert_close(b["network_state"][name], value, rtol=0, atol=0)
@@ -93,7 +89,7 @@ def test_ctrl_c_then_resume_continues_exactly(tmp_path: Path, monkeypatch: pytes
 def test_resume_refuses_another_configuration(tmp_path: Path) -> None:
     train = blob_set(32, seed=5)
     fit_classifier(train, None, tmp_path / "run", small_config(train), epochs=1, progress=False)
-    with pytest.raises(ConfigError, match="another configuration"):
+    with pytest.raises(ConfigError, match="another plan or configuration"):
         fit_classifier(train, None, tmp_path / "run", small_config(train, learning_rate=0.1), epochs=2, resume=True,
                        progress=False)
 
@@ -139,37 +135,41 @@ def test_regression_learns_a_continuous_target(tmp_path: Path) -> None:
     assert mae < 0.5 * baseline, (mae, baseline)
 
 
+def _overflow_loss(monkeypatch: pytest.MonkeyPatch, overflows: object) -> list[int]:
+    """Make the classifier's loss infinite on the calls where ``overflows(call number)``."""
+    import medseg.training.classification as classification
+
+    make, calls = classification._loss_function, []
+
+    def overflowing(*args: object) -> object:
+        loss = make(*args)
+
+        def wrapped(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            calls.append(1)
+            value = loss(outputs, targets)
+            return value * float("inf") if overflows(len(calls)) else value
+
+        return wrapped
+
+    monkeypatch.setattr(classification, "_loss_function", overflowing)
+    return calls
+
+
 def test_a_step_with_non_finite_gradients_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import medseg.training.classify as loop
-
-    loss, calls = loop._loss, []
-
-    def overflow_once(*args: object) -> torch.Tensor:
-        calls.append(1)
-        value = loss(*args)
-        return value * float("inf") if len(calls) == 2 else value
-
-    monkeypatch.setattr(loop, "_loss", overflow_once)
+    calls = _overflow_loss(monkeypatch, lambda n: n == 2)
+    assert calls == []
     train = blob_set(64, seed=8)
     fit_classifier(train, None, tmp_path / "run", small_config(train, epochs=1), amp=False, progress=False)
-    ckpt = torch.load(tmp_path / "run" / "checkpoint_latest.pt", weights_only=False)
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint_latest.pt", kind="classification")
     assert ckpt["log"][0]["skipped_steps"] == 1 and ckpt["step"] == 4
     assert all(torch.isfinite(v).all() for v in ckpt["network_state"].values() if v.is_floating_point())
 
 
 def test_bf16_that_keeps_overflowing_falls_back_to_float32(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import medseg.training.classify as loop
-
-    loss, calls = loop._loss, []
-
-    def overflow_in_epoch_1(*args: object) -> torch.Tensor:
-        calls.append(1)
-        value = loss(*args)
-        return value * float("inf") if len(calls) <= 4 else value  # 4 steps per epoch here
-
-    monkeypatch.setattr(loop, "_loss", overflow_in_epoch_1)
+    calls = _overflow_loss(monkeypatch, lambda n: n <= 4)  # 4 steps per epoch here
+    assert calls == []
     train = blob_set(64, seed=9)
     fit_classifier(train, None, tmp_path / "run", small_config(train, epochs=2), amp=True, progress=False)
-    ckpt = torch.load(tmp_path / "run" / "checkpoint_latest.pt", weights_only=False)
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint_latest.pt", kind="classification")
     assert [row["bf16"] for row in ckpt["log"]] == [True, False] and ckpt["amp"] is False
     assert [row["skipped_steps"] for row in ckpt["log"]] == [4, 0]

@@ -39,7 +39,7 @@ def test_ddp_step_equals_the_update_with_averaged_gradients(tmp_path: Path) -> N
         sys.path.remove(str(HERE))
     result = _torchrun(str(HERE / "ddp_worker.py"), str(tmp_path / "ddp.pt"))
     assert result.returncode == 0, _why(result)
-    distributed = torch.load(tmp_path / "ddp.pt")
+    distributed = torch.load(tmp_path / "ddp.pt", weights_only=True)
     # expected: same initial weights, gradient = mean of the two ranks' gradients, one SGD step
     model = ddp_worker.make_model()
     grads = []
@@ -61,7 +61,7 @@ def test_medseg_train_runs_under_torchrun_with_two_processes(tiny_results: Path)
     assert result.returncode == 0, _why(result)
     ckpt = load_checkpoint(tiny_results / "2d" / "fold_0" / "checkpoint_latest.pt")
     assert ckpt["epoch"] == 1 and ckpt["step"] == 2
-    assert '"world_size": 2' in (tiny_results / "2d" / "fold_0" / "run.json").read_text()
+    assert '"world_size": 2' in (tiny_results / "2d" / "fold_0" / "run.json").read_text(encoding="utf-8")
 
 
 def test_a_time_budget_under_torchrun_stops_every_rank_together(tiny_results: Path) -> None:

@@ -19,7 +19,7 @@ def test_fit_writes_checkpoints_log_and_curves(tiny_results: Path) -> None:
     assert result.epochs == 2 and result.steps == 4 and result.stopped_by == "epochs"
     for name in ("checkpoint_latest.pt", "checkpoint_best.pt", "log.csv", "curves.png"):
         assert (out / name).is_file()
-    rows = list(csv.DictReader(open(out / "log.csv")))
+    rows = list(csv.DictReader(open(out / "log.csv", encoding="utf-8")))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert all(float(r["grad_norm"]) > 0 for r in rows)
     model, plan = model_from_checkpoint(out / "checkpoint_latest.pt")
@@ -31,7 +31,7 @@ def test_ctrl_c_then_resume_continues_exactly_like_an_uninterrupted_run(
 ) -> None:
     import shutil
 
-    import medseg.training.loop as loop
+    import medseg.training.run_state as run_state
 
     twin = tmp_path / "twin"
     shutil.copytree(tiny_results, twin)
@@ -40,7 +40,7 @@ def test_ctrl_c_then_resume_continues_exactly_like_an_uninterrupted_run(
     def interrupt(*args: object, **kwargs: object) -> None:  # Ctrl-C right after epoch 1 is saved
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(loop, "plot_curves", interrupt)
+    monkeypatch.setattr(run_state, "plot_curves", interrupt)
     with pytest.raises(MedsegError, match="--resume"):
         fit(twin, "2d", 0, epochs=2, steps_per_epoch=2, num_workers=0, progress=False)
     monkeypatch.undo()
@@ -78,7 +78,7 @@ def test_missing_fold_and_configuration_are_clear_errors(tiny_results: Path) -> 
 
 def test_training_reduces_the_loss(tiny_results: Path) -> None:
     result = fit(tiny_results, "2d", "all", epochs=6, steps_per_epoch=4, num_workers=0, progress=False)
-    rows = list(csv.DictReader(open(result.fold_dir / "log.csv")))
+    rows = list(csv.DictReader(open(result.run_dir / "log.csv", encoding="utf-8")))
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
 
 

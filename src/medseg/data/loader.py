@@ -10,17 +10,10 @@ Case store format (written once by preprocessing, memory-mapped here)::
                        any other keys (crop box, original geometry) are kept as they are.
                        Missing class locations are computed at load (and not written back).
 
-A cascade stage's previous-stage segmentations live in a folder of their own (so one image
-store serves several configurations)::
-
-    PREVIOUS/
-      <case>_prev.npy  int8 (int16 if needed), (1, *spatial): class indices (0 = background,
-                       k = the k-th smallest label value) predicted by the previous stage,
-                       on the grid of the case's ``<case>.npy``
-
-Given ``previous_folder``, the loader cuts the same box out of ``<case>_prev.npy`` and appends
+A cascade stage's previous-stage segmentations live in a folder of their own
+(``medseg.data.cascade``). Given ``previous_folder``, the loader cuts the same box out of ``<case>_prev.npy`` and appends
 it to the image patch as one more channel (float32 class indices; 0 outside the case); the
-training loop turns it into one-hot channels.
+training step turns it into one-hot channels (``foreground_one_hot``).
 
 Case ids are the ``.npy`` stems without ``_seg``. Arrays are opened with
 ``np.load(mmap_mode="r")``: a batch reads only the voxels of its patches, so memory stays flat
@@ -51,13 +44,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from medseg.data.cascade import PREVIOUS_SUFFIX, load_previous
 from medseg.data.sampling import CaseArrays, PatchSampler, class_locations, extract_patch
 from medseg.errors import DatasetError
 from medseg.fileutil import atomic_path, check_writable, write_json_atomic
 
 Batch = tuple[Tensor, Tensor | None]
 RESERVED_SUFFIXES = ("_seg", "_prev")
-PREVIOUS_SUFFIX = "_prev.npy"
 BatchTransform = Callable[..., tuple[Tensor, Tensor | None]]
 
 
@@ -114,44 +107,6 @@ def write_case(
     return image_path
 
 
-def write_previous(
-    folder: str | os.PathLike[str], case_id: str, segmentation: np.ndarray, *, overwrite: bool = False
-) -> Path:
-    """Write a previous-stage segmentation ``<folder>/<case>_prev.npy`` (atomically).
-
-    Args:
-        folder: the previous-stage folder (created if missing).
-        case_id: the case.
-        segmentation: ``(*spatial)`` class indices on the grid of the case's image in the
-            store it goes with (stored as ``(1, *spatial)``).
-        overwrite: replace an existing file.
-
-    Returns:
-        The written path.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{case_id}{PREVIOUS_SUFFIX}"
-    check_writable(path, overwrite=overwrite)
-    segmentation = np.asarray(segmentation)[None]
-    high = int(segmentation.max(initial=0))
-    with atomic_path(path) as tmp:
-        np.save(tmp, segmentation.astype(np.int8 if high <= 127 else np.int16))
-    return path
-
-
-def load_previous(folder: str | os.PathLike[str], case_id: str, *, mmap: bool = True) -> np.ndarray:
-    """Open ``<folder>/<case>_prev.npy``: ``(1, *spatial)`` class indices.
-
-    Raises:
-        DatasetError: the file is missing.
-    """
-    path = Path(folder) / f"{case_id}{PREVIOUS_SUFFIX}"
-    if not path.is_file():
-        raise DatasetError(f"{path}: previous-stage segmentation is missing")
-    return np.load(path, mmap_mode="r" if mmap else None)
-
-
 def list_cases(folder: str | os.PathLike[str]) -> list[str]:
     """Sorted case ids of a store folder."""
     folder = Path(folder)
@@ -176,7 +131,7 @@ def load_case(folder: str | os.PathLike[str], case_id: str, *, mmap: bool = True
     seg_path = folder / f"{case_id}_seg.npy"
     label = np.load(seg_path, mmap_mode=mode) if seg_path.is_file() else None
     json_path = folder / f"{case_id}.json"
-    props = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    props = json.loads(json_path.read_text(encoding="utf-8")) if json_path.is_file() else {}
     if "class_locations" in props:
         dims = image.ndim - 1
         locations = {int(k): np.asarray(v, dtype=np.int64).reshape(-1, dims)

@@ -16,11 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
-from medseg.device import resolve_device
+from medseg.device import autocast, bf16_supported, resolve_device
 from medseg.errors import ConfigError
-from medseg.fileutil import atomic_path, check_writable
-from medseg.training.classify import ClassifierConfig, load_classifier, predict_scores
+from medseg.fileutil import atomic_path, check_writable, csv_restore, csv_safe
+from medseg.planning.classifier import ClassifierConfig, normalize_images, scores_from_outputs
+from medseg.training.checkpoint import load_classifier
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,26 @@ class ClassificationPrediction:
     def predicted(self) -> np.ndarray:
         """Class index per image (classification) or the values (regression)."""
         return self.scores.argmax(1) if self.task == "classification" else self.scores
+
+
+@torch.no_grad()
+def predict_scores(model: nn.Module, images: np.ndarray, config: ClassifierConfig, *, device: torch.device | str = "cpu",
+                   batch_size: int = 64, amp: bool | None = None) -> np.ndarray:
+    """Probabilities ``(N, K)`` (or regression values ``(N, T)``) for ``(N, C, *spatial)`` images.
+
+    ``amp``: bf16 autocast (None: where the device supports it natively).
+    """
+    dev = torch.device(device)
+    use_amp = bf16_supported(dev) if amp is None else amp
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = normalize_images(images[start:start + batch_size], config).to(dev)
+        with autocast(dev, use_amp):
+            out.append(scores_from_outputs(model(x), config).cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, config.num_outputs), np.float32)
 
 
 def find_classifier_checkpoints(run: str | os.PathLike[str], *, which: str = "best") -> list[Path]:
@@ -120,13 +143,15 @@ def write_predictions(prediction: ClassificationPrediction, path: str | os.PathL
     regression = prediction.task == "regression"
     columns = ([f"pred_{k}" for k in range(prediction.scores.shape[1])] if regression
                else [f"prob_{name}" for name in prediction.class_names])
-    with atomic_path(target) as tmp, open(tmp, "w", newline="") as handle:
+    with atomic_path(target) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id", "label", "predicted", *columns])
         for i, case in enumerate(prediction.ids):
             label = "" if prediction.labels is None else _label_text(prediction.labels[i], prediction)
             predicted = ("" if regression else prediction.class_names[int(prediction.predicted[i])])
-            writer.writerow([case, label, predicted, *(f"{v:.6g}" for v in prediction.scores[i])])
+            # ids and class names are the user's: never a formula when a spreadsheet opens the file
+            writer.writerow([csv_safe(case), csv_safe(label), csv_safe(predicted),
+                             *(f"{v:.6g}" for v in prediction.scores[i])])
     return target
 
 
@@ -145,8 +170,9 @@ def read_predictions(path: str | os.PathLike[str]) -> ClassificationPrediction:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: predictions file not found")
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = [{k: csv_restore(v) if k in ("id", "label", "predicted") else v for k, v in row.items()}
+                for row in csv.DictReader(handle)]
     if not rows:
         raise ConfigError(f"{path}: no predictions in the file")
     columns = list(rows[0])

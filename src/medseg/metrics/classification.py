@@ -223,3 +223,48 @@ def _classes(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[Any] | Non
             raise ConfigError(f"labels must be unique and non-empty, got {classes}")
         return classes
     return sorted(set(y_true.tolist()) | set(y_pred.tolist()))
+
+
+def validation_metrics(scores: np.ndarray, labels: np.ndarray, *, task: str, num_outputs: int) -> dict[str, float]:
+    """The metrics a classifier is validated on each epoch, from its predicted scores.
+
+    Args:
+        scores: ``(N, K)`` class probabilities (classification) or ``(N, T)`` values (regression).
+        labels: ``(N,)`` class indices, or ``(N, T)`` targets.
+        task: ``"classification"`` or ``"regression"``.
+        num_outputs: ``K`` classes (or ``T`` targets).
+
+    Returns:
+        ``accuracy`` and ROC ``auc`` (NaN with fewer than two classes present; one-vs-rest
+        macro for more than two classes, only when every class is present), or ``mae`` and
+        ``rmse`` for regression.
+
+    Example:
+        >>> validation_metrics(np.array([[0.8, 0.2], [0.3, 0.7]]), np.array([0, 1]), task="classification",
+        ...                    num_outputs=2)
+        {'accuracy': 1.0, 'auc': 1.0}
+    """
+    if task == "regression":
+        err = scores.reshape(len(scores), -1) - np.asarray(labels, dtype=np.float64).reshape(len(labels), -1)
+        return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean()))}
+    labels = np.asarray(labels).reshape(-1)
+    present = sorted(set(labels.tolist()))
+    auc = math.nan
+    if len(present) >= 2:
+        if len(present) == num_outputs:
+            auc = roc_auc(labels, scores, labels=list(range(num_outputs)))
+        elif num_outputs == 2:
+            auc = roc_auc(labels, scores[:, 1], labels=[0, 1])
+    return {"accuracy": float((scores.argmax(1) == labels).mean()), "auc": float(auc)}
+
+
+def selection_metric(metrics: dict[str, float], *, task: str) -> float:
+    """Higher is better: AUC (accuracy where AUC is undefined), or minus MAE for regression.
+
+    Example:
+        >>> selection_metric({"accuracy": 0.9, "auc": float("nan")}, task="classification")
+        0.9
+    """
+    if task == "regression":
+        return -metrics["mae"]
+    return metrics["auc"] if np.isfinite(metrics["auc"]) else metrics["accuracy"]

@@ -45,9 +45,10 @@ from medseg.inference.classify import (
     write_predictions,
 )
 from medseg.inference.explain import grad_cam, mass_inside, saliency, save_overlay
+from medseg.planning.classifier import config_for, normalize_images
 from medseg.report.classification import build_classification_report
+from medseg.training import fit_classifier, load_classifier
 from medseg.training.checkpoint import load_checkpoint
-from medseg.training.classify import config_for, fit_classifier, load_classifier, normalize_images
 from medseg.training.transfer import read_state_dict
 
 log = logging.getLogger(__name__)

@@ -24,8 +24,15 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from medseg.data.cascade import (
+    PREVIOUS_STAGE_FILE,
+    check_previous_stage,
+    load_previous,
+    previous_stage_dir,
+    write_previous,
+)
 from medseg.data.dataset import load_dataset, read_case
-from medseg.data.loader import list_cases, load_previous, write_previous
+from medseg.data.loader import list_cases
 from medseg.device import resolve_device
 from medseg.errors import ConfigError
 from medseg.evaluation import evaluate_folders
@@ -46,7 +53,6 @@ from medseg.training import (
     load_or_make_splits,
     model_from_checkpoint,
 )
-from medseg.training.loop import PREVIOUS_STAGE_FILE, check_previous_stage, previous_stage_dir
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +75,7 @@ def train(
     resume: bool = False,
     device: str | None = None,
     num_workers: int | None = None,
+    precision: str | None = None,
     validate: bool = True,
     mirror: bool = False,
     seed: int = 0,
@@ -76,18 +83,23 @@ def train(
 ) -> dict[str, Any]:
     """Train one fold, then predict and evaluate its validation cases.
 
+    ``precision``: ``"bf16"`` or ``"fp32"`` autocast; None: the plan's decision
+    (``medseg.planning.calibrate.decide_bf16``).
+
     Returns:
-        ``{"fit": FitResult fields, "validation": summary dict or None}``.
+        ``{"fit": RunResult fields (``fold_dir`` for its ``run_dir``), "validation": summary dict
+        or None}``.
     """
     results = Path(results)
     result = fit(results, configuration, fold, epochs=epochs, steps_per_epoch=steps_per_epoch,
                  time_budget_s=time_budget_s, resume=resume, device=device, num_workers=num_workers,
-                 seed=seed, progress=progress)
+                 amp=None if precision is None else precision == "bf16", seed=seed, progress=progress)
     is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 validates
     summary = None
     if validate and is_main:
         summary = validate_fold(results, configuration, fold, device=device, mirror=mirror, progress=progress)
-    return {"fit": result.__dict__, "validation": summary}
+    fit_summary = {("fold_dir" if k == "run_dir" else k): v for k, v in result.__dict__.items()}
+    return {"fit": fit_summary, "validation": summary}
 
 
 def validate_fold(
@@ -112,7 +124,8 @@ def validate_fold(
     _, val_ids = fold_cases(load_or_make_splits(results, list_cases(store)), fold)
     out = fold_dir(results, configuration, fold)
     model, plan_ = model_from_checkpoint(out / f"checkpoint_{checkpoint}.pt")
-    previous = check_previous_stage(results, plan_, val_ids) if plan_.previous_stage else None
+    previous = (check_previous_stage(results, configuration, plan_.previous_stage, val_ids)
+                if plan_.previous_stage else None)
     dev = resolve_device(device)
     model.to(dev)
     pred_dir = out / "validation"
@@ -207,7 +220,7 @@ def prepare_cascade(
     if not trained:
         raise ConfigError(f"{results / stage}: no fold has checkpoint_{checkpoint}.pt; train the previous stage first: "
                           f"'medseg train {results} --config {stage} --fold K' for each fold (or --fold all)")
-    out = previous_stage_dir(results, cascade)
+    out = previous_stage_dir(results, cascade.configuration)
     for case_id in case_ids:
         check_writable(out / f"{case_id}_prev.npy", overwrite=overwrite)
     fallback_fold = "all" if "all" in trained else trained[0]
@@ -234,11 +247,11 @@ def prepare_cascade(
             model, plan_ = model_from_checkpoint(path)
             models[fold] = (model.to(dev), plan_)
             checkpoints[str(path.resolve())] = path.stat().st_mtime_ns
-        props = json.loads((store / f"{case_id}.json").read_text())
+        props = json.loads((store / f"{case_id}.json").read_text(encoding="utf-8"))
         target = np.load(store / f"{case_id}.npy", mmap_mode="r").shape[1:]
         if (low_store / f"{case_id}.npy").is_file():
             array = np.load(low_store / f"{case_id}.npy")
-            low_props = json.loads((low_store / f"{case_id}.json").read_text())
+            low_props = json.loads((low_store / f"{case_id}.json").read_text(encoding="utf-8"))
         else:  # the previous stage's store is gone: preprocess the case again
             dataset = dataset or load_dataset(plans.dataset_path)
             image, _ = read_case(dataset.case(case_id), num_channels=dataset.num_channels)

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medseg.errors import ConfigError
 from medseg.fileutil import write_json_atomic
+from medseg.planning.config_io import config_from_dict, config_to_dict, json_values
 
 SCHEMA_VERSION = 1
 CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,10 @@ class Plan:
         previous_stage: the configuration whose predicted segmentation is fed, one-hot per
             foreground class, as extra input channels (``"3d_lowres"`` for
             ``3d_cascade_fullres``); None for a single-stage configuration.
+        precision: ``"bf16"`` or ``"fp32"`` autocast for training, decided when planning
+            measured a step in a child process (``fp32`` where a bf16 step crashed or hung
+            in a native kernel), or ``"auto"``: bf16 where the device supports it natively,
+            checked by one step in a child process when training starts.
         data_configuration: the configuration whose preprocessed case store this one trains
             on, when it shares it (the cascade shares ``3d_fullres``'s: same spacing and
             normalisation); None: its own, ``preprocessed/<configuration>``.
@@ -82,6 +88,7 @@ class Plan:
     reasons: dict[str, str] = field(default_factory=dict)
     previous_stage: str | None = None
     data_configuration: str | None = None
+    precision: str = "auto"
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -95,11 +102,14 @@ class Plan:
         if self.previous_stage is not None and self.in_channels <= self.previous_stage_channels:
             raise ConfigError(f"{self.configuration}: in_channels {self.in_channels} must exceed the "
                               f"{self.previous_stage_channels} one-hot channels of the previous stage")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"{self.configuration}: precision must be one of {PRECISIONS}, got '{self.precision}'")
         if len(self.patch_size) != self.spatial_dims:
             raise ConfigError(f"patch_size {self.patch_size} does not have {self.spatial_dims} entries")
         # JSON gives lists; keep tuples so plans compare equal after a round trip
         for name in ("spacing", "median_shape", "patch_size", "normalization"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "network_config", json_values(dict(self.network_config)))
 
     @property
     def previous_stage_channels(self) -> int:
@@ -123,17 +133,13 @@ class Plan:
         return self.spacing[-self.spatial_dims :]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-ready dict (tuples as lists)."""
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "plan") -> Plan:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"{source}: unknown plan key(s) {unknown}; valid keys: {sorted(names)}")
-        if data.get("schema_version", SCHEMA_VERSION) > SCHEMA_VERSION:
-            raise ConfigError(f"{source}: plan schema {data['schema_version']} is newer than this medseg ({SCHEMA_VERSION})")
-        return cls(**data)
+        """The plan from :meth:`to_dict`'s dict; unknown keys and newer schemas are refused."""
+        return config_from_dict(cls, data, source=source, kind="plan", schema_version=SCHEMA_VERSION)
 
 
 @dataclass(frozen=True)
@@ -166,7 +172,7 @@ class Plans:
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"{path}: no plans file; run 'medseg plan DATASET -o RESULTS' first")
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
         unknown = sorted(set(data) - {"dataset_name", "dataset_path", "schema_version", "configurations", "recommended"})
         if unknown:
             raise ConfigError(f"{path}: unknown key(s) {unknown}")

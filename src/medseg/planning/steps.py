@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from medseg.data import check_dataset, compute_fingerprint, load_dataset
@@ -22,6 +23,7 @@ def plan(
     device: str = "cpu",
     memory_gb: float = 4.0,
     time_budget_s: float | None = None,
+    precision: str | None = None,
     jobs: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -34,7 +36,11 @@ def plan(
         device: ``"cpu"`` or ``"cuda"``: the device the plan is sized for.
         memory_gb: memory budget for one training step.
         time_budget_s: training time budget; when given, the step time of each
-            configuration is measured here and epochs/configuration are chosen to fit it.
+            configuration is measured here (in a child process, which also decides bf16 or
+            float32: see ``medseg.planning.calibrate``) and epochs/configuration are chosen
+            to fit it.
+        precision: ``"bf16"`` or ``"fp32"`` for every configuration (default: decided per
+            configuration, see ``Plan.precision``).
 
     Raises:
         DatasetError: the dataset has problems (all listed in the message).
@@ -64,10 +70,26 @@ def plan(
     if (dataset_path / "dataset.json").exists():
         shutil.copyfile(dataset_path / "dataset.json", results / "dataset.json")
     plans = plan_dataset(fingerprint, str(dataset_path), device=device, memory_gb=memory_gb)
+    if precision is not None:
+        plans = with_precision(plans, precision)
     if time_budget_s is not None:
-        plans = fit_to_time_budget(plans, time_budget_s, device=device)
+        plans = fit_to_time_budget(plans, time_budget_s, device=device, precision_forced=precision is not None)
     plans.to_json(existing)
     return plans
+
+
+def with_precision(plans: Plans, precision: str) -> Plans:
+    """Every configuration set to train in ``precision`` (``"bf16"`` or ``"fp32"``).
+
+    Raises:
+        ConfigError: another value.
+    """
+    if precision not in ("bf16", "fp32"):
+        raise ConfigError(f"precision must be bf16 or fp32, got {precision!r}")
+    reason = f"{precision}: set by --precision"
+    configs = {name: replace(p, precision=precision, reasons={**p.reasons, "precision": reason})
+               for name, p in plans.configurations.items()}
+    return replace(plans, configurations=configs)
 
 
 def load_results_fingerprint(results: str | os.PathLike[str]) -> Fingerprint:
@@ -93,6 +115,7 @@ def explain(plans: Plans) -> str:
             "batch_size": p.batch_size,
             "network_config": f"{p.network} features={cfg.get('features')} strides={cfg.get('strides')}",
             "optimizer": f"{p.optimizer} lr={p.learning_rate} wd={p.weight_decay} {p.lr_schedule}",
+            "precision": p.precision,
         }
         for key, value in values.items():
             lines.append(f"  {key}: {value}")

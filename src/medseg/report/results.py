@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import ConfigError
+from medseg.fileutil import csv_restore
 from medseg.io import IMAGE_EXTENSIONS
 
 EVALUATION_DIR = "evaluation"
@@ -229,7 +230,7 @@ def _read_rows(path: Path, problems: list[str]) -> list[dict[str, Any]]:
     try:
         with open(path, newline="", encoding="utf-8") as f:
             return [
-                {k: (str(v) if k in ("case", "label") else _as_float(v)) for k, v in row.items() if k}
+                {k: (csv_restore(str(v)) if k in ("case", "label") else _as_float(v)) for k, v in row.items() if k}
                 for row in csv.DictReader(f)
             ]
     except (OSError, UnicodeDecodeError, csv.Error) as err:

@@ -38,6 +38,7 @@ from medseg import __version__
 from medseg.errors import ConfigError, UnsafeFileError
 from medseg.fileutil import atomic_path
 from medseg.nets import build_network
+from medseg.planning.classifier import ClassifierConfig
 from medseg.planning.plan import Plan
 
 
@@ -160,3 +161,26 @@ def model_from_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, Plan
     model.load_state_dict(data["network_state"])
     model.eval()
     return model, plan
+
+
+def build_classifier(config: ClassifierConfig) -> nn.Module:
+    """The config's network, freshly initialised (``(B, C, *spatial) -> (B, num_outputs)``)."""
+    return build_network(config.network, spatial_dims=config.spatial_dims, in_channels=config.in_channels,
+                         out_channels=config.num_outputs, **config.network_config)
+
+
+def load_classifier(path: str | os.PathLike[str]) -> tuple[nn.Module, ClassifierConfig, dict[str, Any]]:
+    """Rebuild a trained classifier (eval mode) from its checkpoint alone.
+
+    Returns:
+        ``(model, config, checkpoint)``.
+
+    Raises:
+        ConfigError: missing file, or not a classifier checkpoint.
+        UnsafeFileError: the file would need arbitrary code to load.
+    """
+    data = load_checkpoint(path, kind="classification")
+    config = ClassifierConfig.from_dict(data["classifier_config"], source=str(path))
+    model = build_classifier(config)
+    model.load_state_dict(data["network_state"])
+    return model.eval(), config, data

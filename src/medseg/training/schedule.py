@@ -1,35 +1,70 @@
-"""Optimisers and learning-rate schedules built from a Plan."""
+"""Optimisers and learning-rate schedules, registered by name.
+
+``OPTIMIZERS``: ``sgd`` (Nesterov momentum; nnU-Net: lr 0.01, momentum 0.99, wd 3e-5),
+``adamw`` and ``adam``, each built as ``OPTIMIZERS.build(name, params, lr=...,
+weight_decay=..., momentum=...)`` (Adam ignores ``momentum``). ``SCHEDULES``: the learning-rate
+factor at the fraction ``t`` of training done: ``poly`` (nnU-Net), ``cosine``, ``constant``.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
-from medseg.errors import ConfigError
 from medseg.planning.plan import Plan
+from medseg.registry import Registry
+
+OPTIMIZERS = Registry("optimizer")
+SCHEDULES = Registry("LR schedule")
+
+
+@OPTIMIZERS.register("sgd", description="SGD with Nesterov momentum (nnU-Net's on CUDA)")
+def sgd(params: Iterable[Any], *, lr: float, weight_decay: float = 0.0, momentum: float = 0.99) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=True)
+
+
+@OPTIMIZERS.register("adamw", description="AdamW, decoupled weight decay (medseg's default on CPU)")
+def adamw(params: Iterable[Any], *, lr: float, weight_decay: float = 0.0, momentum: float = 0.0) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+@OPTIMIZERS.register("adam", description="Adam with L2 weight decay")
+def adam(params: Iterable[Any], *, lr: float, weight_decay: float = 0.0, momentum: float = 0.0) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
+@SCHEDULES.register("poly", description="(1 - t)^0.9 (nnU-Net)")
+def poly(t: float) -> float:
+    return (1 - t) ** 0.9
+
+
+@SCHEDULES.register("cosine", description="0.5 (1 + cos(pi t))")
+def cosine(t: float) -> float:
+    return 0.5 * (1 + math.cos(math.pi * t))
+
+
+@SCHEDULES.register("constant", description="1")
+def constant(t: float) -> float:
+    return 1.0
 
 
 def build_optimizer(model: nn.Module, plan: Plan) -> torch.optim.Optimizer:
-    """SGD with Nesterov momentum (nnU-Net: lr 0.01, momentum 0.99, wd 3e-5) or AdamW."""
-    if plan.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=plan.learning_rate, momentum=plan.momentum,
-            weight_decay=plan.weight_decay, nesterov=True,
-        )
-    if plan.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=plan.learning_rate, weight_decay=plan.weight_decay)
-    if plan.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=plan.learning_rate, weight_decay=plan.weight_decay)
-    raise ConfigError(f"unknown optimizer '{plan.optimizer}'; valid: sgd, adamw, adam")
+    """The plan's optimiser over every parameter of ``model``."""
+    return OPTIMIZERS.build(plan.optimizer, model.parameters(), lr=plan.learning_rate,
+                            weight_decay=plan.weight_decay, momentum=plan.momentum)
 
 
 def lr_factor(step: int, total_steps: int, schedule: str, *, warmup: int = 0) -> float:
     """Multiplier of the base learning rate at ``step`` of ``total_steps``.
 
-    ``poly``: (1 - t)^0.9 (nnU-Net); ``cosine``: 0.5 (1 + cos(pi t)); ``constant``: 1.
     A linear warm-up over ``warmup`` steps is applied first.
+
+    Raises:
+        ConfigError: an unknown schedule (listing the valid ones).
 
     Example:
         >>> lr_factor(0, 100, "poly"), round(lr_factor(50, 100, "cosine"), 3)
@@ -38,23 +73,12 @@ def lr_factor(step: int, total_steps: int, schedule: str, *, warmup: int = 0) ->
     if warmup and step < warmup:
         return (step + 1) / warmup
     t = min(max(step, 0) / max(total_steps, 1), 1.0)
-    if schedule == "poly":
-        return (1 - t) ** 0.9
-    if schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * t))
-    if schedule == "constant":
-        return 1.0
-    raise ConfigError(f"unknown lr_schedule '{schedule}'; valid: poly, cosine, constant")
+    return SCHEDULES.get(schedule)(t)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, base_lr: float, factor: float) -> float:
+    """Set every parameter group's learning rate to ``base_lr * factor``; returns it."""
     lr = base_lr * factor
     for group in optimizer.param_groups:
         group["lr"] = lr
     return lr
-
-
-def grad_norm(model: nn.Module) -> float:
-    """Global L2 norm of the gradients (the seeds' vanishing-gradient check)."""
-    norms = [p.grad.detach().norm() for p in model.parameters() if p.grad is not None]
-    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0

@@ -34,7 +34,7 @@ def load_or_make_splits(results: str | os.PathLike[str], case_ids: list[str], *,
     """``RESULTS/splits.json``, created on first use; cases added later are reported."""
     path = Path(results) / "splits.json"
     if path.exists():
-        splits = json.loads(path.read_text())
+        splits = json.loads(path.read_text(encoding="utf-8"))
         known = {c for s in splits for c in s["val"]}
         if known != set(case_ids):
             raise ConfigError(

@@ -10,6 +10,7 @@ unchanged. Default ranges follow nnU-Net (Isensee et al. 2021) where it has the 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -43,12 +44,17 @@ class IntensityTransform(Transform):
         p: per-sample probability.
         per_channel: draw parameters per channel (True) or once per sample (False).
         p_per_channel: probability that each channel of a selected sample is transformed.
+        channels: only these image channels are transformed, the others pass through
+            unchanged (None: all). E.g. a cascade stage's input holds the image channels
+            followed by the previous stage's one-hot masks, which an intensity change must
+            not touch.
         seed: seed of the transform's own generator.
     """
 
     def __init__(self, *, p: float = 1.0, per_channel: bool = True, p_per_channel: float = 1.0,
-                 seed: int | None = None) -> None:
+                 channels: Sequence[int] | None = None, seed: int | None = None) -> None:
         super().__init__(p=p, seed=seed)
+        self.channels = None if channels is None else tuple(int(c) for c in channels)
         self.per_channel = per_channel
         self.p_per_channel = check_probability("p_per_channel", p_per_channel)
 
@@ -64,6 +70,16 @@ class IntensityTransform(Transform):
     def apply(
         self, image: Tensor, label: LabelOrNone, generator: torch.Generator
     ) -> tuple[Tensor, LabelOrNone]:
+        if self.channels is None:
+            return self._apply_to(image, generator), label
+        index = list(self.channels)
+        if max(index) >= image.shape[1]:
+            raise ValueError(f"channels {self.channels} out of range for {image.shape[1]} channel(s)")
+        out = image.clone()
+        out[:, index] = self._apply_to(image[:, index], generator)
+        return out, label
+
+    def _apply_to(self, image: Tensor, generator: torch.Generator) -> Tensor:
         batch, channels = image.shape[:2]
         applies = bernoulli([batch], self.p, generator)
         channel_on = bernoulli([batch, channels], self.p_per_channel, generator)
@@ -75,7 +91,7 @@ class IntensityTransform(Transform):
         def run(sub: Tensor, rows: Tensor) -> Tensor:
             return self.function(sub, {k: v[rows] for k, v in params.items()}, noise_generator)
 
-        return apply_to_selected(image, selected, run), label
+        return apply_to_selected(image, selected, run)
 
 
 class RandomBrightness(IntensityTransform):
@@ -89,8 +105,8 @@ class RandomBrightness(IntensityTransform):
 
     def __init__(self, *, mode: Literal["multiplicative", "additive"] = "multiplicative",
                  value_range: Range | None = None, p: float = 1.0, per_channel: bool = True,
-                 p_per_channel: float = 1.0, seed: int | None = None) -> None:
-        super().__init__(p=p, per_channel=per_channel, p_per_channel=p_per_channel, seed=seed)
+                 p_per_channel: float = 1.0, channels: Sequence[int] | None = None, seed: int | None = None) -> None:
+        super().__init__(p=p, per_channel=per_channel, p_per_channel=p_per_channel, channels=channels, seed=seed)
         if mode not in ("multiplicative", "additive"):
             raise ValueError(f"mode must be 'multiplicative' or 'additive', got {mode!r}")
         self.mode = mode
@@ -117,8 +133,8 @@ class RandomContrast(IntensityTransform):
     """
 
     def __init__(self, *, factor: Range = (0.75, 1.25), preserve_range: bool = True, p: float = 1.0,
-                 per_channel: bool = True, p_per_channel: float = 1.0, seed: int | None = None) -> None:
-        super().__init__(p=p, per_channel=per_channel, p_per_channel=p_per_channel, seed=seed)
+                 per_channel: bool = True, p_per_channel: float = 1.0, channels: Sequence[int] | None = None, seed: int | None = None) -> None:
+        super().__init__(p=p, per_channel=per_channel, p_per_channel=p_per_channel, channels=channels, seed=seed)
         self.factor = check_range("factor", factor, low=0.0)
         self.preserve_range = preserve_range
 
@@ -143,8 +159,8 @@ class RandomGamma(IntensityTransform):
 
     def __init__(self, *, gamma: Range = (0.7, 1.5), invert: bool = False, retain_stats: bool = True,
                  p: float = 1.0, per_channel: bool = True, p_per_channel: float = 1.0,
-                 seed: int | None = None) -> None:
-        super().__init__(p=p, per_channel=per_channel, p_per_channel=p_per_channel, seed=seed)
+                 channels: Sequence[int] | None = None, seed: int | None = None) -> None:
+        super().__init__(p=p, per_channel=per_channel, p_per_channel=p_per_channel, channels=channels, seed=seed)
         self.gamma = check_range("gamma", gamma, low=0.0)
         self.invert, self.retain_stats = invert, retain_stats
 
@@ -162,8 +178,8 @@ class RandomGaussianNoise(IntensityTransform):
     """Additive zero-mean Gaussian noise; its standard deviation is drawn from ``std``."""
 
     def __init__(self, *, std: Range = (0.0, 0.1), p: float = 1.0, per_channel: bool = False,
-                 p_per_channel: float = 1.0, seed: int | None = None) -> None:
-        super().__init__(p=p, per_channel=per_channel, p_per_channel=p_per_channel, seed=seed)
+                 p_per_channel: float = 1.0, channels: Sequence[int] | None = None, seed: int | None = None) -> None:
+        super().__init__(p=p, per_channel=per_channel, p_per_channel=p_per_channel, channels=channels, seed=seed)
         self.std = check_range("std", std, low=0.0)
 
     def sample(self, batch: int, channels: int, shape: Shape, generator: torch.Generator) -> Params:
@@ -196,8 +212,8 @@ class RandomGaussianBlur(IntensityTransform):
     """
 
     def __init__(self, *, sigma: Range = (0.5, 1.0), isotropic: bool = False, p: float = 1.0,
-                 per_channel: bool = True, p_per_channel: float = 1.0, seed: int | None = None) -> None:
-        super().__init__(p=p, per_channel=per_channel, p_per_channel=p_per_channel, seed=seed)
+                 per_channel: bool = True, p_per_channel: float = 1.0, channels: Sequence[int] | None = None, seed: int | None = None) -> None:
+        super().__init__(p=p, per_channel=per_channel, p_per_channel=p_per_channel, channels=channels, seed=seed)
         self.sigma = check_range("sigma", sigma, low=0.0)
         self.isotropic = isotropic
 
@@ -218,9 +234,9 @@ class RandomSharpen(RandomGaussianBlur):
 
     def __init__(self, *, sigma: Range = (0.5, 1.0), amount: Range = (0.1, 1.0), isotropic: bool = True,
                  p: float = 1.0, per_channel: bool = True, p_per_channel: float = 1.0,
-                 seed: int | None = None) -> None:
+                 channels: Sequence[int] | None = None, seed: int | None = None) -> None:
         super().__init__(sigma=sigma, isotropic=isotropic, p=p, per_channel=per_channel,
-                         p_per_channel=p_per_channel, seed=seed)
+                         p_per_channel=p_per_channel, channels=channels, seed=seed)
         self.amount = check_range("amount", amount, low=0.0)
 
     def sample(self, batch: int, channels: int, shape: Shape, generator: torch.Generator) -> Params:
@@ -239,8 +255,8 @@ class RandomHistogramEqualization(IntensityTransform):
     """Histogram equalisation (``num_bins`` bins), mapped back onto each channel's range."""
 
     def __init__(self, *, num_bins: int = 256, p: float = 1.0, p_per_channel: float = 1.0,
-                 seed: int | None = None) -> None:
-        super().__init__(p=p, per_channel=False, p_per_channel=p_per_channel, seed=seed)
+                 channels: Sequence[int] | None = None, seed: int | None = None) -> None:
+        super().__init__(p=p, per_channel=False, p_per_channel=p_per_channel, channels=channels, seed=seed)
         self.num_bins = int(num_bins)
 
     def sample(self, batch: int, channels: int, shape: Shape, generator: torch.Generator) -> Params:
@@ -259,8 +275,8 @@ class RandomBiasField(IntensityTransform):
     """
 
     def __init__(self, *, order: int = 3, coefficients: Range = (-0.5, 0.5), p: float = 1.0,
-                 per_channel: bool = True, p_per_channel: float = 1.0, seed: int | None = None) -> None:
-        super().__init__(p=p, per_channel=per_channel, p_per_channel=p_per_channel, seed=seed)
+                 per_channel: bool = True, p_per_channel: float = 1.0, channels: Sequence[int] | None = None, seed: int | None = None) -> None:
+        super().__init__(p=p, per_channel=per_channel, p_per_channel=p_per_channel, channels=channels, seed=seed)
         self.order = int(order)
         self.coefficients = check_range("coefficients", coefficients)
 
@@ -289,8 +305,8 @@ class RandomErasing(IntensityTransform):
     """
 
     def __init__(self, *, num_boxes: tuple[int, int] = (1, 3), box_fraction: Range = (0.1, 0.3),
-                 fill: Literal["zero", "mean", "noise"] = "zero", p: float = 1.0, seed: int | None = None) -> None:
-        super().__init__(p=p, per_channel=False, p_per_channel=1.0, seed=seed)
+                 fill: Literal["zero", "mean", "noise"] = "zero", p: float = 1.0, channels: Sequence[int] | None = None, seed: int | None = None) -> None:
+        super().__init__(p=p, per_channel=False, p_per_channel=1.0, channels=channels, seed=seed)
         if not 1 <= num_boxes[0] <= num_boxes[1]:
             raise ValueError(f"num_boxes must be (min, max) with 1 <= min <= max, got {num_boxes}")
         self.num_boxes = (int(num_boxes[0]), int(num_boxes[1]))
@@ -328,8 +344,8 @@ class RandomLowResolution(IntensityTransform):
     zoom 0.5-1, p 0.25, p_per_channel 0.5)."""
 
     def __init__(self, *, zoom: Range = (0.5, 1.0), p: float = 1.0, per_channel: bool = True,
-                 p_per_channel: float = 1.0, seed: int | None = None) -> None:
-        super().__init__(p=p, per_channel=per_channel, p_per_channel=p_per_channel, seed=seed)
+                 p_per_channel: float = 1.0, channels: Sequence[int] | None = None, seed: int | None = None) -> None:
+        super().__init__(p=p, per_channel=per_channel, p_per_channel=p_per_channel, channels=channels, seed=seed)
         self.zoom = check_range("zoom", zoom, low=math.ulp(0.0))
         if self.zoom[1] > 1.0:
             raise ValueError(f"zoom must lie in (0, 1], got {zoom}")

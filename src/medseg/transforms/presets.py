@@ -7,7 +7,7 @@ left-right axis out of ``mirror_axes`` where laterality matters).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from medseg.transforms.base import Compose, Transform
 from medseg.transforms.grid import LabelMode
@@ -22,9 +22,27 @@ from medseg.transforms.intensity import (
 from medseg.transforms.spatial import RandomFlip, RandomSpatial
 
 
-def _check_dims(spatial_dims: int) -> None:
+def _probabilities(spatial_dims: int, p: float | None) -> Callable[[float], float]:
+    """Check ``spatial_dims``; return ``prob(default)``: a preset's probability, or ``p``."""
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+
+    def prob(default: float) -> float:
+        return default if p is None else p
+
+    return prob
+
+
+def _mirror_and_compose(
+    transforms: list[Transform],
+    mirror_axes: Sequence[int] | None,
+    prob: Callable[[float], float],
+    seed: int | None,
+) -> Compose:
+    """``transforms`` then mirroring of each axis (0.5) unless ``mirror_axes`` is empty."""
+    if mirror_axes is None or len(mirror_axes) > 0:
+        transforms.append(RandomFlip(axes=mirror_axes, p=prob(0.5)))
+    return Compose(transforms, seed=seed)
 
 
 def nnunet_default(
@@ -34,6 +52,7 @@ def nnunet_default(
     patch_size: Sequence[int] | None = None,
     mirror_axes: Sequence[int] | None = None,
     label_mode: LabelMode = "nearest",
+    intensity_channels: Sequence[int] | None = None,
     seed: int | None = None,
 ) -> Compose:
     """nnU-Net v2's default training augmentation (``nnUNetTrainer.get_training_transforms``).
@@ -56,31 +75,28 @@ def nnunet_default(
         patch_size: output spatial shape of the spatial transform (None: the input's).
         mirror_axes: spatial axes that may be mirrored (None: all; ``()``: none).
         label_mode: "nearest" or "linear" label resampling.
+        intensity_channels: the channels intensity transforms change (None: all); e.g. only
+            the image channels of a cascade stage's input, not its previous-stage masks.
         seed: seed of the pipeline's generator.
 
     Returns:
         The pipeline.
     """
-    _check_dims(spatial_dims)
-
-    def prob(default: float) -> float:
-        return default if p is None else p
-
+    prob = _probabilities(spatial_dims, p)
     rotation = (-180.0, 180.0) if spatial_dims == 2 else (-30.0, 30.0)
     transforms: list[Transform] = [
         RandomSpatial(output_size=patch_size, p_rotation=prob(0.2), rotation_deg=rotation,
                       p_scale=prob(0.2), scale=(0.7, 1.4), label_mode=label_mode),
-        RandomGaussianNoise(std=(0.0, 0.1), p=prob(0.1)),
-        RandomGaussianBlur(sigma=(0.5, 1.0), p=prob(0.2), p_per_channel=prob(0.5)),
-        RandomBrightness(mode="multiplicative", value_range=(0.75, 1.25), p=prob(0.15)),
-        RandomContrast(factor=(0.75, 1.25), p=prob(0.15)),
-        RandomLowResolution(zoom=(0.5, 1.0), p=prob(0.25), p_per_channel=prob(0.5)),
-        RandomGamma(gamma=(0.7, 1.5), invert=True, p=prob(0.1)),
-        RandomGamma(gamma=(0.7, 1.5), invert=False, p=prob(0.3)),
+        RandomGaussianNoise(std=(0.0, 0.1), p=prob(0.1), channels=intensity_channels),
+        RandomGaussianBlur(sigma=(0.5, 1.0), p=prob(0.2), p_per_channel=prob(0.5), channels=intensity_channels),
+        RandomBrightness(mode="multiplicative", value_range=(0.75, 1.25), p=prob(0.15),
+                         channels=intensity_channels),
+        RandomContrast(factor=(0.75, 1.25), p=prob(0.15), channels=intensity_channels),
+        RandomLowResolution(zoom=(0.5, 1.0), p=prob(0.25), p_per_channel=prob(0.5), channels=intensity_channels),
+        RandomGamma(gamma=(0.7, 1.5), invert=True, p=prob(0.1), channels=intensity_channels),
+        RandomGamma(gamma=(0.7, 1.5), invert=False, p=prob(0.3), channels=intensity_channels),
     ]
-    if mirror_axes is None or len(mirror_axes) > 0:
-        transforms.append(RandomFlip(axes=mirror_axes, p=prob(0.5)))
-    return Compose(transforms, seed=seed)
+    return _mirror_and_compose(transforms, mirror_axes, prob, seed)
 
 
 def light(
@@ -89,6 +105,7 @@ def light(
     *,
     patch_size: Sequence[int] | None = None,
     mirror_axes: Sequence[int] | None = None,
+    intensity_channels: Sequence[int] | None = None,
     seed: int | None = None,
 ) -> Compose:
     """A light pipeline for small or fragile datasets (and quick CPU runs).
@@ -98,27 +115,19 @@ def light(
     0.1).
 
     Args:
-        spatial_dims: 2 or 3.
+        spatial_dims, patch_size, mirror_axes, intensity_channels, seed: as
+            :func:`nnunet_default`.
         p: None for the probabilities above; a number replaces every probability.
-        patch_size: output spatial shape (None: the input's).
-        mirror_axes: spatial axes that may be mirrored (None: all; ``()``: none).
-        seed: seed of the pipeline's generator.
 
     Returns:
         The pipeline.
     """
-    _check_dims(spatial_dims)
-
-    def prob(default: float) -> float:
-        return default if p is None else p
-
+    prob = _probabilities(spatial_dims, p)
     transforms: list[Transform] = [
         RandomSpatial(output_size=patch_size, p_rotation=prob(0.2), rotation_deg=(-15.0, 15.0),
                       p_scale=prob(0.2), scale=(0.9, 1.1)),
-        RandomBrightness(mode="multiplicative", value_range=(0.9, 1.1), p=prob(0.15)),
-        RandomContrast(factor=(0.9, 1.1), p=prob(0.15)),
-        RandomGaussianNoise(std=(0.0, 0.05), p=prob(0.1)),
+        RandomBrightness(mode="multiplicative", value_range=(0.9, 1.1), p=prob(0.15), channels=intensity_channels),
+        RandomContrast(factor=(0.9, 1.1), p=prob(0.15), channels=intensity_channels),
+        RandomGaussianNoise(std=(0.0, 0.05), p=prob(0.1), channels=intensity_channels),
     ]
-    if mirror_axes is None or len(mirror_axes) > 0:
-        transforms.append(RandomFlip(axes=mirror_axes, p=prob(0.5)))
-    return Compose(transforms, seed=seed)
+    return _mirror_and_compose(transforms, mirror_axes, prob, seed)

@@ -1,0 +1,220 @@
+"""Segmentation training: one configuration and fold of a results folder, on the engine.
+
+``fit`` describes the task and :func:`medseg.training.engine.run_training` runs it:
+
+* batches: patches from the preprocessed case store (foreground oversampling), a new loader
+  per epoch seeded by ``(seed, fold, epoch, rank)``, so a resumed run sees exactly the batches
+  an uninterrupted run would; the plan's augmentation preset on the training device;
+* loss: Dice + cross-entropy with deep supervision;
+* validation: nnU-Net's online pseudo Dice on fixed validation patches; the best checkpoint
+  follows its exponential moving average.
+
+Under ``torchrun`` the same function runs DDP (gloo on CPU, nccl on CUDA); rank 0 writes.
+
+Cascade stages (``plan.previous_stage``, e.g. ``3d_cascade_fullres``) train on the shared
+store ``preprocessed/<plan.store_configuration>`` plus the previous stage's cross-validation
+predictions (``medseg.data.cascade``): the loader appends them as one channel of class
+indices, which become one-hot channels that spatial transforms move with the image and
+intensity transforms leave alone, then randomly perturbed (``medseg.transforms.masks``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medseg.data.cascade import check_previous_stage, foreground_one_hot
+from medseg.data.loader import list_cases, make_loader
+from medseg.device import autocast, available_cpus, resolve_device
+from medseg.losses import build_loss
+from medseg.losses.deep_supervision import DeepSupervisionLoss
+from medseg.metrics.confusion import ConfusionCounts, dice
+from medseg.planning.calibrate import decide_bf16
+from medseg.planning.plan import Plan, Plans
+from medseg.training.checkpoint import build_model
+from medseg.training.curves import SEGMENTATION_PANELS
+from medseg.training.distributed import init_distributed, local_device
+from medseg.training.engine import RunResult, Task, run_training
+from medseg.training.schedule import build_optimizer, lr_factor, set_lr
+from medseg.training.splits import fold_cases, load_or_make_splits
+from medseg.transforms import Compose, Transform, build_transform
+from medseg.transforms.masks import ForegroundOneHot, RandomMaskMorphology
+
+EMA = 0.9  # smoothing of the validation Dice that picks the best checkpoint (nnU-Net)
+
+
+def fold_dir(results: Path, configuration: str, fold: int | str) -> Path:
+    return Path(results) / configuration / f"fold_{fold}"
+
+
+@dataclass(frozen=True)
+class FoldData:
+    """The case store and the fold's cases; ``previous``: the cascade's previous-stage folder."""
+
+    store: Path
+    train_ids: list[str]
+    val_ids: list[str]
+    previous: Path | None
+    store_dims: int
+
+    @classmethod
+    def open(cls, results: Path, plan: Plan, fold: int | str) -> FoldData:
+        store = results / "preprocessed" / plan.store_configuration
+        case_ids = list_cases(store)
+        train_ids, val_ids = fold_cases(load_or_make_splits(results, case_ids), fold)
+        previous = (check_previous_stage(results, plan.configuration, plan.previous_stage, case_ids)
+                    if plan.previous_stage else None)
+        store_dims = np.load(store / f"{case_ids[0]}.npy", mmap_mode="r").ndim - 1
+        return cls(store, train_ids, val_ids, previous, store_dims)
+
+    def patch_size(self, plan: Plan) -> tuple[int, ...]:
+        """A 2D plan on 3D data samples ``(1, y, x)`` patches: one slice each."""
+        if plan.spatial_dims == 2 and self.store_dims == 3:
+            return (1, *plan.patch_size)
+        return tuple(plan.patch_size)
+
+    def to_net(self, batch: torch.Tensor, plan: Plan) -> torch.Tensor:
+        return batch[:, :, 0] if plan.spatial_dims == 2 and self.store_dims == 3 else batch
+
+
+def segmentation_augmentation(plan: Plan) -> Transform:
+    """The plan's preset; for a cascade stage also the previous stage's one-hot masks (moved by
+    the spatial transforms only, then re-binarised and perturbed)."""
+    if not plan.previous_stage:
+        return build_transform(plan.augmentation, spatial_dims=plan.spatial_dims)
+    images = range(plan.image_channels)
+    preset = build_transform(plan.augmentation, spatial_dims=plan.spatial_dims, intensity_channels=images)
+    return Compose([ForegroundOneHot(plan.num_classes), preset,
+                    RandomMaskMorphology(range(plan.image_channels, plan.in_channels))])
+
+
+def fit(
+    results: str | os.PathLike[str],
+    configuration: str,
+    fold: int | str = 0,
+    *,
+    epochs: int | None = None,
+    steps_per_epoch: int | None = None,
+    time_budget_s: float | None = None,
+    resume: bool = False,
+    device: str | None = None,
+    num_workers: int | None = None,
+    val_batches: int = 4,
+    amp: bool | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> RunResult:
+    """Train ``configuration`` on ``fold`` of the preprocessed data in ``results``.
+
+    Args:
+        results: results folder (``plans.json`` and ``preprocessed/<configuration>``).
+        configuration: ``2d``, ``3d_fullres``, ``3d_lowres`` or ``3d_cascade_fullres`` (needs
+            the ``3d_lowres`` predictions of ``medseg prepare-cascade``).
+        fold: a fold index or ``"all"``.
+        epochs, steps_per_epoch: override the plan's budget.
+        time_budget_s: stop before an epoch that would exceed this many seconds.
+        resume: continue from ``checkpoint_latest.pt`` (exactly: weights, optimiser,
+            schedule, RNG, log).
+        device: ``cpu``, ``cuda`` or None (auto).
+        num_workers: loader threads (default: CPU count, at most 4).
+        amp: bf16 autocast (``--precision bf16|fp32``); None: the plan's ``precision``, and for
+            ``"auto"`` bf16 where the device supports it natively and a bf16 step ran in a child
+            process (``medseg.planning.calibrate.decide_bf16``).
+
+    Returns:
+        The run's :class:`~medseg.training.engine.RunResult` (``run_dir`` is the fold folder).
+
+    Raises:
+        ConfigError: the fold has checkpoints and ``resume`` is False; a cascade stage's
+            previous-stage predictions are missing (the message names the commands to run).
+    """
+    # setup: the plan, the fold's cases, the device
+    results = Path(results)
+    plan = Plans.from_json(results / "plans.json")[configuration]
+    data = FoldData.open(results, plan, fold)
+    rank, world = init_distributed()
+    dev = local_device(resolve_device(device), world)
+    use_bf16, why = (amp, "set by the caller (--precision)") if amp is not None else decide_bf16(plan, dev)
+    total_epochs = epochs if epochs is not None else plan.num_epochs
+    steps = steps_per_epoch if steps_per_epoch is not None else plan.steps_per_epoch
+    # the model, its optimiser and loss; DDP under torchrun
+    torch.manual_seed(seed)
+    model = build_model(plan).to(dev)
+    optimizer = build_optimizer(model, plan)
+    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    loss_fn = DeepSupervisionLoss(build_loss(plan.loss))
+    augment = segmentation_augmentation(plan)
+    patch, workers = data.patch_size(plan), num_workers if num_workers is not None else min(4, available_cpus())
+    val_loader = list(make_loader(data.store, patch_size=patch, batch_size=plan.batch_size, case_ids=data.val_ids,
+                                  num_batches=val_batches, num_workers=0, seed=10_000 + seed,
+                                  previous_folder=data.previous))
+    fold_seed = (seed * 1000 + (0 if fold == "all" else int(fold))) * 100_000
+
+    def batches(epoch: int) -> Iterable[Any]:  # patches of this epoch, then the plan's augmentation
+        augment.reseed(seed * 100_003 + epoch)
+        return make_loader(data.store, patch_size=patch, batch_size=plan.batch_size, case_ids=data.train_ids,
+                           mode="oversample", oversample_foreground=plan.foreground_oversampling,
+                           num_batches=steps, num_workers=workers, backend="thread", previous_folder=data.previous,
+                           seed=fold_seed + epoch * world + rank)
+
+    def prepare(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        image, label = (t.to(dev, non_blocking=True) for t in batch)
+        return augment(data.to_net(image, plan), data.to_net(label, plan))
+
+    task = Task(
+        model=model, optimizer=optimizer, network=net, batches=batches, prepare=prepare,
+        loss=lambda batch: loss_fn(net(batch[0]), batch[1]),
+        set_learning_rate=lambda step, _: set_lr(optimizer, plan.learning_rate,
+                                                 lr_factor(step, total_epochs * steps, plan.lr_schedule)),
+        validate=lambda use_bf16, rows: validation_row(model, val_loader, plan, data, dev, use_bf16, rows),
+        score=lambda row: row["val_dice_ema"], curves=SEGMENTATION_PANELS,
+        checkpoint={"plan": plan.to_dict(), "fold": fold, "configuration": configuration},
+        compatible=lambda checkpoint: checkpoint.get("plan") == plan.to_dict(),
+        files={"run.json": {"device": str(dev), "world_size": world, "torch": torch.__version__,
+                            "threads": torch.get_num_threads(), "seed": seed, "bf16": use_bf16,
+                            "precision_reason": why}},
+        progress_keys=("train_loss", "val_dice", "data_wait_share"),
+    )
+    return run_training(task, fold_dir(results, configuration, fold), epochs=total_epochs, device=dev,
+                        use_bf16=use_bf16, time_budget_s=time_budget_s, resume=resume, rank=rank, world=world,
+                        progress=progress, description=f"train {configuration} fold {fold}",
+                        resume_hint=f"medseg train {results} --config {configuration} --fold {fold} --resume")
+
+
+def validation_row(model: nn.Module, batches: list, plan: Plan, data: FoldData, dev: torch.device, use_bf16: bool,
+                   rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Online validation Dice per foreground class, their mean and its EMA over epochs."""
+    dice_per_class = _validate(model, batches, plan, data, dev, use_bf16)
+    mean_dice = float(np.nanmean(dice_per_class)) if len(dice_per_class) else float("nan")
+    ema = rows[-1]["val_dice_ema"] if rows else None
+    ema = mean_dice if ema is None or not np.isfinite(ema) else EMA * ema + (1 - EMA) * mean_dice
+    return {"val_dice": mean_dice, "val_dice_ema": ema,
+            **{f"val_dice_{k + 1}": float(v) for k, v in enumerate(dice_per_class)}}
+
+
+@torch.inference_mode()
+def _validate(model: nn.Module, batches: list, plan: Plan, data: FoldData, dev: torch.device,
+              use_bf16: bool) -> np.ndarray:
+    """Dice per foreground class from (TP, FP, FN) summed over the validation patches
+    (nnU-Net's pseudo Dice)."""
+    model.eval()
+    stats = np.zeros((plan.num_classes - 1, 3))
+    for image, label in batches:
+        image = data.to_net(image, plan).to(dev)
+        if plan.previous_stage:
+            image = torch.cat([image[:, :-1], foreground_one_hot(image[:, -1:], plan.num_classes, image.dtype)], 1)
+        with autocast(dev, use_bf16):
+            logits = model(image)
+        pred, target = logits.float().argmax(1), data.to_net(label, plan).to(dev)[:, 0]
+        for k in range(1, plan.num_classes):
+            p, t = pred == k, target == k
+            stats[k - 1] += [(p & t).sum().item(), (p & ~t).sum().item(), (~p & t).sum().item()]
+    model.train()
+    return np.array([dice(ConfusionCounts(tp, fp, fn, 0)) for tp, fp, fn in stats])
