@@ -47,14 +47,24 @@ warnings.filterwarnings("ignore")
 
 
 def medseg_pipeline(seed: int = 0) -> Compose:
-    return Compose([
-        RandomSpatial(p_rotation=1.0, rotation_deg=(-15.0, 15.0), p_scale=1.0, scale=(0.85, 1.25),
-                      p_elastic=1.0, elastic_std_vox=(2.0, 5.0), elastic_control_points=7),
-        RandomFlip(p=0.5),
-        RandomGamma(gamma=(0.7, 1.5), p=1.0),
-        RandomGaussianNoise(std=(0.0, 0.1), p=1.0),
-        RandomGaussianBlur(sigma=(0.5, 1.0), p=1.0),
-    ], seed=seed)
+    return Compose(
+        [
+            RandomSpatial(
+                p_rotation=1.0,
+                rotation_deg=(-15.0, 15.0),
+                p_scale=1.0,
+                scale=(0.85, 1.25),
+                p_elastic=1.0,
+                elastic_std_vox=(2.0, 5.0),
+                elastic_control_points=7,
+            ),
+            RandomFlip(p=0.5),
+            RandomGamma(gamma=(0.7, 1.5), p=1.0),
+            RandomGaussianNoise(std=(0.0, 0.1), p=1.0),
+            RandomGaussianBlur(sigma=(0.5, 1.0), p=1.0),
+        ],
+        seed=seed,
+    )
 
 
 def torchio_runner(dims: int) -> Callable[[torch.Tensor, torch.Tensor], None] | None:
@@ -63,27 +73,37 @@ def torchio_runner(dims: int) -> Callable[[torch.Tensor, torch.Tensor], None] | 
     except ImportError:
         return None
     if dims == 3:
-        pipeline = tio.Compose([
-            tio.RandomAffine(scales=(0.85, 1.25), degrees=15, p=1),
-            tio.RandomElasticDeformation(num_control_points=7, max_displacement=7.5, p=1),
-            tio.RandomFlip(axes=(0, 1, 2), flip_probability=0.5),
-            tio.RandomGamma(log_gamma=(-0.36, 0.4), p=1),
-            tio.RandomNoise(std=(0, 0.1), p=1),
-            tio.RandomBlur(std=(0.5, 1.0), p=1),
-        ])
+        pipeline = tio.Compose(
+            [
+                tio.RandomAffine(scales=(0.85, 1.25), degrees=15, p=1),
+                tio.RandomElasticDeformation(num_control_points=7, max_displacement=7.5, p=1),
+                tio.RandomFlip(axes=(0, 1, 2), flip_probability=0.5),
+                tio.RandomGamma(log_gamma=(-0.36, 0.4), p=1),
+                tio.RandomNoise(std=(0, 0.1), p=1),
+                tio.RandomBlur(std=(0.5, 1.0), p=1),
+            ]
+        )
     else:  # 2-D images are (C, W, H, 1) in TorchIO: act in the first two axes only
-        pipeline = tio.Compose([
-            tio.RandomAffine(scales=(0.85, 1.25, 0.85, 1.25, 1, 1), degrees=(0, 0, 0, 0, -15, 15), p=1),
-            tio.RandomElasticDeformation(num_control_points=7, max_displacement=(7.5, 7.5, 0), p=1),
-            tio.RandomFlip(axes=(0, 1), flip_probability=0.5),
-            tio.RandomGamma(log_gamma=(-0.36, 0.4), p=1),
-            tio.RandomNoise(std=(0, 0.1), p=1),
-            tio.RandomBlur(std=(0.5, 1.0, 0.5, 1.0, 0, 0), p=1),
-        ])
+        pipeline = tio.Compose(
+            [
+                tio.RandomAffine(
+                    scales=(0.85, 1.25, 0.85, 1.25, 1, 1), degrees=(0, 0, 0, 0, -15, 15), p=1
+                ),
+                tio.RandomElasticDeformation(
+                    num_control_points=7, max_displacement=(7.5, 7.5, 0), p=1
+                ),
+                tio.RandomFlip(axes=(0, 1), flip_probability=0.5),
+                tio.RandomGamma(log_gamma=(-0.36, 0.4), p=1),
+                tio.RandomNoise(std=(0, 0.1), p=1),
+                tio.RandomBlur(std=(0.5, 1.0, 0.5, 1.0, 0, 0), p=1),
+            ]
+        )
 
     def run(image: torch.Tensor, label: torch.Tensor) -> None:
         for b in range(image.shape[0]):
-            img, lab = (image[b], label[b]) if dims == 3 else (image[b, ..., None], label[b, ..., None])
+            img, lab = (
+                (image[b], label[b]) if dims == 3 else (image[b, ..., None], label[b, ..., None])
+            )
             pipeline(tio.Subject(image=tio.ScalarImage(tensor=img), label=tio.LabelMap(tensor=lab)))
 
     return run
@@ -97,21 +117,37 @@ def monai_runner(dims: int) -> Callable[[torch.Tensor, torch.Tensor], None] | No
     keys = ("image", "label")
     angle = math.pi / 12
     if dims == 3:
-        elastic = mt.Rand3DElasticd(keys, sigma_range=(5, 8), magnitude_range=(50, 150), prob=1.0,
-                                    rotate_range=(angle,) * 3, scale_range=(0.2,) * 3,
-                                    mode=("bilinear", "nearest"), padding_mode="zeros")
+        elastic = mt.Rand3DElasticd(
+            keys,
+            sigma_range=(5, 8),
+            magnitude_range=(50, 150),
+            prob=1.0,
+            rotate_range=(angle,) * 3,
+            scale_range=(0.2,) * 3,
+            mode=("bilinear", "nearest"),
+            padding_mode="zeros",
+        )
     else:
-        elastic = mt.Rand2DElasticd(keys, spacing=(36, 36), magnitude_range=(2, 5), prob=1.0,
-                                    rotate_range=(angle,), scale_range=(0.2, 0.2),
-                                    mode=("bilinear", "nearest"), padding_mode="zeros")
+        elastic = mt.Rand2DElasticd(
+            keys,
+            spacing=(36, 36),
+            magnitude_range=(2, 5),
+            prob=1.0,
+            rotate_range=(angle,),
+            scale_range=(0.2, 0.2),
+            mode=("bilinear", "nearest"),
+            padding_mode="zeros",
+        )
     sigma = {f"sigma_{a}": (0.5, 1.0) for a in "xyz"[:dims]}
-    pipeline = mt.Compose([
-        elastic,
-        *[mt.RandFlipd(keys, prob=0.5, spatial_axis=d) for d in range(dims)],
-        mt.RandAdjustContrastd("image", prob=1.0, gamma=(0.7, 1.5)),
-        mt.RandGaussianNoised("image", prob=1.0, std=0.1),
-        mt.RandGaussianSmoothd("image", prob=1.0, **sigma),
-    ])
+    pipeline = mt.Compose(
+        [
+            elastic,
+            *[mt.RandFlipd(keys, prob=0.5, spatial_axis=d) for d in range(dims)],
+            mt.RandAdjustContrastd("image", prob=1.0, gamma=(0.7, 1.5)),
+            mt.RandGaussianNoised("image", prob=1.0, std=0.1),
+            mt.RandGaussianSmoothd("image", prob=1.0, **sigma),
+        ]
+    )
 
     def run(image: torch.Tensor, label: torch.Tensor) -> None:
         for b in range(image.shape[0]):
@@ -120,7 +156,9 @@ def monai_runner(dims: int) -> Callable[[torch.Tensor, torch.Tensor], None] | No
     return run
 
 
-def time_interleaved(runners: dict[str, Callable[[], None]], repeats: int) -> dict[str, tuple[float, float]]:
+def time_interleaved(
+    runners: dict[str, Callable[[], None]], repeats: int
+) -> dict[str, tuple[float, float]]:
     """Best wall-clock and best CPU seconds per call, interleaved, after one warm-up each.
 
     The minimum is the least disturbed by other processes on a shared machine (as ``timeit``);
@@ -146,7 +184,9 @@ def augmentation_table(repeats: int) -> list[tuple[str, int, dict[str, tuple[flo
         image = torch.randn(batch, 1, *[size] * dims, generator=gen)
         label = (torch.rand(batch, 1, *[size] * dims, generator=gen) > 0.7).to(torch.int16)
         pipeline = medseg_pipeline()
-        runners: dict[str, Callable[[], None]] = {"medseg": lambda p=pipeline, i=image, lab=label: p(i, lab)}
+        runners: dict[str, Callable[[], None]] = {
+            "medseg": lambda p=pipeline, i=image, lab=label: p(i, lab)
+        }
         for name, factory in (("TorchIO", torchio_runner), ("MONAI", monai_runner)):
             run = factory(dims)
             if run is not None:
@@ -163,8 +203,14 @@ class SmallNet(nn.Module):
         super().__init__()
 
         def block(i: int, o: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv3d(i, o, 3, padding=1), nn.InstanceNorm3d(o), nn.LeakyReLU(),
-                                 nn.Conv3d(o, o, 3, padding=1), nn.InstanceNorm3d(o), nn.LeakyReLU())
+            return nn.Sequential(
+                nn.Conv3d(i, o, 3, padding=1),
+                nn.InstanceNorm3d(o),
+                nn.LeakyReLU(),
+                nn.Conv3d(o, o, 3, padding=1),
+                nn.InstanceNorm3d(o),
+                nn.LeakyReLU(),
+            )
 
         self.enc1, self.enc2, self.enc3 = block(channels, 8), block(8, 16), block(16, 32)
         self.up2, self.dec2 = nn.ConvTranspose3d(32, 16, 2, 2), block(32, 16)
@@ -196,13 +242,24 @@ def train_step_seconds(steps: int) -> float:
 
 def loader_table(folder: Path, num_batches: int) -> list[tuple[str, float]]:
     rows = []
-    configs = [("no workers", 0, "process", None), ("2 threads", 2, "thread", None),
-               ("2 processes", 2, "process", None),
-               ("2 threads + augmentation", 2, "thread", medseg_pipeline()),
-               ("2 processes + augmentation", 2, "process", medseg_pipeline())]
+    configs = [
+        ("no workers", 0, "process", None),
+        ("2 threads", 2, "thread", None),
+        ("2 processes", 2, "process", None),
+        ("2 threads + augmentation", 2, "thread", medseg_pipeline()),
+        ("2 processes + augmentation", 2, "process", medseg_pipeline()),
+    ]
     for name, workers, backend, transform in configs:
-        loader = make_loader(folder, patch_size=(128, 128, 128), batch_size=2, num_batches=num_batches + 1,
-                             num_workers=workers, backend=backend, transform=transform, seed=0)  # type: ignore[arg-type]
+        loader = make_loader(
+            folder,
+            patch_size=(128, 128, 128),
+            batch_size=2,
+            num_batches=num_batches + 1,
+            num_workers=workers,
+            backend=backend,
+            transform=transform,
+            seed=0,
+        )  # type: ignore[arg-type]
         iterator = iter(loader)
         next(iterator)  # worker start-up and first batch are not counted
         start = time.perf_counter()
@@ -221,13 +278,17 @@ def main() -> None:
     repeats, num_batches, steps = (3, 6, 1) if args.quick else (5, 20, 2)
 
     print(f"augmentation, CPU, {args.threads} threads, best of {repeats} interleaved runs")
-    print(f"{'batch':<22}{'library':<9}{'wall s':>8}{'samples/s':>11}{'cpu s':>8}"
-          f"{'medseg speed-up (wall)':>24}{'(cpu)':>7}")
+    print(
+        f"{'batch':<22}{'library':<9}{'wall s':>8}{'samples/s':>11}{'cpu s':>8}"
+        f"{'medseg speed-up (wall)':>24}{'(cpu)':>7}"
+    )
     for label, batch, seconds in augmentation_table(repeats):
         ours_wall, ours_cpu = seconds["medseg"]
         for name, (wall, cpu) in seconds.items():
-            print(f"{label:<22}{name:<9}{wall:>8.3f}{batch / wall:>11.2f}{cpu:>8.2f}"
-                  f"{wall / ours_wall:>23.1f}x{cpu / ours_cpu:>6.1f}x")
+            print(
+                f"{label:<22}{name:<9}{wall:>8.3f}{batch / wall:>11.2f}{cpu:>8.2f}"
+                f"{wall / ours_wall:>23.1f}x{cpu / ours_cpu:>6.1f}x"
+            )
 
     with tempfile.TemporaryDirectory() as tmp:
         rng = np.random.default_rng(0)
@@ -235,8 +296,12 @@ def main() -> None:
             label = np.zeros((160, 160, 160), dtype=np.int8)
             label[60:100, 50:110, 70:100] = 1
             label[75:80, 75:80, 80:85] = 2
-            write_case(tmp, f"case_{i:03d}", rng.normal(size=(1, 160, 160, 160)).astype(np.float32), label)
-        print(f"\nloader, 2 x 1 x 128^3 patches from memory-mapped 160^3 cases, {num_batches} batches")
+            write_case(
+                tmp, f"case_{i:03d}", rng.normal(size=(1, 160, 160, 160)).astype(np.float32), label
+            )
+        print(
+            f"\nloader, 2 x 1 x 128^3 patches from memory-mapped 160^3 cases, {num_batches} batches"
+        )
         for name, rate in loader_table(Path(tmp), num_batches):
             print(f"{name:<30}{rate:>8.2f} batches/s")
     step = train_step_seconds(steps)

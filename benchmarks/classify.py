@@ -42,8 +42,10 @@ console = Console()
 PUBLISHED = {
     "adrenalmnist3d": {"ResNet-18 (3D)": (0.827, 0.721), "ResNet-50 (3D)": (0.828, 0.745)},
 }
-DATASETS = {"adrenalmnist3d": "adrenalmnist3d/adrenalmnist3d.npz",
-            "pneumoniamnist_balanced": "pneumoniamnist_balanced/pneumoniamnist.npz"}
+DATASETS = {
+    "adrenalmnist3d": "adrenalmnist3d/adrenalmnist3d.npz",
+    "pneumoniamnist_balanced": "pneumoniamnist_balanced/pneumoniamnist.npz",
+}
 
 
 def speed(spatial_dims: int, *, iters: int, batch: int) -> Table:
@@ -53,29 +55,68 @@ def speed(spatial_dims: int, *, iters: int, batch: int) -> Table:
     x = torch.randn(batch, 1, *(size,) * spatial_dims)
     patch = 8 if spatial_dims == 3 else 16
     pairs = [
-        ("resnet18", build_network("resnet18", spatial_dims=spatial_dims, in_channels=1, out_channels=2),
-         # MONAI's stem stride defaults to 1 (4x the work of the ResNet paper's stride-2 stem): match the paper
-         "MONAI resnet18", resnet18(spatial_dims=spatial_dims, n_input_channels=1, num_classes=2, conv1_t_stride=2)),
-        ("densenet121", build_network("densenet121", spatial_dims=spatial_dims, in_channels=1, out_channels=2),
-         "MONAI DenseNet121", DenseNet121(spatial_dims=spatial_dims, in_channels=1, out_channels=2)),
-        ("vit tiny", build_network("vit", spatial_dims=spatial_dims, in_channels=1, out_channels=2,
-                                   image_size=(size,) * spatial_dims, patch_size=patch, size="tiny"),
-         "MONAI ViT", ViT(in_channels=1, img_size=(size,) * spatial_dims, patch_size=(patch,) * spatial_dims,
-                          hidden_size=192, mlp_dim=768, num_layers=12, num_heads=3, classification=True,
-                          num_classes=2, spatial_dims=spatial_dims)),
+        (
+            "resnet18",
+            build_network("resnet18", spatial_dims=spatial_dims, in_channels=1, out_channels=2),
+            # MONAI's stem stride defaults to 1 (4x the work of the ResNet paper's stride-2 stem): match the paper
+            "MONAI resnet18",
+            resnet18(
+                spatial_dims=spatial_dims, n_input_channels=1, num_classes=2, conv1_t_stride=2
+            ),
+        ),
+        (
+            "densenet121",
+            build_network("densenet121", spatial_dims=spatial_dims, in_channels=1, out_channels=2),
+            "MONAI DenseNet121",
+            DenseNet121(spatial_dims=spatial_dims, in_channels=1, out_channels=2),
+        ),
+        (
+            "vit tiny",
+            build_network(
+                "vit",
+                spatial_dims=spatial_dims,
+                in_channels=1,
+                out_channels=2,
+                image_size=(size,) * spatial_dims,
+                patch_size=patch,
+                size="tiny",
+            ),
+            "MONAI ViT",
+            ViT(
+                in_channels=1,
+                img_size=(size,) * spatial_dims,
+                patch_size=(patch,) * spatial_dims,
+                hidden_size=192,
+                mlp_dim=768,
+                num_layers=12,
+                num_heads=3,
+                classification=True,
+                num_classes=2,
+                spatial_dims=spatial_dims,
+            ),
+        ),
     ]
-    table = Table(title=f"{spatial_dims}D, batch {batch} x 1 x {size}^{spatial_dims}: forward + backward, ms "
-                        f"(median of {iters})")
+    table = Table(
+        title=f"{spatial_dims}D, batch {batch} x 1 x {size}^{spatial_dims}: forward + backward, ms "
+        f"(median of {iters})"
+    )
     for column in ("ours", "params", "ms", "peer", "params ", "ms ", "ours / peer"):
         table.add_column(column)
     for name, ours, peer_name, peer in pairs:
         ours.train()
         peer.train()
-        times = interleaved_times({"ours": make_step(ours, x), "peer": make_step(_logits(peer), x)},
-                                  iters=iters, warmup=2)
-        table.add_row(name, f"{count_parameters(ours) / 1e6:.2f} M", f"{statistics.median(times['ours']):.0f}",
-                      peer_name, f"{count_parameters(peer) / 1e6:.2f} M", f"{statistics.median(times['peer']):.0f}",
-                      f"{paired_ratio(times['ours'], times['peer']):.2f}")
+        times = interleaved_times(
+            {"ours": make_step(ours, x), "peer": make_step(_logits(peer), x)}, iters=iters, warmup=2
+        )
+        table.add_row(
+            name,
+            f"{count_parameters(ours) / 1e6:.2f} M",
+            f"{statistics.median(times['ours']):.0f}",
+            peer_name,
+            f"{count_parameters(peer) / 1e6:.2f} M",
+            f"{statistics.median(times['peer']):.0f}",
+            f"{paired_ratio(times['ours'], times['peer']):.2f}",
+        )
     return table
 
 
@@ -105,12 +146,28 @@ def accuracy(datasets: list[str], *, budget_s: float, net: str, out: Path) -> Ta
         if not path.is_file():
             console.print(f"[yellow]{path} not found: skipped")
             continue
-        summary = classify_train(path, out / name, network=net, epochs=10_000, time_budget_s=budget_s,
-                                 batch_size=32, learning_rate=1e-3, augmentation="light")
+        summary = classify_train(
+            path,
+            out / name,
+            network=net,
+            epochs=10_000,
+            time_budget_s=budget_s,
+            batch_size=32,
+            learning_rate=1e-3,
+            augmentation="light",
+        )
         test = summary["test"]
-        published = "; ".join(f"{k} {a:.3f} / {c:.3f}" for k, (a, c) in PUBLISHED.get(name, {}).items()) or "n/a"
-        table.add_row(name, str(summary["folds"][0]["epochs"]), f"{test['accuracy']:.3f}", f"{test['roc_auc']:.3f}",
-                      published)
+        published = (
+            "; ".join(f"{k} {a:.3f} / {c:.3f}" for k, (a, c) in PUBLISHED.get(name, {}).items())
+            or "n/a"
+        )
+        table.add_row(
+            name,
+            str(summary["folds"][0]["epochs"]),
+            f"{test['accuracy']:.3f}",
+            f"{test['roc_auc']:.3f}",
+            published,
+        )
         console.print(json.dumps({name: summary["test"], "fold": summary["folds"][0]}, default=str))
     return table
 
@@ -123,7 +180,9 @@ def main() -> None:
     parser.add_argument("--budget", default="20m", help="training time per dataset")
     parser.add_argument("--net", default="resnet18")
     parser.add_argument("--iters", type=int, default=10)
-    parser.add_argument("--out", type=Path, default=None, help="keep the runs here (default: a temporary folder)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="keep the runs here (default: a temporary folder)"
+    )
     args = parser.parse_args()
     if not (args.speed or args.accuracy):
         args.speed = args.accuracy = True

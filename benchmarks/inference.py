@@ -75,13 +75,16 @@ def _runner(method: str, net, image: torch.Tensor, patch: tuple[int, ...]):
 
         def run() -> torch.Tensor:
             with torch.inference_mode():
-                out = monai_swi(image, patch, 4, net, overlap=0.5, mode="gaussian", roi_weight_map=weights)
+                out = monai_swi(
+                    image, patch, 4, net, overlap=0.5, mode="gaussian", roi_weight_map=weights
+                )
             return out.as_tensor() if hasattr(out, "as_tensor") else out
 
         return run
     output = "probabilities" if "probabilities" in method else "logits"
-    return lambda: sliding_window_inference(image, net, patch, overlap=0.5, mode="gaussian", output=output,
-                                            sw_batch_size=4)
+    return lambda: sliding_window_inference(
+        image, net, patch, overlap=0.5, mode="gaussian", output=output, sw_batch_size=4
+    )
 
 
 def _memory_worker(method: str, case: dict) -> dict:
@@ -118,17 +121,24 @@ def _timing_worker(methods: list[str], case: dict, repeats: int) -> dict:
         outputs["monai (own gaussian)"] = runs["monai (own gaussian)"]()
     reference = outputs["medseg"]
     # the sliding window's own cost: the same calls with a predictor that costs nothing
-    cheap = {m: _runner(m, _three_classes, image, patch) for m in methods if m != "monai (own gaussian)"}
+    cheap = {
+        m: _runner(m, _three_classes, image, patch) for m in methods if m != "monai (own gaussian)"
+    }
     overhead: dict[str, list[float]] = {m: [] for m in cheap}
     for _ in range(5):
         for method, run in cheap.items():
             start = time.perf_counter()
             run()
             overhead[method].append(time.perf_counter() - start)
-    return {m: {"seconds": min(times[m]) if times[m] else math.nan,
-                "cpu_seconds": min(cpu[m]) if cpu[m] else math.nan,
-                "overhead": min(overhead[m]) if m in overhead else math.nan,
-                "diff": float((outputs[m] - reference).abs().max())} for m in methods}
+    return {
+        m: {
+            "seconds": min(times[m]) if times[m] else math.nan,
+            "cpu_seconds": min(cpu[m]) if cpu[m] else math.nan,
+            "overhead": min(overhead[m]) if m in overhead else math.nan,
+            "diff": float((outputs[m] - reference).abs().max()),
+        }
+        for m in methods
+    }
 
 
 def _three_classes(tiles: torch.Tensor) -> torch.Tensor:
@@ -137,8 +147,12 @@ def _three_classes(tiles: torch.Tensor) -> torch.Tensor:
 
 
 def _subprocess(spec: dict) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True,
-                          check=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -164,16 +178,24 @@ def main() -> None:
     except ImportError:
         methods = METHODS[:2]
         print("MONAI is not installed: medseg only")
-    header = (f"{'case':<26} {'method':<24} {'time s':>7} {'Mvox/s':>7} {'vs monai':>8} {'cpu s':>6} {'window ms':>9} "
-              f"{'peak MB':>8} {'over setup MB':>13} {'max |diff|':>11}")
-    print(f"torch {torch.__version__}, {args.threads} thread(s), overlap 0.5, sw_batch_size 4, Gaussian, "
-          f"best of {args.repeats}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs at start")
+    header = (
+        f"{'case':<26} {'method':<24} {'time s':>7} {'Mvox/s':>7} {'vs monai':>8} {'cpu s':>6} {'window ms':>9} "
+        f"{'peak MB':>8} {'over setup MB':>13} {'max |diff|':>11}"
+    )
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), overlap 0.5, sw_batch_size 4, Gaussian, "
+        f"best of {args.repeats}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs at start"
+    )
     print(header)
     print("-" * len(header))
     for name, case in cases.items():
-        timing = _subprocess({"kind": "timing", "methods": methods, "case": case, "repeats": args.repeats})
+        timing = _subprocess(
+            {"kind": "timing", "methods": methods, "case": case, "repeats": args.repeats}
+        )
         voxels = math.prod(case["shape"][2:])
-        label = f"{name} {'x'.join(map(str, case['shape'][2:]))} / {'x'.join(map(str, case['patch']))}"
+        label = (
+            f"{name} {'x'.join(map(str, case['shape'][2:]))} / {'x'.join(map(str, case['patch']))}"
+        )
         for method in methods:
             t = timing[method]["seconds"]
             ratio = timing["monai"]["seconds"] / t if "monai" in timing else math.nan
@@ -181,16 +203,28 @@ def main() -> None:
             if method != "monai (own gaussian)":
                 memory = _subprocess({"kind": "memory", "method": method, "case": case})
             diff = "(softmax)" if "probabilities" in method else f"{timing[method]['diff']:.1e}"
-            cells = [f"{t:.2f}", f"{voxels / t / 1e6:.2f}", f"{ratio:.2f}x", f"{timing[method]['cpu_seconds']:.2f}",
-                     f"{timing[method]['overhead'] * 1e3:.0f}", f"{memory['peak_mb']:.0f}",
-                     f"{memory['over_setup_mb']:.0f}"]
+            cells = [
+                f"{t:.2f}",
+                f"{voxels / t / 1e6:.2f}",
+                f"{ratio:.2f}x",
+                f"{timing[method]['cpu_seconds']:.2f}",
+                f"{timing[method]['overhead'] * 1e3:.0f}",
+                f"{memory['peak_mb']:.0f}",
+                f"{memory['over_setup_mb']:.0f}",
+            ]
             cells = ["-" if "nan" in c else c for c in cells]
-            print(f"{label:<26} {method:<24} {cells[0]:>7} {cells[1]:>7} {cells[2]:>8} {cells[3]:>6} {cells[4]:>9} "
-                  f"{cells[5]:>8} {cells[6]:>13} {diff:>11}")
-    print(f"load average at the end: {os.getloadavg()[0]:.1f} (timings are only comparable on an idle machine)")
-    print("'vs monai' = MONAI's wall time / this method's (above 1: faster than MONAI); 'cpu s' = process CPU "
-          "time of the best run (all threads); 'window ms' = the same call with a predictor that costs nothing "
-          "(the sliding window's own cost).")
+            print(
+                f"{label:<26} {method:<24} {cells[0]:>7} {cells[1]:>7} {cells[2]:>8} {cells[3]:>6} {cells[4]:>9} "
+                f"{cells[5]:>8} {cells[6]:>13} {diff:>11}"
+            )
+    print(
+        f"load average at the end: {os.getloadavg()[0]:.1f} (timings are only comparable on an idle machine)"
+    )
+    print(
+        "'vs monai' = MONAI's wall time / this method's (above 1: faster than MONAI); 'cpu s' = process CPU "
+        "time of the best run (all threads); 'window ms' = the same call with a predictor that costs nothing "
+        "(the sliding window's own cost)."
+    )
 
 
 if __name__ == "__main__":

@@ -34,11 +34,17 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 # Best published figures we can cite for each set (mean Dice per label).
 REFERENCE = {
-    "hippocampus": ("nnU-Net 3D full-res, MSD test set (seed 004)", {"Anterior": 0.90, "Posterior": 0.89}),
+    "hippocampus": (
+        "nnU-Net 3D full-res, MSD test set (seed 004)",
+        {"Anterior": 0.90, "Posterior": 0.89},
+    ),
     "acdc": ("nnU-Net, ACDC test set (Isensee et al. 2021)", {"RV": 0.92, "MYO": 0.90, "LV": 0.95}),
     "montgomery_cxr": ("U-Net lung fields, Montgomery (reported ~0.95-0.97)", {"lung": 0.96}),
     "drive": ("U-Net vessels, DRIVE test (Ronneberger-style, ~0.80-0.83 F1)", {"vessel": 0.82}),
-    "isbi2012_em": ("U-Net membranes (Ronneberger 2015: warping error; ~0.90 F1 typical)", {"membrane": 0.90}),
+    "isbi2012_em": (
+        "U-Net membranes (Ronneberger 2015: warping error; ~0.90 F1 typical)",
+        {"membrane": 0.90},
+    ),
 }
 
 
@@ -53,7 +59,9 @@ def split_dataset(source: Path, work: Path) -> tuple[Path, Path]:
     meta.pop("training", None)
     official = source / "labelsTs"
     # an official labelled test split (DRIVE) is used as is; otherwise every 5th case is held out
-    test_ids = [] if official.is_dir() else [c.case_id for i, c in enumerate(dataset.cases) if i % 5 == 4]
+    test_ids = (
+        [] if official.is_dir() else [c.case_id for i, c in enumerate(dataset.cases) if i % 5 == 4]
+    )
     for case in dataset.cases:
         target = test_dir if case.case_id in test_ids else train_dir
         for path in case.image_paths:
@@ -65,8 +73,13 @@ def split_dataset(source: Path, work: Path) -> tuple[Path, Path]:
             (test_dir / "labelsTr" / label.name).symlink_to(label)
             for image in sorted((source / "imagesTs").glob(f"{test_ids[-1]}_*")):
                 (test_dir / "imagesTr" / image.name).symlink_to(image)
-    for folder, n in ((train_dir, len(dataset.cases) - len(test_ids) if not official.is_dir() else len(dataset.cases)),
-                      (test_dir, len(test_ids))):
+    for folder, n in (
+        (
+            train_dir,
+            len(dataset.cases) - len(test_ids) if not official.is_dir() else len(dataset.cases),
+        ),
+        (test_dir, len(test_ids)),
+    ):
         text = json.dumps({**meta, "numTraining": n}, indent=2)
         (folder / "dataset.json").write_text(text, encoding="utf-8")
     return train_dir, test_dir
@@ -82,16 +95,41 @@ def run(name: str, budget_s: float, work: Path) -> dict:
     config = plans.recommended or "2d"
     preprocess(results, configurations=[config], progress=False)
     prep_s = time.perf_counter() - t0
-    out = train(results, config, "all", epochs=plans[config].num_epochs, time_budget_s=budget_s,
-                validate=False, progress=True)
-    predict(test_dir / "imagesTr", work / "pred", results, configurations=[config], folds=["all"], mirror=True)
+    out = train(
+        results,
+        config,
+        "all",
+        epochs=plans[config].num_epochs,
+        time_budget_s=budget_s,
+        validate=False,
+        progress=True,
+    )
+    predict(
+        test_dir / "imagesTr",
+        work / "pred",
+        results,
+        configurations=[config],
+        folds=["all"],
+        mirror=True,
+    )
     labels = {k: v for k, v in load_dataset(train_dir).foreground_labels.items()}
-    summary = evaluate(work / "pred", test_dir / "labelsTr", work / "eval", labels={k: (v,) for k, v in labels.items()}, jobs=2)
+    summary = evaluate(
+        work / "pred",
+        test_dir / "labelsTr",
+        work / "eval",
+        labels={k: (v,) for k, v in labels.items()},
+        jobs=2,
+    )
     rows = list(csv.DictReader(open(results / config / "fold_all" / "log.csv", encoding="utf-8")))
     return {
-        "dataset": name, "configuration": config, "plan": plans[config],
+        "dataset": name,
+        "configuration": config,
+        "plan": plans[config],
         "dice": {k: summary["per_label"][k]["dice"]["mean"] for k in labels},
-        "steps": out["fit"]["steps"], "epochs": out["fit"]["epochs"], "train_s": out["fit"]["seconds"], "prep_s": prep_s,
+        "steps": out["fit"]["steps"],
+        "epochs": out["fit"]["epochs"],
+        "train_s": out["fit"]["seconds"],
+        "prep_s": prep_s,
         "epoch_s": sum(float(r["epoch_seconds"]) for r in rows) / max(len(rows), 1),
         "wait": sum(float(r["data_wait_share"]) for r in rows) / max(len(rows), 1),
         "n_test": summary["n_cases"],
@@ -99,11 +137,15 @@ def run(name: str, budget_s: float, work: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--datasets", default="hippocampus,montgomery_cxr,isbi2012_em,drive,acdc")
     parser.add_argument("--budget", default="60m", help="training time budget per dataset")
     parser.add_argument("--quick", action="store_true", help="3 minutes per dataset")
-    parser.add_argument("--work", default=os.environ.get("TMPDIR", "/tmp") + "/medseg_pipeline_bench")
+    parser.add_argument(
+        "--work", default=os.environ.get("TMPDIR", "/tmp") + "/medseg_pipeline_bench"
+    )
     args = parser.parse_args()
     if not SHARED.is_dir():
         sys.exit(f"{SHARED} not found: the real datasets are needed")
@@ -113,17 +155,33 @@ def main() -> None:
     for name in args.datasets.split(","):
         result = run(name, budget, Path(args.work) / name)
         results.append(result)
-        print(json.dumps({**result, "plan": str(result["plan"].patch_size) + f" x {result['plan'].batch_size}"}),
-              flush=True)  # each dataset as it finishes, in case a later one fails
-    print(f"\nCPU budget {budget / 60:.0f} min per dataset, {os.cpu_count()} cores, torch {torch.__version__}\n")
-    print("| dataset | config | patch x batch | steps | s/epoch | data wait | test cases | Dice per label | reference |")
+        print(
+            json.dumps(
+                {
+                    **result,
+                    "plan": str(result["plan"].patch_size) + f" x {result['plan'].batch_size}",
+                }
+            ),
+            flush=True,
+        )  # each dataset as it finishes, in case a later one fails
+    print(
+        f"\nCPU budget {budget / 60:.0f} min per dataset, {os.cpu_count()} cores, torch {torch.__version__}\n"
+    )
+    print(
+        "| dataset | config | patch x batch | steps | s/epoch | data wait | test cases | Dice per label | reference |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         ref_name, ref = REFERENCE.get(r["dataset"], ("-", {}))
-        dice = ", ".join(f"{k} {v:.3f}" + (f" (ref {ref[k]:.2f})" if k in ref else "") for k, v in r["dice"].items())
+        dice = ", ".join(
+            f"{k} {v:.3f}" + (f" (ref {ref[k]:.2f})" if k in ref else "")
+            for k, v in r["dice"].items()
+        )
         p = r["plan"]
-        print(f"| {r['dataset']} | {r['configuration']} | {p.patch_size} x {p.batch_size} | {r['steps']} | "
-              f"{r['epoch_s']:.1f} | {r['wait']:.0%} | {r['n_test']} | {dice} | {ref_name} |")
+        print(
+            f"| {r['dataset']} | {r['configuration']} | {p.patch_size} x {p.batch_size} | {r['steps']} | "
+            f"{r['epoch_s']:.1f} | {r['wait']:.0%} | {r['n_test']} | {dice} | {ref_name} |"
+        )
 
 
 if __name__ == "__main__":

@@ -56,10 +56,14 @@ def test_a_full_disk_names_the_file_and_keeps_the_previous_version(tmp_path: Pat
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
 
 
-def test_torch_save_failing_for_space_is_a_disk_full_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_torch_save_failing_for_space_is_a_disk_full_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def failing_save(obj: object, f: object) -> None:
-        raise RuntimeError("[enforce fail at inline_container.cc] . PytorchStreamWriter failed writing file "
-                           "data/0: file write failed")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc] . PytorchStreamWriter failed writing file "
+            "data/0: file write failed"
+        )
 
     monkeypatch.setattr(torch, "save", failing_save)
     from medseg.training import save_checkpoint
@@ -71,9 +75,11 @@ def test_torch_save_failing_for_space_is_a_disk_full_error(tmp_path: Path, monke
 
 def test_the_cli_reports_a_full_disk_in_one_line(tmp_path: Path) -> None:
     # an OSError(ENOSPC) escaping any command becomes one line on stderr and exit code 1
-    code = ("import errno, medseg.cli.main as m\n"
-            "def boom():\n    raise OSError(errno.ENOSPC, 'No space left on device', 'out/x.nii.gz')\n"
-            "m.app = boom\nm.run()\n")
+    code = (
+        "import errno, medseg.cli.main as m\n"
+        "def boom():\n    raise OSError(errno.ENOSPC, 'No space left on device', 'out/x.nii.gz')\n"
+        "m.app = boom\nm.run()\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
@@ -105,8 +111,10 @@ def _age(path: Path, *, seconds: float) -> None:
 
 def _killed_write(folder: Path, name: str) -> Path:
     """A process killed inside ``atomic_path`` (``os._exit``: no clean-up runs)."""
-    code = ("import os, sys\nfrom medseg.fileutil import atomic_path\n"
-            "with atomic_path(sys.argv[1]) as tmp:\n    tmp.write_text('half')\n    os._exit(9)\n")
+    code = (
+        "import os, sys\nfrom medseg.fileutil import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n    tmp.write_text('half')\n    os._exit(9)\n"
+    )
     subprocess.run([sys.executable, "-c", code, str(folder / name)], check=False, timeout=60)
     (left,) = [p for p in folder.iterdir() if p.name != name]
     return left
@@ -128,8 +136,13 @@ def test_a_later_run_removes_the_temporary_a_killed_write_left(
 def test_remove_stale_temporaries_keeps_user_files_links_and_open_temporaries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    keep = [".notes.txt", "case.k3j_9x2a.tmp.nii.gz", ".case.abc.tmp.nii.gz",
-            ".case.K3J_9X2A.tmp.gz", ".case.k3j_9x2a.temp.gz"]
+    keep = [
+        ".notes.txt",
+        "case.k3j_9x2a.tmp.nii.gz",
+        ".case.abc.tmp.nii.gz",
+        ".case.K3J_9X2A.tmp.gz",
+        ".case.k3j_9x2a.temp.gz",
+    ]
     for name in keep:
         (tmp_path / name).write_text("user data", encoding="utf-8")
     link = tmp_path / ".link.k3j_9x2a.tmp.nii.gz"
@@ -146,8 +159,9 @@ def test_remove_stale_temporaries_keeps_user_files_links_and_open_temporaries(
     with open(held, "rb"):  # a writer still has it open
         assert remove_stale_temporaries(tmp_path) == []  # not recursive by default
         assert remove_stale_temporaries(tmp_path, recursive=True) == [stale]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*keep, ".link.k3j_9x2a.tmp.nii.gz",
-                                                                 held.name, "sub"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [*keep, ".link.k3j_9x2a.tmp.nii.gz", held.name, "sub"]
+    )
 
 
 # ---------------------------------------------------------------- folder locks
@@ -170,14 +184,17 @@ def test_a_held_lock_refuses_a_second_run_naming_the_holder_until_it_is_killed(
     script = tmp_path / "hold_fold.py"
     script.write_text(_HOLD, encoding="utf-8")
     fold = tmp_path / "fold_0"
-    holder = subprocess.Popen([sys.executable, str(script), str(fold)], stdout=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen(
+        [sys.executable, str(script), str(fold)], stdout=subprocess.PIPE, text=True
+    )
     child = 0
     try:
         assert holder.stdout is not None
         child = int(holder.stdout.readline())
-        pattern = (rf"fold_0 is being trained by pid {holder.pid} \(hold_fold.py .*fold_0\) "
-                   r"since \d\d:\d\d")
+        pattern = (
+            rf"fold_0 is being trained by pid {holder.pid} \(hold_fold.py .*fold_0\) "
+            r"since \d\d:\d\d"
+        )
         with pytest.raises(LockedError, match=pattern + "; wait for it to finish or stop it"):
             with run_lock(fold, "trained"):
                 pass
@@ -213,7 +230,14 @@ def test_csv_safe_quotes_formulas_and_keeps_numbers() -> None:
     formulas = ("@x", "+cmd", "-2+3", "\t=1")
     assert [csv_safe(v) for v in formulas] == ["'@x", "'+cmd", "'-2+3", "'\t=1"]
     assert [csv_safe(v) for v in ("-1.5", "+3", "-inf", "case_1", "", -1.5, 7)] == [
-        "-1.5", "+3", "-inf", "case_1", "", -1.5, 7]
+        "-1.5",
+        "+3",
+        "-inf",
+        "case_1",
+        "",
+        -1.5,
+        7,
+    ]
 
 
 @pytest.mark.parametrize("value", ["=1+1", "'=1+1", "''@x", "'plain", "-1.5", "'-1.5", "a=b"])

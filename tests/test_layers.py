@@ -11,15 +11,22 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "medseg"
 
 # lower number = lower layer; a module may import its own layer or lower ones
 LAYERS = {
-    "errors": 0, "registry": 0, "fileutil": 0, "device": 0,
+    "errors": 0,
+    "registry": 0,
+    "fileutil": 0,
+    "device": 0,
     "io": 1,
     "data": 2,
-    "classic": 3, "transforms": 3,
-    "nets": 4, "losses": 4, "metrics": 4,
+    "classic": 3,
+    "transforms": 3,
+    "nets": 4,
+    "losses": 4,
+    "metrics": 4,
     "planning": 5,
     "training": 6,
     "inference": 7,
-    "evaluation": 8, "report": 8,
+    "evaluation": 8,
+    "report": 8,
     "pipeline": 9,
     "cli": 10,
 }
@@ -55,7 +62,8 @@ def test_every_package_has_a_layer() -> None:
 def test_module_imports_only_its_own_or_lower_layers(path: Path) -> None:
     own = path.relative_to(SRC).parts[0].removesuffix(".py")
     upward = [
-        name for name in _imports(path)
+        name
+        for name in _imports(path)
         if (layer := _layer_of(name)) in LAYERS and LAYERS[layer] > LAYERS[own]
     ]
     assert upward == [], f"{path.relative_to(SRC)} imports higher layers: {upward}"

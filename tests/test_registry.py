@@ -67,8 +67,11 @@ def test_build_passes_positional_and_named_arguments() -> None:
 
 
 def test_unknown_option_names_the_valid_ones_and_the_closest() -> None:
-    with pytest.raises(ConfigError, match=r"widget 'child' has no option\(s\) \['widht'\]; "
-                       r"valid options: colour, depth, width\. Did you mean 'width'\?"):
+    with pytest.raises(
+        ConfigError,
+        match=r"widget 'child' has no option\(s\) \['widht'\]; "
+        r"valid options: colour, depth, width\. Did you mean 'width'\?",
+    ):
         make_registry().build("child", 4, widht=5)
 
 

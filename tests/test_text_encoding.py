@@ -72,8 +72,9 @@ def test_locale_kept_restores_the_locale_when_the_block_raises() -> None:
     assert locale.setlocale(locale.LC_ALL) == before
 
 
-def test_non_ascii_dataset_json_and_text_read_after_a_dicom_series(tmp_path: Path,
-                                                                    make_dataset) -> None:
+def test_non_ascii_dataset_json_and_text_read_after_a_dicom_series(
+    tmp_path: Path, make_dataset
+) -> None:
     array = _write_dicom_series(tmp_path / "series")
     root = _non_ascii_dataset(make_dataset, tmp_path / "ds")
     (tmp_path / "notes.txt").write_text(TEXT, encoding="utf-8")

@@ -66,7 +66,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=f".tmp{suffix}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name.split('.')[0]}.", suffix=f".tmp{suffix}", dir=path.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -88,8 +90,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def disk_full_message(path: str | os.PathLike[str]) -> str:
-    return (f"{path}: disk full while writing (any previous version of the file is intact); "
-            "free some space and run the command again (training continues with --resume)")
+    return (
+        f"{path}: disk full while writing (any previous version of the file is intact); "
+        "free some space and run the command again (training continues with --resume)"
+    )
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
@@ -168,8 +172,12 @@ def remove_stale_temporaries(
     if not folder.is_dir():
         return []
     walk = os.walk(folder) if recursive else [(str(folder), [], os.listdir(folder))]
-    candidates = [Path(root, name) for root, _, names in walk for name in names
-                  if _TEMPORARY_NAME.fullmatch(name) and _is_old_regular_file(Path(root, name))]
+    candidates = [
+        Path(root, name)
+        for root, _, names in walk
+        for name in names
+        if _TEMPORARY_NAME.fullmatch(name) and _is_old_regular_file(Path(root, name))
+    ]
     if not candidates:
         return []
     held = _open_files()
@@ -192,8 +200,9 @@ def _is_old_regular_file(path: Path) -> bool:
         info = path.lstat()
     except OSError:
         return False
-    return stat.S_ISREG(info.st_mode) and info.st_mtime < min(_PROCESS_START,
-                                                               time.time() - STALE_AFTER_S)
+    return stat.S_ISREG(info.st_mode) and info.st_mtime < min(
+        _PROCESS_START, time.time() - STALE_AFTER_S
+    )
 
 
 def _open_files() -> set[tuple[int, int]]:
@@ -272,8 +281,11 @@ def run_lock(folder: str | os.PathLike[str], what: str) -> Iterator[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_FILE
     if fcntl is None:
-        warnings.warn(f"{folder}: file locks are not available here; make sure no other medseg "
-                      "run writes this folder at the same time", stacklevel=3)
+        warnings.warn(
+            f"{folder}: file locks are not available here; make sure no other medseg "
+            "run writes this folder at the same time",
+            stacklevel=3,
+        )
         yield path
         return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -300,8 +312,11 @@ def _try_lock(fd: int, folder: Path, what: str) -> bool:
     except BlockingIOError:
         raise LockedError(_locked_message(folder, what, _read_holder(fd))) from None
     except OSError as err:  # ENOLCK and friends: a file system without locks
-        warnings.warn(f"{folder}: cannot lock {LOCK_FILE} ({err.strerror}); make sure no other "
-                      "medseg run writes this folder at the same time", stacklevel=4)
+        warnings.warn(
+            f"{folder}: cannot lock {LOCK_FILE} ({err.strerror}); make sure no other "
+            "medseg run writes this folder at the same time",
+            stacklevel=4,
+        )
         return False
     return True
 
@@ -309,9 +324,13 @@ def _try_lock(fd: int, folder: Path, what: str) -> bool:
 def _write_holder(fd: int, what: str) -> None:
     argv = [Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:]]
     command = shlex.join(argv)
-    holder = {"pid": os.getpid(), "host": socket.gethostname(), "what": what,
-              "command": command if len(command) <= 200 else command[:197] + "...",
-              "since": datetime.now().astimezone().isoformat(timespec="seconds")}
+    holder = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "what": what,
+        "command": command if len(command) <= 200 else command[:197] + "...",
+        "since": datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(holder) + "\n").encode("utf-8"), 0)
 
@@ -326,8 +345,10 @@ def _read_holder(fd: int) -> dict[str, Any]:
 
 def _locked_message(folder: Path, what: str, holder: dict[str, Any]) -> str:
     if "pid" not in holder:
-        return (f"{folder} is being {what} by another process (it holds {folder / LOCK_FILE}); "
-                "wait for it to finish or stop it")
+        return (
+            f"{folder} is being {what} by another process (it holds {folder / LOCK_FILE}); "
+            "wait for it to finish or stop it"
+        )
     host = holder.get("host")
     where = f" on {host}" if host and host != socket.gethostname() else ""
     try:
@@ -337,8 +358,10 @@ def _locked_message(folder: Path, what: str, holder: dict[str, Any]) -> str:
     except ValueError:
         since = ""
     command = f" ({holder['command']})" if holder.get("command") else ""
-    return (f"{folder} is being {what} by pid {holder['pid']}{where}{command}{since}; "
-            "wait for it to finish or stop it")
+    return (
+        f"{folder} is being {what} by pid {holder['pid']}{where}{command}{since}; "
+        "wait for it to finish or stop it"
+    )
 
 
 # ---------------------------------------------------------------- CSV cells

@@ -17,7 +17,11 @@ def _medseg(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONIOENCODING": "utf-8", "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-m", "medseg.cli.main", *args],
-        capture_output=True, text=True, encoding="utf-8", timeout=120, env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
+        env=env,
     )
 
 
@@ -35,7 +39,9 @@ def test_version_prints_the_package_version() -> None:
 def test_user_error_is_one_line_on_stderr_with_exit_code_1(tmp_path: Path) -> None:
     result = _medseg("data", "check", str(tmp_path / "missing"))
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing'}: dataset folder does not exist"]
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'missing'}: dataset folder does not exist"
+    ]
     assert "Traceback" not in result.stderr
 
 
@@ -55,7 +61,9 @@ def test_data_check_exit_codes(make_dataset, tmp_path: Path) -> None:
     assert "1 problem(s)" in broken.stderr
 
 
-def test_data_fingerprint_writes_json_and_refuses_overwrite(tiny_dataset: Path, tmp_path: Path) -> None:
+def test_data_fingerprint_writes_json_and_refuses_overwrite(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "fp.json"
     first = _medseg("data", "fingerprint", str(tiny_dataset), "-o", str(out), "--jobs", "1")
     assert first.returncode == 0, first.stderr

@@ -142,8 +142,9 @@ def _readable(args: list[str]) -> str:
     return " ".join(args[:2] + args[-2:]) if len(args) > 4 else " ".join(args)
 
 
-@pytest.mark.parametrize(("args", "option", "accepted"), REJECTED,
-                         ids=[_readable(args) for args, _, _ in REJECTED])
+@pytest.mark.parametrize(
+    ("args", "option", "accepted"), REJECTED, ids=[_readable(args) for args, _, _ in REJECTED]
+)
 def test_a_bad_value_is_a_usage_error_naming_the_option_and_the_range(
     args: list[str], option: str, accepted: str, tmp_path: Path
 ) -> None:
@@ -160,7 +161,11 @@ def test_the_console_script_prints_no_traceback_for_a_bad_value(tmp_path: Path) 
     env = {**os.environ, "PYTHONIOENCODING": "utf-8", "COLUMNS": "200"}
     result = subprocess.run(
         [sys.executable, "-m", "medseg.cli.main", "train", str(tmp_path), "--steps-per-epoch", "0"],
-        capture_output=True, text=True, encoding="utf-8", timeout=120, env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
+        env=env,
     )
     assert result.returncode == 2
     assert "Invalid value for '--steps-per-epoch'" in result.stderr
@@ -169,14 +174,18 @@ def test_the_console_script_prints_no_traceback_for_a_bad_value(tmp_path: Path) 
 
 def test_an_accepted_value_reaches_the_command(tmp_path: Path) -> None:
     # --overlap 0 and --folds all pass parsing; the missing input folder is the command's error
-    result = _invoke([*PREDICT[:2], str(tmp_path / "missing"), *PREDICT[3:], "--overlap", "0",
-                      "--folds", "all"], tmp_path)
+    result = _invoke(
+        [*PREDICT[:2], str(tmp_path / "missing"), *PREDICT[3:], "--overlap", "0", "--folds", "all"],
+        tmp_path,
+    )
     assert result.exit_code != 2
     assert isinstance(result.exception, MedsegError)
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90s", 90.0), ("20m", 1200.0), ("1.5h", 5400.0),
-                                               ("45", 45.0), (" 2M ", 120.0)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90.0), ("20m", 1200.0), ("1.5h", 5400.0), ("45", 45.0), (" 2M ", 120.0)],
+)
 def test_durations_read_as_seconds(text: str, seconds: float) -> None:
     assert options.parse_duration(text) == seconds
     assert options.duration(text) == seconds
@@ -211,20 +220,32 @@ def test_cli_choices_match_the_library() -> None:
 
     assert get_args(options.Configuration) == CONFIGURATIONS
     assert get_args(options.Split) == SPLITS
-    assert (demo_cli.DEMO_EPOCHS, demo_cli.DEMO_STEPS_PER_EPOCH) == (DEMO_EPOCHS,
-                                                                     DEMO_STEPS_PER_EPOCH)
+    assert (demo_cli.DEMO_EPOCHS, demo_cli.DEMO_STEPS_PER_EPOCH) == (
+        DEMO_EPOCHS,
+        DEMO_STEPS_PER_EPOCH,
+    )
 
 
 # values only the command can judge (an input must exist, a network must be registered, a
 # layer must be in the model): each fails there with one line naming it (exit code 1)
 CHECKED_BY_THE_COMMAND = {
-    "plan": {"dataset"}, "preprocess": {"results"}, "train": {"results"},
-    "prepare-cascade": {"results"}, "predict": {"input_dir", "results"},
-    "evaluate": {"pred", "ref", "labels"}, "report": {"results", "title"}, "demo": {"data"},
-    "data check": {"dataset"}, "data fingerprint": {"dataset"}, "augment preview": {"dataset"},
-    "classify train": {"data", "net"}, "classify predict": {"run", "data"},
-    "classify evaluate": {"predictions"}, "classify explain": {"run", "data", "layer"},
-    "classify report": {"run"}, "classify demo": {"net"},
+    "plan": {"dataset"},
+    "preprocess": {"results"},
+    "train": {"results"},
+    "prepare-cascade": {"results"},
+    "predict": {"input_dir", "results"},
+    "evaluate": {"pred", "ref", "labels"},
+    "report": {"results", "title"},
+    "demo": {"data"},
+    "data check": {"dataset"},
+    "data fingerprint": {"dataset"},
+    "augment preview": {"dataset"},
+    "classify train": {"data", "net"},
+    "classify predict": {"run", "data"},
+    "classify evaluate": {"predictions"},
+    "classify explain": {"run", "data", "layer"},
+    "classify report": {"run"},
+    "classify demo": {"net"},
 }
 
 
@@ -241,13 +262,20 @@ def _unchecked(param) -> bool:
     info, annotation = descriptor.parameter_info, descriptor.annotation
     if annotation in (bool, "bool") or get_origin(annotation) is Literal:
         return False
-    return (info.parser is None and info.callback is None and info.min is None
-            and info.max is None and not getattr(info, "exists", False))
+    return (
+        info.parser is None
+        and info.callback is None
+        and info.min is None
+        and info.max is None
+        and not getattr(info, "exists", False)
+    )
 
 
 def test_every_value_is_checked_at_parse_time_or_by_its_command() -> None:
-    unchecked = {name: {p.name for p in command.params if _unchecked(p)}
-                 for name, command in _commands(typer.main.get_command(app))}
+    unchecked = {
+        name: {p.name for p in command.params if _unchecked(p)}
+        for name, command in _commands(typer.main.get_command(app))
+    }
     assert {k: v for k, v in unchecked.items() if v} == CHECKED_BY_THE_COMMAND
 
 

@@ -48,15 +48,23 @@ def _csv(path: Path, text: str) -> Path:
 
 def test_container_properties_and_subset() -> None:
     data = ClassificationSet(
-        np.zeros((5, 2, 3, 4, 6)), np.array([2, 0, 2, 2, 0]), ["a", "b", "c"], list("vwxyz"), folds=np.arange(5)
+        np.zeros((5, 2, 3, 4, 6)),
+        np.array([2, 0, 2, 2, 0]),
+        ["a", "b", "c"],
+        list("vwxyz"),
+        folds=np.arange(5),
     )
     assert data.images.dtype == np.float32 and data.labels.dtype == np.int64
     assert (data.spatial_dims, data.num_channels, data.num_classes, len(data)) == (3, 2, 3, 5)
     assert data.class_counts().tolist() == [2, 0, 3]
     part = data.subset([4, 0])
-    assert part.ids == ["z", "v"] and part.labels.tolist() == [0, 2] and part.folds.tolist() == [4, 0]
+    assert (
+        part.ids == ["z", "v"] and part.labels.tolist() == [0, 2] and part.folds.tolist() == [4, 0]
+    )
     assert data.subset(data.labels == 2).ids == ["v", "x", "y"]
-    reg = ClassificationSet(np.zeros((2, 1, 4, 4)), np.array([0.5, 1.5]), [], ["a", "b"], task="regression")
+    reg = ClassificationSet(
+        np.zeros((2, 1, 4, 4)), np.array([0.5, 1.5]), [], ["a", "b"], task="regression"
+    )
     assert reg.labels.shape == (2, 1) and reg.labels.dtype == np.float32 and reg.num_classes == 0
     with pytest.raises(ConfigError, match="regression"):
         reg.class_counts()
@@ -106,7 +114,9 @@ def test_flat_folder_is_train_split_and_rgb_has_three_channels(tmp_path: Path) -
 def test_folder_errors_name_the_file(tmp_path: Path) -> None:
     _png(tmp_path / "a" / "1.png", 1)
     bad = _png(tmp_path / "a" / "2.png", 1, shape=(7, 5))
-    with pytest.raises(DatasetError, match=r"2\.png: image size \(7, 5\) differs from \(6, 5\) of .*1\.png"):
+    with pytest.raises(
+        DatasetError, match=r"2\.png: image size \(7, 5\) differs from \(6, 5\) of .*1\.png"
+    ):
         load_classification(tmp_path)
     bad.unlink()
     _png(tmp_path / "a" / "3.png", 1, channels=3)
@@ -128,14 +138,17 @@ def test_folder_errors_name_the_file(tmp_path: Path) -> None:
 def test_csv_integer_labels_folds_and_splits(tmp_path: Path) -> None:
     for i in range(4):
         _png(tmp_path / "img" / f"{i}.png", 10 * i)
-    csv = _csv(tmp_path / "labels.csv", """
+    csv = _csv(
+        tmp_path / "labels.csv",
+        """
 Path,label,fold,split
 img/0.png,0,0,train
 img/1.png,2,1,train
 
 img/2.png,1.0,0,test
 img/3.png,0,1,train
-""")
+""",
+    )
     assert available_splits(csv) == ["train", "test"]
     data = load_classification(csv)
     assert data.class_names == ["0", "1", "2"]  # from every row, so indices agree across splits
@@ -171,19 +184,30 @@ def test_csv_3d_nifti_keeps_float_intensities(tmp_path: Path) -> None:
 def test_csv_regression(tmp_path: Path) -> None:
     _png(tmp_path / "a.png", 1)
     _png(tmp_path / "b.png", 2)
-    multi = load_classification(_csv(tmp_path / "m.csv", "path,target_age,target_bmi\na.png,61.5,22\nb.png,40,30.5\n"))
+    multi = load_classification(
+        _csv(tmp_path / "m.csv", "path,target_age,target_bmi\na.png,61.5,22\nb.png,40,30.5\n")
+    )
     assert multi.task == "regression" and multi.class_names == [] and multi.num_classes == 0
-    assert multi.labels.dtype == np.float32 and multi.labels.tolist() == [[61.5, 22.0], [40.0, 30.5]]
-    single = load_classification(_csv(tmp_path / "s.csv", "path,label\na.png,1.5\nb.png,-2\n"), task="regression")
+    assert multi.labels.dtype == np.float32 and multi.labels.tolist() == [
+        [61.5, 22.0],
+        [40.0, 30.5],
+    ]
+    single = load_classification(
+        _csv(tmp_path / "s.csv", "path,label\na.png,1.5\nb.png,-2\n"), task="regression"
+    )
     assert single.labels.shape == (2, 1) and single.labels[:, 0].tolist() == [1.5, -2.0]
-    with pytest.raises(DatasetError, match=r"r\.csv: line 3: target_age 'old' is not a finite number"):
+    with pytest.raises(
+        DatasetError, match=r"r\.csv: line 3: target_age 'old' is not a finite number"
+    ):
         load_classification(_csv(tmp_path / "r.csv", "path,target_age\na.png,3\nb.png,old\n"))
 
 
 def test_csv_errors_name_the_file_and_line(tmp_path: Path) -> None:
     _png(tmp_path / "a.png", 1)
     _png(tmp_path / "b.png", 2)
-    with pytest.raises(DatasetError, match=r"f\.csv: line 3: label '1\.5' is not an integer class index"):
+    with pytest.raises(
+        DatasetError, match=r"f\.csv: line 3: label '1\.5' is not an integer class index"
+    ):
         load_classification(_csv(tmp_path / "f.csv", "path,label\na.png,0\nb.png,1.5\n"))
     with pytest.raises(DatasetError, match=r"h\.csv: no 'path' column"):
         load_classification(_csv(tmp_path / "h.csv", "a.png,0\nb.png,1\n"))
@@ -193,7 +217,9 @@ def test_csv_errors_name_the_file_and_line(tmp_path: Path) -> None:
         load_classification(_csv(tmp_path / "m.csv", "path,label\na.png,0\nmissing.png,1\n"))
     with pytest.raises(DatasetError, match=r"k\.csv: line 2: fold 'x' is not an integer"):
         load_classification(_csv(tmp_path / "k.csv", "path,label,fold\na.png,0,x\n"))
-    with pytest.raises(DatasetError, match=r"s\.csv: line 2: split 'training' is not one of train, val, test"):
+    with pytest.raises(
+        DatasetError, match=r"s\.csv: line 2: split 'training' is not one of train, val, test"
+    ):
         load_classification(_csv(tmp_path / "s.csv", "path,label,split\na.png,0,training\n"))
     with pytest.raises(DatasetError, match=r"c\.csv: line 3 has 2 cells, the header has 3"):
         load_classification(_csv(tmp_path / "c.csv", "path,label,fold\na.png,0,1\nb.png,1\n"))
@@ -227,8 +253,12 @@ def test_nan_voxels_are_rejected(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- MedMNIST .npz
 
 
-def _medmnist(path: Path, images: dict[str, np.ndarray], labels: dict[str, np.ndarray], **extra) -> Path:
-    arrays = {f"{s}_images": a for s, a in images.items()} | {f"{s}_labels": a for s, a in labels.items()}
+def _medmnist(
+    path: Path, images: dict[str, np.ndarray], labels: dict[str, np.ndarray], **extra
+) -> Path:
+    arrays = {f"{s}_images": a for s, a in images.items()} | {
+        f"{s}_labels": a for s, a in labels.items()
+    }
     np.savez(path, **arrays, **extra)
     return path
 
@@ -258,11 +288,19 @@ def test_npz_layouts(tmp_path: Path, shape: tuple[int, ...], expected: tuple[int
 
 def test_npz_class_names_and_errors(tmp_path: Path) -> None:
     images = np.zeros((2, 4, 4), np.uint8)
-    named = _medmnist(tmp_path / "n.npz", {"train": images}, {"train": np.array([[1], [0]])},
-                      class_names=np.array(["normal", "mass"]))
+    named = _medmnist(
+        tmp_path / "n.npz",
+        {"train": images},
+        {"train": np.array([[1], [0]])},
+        class_names=np.array(["normal", "mass"]),
+    )
     assert load_classification(named).class_names == ["normal", "mass"]
-    missing = _medmnist(tmp_path / "k.npz", {"train": images, "val": images}, {"val": np.array([0, 1])})
-    with pytest.raises(DatasetError, match=r"k\.npz: missing key 'train_labels' \(keys present: .*val_images"):
+    missing = _medmnist(
+        tmp_path / "k.npz", {"train": images, "val": images}, {"val": np.array([0, 1])}
+    )
+    with pytest.raises(
+        DatasetError, match=r"k\.npz: missing key 'train_labels' \(keys present: .*val_images"
+    ):
         load_classification(missing, "train")
     with pytest.raises(DatasetError, match=r"k\.npz: no split 'test'; available: train, val"):
         load_classification(missing, "test")
@@ -272,10 +310,18 @@ def test_npz_class_names_and_errors(tmp_path: Path) -> None:
         load_classification(empty)
     nan = np.zeros((3, 4, 4), np.float32)
     nan[2, 1, 1] = np.nan
-    with pytest.raises(DatasetError, match=r"f\.npz: 'train_images' image 2 \(npz:train:2\) holds NaN"):
-        load_classification(_medmnist(tmp_path / "f.npz", {"train": nan}, {"train": np.array([0, 1, 0])}))
-    with pytest.raises(DatasetError, match=r"c\.npz: 'train_images' holds 2 images but 'train_labels' 3"):
-        load_classification(_medmnist(tmp_path / "c.npz", {"train": images}, {"train": np.array([0, 1, 0])}))
+    with pytest.raises(
+        DatasetError, match=r"f\.npz: 'train_images' image 2 \(npz:train:2\) holds NaN"
+    ):
+        load_classification(
+            _medmnist(tmp_path / "f.npz", {"train": nan}, {"train": np.array([0, 1, 0])})
+        )
+    with pytest.raises(
+        DatasetError, match=r"c\.npz: 'train_images' holds 2 images but 'train_labels' 3"
+    ):
+        load_classification(
+            _medmnist(tmp_path / "c.npz", {"train": images}, {"train": np.array([0, 1, 0])})
+        )
     with pytest.raises(DatasetError, match="not a classification source"):
         load_classification(_png(tmp_path / "x.png", 1))
     with pytest.raises(DatasetError, match="no such file"):
@@ -324,7 +370,9 @@ def test_phantom_arrays_deterministic_with_masks() -> None:
     data, masks = classification_phantom_arrays(10, seed=4, return_masks=True)
     again = classification_phantom_arrays(10, seed=4)
     assert np.array_equal(data.images, again.images) and np.array_equal(data.labels, again.labels)
-    assert data.images.shape == (20, 1, 64, 64) and masks.shape == (20, 64, 64) and masks.dtype == bool
+    assert (
+        data.images.shape == (20, 1, 64, 64) and masks.shape == (20, 64, 64) and masks.dtype == bool
+    )
     assert data.class_names == ["absent", "present"] and data.class_counts().tolist() == [10, 10]
     assert 0.0 <= data.images.min() and data.images.max() <= 1.0
     has_lesion = masks.reshape(20, -1).any(axis=1)
@@ -335,7 +383,9 @@ def test_phantom_arrays_deterministic_with_masks() -> None:
     smaller = classification_phantom_arrays(3, seed=4)
     assert np.array_equal(smaller.images, data.images[:6])
     assert not np.array_equal(classification_phantom_arrays(3, seed=5).images, smaller.images)
-    assert not np.array_equal(classification_phantom_arrays(3, seed=4, split="test").images, smaller.images)
+    assert not np.array_equal(
+        classification_phantom_arrays(3, seed=4, split="test").images, smaller.images
+    )
 
 
 def test_phantom_mean_intensity_does_not_separate_classes() -> None:
@@ -367,21 +417,28 @@ def test_phantom_folder_round_trips_and_overwrite_rule(tmp_path: Path) -> None:
     by_id = {Path(i).name.removesuffix(".png"): k for k, i in enumerate(train.ids)}
     for k in order:
         j = by_id[memory.ids[k]]
-        assert np.array_equal(train.images[j], memory.images[k]) and train.labels[j] == memory.labels[k]
+        assert (
+            np.array_equal(train.images[j], memory.images[k])
+            and train.labels[j] == memory.labels[k]
+        )
     mask_file = out / "masks" / "train" / "present" / "phantom_train_0001.png"
     assert np.array_equal(read_image(mask_file).array.astype(bool), masks[1])
     assert len(load_classification(out, "test")) == 4
     with pytest.raises(OverwriteError, match="not empty"):
         make_classification_phantoms(out, n_per_class=2)
     make_classification_phantoms(out, n_per_class=2, n_test_per_class=1, overwrite=True)
-    assert len(load_classification(out, "train")) == 4 and len(load_classification(out, "test")) == 2
+    assert (
+        len(load_classification(out, "train")) == 4 and len(load_classification(out, "test")) == 2
+    )
     (out / "train" / "absent" / "mine.png").write_bytes(b"")
     with pytest.raises(OverwriteError, match="did not write"):
         make_classification_phantoms(out, n_per_class=2, overwrite=True)
 
 
 def test_phantom_folder_3d(tmp_path: Path) -> None:
-    out = make_classification_phantoms(tmp_path / "v", n_per_class=1, n_test_per_class=1, spatial_dims=3, size=16)
+    out = make_classification_phantoms(
+        tmp_path / "v", n_per_class=1, n_test_per_class=1, spatial_dims=3, size=16
+    )
     data = load_classification(out, "train")
     memory = classification_phantom_arrays(1, spatial_dims=3, size=16)
     assert data.images.shape == (2, 1, 16, 16, 16)
@@ -399,7 +456,10 @@ def test_real_adrenalmnist3d(shared_data: Path) -> None:
     assert available_splits(path) == ["train", "val", "test"]
     train = load_classification(path, "train")
     assert train.images.shape == (1188, 1, 28, 28, 28) and train.spatial_dims == 3
-    assert set(np.unique(train.labels).tolist()) == {0, 1} and train.class_counts().tolist() == [929, 259]
+    assert set(np.unique(train.labels).tolist()) == {0, 1} and train.class_counts().tolist() == [
+        929,
+        259,
+    ]
     assert train.images.min() == 0.0 and train.images.max() == 1.0
     assert load_classification(path, "test").class_counts().tolist() == [229, 69]
 

@@ -26,7 +26,10 @@ def test_nnunet_v2_layout_resolves_cases_channels_and_labels(make_dataset, tmp_p
     ds = load_dataset(root)
     assert ds.layout == "nnunet_v2"
     assert [c.case_id for c in ds.cases] == ["case_000", "case_001"]
-    assert [p.name for p in ds.cases[0].image_paths] == ["case_000_0000.nii.gz", "case_000_0001.nii.gz"]
+    assert [p.name for p in ds.cases[0].image_paths] == [
+        "case_000_0000.nii.gz",
+        "case_000_0001.nii.gz",
+    ]
     assert ds.labels == {"background": 0, "organ": 1, "lesion": 2}
     image, label = read_case(ds.cases[0], num_channels=2)
     assert image.array.shape == (2, 6, 8, 10) and label.array.shape == (6, 8, 10)
@@ -46,10 +49,18 @@ def test_msd_layout_with_training_list_and_value_to_name_labels(tmp_path: Path) 
     (root / "labelsTr").mkdir()
     label = np.zeros((4, 5, 6), np.uint8)
     label[1:3, 1:3, 1:3] = 1
-    write_image(Image(np.random.default_rng(0).normal(size=(4, 5, 6)).astype(np.float32), (1, 1, 1)), root / "imagesTr" / "hip_001.nii.gz")
+    write_image(
+        Image(np.random.default_rng(0).normal(size=(4, 5, 6)).astype(np.float32), (1, 1, 1)),
+        root / "imagesTr" / "hip_001.nii.gz",
+    )
     write_image(Image(label, (1, 1, 1)), root / "labelsTr" / "hip_001.nii.gz")
-    meta = {"name": "Hip", "modality": {"0": "MRI"}, "labels": {"0": "background", "1": "Anterior"}, "numTraining": 1,
-            "training": [{"image": "./imagesTr/hip_001.nii.gz", "label": "./labelsTr/hip_001.nii.gz"}]}
+    meta = {
+        "name": "Hip",
+        "modality": {"0": "MRI"},
+        "labels": {"0": "background", "1": "Anterior"},
+        "numTraining": 1,
+        "training": [{"image": "./imagesTr/hip_001.nii.gz", "label": "./labelsTr/hip_001.nii.gz"}],
+    }
     (root / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     ds = load_dataset(root)
     assert ds.layout == "msd" and ds.labels == {"background": 0, "Anterior": 1}
@@ -62,7 +73,10 @@ def test_plain_2d_folder_of_png_images_and_masks(tmp_path: Path) -> None:
     for i in range(2):
         mask = np.zeros((12, 14), np.uint8)
         mask[3:8, 4:9] = 1
-        write_image(Image(np.random.default_rng(i).integers(0, 255, (3, 12, 14)).astype(np.uint8), (1, 1)), root / "images" / f"img{i}.png")
+        write_image(
+            Image(np.random.default_rng(i).integers(0, 255, (3, 12, 14)).astype(np.uint8), (1, 1)),
+            root / "images" / f"img{i}.png",
+        )
         write_image(Image(mask, (1, 1)), root / "masks" / f"img{i}.png")
     ds = load_dataset(root)
     assert ds.layout == "folder2d" and ds.num_channels == 3
@@ -87,7 +101,9 @@ def test_invalid_dataset_json_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "dataset.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(DatasetError, match="dataset.json: not valid JSON"):
         load_dataset(tmp_path)
-    (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "file_ending": ".nii.gz"}), encoding="utf-8")
+    (tmp_path / "dataset.json").write_text(
+        json.dumps({"channel_names": {"0": "CT"}, "file_ending": ".nii.gz"}), encoding="utf-8"
+    )
     with pytest.raises(DatasetError, match="missing required key"):
         load_dataset(tmp_path)
 
@@ -98,8 +114,16 @@ def test_check_reports_every_problem_not_just_the_first(make_dataset, tmp_path: 
     # 0: corrupt image; 1: label with another shape; 2: label with another spacing;
     # 3: undeclared label value; 4: NaN voxels; 5: label file missing
     (images / "case_000_0000.nii.gz").write_bytes(b"garbage")
-    write_image(Image(np.zeros((6, 8, 9), np.uint8), (3.0, 1.0, 1.0)), labels / "case_001.nii.gz", overwrite=True)
-    write_image(Image(np.zeros((6, 8, 10), np.uint8), (2.0, 1.0, 1.0)), labels / "case_002.nii.gz", overwrite=True)
+    write_image(
+        Image(np.zeros((6, 8, 9), np.uint8), (3.0, 1.0, 1.0)),
+        labels / "case_001.nii.gz",
+        overwrite=True,
+    )
+    write_image(
+        Image(np.zeros((6, 8, 10), np.uint8), (2.0, 1.0, 1.0)),
+        labels / "case_002.nii.gz",
+        overwrite=True,
+    )
     bad_values = np.zeros((6, 8, 10), np.uint8)
     bad_values[0, 0, 0] = 7
     write_image(Image(bad_values, (3.0, 1.0, 1.0)), labels / "case_003.nii.gz", overwrite=True)
@@ -127,8 +151,14 @@ def test_check_reports_wrong_channel_count(make_dataset, tmp_path: Path) -> None
 
 def test_check_reports_constant_image_and_orphan_label(make_dataset, tmp_path: Path) -> None:
     root = make_dataset(tmp_path / "c", num_cases=1)
-    write_image(Image(np.zeros((6, 8, 10), np.float32), (3.0, 1.0, 1.0)), root / "imagesTr" / "case_000_0000.nii.gz", overwrite=True)
-    write_image(Image(np.zeros((6, 8, 10), np.uint8), (3.0, 1.0, 1.0)), root / "labelsTr" / "stray.nii.gz")
+    write_image(
+        Image(np.zeros((6, 8, 10), np.float32), (3.0, 1.0, 1.0)),
+        root / "imagesTr" / "case_000_0000.nii.gz",
+        overwrite=True,
+    )
+    write_image(
+        Image(np.zeros((6, 8, 10), np.uint8), (3.0, 1.0, 1.0)), root / "labelsTr" / "stray.nii.gz"
+    )
     text = "\n".join(_messages(root))
     assert "image is empty: every voxel is 0.0" in text
     assert "stray.nii.gz: label file has no matching image" in text
@@ -136,7 +166,11 @@ def test_check_reports_constant_image_and_orphan_label(make_dataset, tmp_path: P
 
 def test_check_reports_interpolated_non_integer_labels(make_dataset, tmp_path: Path) -> None:
     root = make_dataset(tmp_path / "f", num_cases=1)
-    write_image(Image(np.full((6, 8, 10), 0.5, np.float32), (3.0, 1.0, 1.0)), root / "labelsTr" / "case_000.nii.gz", overwrite=True)
+    write_image(
+        Image(np.full((6, 8, 10), 0.5, np.float32), (3.0, 1.0, 1.0)),
+        root / "labelsTr" / "case_000.nii.gz",
+        overwrite=True,
+    )
     assert any("non-integer" in m for m in _messages(root))
 
 
@@ -173,7 +207,15 @@ def test_fingerprint_json_round_trip_and_unknown_keys(tiny_dataset: Path, tmp_pa
     fp.to_json(tmp_path / "fp.json")
     assert Fingerprint.from_json(tmp_path / "fp.json") == fp
     data = json.loads((tmp_path / "fp.json").read_text(encoding="utf-8"))
-    for key in ("cases", "median_spacing", "median_shape", "spacing_percentiles", "intensity", "class_fractions", "anisotropy"):
+    for key in (
+        "cases",
+        "median_spacing",
+        "median_shape",
+        "spacing_percentiles",
+        "intensity",
+        "class_fractions",
+        "anisotropy",
+    ):
         assert key in data
     data["bogus"] = 1
     (tmp_path / "bad.json").write_text(json.dumps(data), encoding="utf-8")
@@ -183,4 +225,6 @@ def test_fingerprint_json_round_trip_and_unknown_keys(tiny_dataset: Path, tmp_pa
 
 def test_fingerprint_with_two_processes_equals_one_process(tiny_dataset: Path) -> None:
     ds = load_dataset(tiny_dataset)
-    assert compute_fingerprint(ds, jobs=2, progress=False) == compute_fingerprint(ds, jobs=1, progress=False)
+    assert compute_fingerprint(ds, jobs=2, progress=False) == compute_fingerprint(
+        ds, jobs=1, progress=False
+    )

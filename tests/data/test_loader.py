@@ -113,7 +113,9 @@ def test_batch_content_depends_only_on_seed_and_index(tmp_path: Path) -> None:
 
 def test_process_workers_produce_the_same_augmented_batches_in_order(tmp_path: Path) -> None:
     make_store(tmp_path)
-    options = dict(patch_size=(8, 8, 8), batch_size=2, num_batches=4, seed=1, transform=RandomFlip(p=0.5))
+    options = dict(
+        patch_size=(8, 8, 8), batch_size=2, num_batches=4, seed=1, transform=RandomFlip(p=0.5)
+    )
     serial = list(make_loader(tmp_path, num_workers=0, **options))
     workers = list(make_loader(tmp_path, num_workers=2, backend="process", **options))
     assert len(workers) == 4

@@ -13,20 +13,20 @@ import pytest
 
 from medseg.data.parallel import _alive, map_cases
 
-_SLOW = '''import os, time
+_SLOW = """import os, time
 from pathlib import Path
 
 def work(pid_file):
     Path(pid_file).write_text(str(os.getpid()), encoding="utf-8")
     time.sleep(120)
-'''
+"""
 
-_PARENT = '''import sys
+_PARENT = """import sys
 sys.path.insert(0, sys.argv[1])
 import slow
 from medseg.data.parallel import map_cases
 map_cases(slow.work, sys.argv[2:], jobs=2, progress=False)
-'''
+"""
 
 
 def _square(x: int) -> int:
@@ -53,7 +53,9 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path: Path) -> None:
     parent = subprocess.Popen([sys.executable, "-c", _PARENT, str(tmp_path), *map(str, pid_files)])
     workers: list[int] = []
     try:
-        assert _wait_for(lambda: all(p.exists() and p.read_text(encoding="utf-8") for p in pid_files), 60)
+        assert _wait_for(
+            lambda: all(p.exists() and p.read_text(encoding="utf-8") for p in pid_files), 60
+        )
         workers = [int(p.read_text(encoding="utf-8")) for p in pid_files]
         assert all(_alive(pid) for pid in workers)
         os.kill(parent.pid, signal.SIGKILL)

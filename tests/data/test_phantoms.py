@@ -36,7 +36,8 @@ def _interior(label: np.ndarray, value: int, *, iterations: int = 2) -> np.ndarr
 def _hashes(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*")) if p.is_file()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -76,8 +77,13 @@ def test_case_seeds_do_not_depend_on_dataset_size() -> None:
 
 def test_knobs_leave_the_anatomy_of_a_seed_unchanged() -> None:
     _, reference = generate_case(PhantomConfig(), 3, spatial_dims=2)
-    for change in ({"noise": "rician"}, {"bias_strength": 0.5}, {"streak_strength": 0.4},
-                   {"contrast": 0.2}, {"noise_std": 0.2}):
+    for change in (
+        {"noise": "rician"},
+        {"bias_strength": 0.5},
+        {"streak_strength": 0.4},
+        {"contrast": 0.2},
+        {"noise_std": 0.2},
+    ):
         _, label = generate_case(dataclasses.replace(PhantomConfig(), **change), 3, spatial_dims=2)
         assert np.array_equal(label.array, reference.array), change
 
@@ -88,14 +94,29 @@ def test_knobs_leave_the_anatomy_of_a_seed_unchanged() -> None:
 def test_dataset_has_nnunet_v2_layout_and_dataset_json(tmp_path: Path) -> None:
     out = generate_dataset(tmp_path / "ds", spatial_dims=3, num_cases=2, seed=0)
     meta = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
-    assert set(meta) == {"name", "description", "channel_names", "labels", "numTraining", "file_ending"}
+    assert set(meta) == {
+        "name",
+        "description",
+        "channel_names",
+        "labels",
+        "numTraining",
+        "file_ending",
+    }
     assert meta["channel_names"] == {"0": "MRI"}
     assert meta["labels"] == {"background": 0, "organ": 1, "lesion": 2, "vessel": 3}
     assert meta["numTraining"] == 2 and meta["file_ending"] == ".nii.gz"
     assert sorted(p.name for p in (out / "imagesTr").iterdir()) == [
-        "phantom_000_0000.nii.gz", "phantom_001_0000.nii.gz"]
-    assert sorted(p.name for p in (out / "labelsTr").iterdir()) == ["phantom_000.nii.gz", "phantom_001.nii.gz"]
-    image, label = read_image(out / "imagesTr/phantom_000_0000.nii.gz"), read_image(out / "labelsTr/phantom_000.nii.gz")
+        "phantom_000_0000.nii.gz",
+        "phantom_001_0000.nii.gz",
+    ]
+    assert sorted(p.name for p in (out / "labelsTr").iterdir()) == [
+        "phantom_000.nii.gz",
+        "phantom_001.nii.gz",
+    ]
+    image, label = (
+        read_image(out / "imagesTr/phantom_000_0000.nii.gz"),
+        read_image(out / "labelsTr/phantom_000.nii.gz"),
+    )
     assert image.spatial_shape == (32, 64, 64) and image.spacing == (2.0, 1.0, 1.0)
     assert image.array.dtype == np.float32 and label.array.dtype == np.uint8
     assert image.same_grid(label)
@@ -117,12 +138,19 @@ def test_phantom_json_records_how_to_regenerate_each_case(tmp_path: Path) -> Non
 def test_2d_dataset_is_nifti_with_two_spatial_dims(tmp_path: Path) -> None:
     out = generate_dataset(tmp_path / "ds", spatial_dims=2, num_cases=1, seed=0)
     image = read_image(out / "imagesTr/phantom_000_0000.nii.gz")
-    assert image.spatial_dims == 2 and image.spatial_shape == (128, 128) and image.spacing == (1.0, 1.0)
+    assert (
+        image.spatial_dims == 2
+        and image.spatial_shape == (128, 128)
+        and image.spacing == (1.0, 1.0)
+    )
 
 
 def test_png_dataset_stores_uint8_pictures(tmp_path: Path) -> None:
     out = generate_dataset(tmp_path / "ds", spatial_dims=2, num_cases=1, file_ending=".png")
-    image, label = read_image(out / "imagesTr/phantom_000_0000.png"), read_image(out / "labelsTr/phantom_000.png")
+    image, label = (
+        read_image(out / "imagesTr/phantom_000_0000.png"),
+        read_image(out / "labelsTr/phantom_000.png"),
+    )
     assert image.array.dtype == np.uint8 and image.spatial_shape == (128, 128)
     assert set(np.unique(label.array)) <= {0, 1, 2, 3}
     assert json.loads((out / "dataset.json").read_text(encoding="utf-8"))["file_ending"] == ".png"
@@ -155,7 +183,10 @@ def test_overwrite_replaces_only_the_generators_own_files(tmp_path: Path) -> Non
     (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
     generate_dataset(tmp_path, spatial_dims=2, num_cases=2, seed=1, overwrite=True)
     assert (tmp_path / "notes.txt").read_text(encoding="utf-8") == "mine"
-    assert sorted(p.name for p in (tmp_path / "labelsTr").iterdir()) == ["phantom_000.nii.gz", "phantom_001.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "labelsTr").iterdir()) == [
+        "phantom_000.nii.gz",
+        "phantom_001.nii.gz",
+    ]
     assert json.loads((tmp_path / "phantom.json").read_text(encoding="utf-8"))["seed"] == 1
 
 
@@ -181,7 +212,9 @@ def test_gaussian_noise_std_in_air_matches_noise_std() -> None:
 
 def test_rician_noise_biases_the_background_upwards() -> None:
     clean, _ = generate_case(CLEAN, 0, spatial_dims=3)
-    noisy, _ = generate_case(dataclasses.replace(CLEAN, noise="rician", noise_std=0.1), 0, spatial_dims=3)
+    noisy, _ = generate_case(
+        dataclasses.replace(CLEAN, noise="rician", noise_std=0.1), 0, spatial_dims=3
+    )
     air = noisy.array[clean.array == 0]
     assert air.min() >= 0
     assert air.mean() == pytest.approx(0.1 * np.sqrt(np.pi / 2), rel=0.03)  # Rayleigh mean
@@ -189,7 +222,9 @@ def test_rician_noise_biases_the_background_upwards() -> None:
 
 def test_speckle_noise_is_multiplicative() -> None:
     clean, label = generate_case(CLEAN, 0, spatial_dims=2)
-    noisy, _ = generate_case(dataclasses.replace(CLEAN, noise="speckle", noise_std=0.2), 0, spatial_dims=2)
+    noisy, _ = generate_case(
+        dataclasses.replace(CLEAN, noise="speckle", noise_std=0.2), 0, spatial_dims=2
+    )
     assert np.all(noisy.array[clean.array == 0] == 0)
     organ = noisy.array[_interior(label.array, 1)]
     assert organ.std() / organ.mean() == pytest.approx(0.2, rel=0.1)
@@ -199,7 +234,9 @@ def test_bias_field_is_smooth_bounded_and_multiplicative() -> None:
     clean, label = generate_case(CLEAN, 2, spatial_dims=2)
     stds = []
     for strength in (0.0, 0.1, 0.3):
-        biased, _ = generate_case(dataclasses.replace(CLEAN, bias_strength=strength), 2, spatial_dims=2)
+        biased, _ = generate_case(
+            dataclasses.replace(CLEAN, bias_strength=strength), 2, spatial_dims=2
+        )
         stds.append(biased.array[_interior(label.array, 1)].std())
     assert stds[0] < 1e-6 < stds[1] < stds[2]
     body = clean.array > 0.1
@@ -214,7 +251,9 @@ def test_partial_volume_creates_intermediate_intensities_at_boundaries() -> None
     levels = np.array(list(TISSUE_LEVELS.values()))
     counts = []
     for supersample in (1, 3):
-        image, label = generate_case(dataclasses.replace(CLEAN, supersample=supersample), 0, spatial_dims=2)
+        image, label = generate_case(
+            dataclasses.replace(CLEAN, supersample=supersample), 0, spatial_dims=2
+        )
         off_level = np.abs(image.array[..., None] - levels).min(axis=-1) > 1e-4
         counts.append(int(off_level.sum()))
         boundary = ndimage.morphological_gradient(label.array, size=3) > 0
@@ -248,7 +287,9 @@ def test_low_contrast_shrinks_the_organ_lesion_difference() -> None:
     for contrast in (1.0, 0.3):
         config = dataclasses.replace(CLEAN, contrast=contrast, supersample=1)
         image, label = generate_case(config, 0, spatial_dims=2)
-        differences.append(image.array[label.array == 1].mean() - image.array[label.array == 2].mean())
+        differences.append(
+            image.array[label.array == 1].mean() - image.array[label.array == 2].mean()
+        )
     assert differences[0] == pytest.approx(0.2, abs=1e-5)
     assert differences[1] == pytest.approx(0.3 * 0.2, abs=1e-5)
 
@@ -257,7 +298,9 @@ def test_low_contrast_shrinks_the_organ_lesion_difference() -> None:
 def test_p_absent_controls_missing_lesions(spatial_dims: int) -> None:
     for seed in range(4):
         _, always = generate_case(CLEAN, seed, spatial_dims=spatial_dims)
-        _, never = generate_case(dataclasses.replace(CLEAN, p_absent=1.0), seed, spatial_dims=spatial_dims)
+        _, never = generate_case(
+            dataclasses.replace(CLEAN, p_absent=1.0), seed, spatial_dims=spatial_dims
+        )
         assert set(np.unique(always.array)) == {0, 1, 2, 3}
         assert set(np.unique(never.array)) == {0, 1, 3}
 
@@ -290,16 +333,19 @@ def test_unknown_config_key_is_rejected_by_name() -> None:
         PhantomConfig.from_dict({"noise_sd": 0.1})
 
 
-@pytest.mark.parametrize(("change", "match"), [
-    ({"noise": "poisson"}, "noise"),
-    ({"noise_std": -1.0}, "noise_std"),
-    ({"contrast": float("nan")}, "contrast"),
-    ({"p_absent": 1.5}, "p_absent"),
-    ({"supersample": 0}, "supersample"),
-    ({"labels": ("organ", "bone")}, "labels"),
-    ({"labels": ("organ",)}, "optional_labels"),
-    ({"spacing": (0.0, 1.0)}, "spacing"),
-])
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"noise": "poisson"}, "noise"),
+        ({"noise_std": -1.0}, "noise_std"),
+        ({"contrast": float("nan")}, "contrast"),
+        ({"p_absent": 1.5}, "p_absent"),
+        ({"supersample": 0}, "supersample"),
+        ({"labels": ("organ", "bone")}, "labels"),
+        ({"labels": ("organ",)}, "optional_labels"),
+        ({"spacing": (0.0, 1.0)}, "spacing"),
+    ],
+)
 def test_invalid_knob_is_rejected(change: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         dataclasses.replace(PhantomConfig(), **change)
@@ -326,10 +372,31 @@ def _app() -> typer.Typer:
 
 def test_cli_writes_dataset_and_prints_summary(tmp_path: Path) -> None:
     out = tmp_path / "ds"
-    result = CliRunner().invoke(_app(), [
-        "phantoms", str(out), "--dims", "3", "--cases", "2", "--seed", "3", "--noise", "rician",
-        "--noise-std", "0.1", "--bias", "0.3", "--streaks", "0.2", "--contrast", "0.5", "--anisotropy", "4",
-    ])
+    result = CliRunner().invoke(
+        _app(),
+        [
+            "phantoms",
+            str(out),
+            "--dims",
+            "3",
+            "--cases",
+            "2",
+            "--seed",
+            "3",
+            "--noise",
+            "rician",
+            "--noise-std",
+            "0.1",
+            "--bias",
+            "0.3",
+            "--streaks",
+            "0.2",
+            "--contrast",
+            "0.5",
+            "--anisotropy",
+            "4",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "2 3D phantom case(s)" in result.output and "16 x 64 x 64" in result.output
     config = PhantomConfig.from_json(out / "phantom.json")

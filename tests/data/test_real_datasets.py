@@ -22,17 +22,27 @@ EXPECTED = {
     "isbi2012_em": ({"membrane": 0.220}, 2, 1),
     "montgomery_cxr": ({"lung": 0.255}, 2, 1),
 }
-DECLARED_CASES = {"hippocampus": 208, "acdc": 160, "drive": 20, "isbi2012_em": 30, "montgomery_cxr": 138}
+DECLARED_CASES = {
+    "hippocampus": 208,
+    "acdc": 160,
+    "drive": 20,
+    "isbi2012_em": 30,
+    "montgomery_cxr": 138,
+}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_real_dataset_is_clean_and_fingerprint_matches_provenance(shared_data: Path, name: str) -> None:
+def test_real_dataset_is_clean_and_fingerprint_matches_provenance(
+    shared_data: Path, name: str
+) -> None:
     root = shared_data / name
     if not root.is_dir():
         pytest.skip(f"{root} absent")
     dataset = load_dataset(root)
     assert len(dataset.cases) == DECLARED_CASES[name]
-    subset = replace(dataset, cases=dataset.cases[:: max(1, len(dataset.cases) // 12)], num_training=None)
+    subset = replace(
+        dataset, cases=dataset.cases[:: max(1, len(dataset.cases) // 12)], num_training=None
+    )
     assert check_dataset(subset, jobs=2, progress=False) == []
     fractions, dims, channels = EXPECTED[name]
     fp = compute_fingerprint(subset, jobs=2, progress=False)

@@ -21,7 +21,9 @@ def three_class_prediction(seed: int = 0, n: int = 90) -> ClassificationPredicti
     logits = rng.normal(0, 1, (n, 3))
     logits[np.arange(n), labels] += 1.2
     scores = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    return ClassificationPrediction([f"c{i}" for i in range(n)], scores, "classification", ["a", "b", "c"], labels)
+    return ClassificationPrediction(
+        [f"c{i}" for i in range(n)], scores, "classification", ["a", "b", "c"], labels
+    )
 
 
 def test_metrics_equal_scikit_learn(tmp_path: Path) -> None:
@@ -30,13 +32,17 @@ def test_metrics_equal_scikit_learn(tmp_path: Path) -> None:
     y, yhat = p.labels, p.scores.argmax(1)
     assert summary["accuracy"] == pytest.approx(sklearn.accuracy_score(y, yhat))
     assert summary["mcc"] == pytest.approx(sklearn.matthews_corrcoef(y, yhat))
-    assert summary["roc_auc"] == pytest.approx(sklearn.roc_auc_score(y, p.scores, multi_class="ovr"))
+    assert summary["roc_auc"] == pytest.approx(
+        sklearn.roc_auc_score(y, p.scores, multi_class="ovr")
+    )
     recall = sklearn.recall_score(y, yhat, average=None)
     precision = sklearn.precision_score(y, yhat, average=None)
     for k, name in enumerate(["a", "b", "c"]):
         assert summary["per_class"][name]["recall"] == pytest.approx(recall[k])
         assert summary["per_class"][name]["precision"] == pytest.approx(precision[k])
-        assert summary["per_class_auc"][name] == pytest.approx(sklearn.roc_auc_score(y == k, p.scores[:, k]))
+        assert summary["per_class_auc"][name] == pytest.approx(
+            sklearn.roc_auc_score(y == k, p.scores[:, k])
+        )
     assert summary["macro"]["f1"] == pytest.approx(sklearn.f1_score(y, yhat, average="macro"))
     assert summary["confusion_matrix"] == sklearn.confusion_matrix(y, yhat).tolist()
     for name in ("metrics.json", "confusion.png", "roc.png"):
@@ -72,10 +78,14 @@ def test_bad_prediction_tables_are_named(tmp_path: Path) -> None:
     (tmp_path / "x.csv").write_text("name,score\na,1\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="x.csv: not a medseg predictions table"):
         read_predictions(tmp_path / "x.csv")
-    (tmp_path / "y.csv").write_text("id,label,predicted,prob_a,prob_b\n1,z,a,0.6,0.4\n", encoding="utf-8")
+    (tmp_path / "y.csv").write_text(
+        "id,label,predicted,prob_a,prob_b\n1,z,a,0.6,0.4\n", encoding="utf-8"
+    )
     with pytest.raises(ConfigError, match=r"labels \['z'\] are not among the classes"):
         read_predictions(tmp_path / "y.csv")
-    unlabelled = ClassificationPrediction(["1"], np.array([[0.4, 0.6]]), "classification", ["a", "b"], None)
+    unlabelled = ClassificationPrediction(
+        ["1"], np.array([[0.4, 0.6]]), "classification", ["a", "b"], None
+    )
     with pytest.raises(ConfigError, match="no reference labels"):
         evaluate_classification(unlabelled, tmp_path / "out")
 

@@ -28,7 +28,10 @@ def _evaluate(root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         pytest.skip("the medseg console script is not installed in this environment")
     args = [str(MEDSEG), "evaluate", "--pred", str(root / "pred"), "--ref", str(root / "ref")]
     return subprocess.run(
-        [*args, "-o", str(root / "out"), "--jobs", "1", *extra], capture_output=True, text=True, encoding="utf-8"
+        [*args, "-o", str(root / "out"), "--jobs", "1", *extra],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
     )
 
 
@@ -39,7 +42,9 @@ def test_cli_writes_both_outputs_and_prints_a_table(tmp_path) -> None:
     assert "dice" in done.stdout and "hd95" in done.stdout and "0.800" in done.stdout
     rows = (tmp_path / "out" / "per_case.csv").read_text(encoding="utf-8").splitlines()
     assert rows[1].startswith("case_a,1,40,10,10,")
-    assert '"hd95_mode": "pooled"' in (tmp_path / "out" / "summary.json").read_text(encoding="utf-8")
+    assert '"hd95_mode": "pooled"' in (tmp_path / "out" / "summary.json").read_text(
+        encoding="utf-8"
+    )
 
 
 def test_cli_refuses_to_overwrite_with_exit_code_1_and_one_line(tmp_path) -> None:

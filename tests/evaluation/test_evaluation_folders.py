@@ -190,9 +190,9 @@ def test_nan_statistics_are_nan_in_the_returned_summary(tmp_path) -> None:
     )
     assert math.isnan(summary["per_label"]["1"]["dice"]["mean"])
     assert (
-        json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))["per_label"]["1"]["dice"][
-            "mean"
-        ]
+        json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))["per_label"][
+            "1"
+        ]["dice"]["mean"]
         is None
     )
 
@@ -202,7 +202,9 @@ def test_case_ids_and_label_names_a_spreadsheet_would_run_are_quoted(tmp_path) -
     for case in ("@x", "-1.5"):
         _write(ref, case, _reference())
         _write(pred, case, _reference())
-    evaluate_folders(pred, ref, tmp_path / "out", labels={'=HYPERLINK("http://e.vil","x")': 1}, jobs=1)
+    evaluate_folders(
+        pred, ref, tmp_path / "out", labels={'=HYPERLINK("http://e.vil","x")': 1}, jobs=1
+    )
     rows = _read_csv(tmp_path / "out" / "per_case.csv")
     assert [(r["case"], r["label"]) for r in rows] == [
         ("-1.5", '\'=HYPERLINK("http://e.vil","x")'),  # a number stays a number

@@ -39,7 +39,11 @@ def make_plan(
 ) -> Plan:
     """A small valid plan whose network is a 2-stage U-Net with 4/8 features."""
     labels = labels or LABELS
-    strides = [[1] * spatial_dims, [1] + [2] * (spatial_dims - 1)] if spatial_dims == 3 else [[1, 1], [2, 2]]
+    strides = (
+        [[1] * spatial_dims, [1] + [2] * (spatial_dims - 1)]
+        if spatial_dims == 3
+        else [[1, 1], [2, 2]]
+    )
     fields = {
         "configuration": configuration,
         "spatial_dims": spatial_dims,
@@ -52,7 +56,12 @@ def make_plan(
         "num_classes": len(labels),
         "in_channels": in_channels,
         "labels": dict(labels),
-        "network_config": {"features": [4, 8], "strides": strides, "norm": "instance", "deep_supervision": True},
+        "network_config": {
+            "features": [4, 8],
+            "strides": strides,
+            "norm": "instance",
+            "deep_supervision": True,
+        },
     }
     fields.update(overrides)
     return Plan(**fields)
@@ -75,8 +84,15 @@ def small_plan_like(plan: Plan) -> Plan:
 def write_checkpoint(results: Path, plan: Plan, fold: int | str, seed: int) -> Path:
     model = make_model(plan, seed)
     path = results / plan.configuration / f"fold_{fold}" / "checkpoint_best.pt"
-    return save_checkpoint(path, network_state=model.state_dict(), plan=plan.to_dict(), epoch=0, step=0,
-                           fold=fold, configuration=plan.configuration)
+    return save_checkpoint(
+        path,
+        network_state=model.state_dict(),
+        plan=plan.to_dict(),
+        epoch=0,
+        step=0,
+        fold=fold,
+        configuration=plan.configuration,
+    )
 
 
 @pytest.fixture(scope="session")

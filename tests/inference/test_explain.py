@@ -30,18 +30,34 @@ POOL = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3
 class TinyCNN(nn.Module):
     """``backbone`` (conv stack, one stride-2 step) then ``head`` (global average pool + linear)."""
 
-    def __init__(self, spatial_dims: int = 2, in_channels: int = 1, classes: int = 2, *, norm: bool = False,
-                 width: int = 8) -> None:
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 1,
+        classes: int = 2,
+        *,
+        norm: bool = False,
+        width: int = 8,
+    ) -> None:
         super().__init__()
         conv = CONV[spatial_dims]
         bn = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[spatial_dims]
 
         def block(cin: int, cout: int, stride: int) -> list[nn.Module]:
-            return [conv(cin, cout, 3, stride=stride, padding=1), bn(cout) if norm else nn.Identity(), nn.ReLU()]
+            return [
+                conv(cin, cout, 3, stride=stride, padding=1),
+                bn(cout) if norm else nn.Identity(),
+                nn.ReLU(),
+            ]
 
-        self.backbone = nn.Sequential(*block(in_channels, width, 1), *block(width, 2 * width, 2),
-                                      *block(2 * width, 2 * width, 1))
-        self.head = nn.Sequential(POOL[spatial_dims](1), nn.Flatten(), nn.Linear(2 * width, classes))
+        self.backbone = nn.Sequential(
+            *block(in_channels, width, 1),
+            *block(width, 2 * width, 2),
+            *block(2 * width, 2 * width, 1),
+        )
+        self.head = nn.Sequential(
+            POOL[spatial_dims](1), nn.Flatten(), nn.Linear(2 * width, classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
@@ -57,7 +73,10 @@ def no_hooks_left(model: nn.Module) -> bool:
 SIZE = 48
 SQUARE = 4
 REGION = (6, 22)  # class 1: a bright 4x4 square somewhere in rows and columns [6, 22)
-BAR_ROWS = (30, 44)  # every image: a bright 2x16 bar somewhere in these rows (does not depend on the class)
+BAR_ROWS = (
+    30,
+    44,
+)  # every image: a bright 2x16 bar somewhere in these rows (does not depend on the class)
 
 
 def phantoms(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -71,11 +90,11 @@ def phantoms(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Te
 
     for i in range(n):
         r, c = draw(*BAR_ROWS), draw(4, SIZE - 20)
-        images[i, 0, r:r + 2, c:c + 16] += 2.0
+        images[i, 0, r : r + 2, c : c + 16] += 2.0
         if labels[i]:
             r, c = draw(REGION[0], REGION[1] - SQUARE + 1), draw(REGION[0], REGION[1] - SQUARE + 1)
-            images[i, 0, r:r + SQUARE, c:c + SQUARE] += 2.0
-            squares[i, r:r + SQUARE, c:c + SQUARE] = True
+            images[i, 0, r : r + SQUARE, c : c + SQUARE] += 2.0
+            squares[i, r : r + SQUARE, c : c + SQUARE] = True
     return images, labels, squares
 
 
@@ -119,7 +138,9 @@ def _train_phantom_classifier() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
 
 def region_mask(dilation: int) -> torch.Tensor:
     mask = torch.zeros(SIZE, SIZE, dtype=torch.bool)
-    mask[REGION[0] - dilation:REGION[1] + dilation, REGION[0] - dilation:REGION[1] + dilation] = True
+    mask[
+        REGION[0] - dilation : REGION[1] + dilation, REGION[0] - dilation : REGION[1] + dilation
+    ] = True
     return mask
 
 
@@ -129,7 +150,10 @@ def shares(heatmaps: torch.Tensor, masks: torch.Tensor | list[torch.Tensor]) -> 
 
 def dilated(squares: torch.Tensor, pixels: int = 2) -> list[torch.Tensor]:
     square = np.ones((3, 3), bool)
-    return [torch.from_numpy(ndimage.binary_dilation(s.numpy(), square, iterations=pixels)) for s in squares]
+    return [
+        torch.from_numpy(ndimage.binary_dilation(s.numpy(), square, iterations=pixels))
+        for s in squares
+    ]
 
 
 def test_grad_cam_puts_most_mass_on_the_region_that_decides_the_class(trained) -> None:
@@ -141,11 +165,13 @@ def test_grad_cam_puts_most_mass_on_the_region_that_decides_the_class(trained) -
     # measured (torch 2.13 CPU, 64 held-out class-1 images): mean 0.86, worst image 0.72
     assert in_region.mean() > 0.75 and in_region.min() > 0.5
     assert in_region.mean() > 4 * area
-    in_square = shares(cams, dilated(squares))  # the square itself, dilated by 2: 8 x 8 = 0.028 of the image
+    in_square = shares(
+        cams, dilated(squares)
+    )  # the square itself, dilated by 2: 8 x 8 = 0.028 of the image
     # measured: mean 0.60 (21 x the area), worst image 0.52
     assert in_square.mean() > 0.4
     bar = torch.zeros(SIZE, SIZE, dtype=torch.bool)
-    bar[BAR_ROWS[0] - 2:BAR_ROWS[1] + 4] = True  # where the distractor can be (0.42 of the image)
+    bar[BAR_ROWS[0] - 2 : BAR_ROWS[1] + 4] = True  # where the distractor can be (0.42 of the image)
     # measured: mean 0.10
     assert shares(cams, [bar] * len(cams)).mean() < 0.2
 
@@ -155,8 +181,17 @@ def test_saliency_and_smoothgrad_concentrate_on_the_deciding_square(trained) -> 
     masks = dilated(squares)
     area = float(masks[0].float().mean())  # 0.028
     plain = shares(saliency(model, images, target=1), masks)
-    smooth = shares(saliency(model, images, target=1, smooth_samples=8, noise=0.1,
-                             generator=torch.Generator().manual_seed(0)), masks)
+    smooth = shares(
+        saliency(
+            model,
+            images,
+            target=1,
+            smooth_samples=8,
+            noise=0.1,
+            generator=torch.Generator().manual_seed(0),
+        ),
+        masks,
+    )
     # measured: plain mean 0.17 (6 x the area), SmoothGrad 0.15 (input gradients are noisy everywhere)
     assert plain.mean() > 3 * area
     assert smooth.mean() > 3 * area
@@ -174,14 +209,18 @@ def reference_grad_cam(model: TinyCNN, x: torch.Tensor, target: torch.Tensor) ->
     features = model.backbone(x).detach().requires_grad_(True)
     scores = model.head(features)[torch.arange(len(x)), target].sum()
     (grads,) = torch.autograd.grad(scores, features)
-    cam = F.relu((grads.mean(dim=tuple(range(2, x.ndim)), keepdim=True) * features).sum(1, keepdim=True))
+    cam = F.relu(
+        (grads.mean(dim=tuple(range(2, x.ndim)), keepdim=True) * features).sum(1, keepdim=True)
+    )
     mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[x.ndim - 2]
     cam = F.interpolate(cam, size=x.shape[2:], mode=mode, align_corners=False)[:, 0].detach()
     top = cam.flatten(1).amax(1).reshape(-1, *[1] * (x.ndim - 2))
     return torch.where(top > 0, cam / top.clamp_min(1e-30), 0.0)
 
 
-@pytest.mark.parametrize("shape", [(3, 2, 20), (3, 2, 16, 13), (2, 1, 8, 12, 10)], ids=["1d", "2d", "3d"])
+@pytest.mark.parametrize(
+    "shape", [(3, 2, 20), (3, 2, 16, 13), (2, 1, 8, 12, 10)], ids=["1d", "2d", "3d"]
+)
 def test_grad_cam_matches_the_written_out_reference(shape: tuple[int, ...]) -> None:
     torch.manual_seed(1)
     model = TinyCNN(len(shape) - 2, in_channels=shape[1], classes=3, width=4)
@@ -225,31 +264,47 @@ def test_grad_cam_of_a_unit_model_is_the_rectified_image_and_an_empty_map_stays_
     zero = grad_cam(model, x, target=0)
     assert torch.equal(zero, torch.zeros_like(zero))
     assert math.isnan(mass_inside(zero[0], torch.ones(5, 7, dtype=torch.bool)))
-    assert grad_cam(model, x).equal(grad_cam(model, x, target=1))  # None = the predicted class (1 here)
+    assert grad_cam(model, x).equal(
+        grad_cam(model, x, target=1)
+    )  # None = the predicted class (1 here)
 
 
 def test_saliency_of_a_linear_model_is_its_weights_and_smoothgrad_changes_nothing() -> None:
     torch.manual_seed(3)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(2 * 4 * 5, 3))  # no convolution: saliency still works
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(2 * 4 * 5, 3)
+    )  # no convolution: saliency still works
     x = torch.randn(2, 2, 4, 5)
     expected = model[1].weight[2].detach().abs().reshape(2, 4, 5).amax(0)
     expected = expected / expected.max()
     plain = saliency(model, x, target=2)
     assert torch.allclose(plain, expected.expand(2, 4, 5), atol=1e-6)
-    smooth = saliency(model, x, target=2, smooth_samples=3, generator=torch.Generator().manual_seed(0))
+    smooth = saliency(
+        model, x, target=2, smooth_samples=3, generator=torch.Generator().manual_seed(0)
+    )
     assert torch.allclose(smooth, plain, atol=1e-6)
 
 
 def test_per_image_targets_match_separate_calls_and_regression_outputs_are_selected() -> None:
     torch.manual_seed(4)
-    model = TinyCNN(2, classes=4, norm=True, width=4)  # 4 outputs: class logits or regression targets alike
+    model = TinyCNN(
+        2, classes=4, norm=True, width=4
+    )  # 4 outputs: class logits or regression targets alike
     x = torch.randn(1, 1, 12, 12).expand(3, 1, 12, 12)
     both = grad_cam(model, x, target=torch.tensor([0, 2, 3]))
     for i, t in enumerate([0, 2, 3]):
         assert torch.allclose(both[i], grad_cam(model, x[:1], target=t)[0], atol=1e-6)
-    assert torch.allclose(saliency(model, x, target=[0, 2, 3])[1], saliency(model, x[:1], target=2)[0], atol=1e-6)
-    scalar = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 1),
-                           nn.Flatten(0))  # (B,) output: one regression target
+    assert torch.allclose(
+        saliency(model, x, target=[0, 2, 3])[1], saliency(model, x[:1], target=2)[0], atol=1e-6
+    )
+    scalar = nn.Sequential(
+        nn.Conv2d(1, 2, 3),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(2, 1),
+        nn.Flatten(0),
+    )  # (B,) output: one regression target
     assert grad_cam(scalar, x, target=0).shape == (3, 12, 12)
 
 
@@ -264,7 +319,9 @@ def test_hooks_removed_modes_restored_and_no_parameter_grads() -> None:
     model.backbone[1].eval()  # a mixed state must come back as it was
     x = torch.randn(2, 1, 12, 12)
     first = grad_cam(model, x)
-    assert torch.equal(first, grad_cam(model, x))  # eval mode inside: no dropout, running BN statistics
+    assert torch.equal(
+        first, grad_cam(model, x)
+    )  # eval mode inside: no dropout, running BN statistics
     saliency(model, x, smooth_samples=2)
     assert model.training and model.head.training and not model.backbone[1].training
     assert no_hooks_left(model)
@@ -276,8 +333,15 @@ def test_hooks_removed_modes_restored_and_no_parameter_grads() -> None:
 
 def test_works_under_no_grad_with_frozen_parameters_and_in_place_relu() -> None:
     torch.manual_seed(6)
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3, padding=1),
-                          nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(4, 4, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 2),
+    )
     model.requires_grad_(False)
     x = torch.randn(2, 1, 10, 10)
     reference = grad_cam(model, x)
@@ -360,7 +424,9 @@ def test_a_cnn_with_attention_pooling_is_explained_on_its_feature_map() -> None:
 
 def test_adaptive_pooling_to_a_fixed_size_belongs_to_the_head() -> None:
     model = TinyCNN(2, width=4)
-    model.head = nn.Sequential(nn.AdaptiveAvgPool2d(3), nn.Flatten(), nn.Linear(8 * 9, 2))  # as VGG's 7 x 7
+    model.head = nn.Sequential(
+        nn.AdaptiveAvgPool2d(3), nn.Flatten(), nn.Linear(8 * 9, 2)
+    )  # as VGG's 7 x 7
     x = torch.randn(2, 1, 20, 20)
     assert find_cam_layer(model, x) == "backbone"
     assert torch.equal(grad_cam(model, x), grad_cam(model, x, layer="backbone"))
@@ -378,8 +444,13 @@ def test_unknown_layer_lists_valid_names() -> None:
 
 @pytest.mark.parametrize(
     "shape, match",
-    [((8, 8), "(B, C, \\*spatial)"), ((1, 1, 1, 2, 2, 2), "(B, C, \\*spatial)"), ((0, 1, 8, 8), "B, C >= 1"),
-     ((2, 8, 8), "2D convolutions"), ((1, 1, 4, 8, 8), "2D convolutions")],
+    [
+        ((8, 8), "(B, C, \\*spatial)"),
+        ((1, 1, 1, 2, 2, 2), "(B, C, \\*spatial)"),
+        ((0, 1, 8, 8), "B, C >= 1"),
+        ((2, 8, 8), "2D convolutions"),
+        ((1, 1, 4, 8, 8), "2D convolutions"),
+    ],
 )
 def test_images_must_be_batch_channel_spatial(shape: tuple[int, ...], match: str) -> None:
     model = TinyCNN(2, width=4)
@@ -409,7 +480,9 @@ def test_bad_targets_and_outputs() -> None:
 def test_mass_inside() -> None:
     heat = np.array([[3.0, 1.0], [0.0, 0.0]])
     assert mass_inside(heat, np.array([[True, False], [False, False]])) == 0.75
-    assert mass_inside(torch.ones(4, 5), torch.arange(20).reshape(4, 5) < 5) == pytest.approx(0.25)  # area share
+    assert mass_inside(torch.ones(4, 5), torch.arange(20).reshape(4, 5) < 5) == pytest.approx(
+        0.25
+    )  # area share
     assert math.isnan(mass_inside(np.zeros((2, 2)), np.ones((2, 2), bool)))
     with pytest.raises(ValueError, match="differ in shape"):
         mass_inside(heat, np.ones((2, 3), bool))
@@ -427,7 +500,9 @@ def test_peak_slice() -> None:
 
 
 @pytest.mark.parametrize("spatial", [(20, 24), (6, 20, 24)], ids=["2d", "3d"])
-def test_overlay_png_is_written_atomically_and_not_overwritten(tmp_path, spatial: tuple[int, ...]) -> None:
+def test_overlay_png_is_written_atomically_and_not_overwritten(
+    tmp_path, spatial: tuple[int, ...]
+) -> None:
     torch.manual_seed(9)
     image = torch.randn(2, *spatial)  # (C, *spatial): the first channel is shown
     heat = torch.rand(spatial)
@@ -439,7 +514,9 @@ def test_overlay_png_is_written_atomically_and_not_overwritten(tmp_path, spatial
     with pytest.raises(OverwriteError, match=str(path)):
         save_overlay(image[0], heat, path)
     assert path.read_bytes() == before
-    save_overlay(image[0].numpy(), heat.numpy() * 0, path, overwrite=True)  # numpy and an all-zero map work too
+    save_overlay(
+        image[0].numpy(), heat.numpy() * 0, path, overwrite=True
+    )  # numpy and an all-zero map work too
     assert path.read_bytes() != before
     assert [p.name for p in path.parent.iterdir()] == ["cam.png"]  # no temporary file left
     with pytest.raises(GeometryError):

@@ -35,8 +35,11 @@ def test_an_interrupted_predict_keeps_verified_outputs_and_predicts_the_rest(
     temporary = out / ".phantom_002.ab12cd34.tmp.nii.gz"
     temporary.write_text("half", encoding="utf-8")
     os.utime(temporary, (time.time() - 120, time.time() - 120))
-    write_image(Image(np.zeros((4, 4, 4), np.uint8), (4.0, 4.0, 4.0)), out / "phantom_001.nii.gz",
-                overwrite=True)
+    write_image(
+        Image(np.zeros((4, 4, 4), np.uint8), (4.0, 4.0, 4.0)),
+        out / "phantom_001.nii.gz",
+        overwrite=True,
+    )
     kept = (out / "phantom_000.nii.gz").stat().st_mtime_ns
     monkeypatch.setattr(fileutil, "_PROCESS_START", time.time() + 1)  # a later process
     with caplog.at_level(logging.INFO, logger="medseg.inference.predict"):
@@ -53,8 +56,14 @@ def test_an_interrupted_predict_keeps_verified_outputs_and_predicts_the_rest(
 def test_a_missing_probability_file_is_predicted_again(phantom_results, tmp_path) -> None:
     out = tmp_path / "out"
     predict(phantom_results["images"], out, phantom_results["results"], folds=[0], **FAST)
-    predict(phantom_results["images"], out, phantom_results["results"], folds=[0],
-            save_probabilities=True, **FAST)
+    predict(
+        phantom_results["images"],
+        out,
+        phantom_results["results"],
+        folds=[0],
+        save_probabilities=True,
+        **FAST,
+    )
     assert len(list(out.glob("*.npz"))) == 3
 
 

@@ -75,8 +75,9 @@ CASES = [
 def test_identity_predictor_reproduces_the_input(shape, patch, overlap, mode) -> None:
     torch.manual_seed(0)
     x = torch.randn(shape)
-    y = sliding_window_inference(x, identity, patch, overlap=overlap, mode=mode, output="logits",
-                                 sw_batch_size=3)
+    y = sliding_window_inference(
+        x, identity, patch, overlap=overlap, mode=mode, output="logits", sw_batch_size=3
+    )
     assert y.shape == x.shape
     torch.testing.assert_close(y, x, rtol=1e-5, atol=1e-5)
 
@@ -108,7 +109,9 @@ def test_batch_items_are_predicted_independently() -> None:
         return t * t.mean(dim=(1, 2, 3), keepdim=True)
 
     together = sliding_window_inference(x, mix, (8, 8), output="logits", sw_batch_size=5)
-    alone = torch.cat([sliding_window_inference(x[i : i + 1], mix, (8, 8), output="logits") for i in range(3)])
+    alone = torch.cat(
+        [sliding_window_inference(x[i : i + 1], mix, (8, 8), output="logits") for i in range(3)]
+    )
     torch.testing.assert_close(together, alone)
 
 
@@ -128,7 +131,9 @@ def test_tile_size_may_differ_from_the_training_patch() -> None:
         torch.testing.assert_close(y.sum(1), torch.ones(1, 24, 40))
     with torch.no_grad():
         whole = torch.softmax(net(x), 1)
-    torch.testing.assert_close(sliding_window_inference(x, net, (24, 40)), whole, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        sliding_window_inference(x, net, (24, 40)), whole, rtol=1e-5, atol=1e-6
+    )
 
 
 # ---------------------------------------------------------------- mirroring
@@ -169,9 +174,16 @@ def test_rejects_wrong_rank() -> None:
         sliding_window_inference(torch.zeros(1, 8, 8), identity, (4, 4))
 
 
-@pytest.mark.parametrize("option,match", [({"overlap": 1.0}, "overlap"), ({"mode": "box"}, "mode"),
-                                          ({"output": "argmax"}, "output"), ({"sw_batch_size": 0}, "sw_batch"),
-                                          ({"mirror_axes": (2,)}, "mirror_axes")])
+@pytest.mark.parametrize(
+    "option,match",
+    [
+        ({"overlap": 1.0}, "overlap"),
+        ({"mode": "box"}, "mode"),
+        ({"output": "argmax"}, "output"),
+        ({"sw_batch_size": 0}, "sw_batch"),
+        ({"mirror_axes": (2,)}, "mirror_axes"),
+    ],
+)
 def test_rejects_bad_options(option, match) -> None:
     with pytest.raises(ValueError, match=match):
         sliding_window_inference(torch.zeros(1, 1, 8, 8), identity, (4, 4), **option)
@@ -190,21 +202,27 @@ def test_rejects_a_predictor_changing_the_tile_size() -> None:
 # ---------------------------------------------------------------- MONAI as a peer
 
 
-@pytest.mark.parametrize("shape,patch", [((2, 1, 16, 24, 32), (16, 16, 16)), ((1, 2, 48, 64), (32, 32)),
-                                         ((1, 1, 10, 40), (16, 16))])
+@pytest.mark.parametrize(
+    "shape,patch",
+    [((2, 1, 16, 24, 32), (16, 16, 16)), ((1, 2, 48, 64), (32, 32)), ((1, 1, 10, 40), (16, 16))],
+)
 @pytest.mark.parametrize("mode", ["gaussian", "constant"])
 def test_matches_monai_sliding_window_inference(shape, patch, mode) -> None:
     inferers = pytest.importorskip("monai.inferers")
     torch.manual_seed(0)
     net = UNet(len(patch), shape[1], 3, features=(4, 8)).eval()
     x = torch.randn(shape)
-    ours = sliding_window_inference(x, net, patch, overlap=0.5, mode=mode, output="logits", sw_batch_size=4)
+    ours = sliding_window_inference(
+        x, net, patch, overlap=0.5, mode=mode, output="logits", sw_batch_size=4
+    )
     weights = gaussian_importance(patch) if mode == "gaussian" else None
     with torch.inference_mode():
-        theirs = inferers.sliding_window_inference(x, patch, 4, net, overlap=0.5, mode=mode,
-                                                   roi_weight_map=weights)
-    torch.testing.assert_close(ours, theirs.as_tensor() if hasattr(theirs, "as_tensor") else theirs,
-                               rtol=1e-5, atol=1e-5)
+        theirs = inferers.sliding_window_inference(
+            x, patch, 4, net, overlap=0.5, mode=mode, roi_weight_map=weights
+        )
+    torch.testing.assert_close(
+        ours, theirs.as_tensor() if hasattr(theirs, "as_tensor") else theirs, rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("patch", [(16, 16, 16), (7, 12)])

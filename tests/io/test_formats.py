@@ -24,12 +24,16 @@ def _oblique_direction() -> tuple[float, ...]:
 def _volume(dtype=np.float32) -> Image:
     rng = np.random.default_rng(0)
     array = (rng.normal(0, 100, (5, 7, 9))).astype(dtype)
-    return Image(array, spacing=(4.5, 0.8, 0.6), origin=(-10.0, 20.5, 3.25), direction=_oblique_direction())
+    return Image(
+        array, spacing=(4.5, 0.8, 0.6), origin=(-10.0, 20.5, 3.25), direction=_oblique_direction()
+    )
 
 
 @pytest.mark.parametrize("ending", [".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"])
 @pytest.mark.parametrize("dtype", [np.float32, np.int16, np.uint8])
-def test_volume_round_trip_keeps_values_dtype_and_oblique_geometry(tmp_path: Path, ending: str, dtype) -> None:
+def test_volume_round_trip_keeps_values_dtype_and_oblique_geometry(
+    tmp_path: Path, ending: str, dtype
+) -> None:
     image = _volume(dtype)
     path = write_image(image, tmp_path / f"vol{ending}")
     back = read_image(path)
@@ -45,13 +49,17 @@ def test_geometry_agrees_with_simpleitk_reading_the_same_file(tmp_path: Path, en
     path = write_image(_volume(), tmp_path / f"vol{ending}")
     ours = read_image(path)
     itk = sitk.ReadImage(str(path))
-    assert ours.spacing == pytest.approx(itk.GetSpacing()[::-1])  # array order is reversed ITK order
+    assert ours.spacing == pytest.approx(
+        itk.GetSpacing()[::-1]
+    )  # array order is reversed ITK order
     assert ours.origin == pytest.approx(itk.GetOrigin())
     assert ours.direction == pytest.approx(itk.GetDirection())
     np.testing.assert_array_equal(ours.array, sitk.GetArrayFromImage(itk))
     # the physical position of a voxel agrees with ITK's index -> point mapping
     index = (4, 6, 8)  # array (z, y, x) order
-    assert ours.index_to_world(np.array(index))[0] == pytest.approx(itk.TransformIndexToPhysicalPoint(index[::-1]))
+    assert ours.index_to_world(np.array(index))[0] == pytest.approx(
+        itk.TransformIndexToPhysicalPoint(index[::-1])
+    )
 
 
 def test_multichannel_volume_round_trips_channels_first(tmp_path: Path) -> None:
@@ -238,7 +246,9 @@ def test_grid_mismatches_names_each_difference() -> None:
 @pytest.mark.parametrize("ending", [".nii", ".nrrd", ".mha"])
 def test_truncated_files_of_other_formats_are_reported(tmp_path: Path, ending: str) -> None:
     rng = np.random.default_rng(5)
-    path = write_image(Image(rng.normal(size=(20, 20, 20)).astype(np.float32), (1, 1, 1)), tmp_path / f"v{ending}")
+    path = write_image(
+        Image(rng.normal(size=(20, 20, 20)).astype(np.float32), (1, 1, 1)), tmp_path / f"v{ending}"
+    )
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageIOError, match=f"v{ending}"):

@@ -90,7 +90,9 @@ def _count_on_meta(name: str, **config: Any) -> int:
 def test_registry_tells_classifiers_from_segmentation_networks() -> None:
     # the CNN zoo plus the transformer, the capsule network and the U-Net-encoder classifier
     assert list_networks("classification") == sorted([*NAMES, "vit", "capsnet", "unet_encoder"])
-    assert set(list_networks()) == set(list_networks("classification")) | set(list_networks("segmentation"))
+    assert set(list_networks()) == set(list_networks("classification")) | set(
+        list_networks("segmentation")
+    )
     assert "unet" in list_networks("segmentation") and "resnet18" not in list_networks(
         "segmentation"
     )
@@ -194,9 +196,9 @@ def test_other_reference_counts() -> None:
 
 def test_default_builds_count_the_same_on_meta_and_cpu() -> None:
     rows = {row.name: row for row in describe_networks(task="classification")}
-    assert set(rows) == set(list_networks("classification")) and {row.task for row in rows.values()} == {
-        "classification"
-    }
+    assert set(rows) == set(list_networks("classification")) and {
+        row.task for row in rows.values()
+    } == {"classification"}
     for name in ("resnet18", "mobilenet_v2"):
         assert rows[name].params_3d == count_parameters(_build(name, 3, out_channels=2))
     assert {row.task for row in describe_networks()} == set(TASKS)

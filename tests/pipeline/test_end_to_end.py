@@ -24,7 +24,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     results = root / "results"
     plans = plan(data, results, memory_gb=0.25, progress=False)
     preprocess(results, configurations=["3d_fullres"], jobs=1, progress=False)
-    out = train(results, "3d_fullres", 0, epochs=2, steps_per_epoch=2, num_workers=0, progress=False)
+    out = train(
+        results, "3d_fullres", 0, epochs=2, steps_per_epoch=2, num_workers=0, progress=False
+    )
     return {"data": data, "test": test, "results": results, "plans": plans, "train": out}
 
 
@@ -36,25 +38,33 @@ def test_training_wrote_checkpoints_and_validated_the_fold(trained: dict) -> Non
     assert (fold / "evaluation" / "per_case.csv").is_file()
 
 
-def test_prediction_has_the_input_geometry_and_is_deterministic(trained: dict, tmp_path: Path) -> None:
+def test_prediction_has_the_input_geometry_and_is_deterministic(
+    trained: dict, tmp_path: Path
+) -> None:
     first = predict(trained["test"] / "imagesTr", tmp_path / "a", trained["results"], mirror=False)
     second = predict(trained["test"] / "imagesTr", tmp_path / "b", trained["results"], mirror=False)
     assert len(first) == 2
     for path_a, path_b in zip(sorted(first), sorted(second), strict=True):
-        source = read_image(trained["test"] / "imagesTr" / path_a.name.replace(".nii.gz", "_0000.nii.gz"))
+        source = read_image(
+            trained["test"] / "imagesTr" / path_a.name.replace(".nii.gz", "_0000.nii.gz")
+        )
         pred = read_image(path_a)
         assert pred.spatial_shape == source.spatial_shape
         assert pred.spacing == pytest.approx(source.spacing)
         assert pred.origin == pytest.approx(source.origin)
         assert pred.direction == pytest.approx(source.direction)
         assert set(np.unique(pred.array)) <= {0, 1, 2, 3}
-        assert hashlib.sha256(np.ascontiguousarray(pred.array).tobytes()).digest() == hashlib.sha256(
-            np.ascontiguousarray(read_image(path_b).array).tobytes()).digest()
+        assert (
+            hashlib.sha256(np.ascontiguousarray(pred.array).tobytes()).digest()
+            == hashlib.sha256(np.ascontiguousarray(read_image(path_b).array).tobytes()).digest()
+        )
 
 
 def test_evaluate_and_report_complete_the_chain(trained: dict, tmp_path: Path) -> None:
     predict(trained["test"] / "imagesTr", tmp_path / "pred", trained["results"], mirror=False)
-    summary = evaluate(tmp_path / "pred", trained["test"] / "labelsTr", tmp_path / "eval", labels=[1, 2, 3], jobs=1)
+    summary = evaluate(
+        tmp_path / "pred", trained["test"] / "labelsTr", tmp_path / "eval", labels=[1, 2, 3], jobs=1
+    )
     assert summary["n_cases"] == 2 and 0.0 <= summary["overall"]["dice"]["mean"] <= 1.0
     html = report(trained["results"], overwrite=True).read_text(encoding="utf-8")
     assert "data:image/png;base64," in html and "3d_fullres" in html

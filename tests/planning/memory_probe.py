@@ -15,20 +15,31 @@ from medseg.planning import Plan
 def main() -> None:
     torch.set_num_threads(1)
     plan = Plan.from_dict(json.loads(sys.argv[1]))
-    model = build_network(plan.network, spatial_dims=plan.spatial_dims, in_channels=plan.in_channels,
-                          out_channels=plan.num_classes, **plan.network_config)
+    model = build_network(
+        plan.network,
+        spatial_dims=plan.spatial_dims,
+        in_channels=plan.in_channels,
+        out_channels=plan.num_classes,
+        **plan.network_config,
+    )
     optimizer = torch.optim.AdamW(model.parameters())
     loss_fn = DeepSupervisionLoss(build_loss(plan.loss))
     image = torch.randn(plan.batch_size, plan.in_channels, *plan.patch_size)
     label = torch.randint(0, plan.num_classes, (plan.batch_size, 1, *plan.patch_size))
-    Path("/proc/self/clear_refs").write_text("5", encoding="utf-8")  # reset the high-water mark (VmHWM) to now
+    Path("/proc/self/clear_refs").write_text(
+        "5", encoding="utf-8"
+    )  # reset the high-water mark (VmHWM) to now
     base = _status_kb("VmRSS")
     for _ in range(2):
         optimizer.zero_grad()
         loss_fn(model(image), label).backward()
         optimizer.step()
     peak = _status_kb("VmHWM")
-    sys.stdout.write(json.dumps({"base_mb": base / 1024, "peak_mb": peak / 1024, "step_mb": (peak - base) / 1024}))
+    sys.stdout.write(
+        json.dumps(
+            {"base_mb": base / 1024, "peak_mb": peak / 1024, "step_mb": (peak - base) / 1024}
+        )
+    )
 
 
 def _status_kb(field: str) -> int:

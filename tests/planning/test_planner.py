@@ -17,13 +17,13 @@ from medseg.planning.planner import choose_normalization, choose_target_spacing
 @pytest.mark.parametrize(
     ("patch", "spacing", "pools"),
     [
-        ((40, 56, 40), (1.0, 1.0, 1.0), (3, 3, 3)),          # Hippocampus 3D
-        ((56, 40), (1.0, 1.0), (3, 3)),                      # Hippocampus 2D
-        ((20, 192, 192), (3.6, 0.62, 0.62), (2, 5, 5)),      # Prostate 3D (anisotropic)
-        ((80, 192, 128), (1.37, 1.25, 1.25), (4, 5, 5)),     # Heart 3D
-        ((128, 128, 128), (1.0, 0.77, 0.77), (5, 5, 5)),     # Liver 3D
-        ((512, 512), (0.77, 0.77), (6, 6)),                  # Liver 2D
-        ((192, 160), (1.0, 1.0), (5, 5)),                    # BrainTumour 2D
+        ((40, 56, 40), (1.0, 1.0, 1.0), (3, 3, 3)),  # Hippocampus 3D
+        ((56, 40), (1.0, 1.0), (3, 3)),  # Hippocampus 2D
+        ((20, 192, 192), (3.6, 0.62, 0.62), (2, 5, 5)),  # Prostate 3D (anisotropic)
+        ((80, 192, 128), (1.37, 1.25, 1.25), (4, 5, 5)),  # Heart 3D
+        ((128, 128, 128), (1.0, 0.77, 0.77), (5, 5, 5)),  # Liver 3D
+        ((512, 512), (0.77, 0.77), (6, 6)),  # Liver 2D
+        ((192, 160), (1.0, 1.0), (5, 5)),  # BrainTumour 2D
     ],
 )
 def test_pooling_per_axis_matches_the_nnunet_table(patch, spacing, pools) -> None:
@@ -45,16 +45,25 @@ def test_patch_is_rounded_up_to_the_divisor() -> None:
 
 
 def _fingerprint(spacings, shapes, channel="MRI") -> Fingerprint:
-    cases = {f"c{i}": {"shape": list(sh), "spacing": list(sp), "class_voxels": {}} for i, (sp, sh) in enumerate(zip(spacings, shapes, strict=True))}
+    cases = {
+        f"c{i}": {"shape": list(sh), "spacing": list(sp), "class_voxels": {}}
+        for i, (sp, sh) in enumerate(zip(spacings, shapes, strict=True))
+    }
     import numpy as np
 
     med_sp = [float(v) for v in np.median(np.array(spacings), axis=0)]
     return Fingerprint(
-        dataset_name="t", spatial_dims=len(spacings[0]), channel_names={"0": channel},
-        labels={"background": 0, "a": 1}, cases=cases, median_spacing=med_sp,
+        dataset_name="t",
+        spatial_dims=len(spacings[0]),
+        channel_names={"0": channel},
+        labels={"background": 0, "a": 1},
+        cases=cases,
+        median_spacing=med_sp,
         median_shape=[float(v) for v in np.median(np.array(shapes), axis=0)],
-        spacing_percentiles={}, intensity={"0": {"mean": 0.0, "std": 1.0, "percentile_00_5": -1.0, "percentile_99_5": 1.0}},
-        class_fractions={}, anisotropy=max(med_sp) / min(med_sp),
+        spacing_percentiles={},
+        intensity={"0": {"mean": 0.0, "std": 1.0, "percentile_00_5": -1.0, "percentile_99_5": 1.0}},
+        class_fractions={},
+        anisotropy=max(med_sp) / min(med_sp),
     )
 
 
@@ -67,13 +76,17 @@ def test_anisotropic_axis_takes_its_10th_percentile_spacing() -> None:
 
 
 def test_isotropic_data_keeps_the_median_spacing() -> None:
-    target, _ = choose_target_spacing(_fingerprint([(1.0, 1.0, 1.0), (1.2, 1.0, 1.0)], [(40, 50, 40)] * 2))
+    target, _ = choose_target_spacing(
+        _fingerprint([(1.0, 1.0, 1.0), (1.2, 1.0, 1.0)], [(40, 50, 40)] * 2)
+    )
     assert target == [1.1, 1.0, 1.0]
 
 
 def test_ct_channels_are_clipped_and_others_z_scored() -> None:
     assert choose_normalization(_fingerprint([(1, 1, 1)], [(8, 8, 8)], channel="CT"))[0] == ("ct",)
-    assert choose_normalization(_fingerprint([(1, 1, 1)], [(8, 8, 8)], channel="T2"))[0] == ("zscore",)
+    assert choose_normalization(_fingerprint([(1, 1, 1)], [(8, 8, 8)], channel="T2"))[0] == (
+        "zscore",
+    )
 
 
 def test_large_median_case_gets_a_lowres_configuration() -> None:
@@ -82,7 +95,9 @@ def test_large_median_case_gets_a_lowres_configuration() -> None:
     assert set(plans.configurations) == {"2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres"}
     low, full = plans["3d_lowres"], plans["3d_fullres"]
     assert all(lo > fu for lo, fu in zip(low.spacing, full.spacing, strict=True))
-    cascade = plans["3d_cascade_fullres"]  # the cascade's second stage: fullres + one channel per foreground class
+    cascade = plans[
+        "3d_cascade_fullres"
+    ]  # the cascade's second stage: fullres + one channel per foreground class
     assert cascade.previous_stage == "3d_lowres" and cascade.in_channels == full.in_channels + 1
     assert cascade.spacing == full.spacing and cascade.patch_size == full.patch_size
 
@@ -98,7 +113,14 @@ def test_smaller_memory_budget_never_grows_patch_or_batch() -> None:
 def test_every_choice_has_a_reason(tiny_dataset: Path) -> None:
     fp = compute_fingerprint(load_dataset(tiny_dataset), jobs=1, progress=False)
     plan = plan_dataset(fp, str(tiny_dataset))["3d_fullres"]
-    for key in ("spacing", "normalization", "patch_size", "batch_size", "network_config", "optimizer"):
+    for key in (
+        "spacing",
+        "normalization",
+        "patch_size",
+        "batch_size",
+        "network_config",
+        "optimizer",
+    ):
         assert plan.reasons[key]
 
 

@@ -61,7 +61,11 @@ def test_zscore_and_ct_normalisation() -> None:
     image = rng.normal(50, 5, (1, 10, 10, 10)).astype(np.float32)
     z = normalize(image, ("zscore",), {})
     assert z.mean() == pytest.approx(0, abs=1e-5) and z.std() == pytest.approx(1, abs=1e-4)
-    ct = normalize(np.array([[-2000.0, 0.0, 3000.0]]), ("ct",), {"0": {"mean": 0.0, "std": 100.0, "percentile_00_5": -1000.0, "percentile_99_5": 1000.0}})
+    ct = normalize(
+        np.array([[-2000.0, 0.0, 3000.0]]),
+        ("ct",),
+        {"0": {"mean": 0.0, "std": 100.0, "percentile_00_5": -1000.0, "percentile_99_5": 1000.0}},
+    )
     np.testing.assert_allclose(ct, [[-10.0, 0.0, 10.0]])
 
 

@@ -19,14 +19,38 @@ SPACING = (3.0, 1.0, 1.0)
 
 
 def _write_log(path: Path, epochs: int = 4) -> None:
-    columns = ["epoch", "step", "train_loss", "val_dice", "val_dice_ema", "lr", "grad_norm",
-               "epoch_seconds", "data_wait_share", "val_dice_1", "val_dice_2"]
+    columns = [
+        "epoch",
+        "step",
+        "train_loss",
+        "val_dice",
+        "val_dice_ema",
+        "lr",
+        "grad_norm",
+        "epoch_seconds",
+        "data_wait_share",
+        "val_dice_1",
+        "val_dice_2",
+    ]
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         for e in range(1, epochs + 1):
-            writer.writerow([e, 10 * e, 1.0 / e, 0.2 * e, 0.15 * e, 0.01, 2.0 / e, 3.5, 0.1,
-                             0.2 * e, "nan" if e == 1 else 0.18 * e])
+            writer.writerow(
+                [
+                    e,
+                    10 * e,
+                    1.0 / e,
+                    0.2 * e,
+                    0.15 * e,
+                    0.01,
+                    2.0 / e,
+                    3.5,
+                    0.1,
+                    0.2 * e,
+                    "nan" if e == 1 else 0.18 * e,
+                ]
+            )
 
 
 def _predictions(dataset: Path, out: Path) -> None:
@@ -54,8 +78,13 @@ def make_dataset(root: Path) -> Path:
         image = rng.normal(100, 10, label.shape).astype(np.float32) + 50 * label
         write_image(Image(image, SPACING), root / "imagesTr" / f"case_{i:03d}_0000.nii.gz")
         write_image(Image(label, SPACING), root / "labelsTr" / f"case_{i:03d}.nii.gz")
-    meta = {"name": "tiny", "channel_names": {"0": "MRI"}, "file_ending": ".nii.gz",
-            "labels": {"background": 0, "organ": 1, "lesion": 2}, "numTraining": 3}
+    meta = {
+        "name": "tiny",
+        "channel_names": {"0": "MRI"},
+        "file_ending": ".nii.gz",
+        "labels": {"background": 0, "organ": 1, "lesion": 2},
+        "numTraining": 3,
+    }
     (root / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     return root
 
@@ -74,7 +103,9 @@ def build_results(root: Path) -> tuple[Path, Path]:
     fold.mkdir(parents=True)
     _write_log(fold / "log.csv")
     _predictions(dataset, fold / "validation")
-    evaluate_folders(fold / "validation", dataset / "labelsTr", results / "evaluation" / CONFIG, jobs=1)
+    evaluate_folders(
+        fold / "validation", dataset / "labelsTr", results / "evaluation" / CONFIG, jobs=1
+    )
     return dataset, results
 
 

@@ -14,9 +14,12 @@ from medseg.report.results import pick_cases, rank_cases
 
 def test_cases_rank_by_mean_dice_over_labels_skipping_nan() -> None:
     rows = [
-        {"case": "a", "label": "1", "dice": 0.9}, {"case": "a", "label": "2", "dice": math.nan},
-        {"case": "b", "label": "1", "dice": 0.5}, {"case": "b", "label": "2", "dice": 0.7},
-        {"case": "c", "label": "1", "dice": math.nan}, {"case": "c", "label": "2", "dice": math.nan},
+        {"case": "a", "label": "1", "dice": 0.9},
+        {"case": "a", "label": "2", "dice": math.nan},
+        {"case": "b", "label": "1", "dice": 0.5},
+        {"case": "b", "label": "2", "dice": 0.7},
+        {"case": "c", "label": "1", "dice": math.nan},
+        {"case": "c", "label": "2", "dice": math.nan},
     ]
     assert rank_cases(rows) == [("a", 0.9), ("b", pytest.approx(0.6))]
 
@@ -24,7 +27,9 @@ def test_cases_rank_by_mean_dice_over_labels_skipping_nan() -> None:
 def test_best_median_worst_are_distinct_cases_when_there_are_three() -> None:
     ranked = [("a", 0.9), ("b", 0.8), ("c", 0.7), ("d", 0.1)]
     assert [(roles, case) for roles, case, _ in pick_cases(ranked)] == [
-        ("best", "a"), ("median", "c"), ("worst", "d")
+        ("best", "a"),
+        ("median", "c"),
+        ("worst", "d"),
     ]
 
 
@@ -58,8 +63,9 @@ def test_2d_overlay_renders_grey_and_rgb_pictures(channels: int | None) -> None:
     pred = np.roll(ref, 2, axis=1)
     shape = (16, 16) if channels is None else (channels, 16, 16)
     picture = Image(np.random.default_rng(0).uniform(0, 255, shape), (1.0, 1.0))
-    figure, notes = case_overlay(Image(ref, (1.0, 1.0)), Image(pred, (1.0, 1.0)), {"1": [1]},
-                                 image=picture, title="case")
+    figure, notes = case_overlay(
+        Image(ref, (1.0, 1.0)), Image(pred, (1.0, 1.0)), {"1": [1]}, image=picture, title="case"
+    )
     assert notes == []
     assert to_data_uri(figure).startswith("data:image/png;base64,")
 
@@ -67,7 +73,12 @@ def test_2d_overlay_renders_grey_and_rgb_pictures(channels: int | None) -> None:
 def test_overlay_notes_an_image_on_another_grid() -> None:
     ref = np.zeros((3, 8, 8), np.uint8)
     ref[1, 2:6, 2:6] = 1
-    figure, notes = case_overlay(Image(ref, (2.0, 1.0, 1.0)), Image(ref, (2.0, 1.0, 1.0)), {"1": [1]},
-                                 image=Image(np.zeros((3, 9, 9)), (2.0, 1.0, 1.0)), title="case")
+    figure, notes = case_overlay(
+        Image(ref, (2.0, 1.0, 1.0)),
+        Image(ref, (2.0, 1.0, 1.0)),
+        {"1": [1]},
+        image=Image(np.zeros((3, 9, 9)), (2.0, 1.0, 1.0)),
+        title="case",
+    )
     assert figure is not None
     assert notes and "does not match" in notes[0]

@@ -19,7 +19,9 @@ PNG_URI = "data:image/png;base64,"
 
 
 def _summary(results: Path) -> dict:
-    return json.loads((results / "evaluation" / CONFIG / "summary.json").read_text(encoding="utf-8"))
+    return json.loads(
+        (results / "evaluation" / CONFIG / "summary.json").read_text(encoding="utf-8")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ def test_report_is_written_as_the_only_new_file_in_results(results: Path) -> Non
 
 
 def test_report_refers_to_nothing_outside_itself(report: str) -> None:
-    assert 'src="http' not in report and "href=\"http" not in report
+    assert 'src="http' not in report and 'href="http' not in report
     assert "<link" not in report and "<script" not in report and "url(" not in report
     sources = re.findall(r'src="([^"]*)"', report)
     assert sources and all(s.startswith(PNG_URI) for s in sources)
@@ -65,7 +67,9 @@ def test_nan_counts_are_reported(shared_results: Path, report: str) -> None:
     assert nan_count == 1
     assert re.search(r"HD95 \(mm\)</th>", report)
     # label 2's row: Dice (3 cells), IoU (3 cells), then HD95 mean, median and NaN count
-    assert re.search(r'<td>2 \(lesion\)</td>(<td class="num">[^<]*</td>){8}<td class="num">1</td>', report)
+    assert re.search(
+        r'<td>2 \(lesion\)</td>(<td class="num">[^<]*</td>){8}<td class="num">1</td>', report
+    )
 
 
 def test_best_median_and_worst_cases_are_named_with_their_dice(report: str) -> None:
@@ -83,7 +87,9 @@ def test_header_names_dataset_version_and_trained_configurations(report: str) ->
 
 
 def test_plan_table_shows_patch_and_reasons_in_details(shared_results: Path, report: str) -> None:
-    plan = json.loads((shared_results / "plans.json").read_text(encoding="utf-8"))["configurations"][CONFIG]
+    plan = json.loads((shared_results / "plans.json").read_text(encoding="utf-8"))[
+        "configurations"
+    ][CONFIG]
     patch = " &#215; ".join(str(v) for v in plan["patch_size"])
     assert patch in report
     assert "<details><summary>Why these choices (3d_fullres)</summary>" in report
@@ -150,7 +156,11 @@ def test_existing_report_is_kept_without_overwrite(results: Path) -> None:
     with pytest.raises(OverwriteError, match="overwrite"):
         build_report(results)
     assert path.read_text(encoding="utf-8") == "keep me"
-    assert build_report(results, overwrite=True).read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert (
+        build_report(results, overwrite=True)
+        .read_text(encoding="utf-8")
+        .startswith("<!DOCTYPE html>")
+    )
 
 
 def test_out_and_title_are_honoured(results: Path, tmp_path: Path) -> None:
@@ -180,13 +190,19 @@ def test_results_path_that_is_not_a_folder_is_an_error(tmp_path: Path) -> None:
 
 def test_evaluation_directly_in_evaluation_folder_is_read(results: Path, dataset: Path) -> None:
     shutil.rmtree(results / "evaluation")
-    evaluate_folders(results / CONFIG / "fold_0" / "validation", dataset / "labelsTr",
-                     results / "evaluation", jobs=1)
+    evaluate_folders(
+        results / CONFIG / "fold_0" / "validation",
+        dataset / "labelsTr",
+        results / "evaluation",
+        jobs=1,
+    )
     loaded = load_results(results)
     assert [e.name for e in loaded.evaluations] == ["evaluation"]
     assert "worst: case_002" in build_report(results).read_text(encoding="utf-8")
 
 
 def test_device_from_run_json_is_shown(results: Path) -> None:
-    (results / CONFIG / "fold_0" / "run.json").write_text(json.dumps({"device": "cuda:0"}), encoding="utf-8")
+    (results / CONFIG / "fold_0" / "run.json").write_text(
+        json.dumps({"device": "cuda:0"}), encoding="utf-8"
+    )
     assert "<th>Device</th><td>cuda:0</td>" in build_report(results).read_text(encoding="utf-8")

@@ -29,7 +29,11 @@ from medseg.training.checkpoint import load_checkpoint, rng_state, set_rng_state
 from medseg.training.splits import make_splits
 
 pytestmark = pytest.mark.slow
-SMALL_NET = {"features": [4, 8], "kernel_sizes": [[3, 3, 3], [3, 3, 3]], "strides": [[1, 1, 1], [2, 2, 2]]}
+SMALL_NET = {
+    "features": [4, 8],
+    "kernel_sizes": [[3, 3, 3], [3, 3, 3]],
+    "strides": [[1, 1, 1], [2, 2, 2]],
+}
 
 
 class Payload:
@@ -45,33 +49,60 @@ class Payload:
 def craft(path: Path, marker: Path, **extra: object) -> Path:
     """A checkpoint that looks like medseg's, with the payload in its plan and config."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"network_state": {"w": torch.zeros(1)}, "plan": Payload(marker), "classifier_config": Payload(marker),
-                "epoch": 1, **extra}, path)
+    torch.save(
+        {
+            "network_state": {"w": torch.zeros(1)},
+            "plan": Payload(marker),
+            "classifier_config": Payload(marker),
+            "epoch": 1,
+            **extra,
+        },
+        path,
+    )
     return path
 
 
 def _medseg(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONIOENCODING": "utf-8", "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "medseg.cli.main", *map(str, args)], capture_output=True, text=True,
-                          encoding="utf-8", timeout=300, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "medseg.cli.main", *map(str, args)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
+        env=env,
+    )
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A planned + preprocessed 3D phantom set (with a cascade stage) and a classification set."""
     root = tmp_path_factory.mktemp("unsafe")
-    data = generate_dataset(root / "data", spatial_dims=3, num_cases=4, seed=0,
-                            config=PhantomConfig(spacing=(4.0, 4.0, 4.0)))
+    data = generate_dataset(
+        root / "data",
+        spatial_dims=3,
+        num_cases=4,
+        seed=0,
+        config=PhantomConfig(spacing=(4.0, 4.0, 4.0)),
+    )
     results = root / "results"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(planner, "LOWRES_FACTOR", 0.5)  # force a 3d_lowres + cascade plan on 16^3 phantoms
+        mp.setattr(
+            planner, "LOWRES_FACTOR", 0.5
+        )  # force a 3d_lowres + cascade plan on 16^3 phantoms
         plans = plan(data, results, progress=False)
-    small = {n: replace(p, network_config={**p.network_config, **SMALL_NET}, batch_size=2) if p.spatial_dims == 3
-             else p for n, p in plans.configurations.items()}
+    small = {
+        n: replace(p, network_config={**p.network_config, **SMALL_NET}, batch_size=2)
+        if p.spatial_dims == 3
+        else p
+        for n, p in plans.configurations.items()
+    }
     Plans(plans.dataset_name, plans.dataset_path, small).to_json(results / "plans.json")
     preprocess(results, configurations=["3d_lowres", "3d_fullres"], jobs=1, progress=False)
-    (results / "splits.json").write_text(json.dumps(make_splits([f"phantom_{i:03d}" for i in range(4)], num_folds=2)),
-                                         encoding="utf-8")
+    (results / "splits.json").write_text(
+        json.dumps(make_splits([f"phantom_{i:03d}" for i in range(4)], num_folds=2)),
+        encoding="utf-8",
+    )
     classes = make_classification_phantoms(root / "classes", n_per_class=4, spatial_dims=2, size=16)
     return {"root": root, "data": data, "results": results, "classes": classes}
 
@@ -81,16 +112,45 @@ def _command(name: str, world: dict[str, Path], marker: Path, tmp: Path) -> list
     results, classes = world["results"], world["classes"]
     if name == "predict":
         craft(results / "3d_fullres" / "fold_0" / "checkpoint_best.pt", marker)
-        return ["predict", "-i", world["data"] / "imagesTr", "-o", tmp / "out", "-m", results, "--config", "3d_fullres"]
+        return [
+            "predict",
+            "-i",
+            world["data"] / "imagesTr",
+            "-o",
+            tmp / "out",
+            "-m",
+            results,
+            "--config",
+            "3d_fullres",
+        ]
     if name == "train --resume":
         craft(results / "3d_fullres" / "fold_1" / "checkpoint_latest.pt", marker)
-        return ["train", results, "--config", "3d_fullres", "--fold", "1", "--resume", "--epochs", "1"]
+        return [
+            "train",
+            results,
+            "--config",
+            "3d_fullres",
+            "--fold",
+            "1",
+            "--resume",
+            "--epochs",
+            "1",
+        ]
     if name == "prepare-cascade":
         craft(results / "3d_lowres" / "fold_0" / "checkpoint_best.pt", marker)
         return ["prepare-cascade", results]
     if name == "classify train --pretrained":
-        return ["classify", "train", classes, "-o", tmp / "run", "--pretrained", craft(tmp / "w.pt", marker),
-                "--epochs", "1"]
+        return [
+            "classify",
+            "train",
+            classes,
+            "-o",
+            tmp / "run",
+            "--pretrained",
+            craft(tmp / "w.pt", marker),
+            "--epochs",
+            "1",
+        ]
     if name == "classify train --resume":
         craft(tmp / "run" / "fold_0" / "checkpoint_latest.pt", marker)
         return ["classify", "train", classes, "-o", tmp / "run", "--resume", "--epochs", "1"]
@@ -100,16 +160,31 @@ def _command(name: str, world: dict[str, Path], marker: Path, tmp: Path) -> list
     return ["classify", "explain", tmp / "run", classes]
 
 
-@pytest.mark.parametrize("name", ["predict", "train --resume", "prepare-cascade", "classify train --pretrained",
-                                  "classify train --resume", "classify predict", "classify explain"])
-def test_a_crafted_checkpoint_is_refused_and_its_payload_never_runs(name: str, world: dict[str, Path],
-                                                                     tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "name",
+    [
+        "predict",
+        "train --resume",
+        "prepare-cascade",
+        "classify train --pretrained",
+        "classify train --resume",
+        "classify predict",
+        "classify explain",
+    ],
+)
+def test_a_crafted_checkpoint_is_refused_and_its_payload_never_runs(
+    name: str, world: dict[str, Path], tmp_path: Path
+) -> None:
     marker = tmp_path / "payload_ran"
     done = _medseg(*_command(name, world, marker, tmp_path))
     assert not marker.exists(), f"{name}: the payload ran"
     assert done.returncode == 1, done.stderr
     lines = done.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: ") and "refused" in lines[-1] and "Traceback" not in done.stderr
+    assert (
+        lines[-1].startswith("error: ")
+        and "refused" in lines[-1]
+        and "Traceback" not in done.stderr
+    )
 
 
 def test_load_checkpoint_names_the_file_and_the_objects_it_refuses(tmp_path: Path) -> None:
@@ -138,7 +213,11 @@ def test_rng_state_round_trips_through_a_safe_checkpoint(tmp_path: Path) -> None
 
 def test_an_older_checkpoint_with_numpy_rng_arrays_still_loads(tmp_path: Path) -> None:
     np.random.seed(7)
-    old = {"python": __import__("random").getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    old = {
+        "python": __import__("random").getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
     torch.save({"network_state": {}, "plan": {}, "rng_state": old}, tmp_path / "old.pt")
     expected = np.random.rand(2)
     set_rng_state(load_checkpoint(tmp_path / "old.pt")["rng_state"])

@@ -20,8 +20,15 @@ def tiny_results(make_dataset, tmp_path: Path) -> Path:
     plans = plan(root, results, progress=False)
     p = plans["2d"]
     small = replace(
-        p, patch_size=(16, 16), batch_size=2,
-        network_config={**p.network_config, "features": [4, 8], "kernel_sizes": [[3, 3], [3, 3]], "strides": [[1, 1], [2, 2]]},
+        p,
+        patch_size=(16, 16),
+        batch_size=2,
+        network_config={
+            **p.network_config,
+            "features": [4, 8],
+            "kernel_sizes": [[3, 3], [3, 3]],
+            "strides": [[1, 1], [2, 2]],
+        },
     )
     Plans(plans.dataset_name, plans.dataset_path, {"2d": small}).to_json(results / "plans.json")
     preprocess(results, jobs=1, progress=False)

@@ -25,7 +25,9 @@ def batch_for(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def make_model() -> nn.Module:
     torch.manual_seed(0)
-    return build_network("unet", spatial_dims=2, in_channels=1, out_channels=2, features=(4, 8), norm="instance")
+    return build_network(
+        "unet", spatial_dims=2, in_channels=1, out_channels=2, features=(4, 8), norm="instance"
+    )
 
 
 def main(out: str) -> None:

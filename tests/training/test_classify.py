@@ -18,20 +18,27 @@ from medseg.training.classification import _epoch_order
 SMALL = {"features": (4, 8, 16)}
 
 
-def blob_set(n: int, *, seed: int, positive_share: float = 0.5, size: int = 16) -> ClassificationSet:
+def blob_set(
+    n: int, *, seed: int, positive_share: float = 0.5, size: int = 16
+) -> ClassificationSet:
     """Class 1: a bright 4x4 square at a random place; class 0: noise only."""
     rng = np.random.default_rng(seed)
     labels = (rng.random(n) < positive_share).astype(np.int64)
     images = rng.normal(0, 0.3, (n, 1, size, size)).astype(np.float32)
     for i in np.flatnonzero(labels):
         y, x = rng.integers(0, size - 4, 2)
-        images[i, 0, y:y + 4, x:x + 4] += 1.5
+        images[i, 0, y : y + 4, x : x + 4] += 1.5
     return ClassificationSet(images, labels, ["absent", "present"], [f"img{i}" for i in range(n)])
 
 
 def small_config(data: ClassificationSet, **options: object) -> ClassifierConfig:
-    defaults = {"network_config": SMALL, "batch_size": 16, "learning_rate": 3e-3, "augmentation": "none",
-                "epochs": 4}
+    defaults = {
+        "network_config": SMALL,
+        "batch_size": 16,
+        "learning_rate": 3e-3,
+        "augmentation": "none",
+        "epochs": 4,
+    }
     return config_for(data, "unet_encoder", **{**defaults, **options})
 
 
@@ -47,9 +54,17 @@ def test_config_round_trips_and_rejects_bad_options() -> None:
 
 def test_a_small_cnn_learns_the_blob_task_and_writes_its_run(tmp_path: Path) -> None:
     train, val = blob_set(160, seed=1), blob_set(60, seed=2)
-    result = fit_classifier(train, val, tmp_path / "run", small_config(train, epochs=6), progress=False)
+    result = fit_classifier(
+        train, val, tmp_path / "run", small_config(train, epochs=6), progress=False
+    )
     assert result.epochs == 6 and result.stopped_by == "epochs"
-    for name in ("config.json", "checkpoint_latest.pt", "checkpoint_best.pt", "log.csv", "curves.png"):
+    for name in (
+        "config.json",
+        "checkpoint_latest.pt",
+        "checkpoint_best.pt",
+        "log.csv",
+        "curves.png",
+    ):
         assert (tmp_path / "run" / name).is_file(), name
     model, config, ckpt = load_classifier(tmp_path / "run" / "checkpoint_best.pt")
     scores = predict_scores(model, val.images, config)
@@ -59,7 +74,9 @@ def test_a_small_cnn_learns_the_blob_task_and_writes_its_run(tmp_path: Path) -> 
     assert ckpt["best_metric"] > 0.95  # validation AUC
 
 
-def test_ctrl_c_then_resume_continues_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_then_resume_continues_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import medseg.training.run_state as run_state
 
     train, val = blob_set(48, seed=3), blob_set(16, seed=4)
@@ -90,30 +107,52 @@ def test_resume_refuses_another_configuration(tmp_path: Path) -> None:
     train = blob_set(32, seed=5)
     fit_classifier(train, None, tmp_path / "run", small_config(train), epochs=1, progress=False)
     with pytest.raises(ConfigError, match="another plan or configuration"):
-        fit_classifier(train, None, tmp_path / "run", small_config(train, learning_rate=0.1), epochs=2, resume=True,
-                       progress=False)
+        fit_classifier(
+            train,
+            None,
+            tmp_path / "run",
+            small_config(train, learning_rate=0.1),
+            epochs=2,
+            resume=True,
+            progress=False,
+        )
 
 
 def test_a_time_budget_stops_training(tmp_path: Path) -> None:
     train = blob_set(64, seed=6)
-    result = fit_classifier(train, None, tmp_path / "run", small_config(train), epochs=10_000, time_budget_s=2.0,
-                            progress=False)
+    result = fit_classifier(
+        train,
+        None,
+        tmp_path / "run",
+        small_config(train),
+        epochs=10_000,
+        time_budget_s=2.0,
+        progress=False,
+    )
     assert result.stopped_by == "time_budget" and 1 <= result.epochs < 10_000
     assert result.seconds < 10
 
 
 def test_the_balanced_sampler_evens_out_a_rare_class() -> None:
     labels = np.array([0] * 95 + [1] * 5)
-    config = small_config(ClassificationSet(np.zeros((100, 1, 16, 16), np.float32), labels, ["a", "b"],
-                                            [str(i) for i in range(100)]))
+    config = small_config(
+        ClassificationSet(
+            np.zeros((100, 1, 16, 16), np.float32), labels, ["a", "b"], [str(i) for i in range(100)]
+        )
+    )
     counts = np.zeros(2)
     for epoch in range(20):
         order = _epoch_order(labels, config, torch.Generator().manual_seed(epoch))
         counts += np.bincount(labels[order.numpy()], minlength=2)
     assert 0.4 < counts[1] / counts.sum() < 0.6  # 5 % of the data, about half of what is seen
-    plain = _epoch_order(labels, ClassifierConfig(**{**config.__dict__, "class_weighting": "none"}),
-                         torch.Generator().manual_seed(0))
-    assert sorted(plain.tolist()) == list(range(100))  # without balancing, each image once per epoch
+    plain = _epoch_order(
+        labels,
+        ClassifierConfig(**{**config.__dict__, "class_weighting": "none"}),
+        torch.Generator().manual_seed(0),
+    )
+    assert sorted(plain.tolist()) == list(
+        range(100)
+    )  # without balancing, each image once per epoch
 
 
 def test_regression_learns_a_continuous_target(tmp_path: Path) -> None:
@@ -121,9 +160,19 @@ def test_regression_learns_a_continuous_target(tmp_path: Path) -> None:
     n, size = 160, 16
     radius = rng.uniform(2, 7, n).astype(np.float32)
     yy, xx = np.mgrid[:size, :size] - size / 2
-    images = np.stack([(np.hypot(yy, xx) < r).astype(np.float32) + rng.normal(0, 0.1, (size, size)) for r in radius])
-    data = ClassificationSet(images[:, None].astype(np.float32), radius, [], [str(i) for i in range(n)],
-                             task="regression")
+    images = np.stack(
+        [
+            (np.hypot(yy, xx) < r).astype(np.float32) + rng.normal(0, 0.1, (size, size))
+            for r in radius
+        ]
+    )
+    data = ClassificationSet(
+        images[:, None].astype(np.float32),
+        radius,
+        [],
+        [str(i) for i in range(n)],
+        task="regression",
+    )
     train, val = data.subset(np.arange(120)), data.subset(np.arange(120, 160))
     config = small_config(train, epochs=12, learning_rate=3e-3)
     assert config.resolved_loss == "mse" and config.num_outputs == 1
@@ -155,21 +204,31 @@ def _overflow_loss(monkeypatch: pytest.MonkeyPatch, overflows: object) -> list[i
     return calls
 
 
-def test_a_step_with_non_finite_gradients_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_step_with_non_finite_gradients_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls = _overflow_loss(monkeypatch, lambda n: n == 2)
     assert calls == []
     train = blob_set(64, seed=8)
-    fit_classifier(train, None, tmp_path / "run", small_config(train, epochs=1), amp=False, progress=False)
+    fit_classifier(
+        train, None, tmp_path / "run", small_config(train, epochs=1), amp=False, progress=False
+    )
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoint_latest.pt", kind="classification")
     assert ckpt["log"][0]["skipped_steps"] == 1 and ckpt["step"] == 4
-    assert all(torch.isfinite(v).all() for v in ckpt["network_state"].values() if v.is_floating_point())
+    assert all(
+        torch.isfinite(v).all() for v in ckpt["network_state"].values() if v.is_floating_point()
+    )
 
 
-def test_bf16_that_keeps_overflowing_falls_back_to_float32(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bf16_that_keeps_overflowing_falls_back_to_float32(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls = _overflow_loss(monkeypatch, lambda n: n <= 4)  # 4 steps per epoch here
     assert calls == []
     train = blob_set(64, seed=9)
-    fit_classifier(train, None, tmp_path / "run", small_config(train, epochs=2), amp=True, progress=False)
+    fit_classifier(
+        train, None, tmp_path / "run", small_config(train, epochs=2), amp=True, progress=False
+    )
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoint_latest.pt", kind="classification")
     assert [row["bf16"] for row in ckpt["log"]] == [True, False] and ckpt["amp"] is False
     assert [row["skipped_steps"] for row in ckpt["log"]] == [4, 0]

@@ -21,8 +21,14 @@ pytestmark = pytest.mark.slow
 def _torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}
-    return subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", *args],
-                          capture_output=True, text=True, encoding="utf-8", timeout=timeout, env=env)
+    return subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node", "2", *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=timeout,
+        env=env,
+    )
 
 
 def _why(result: subprocess.CompletedProcess[str]) -> str:
@@ -56,19 +62,53 @@ def test_ddp_step_equals_the_update_with_averaged_gradients(tmp_path: Path) -> N
 
 
 def test_medseg_train_runs_under_torchrun_with_two_processes(tiny_results: Path) -> None:
-    result = _torchrun("-m", "medseg.cli.main", "train", str(tiny_results), "--config", "2d", "--fold", "0",
-                       "--epochs", "1", "--steps-per-epoch", "2", "--workers", "0", "--no-validate")
+    result = _torchrun(
+        "-m",
+        "medseg.cli.main",
+        "train",
+        str(tiny_results),
+        "--config",
+        "2d",
+        "--fold",
+        "0",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "2",
+        "--workers",
+        "0",
+        "--no-validate",
+    )
     assert result.returncode == 0, _why(result)
     ckpt = load_checkpoint(tiny_results / "2d" / "fold_0" / "checkpoint_latest.pt")
     assert ckpt["epoch"] == 1 and ckpt["step"] == 2
-    assert '"world_size": 2' in (tiny_results / "2d" / "fold_0" / "run.json").read_text(encoding="utf-8")
+    assert '"world_size": 2' in (tiny_results / "2d" / "fold_0" / "run.json").read_text(
+        encoding="utf-8"
+    )
 
 
 def test_a_time_budget_under_torchrun_stops_every_rank_together(tiny_results: Path) -> None:
     # ranks decide to stop by all-reduce; a rank stopping alone would leave the other hanging in DDP
-    result = _torchrun("-m", "medseg.cli.main", "train", str(tiny_results), "--config", "2d", "--fold", "0",
-                       "--epochs", "500", "--steps-per-epoch", "2", "--workers", "0", "--no-validate",
-                       "--time-budget", "3s", timeout=120)
+    result = _torchrun(
+        "-m",
+        "medseg.cli.main",
+        "train",
+        str(tiny_results),
+        "--config",
+        "2d",
+        "--fold",
+        "0",
+        "--epochs",
+        "500",
+        "--steps-per-epoch",
+        "2",
+        "--workers",
+        "0",
+        "--no-validate",
+        "--time-budget",
+        "3s",
+        timeout=120,
+    )
     assert result.returncode == 0, _why(result)
     ckpt = load_checkpoint(tiny_results / "2d" / "fold_0" / "checkpoint_latest.pt")
     assert 1 <= ckpt["epoch"] < 500

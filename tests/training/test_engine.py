@@ -31,17 +31,30 @@ def line_fit_task(seed: int = 0) -> Task:
         with torch.no_grad():
             return {"val_mae": float((model(x) - (3 * x - 1)).abs().mean())}
 
-    return Task(model=model, optimizer=optimizer, batches=batches,
-                loss=lambda batch: nn.functional.mse_loss(model(batch[0]), batch[1]),
-                validate=validate, score=lambda row: -row["val_mae"],
-                set_learning_rate=lambda step, fraction: None,
-                checkpoint={"task": "line"}, compatible=lambda ckpt: ckpt.get("task") == "line",
-                curves=(("loss", ("train_loss",), "log"), ("validation", ("val_mae",), "linear")))
+    return Task(
+        model=model,
+        optimizer=optimizer,
+        batches=batches,
+        loss=lambda batch: nn.functional.mse_loss(model(batch[0]), batch[1]),
+        validate=validate,
+        score=lambda row: -row["val_mae"],
+        set_learning_rate=lambda step, fraction: None,
+        checkpoint={"task": "line"},
+        compatible=lambda ckpt: ckpt.get("task") == "line",
+        curves=(("loss", ("train_loss",), "log"), ("validation", ("val_mae",), "linear")),
+    )
 
 
 def _train(folder: Path, epochs: int, **kwargs: object):
-    return run_training(line_fit_task(), folder, epochs=epochs, device=torch.device("cpu"), use_bf16=False,
-                        progress=False, **kwargs)
+    return run_training(
+        line_fit_task(),
+        folder,
+        epochs=epochs,
+        device=torch.device("cpu"),
+        use_bf16=False,
+        progress=False,
+        **kwargs,
+    )
 
 
 def test_a_toy_task_trains_and_writes_its_run(tmp_path: Path) -> None:
@@ -51,11 +64,16 @@ def test_a_toy_task_trains_and_writes_its_run(tmp_path: Path) -> None:
         assert (tmp_path / "run" / name).is_file()
     checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint_best.pt", kind="weights")
     assert checkpoint["task"] == "line" and checkpoint["log"][-1]["val_mae"] < 0.05
-    weight, bias = checkpoint["network_state"]["weight"].item(), checkpoint["network_state"]["bias"].item()
+    weight, bias = (
+        checkpoint["network_state"]["weight"].item(),
+        checkpoint["network_state"]["bias"].item(),
+    )
     assert weight == pytest.approx(3, abs=0.2) and bias == pytest.approx(-1, abs=0.2)
 
 
-def test_an_interrupted_run_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_interrupted_run_resumes_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import medseg.training.run_state as run_state
 
     _train(tmp_path / "straight", 4)
@@ -81,8 +99,9 @@ def test_an_interrupted_run_resumes_exactly(tmp_path: Path, monkeypatch: pytest.
     assert [r["train_loss"] for r in resumed["log"]] == [r["train_loss"] for r in straight["log"]]
 
 
-def test_resume_without_a_checkpoint_says_so_and_starts_fresh(tmp_path: Path,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_resume_without_a_checkpoint_says_so_and_starts_fresh(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     result = _train(tmp_path / "run", 1, resume=True)
     assert result.epochs == 1 and "no checkpoint_latest.pt to resume from" in caplog.text
 
@@ -93,15 +112,24 @@ def test_another_task_cannot_resume_this_run(tmp_path: Path) -> None:
     other.checkpoint = {"task": "other"}
     other.compatible = lambda ckpt: ckpt.get("task") == "other"
     with pytest.raises(ConfigError, match="another plan or configuration"):
-        run_training(other, tmp_path / "run", epochs=2, device=torch.device("cpu"), use_bf16=False, resume=True,
-                     progress=False)
+        run_training(
+            other,
+            tmp_path / "run",
+            epochs=2,
+            device=torch.device("cpu"),
+            use_bf16=False,
+            resume=True,
+            progress=False,
+        )
 
 
 def test_a_time_budget_ends_the_run_and_counts_across_resumes(tmp_path: Path) -> None:
     result = _train(tmp_path / "run", 10_000, time_budget_s=0.5)
     assert result.stopped_by == "time_budget" and 1 <= result.epochs < 10_000
     again = _train(tmp_path / "run", 10_000, time_budget_s=0.5, resume=True)
-    assert again.stopped_by == "time_budget" and again.epochs <= result.epochs + 1  # the budget was spent
+    assert (
+        again.stopped_by == "time_budget" and again.epochs <= result.epochs + 1
+    )  # the budget was spent
     budget = TimeBudget(10.0, elapsed_before=9.5)
     assert budget.fraction() == pytest.approx(0.95, abs=0.01) and not budget.exhausted()
     with pytest.raises(ConfigError, match="time budget"):
@@ -112,11 +140,15 @@ def test_a_non_finite_step_is_skipped_and_too_many_switch_bf16_off(tmp_path: Pat
     task = line_fit_task()
     loss = task.loss
     task.loss = lambda batch: loss(batch) * (float("inf") if batch[0][0, 0] < 0.5 else 1.0)
-    result = run_training(task, tmp_path / "run", epochs=2, device=torch.device("cpu"), use_bf16=True,
-                          progress=False)
+    result = run_training(
+        task, tmp_path / "run", epochs=2, device=torch.device("cpu"), use_bf16=True, progress=False
+    )
     log = load_checkpoint(tmp_path / "run" / "checkpoint_latest.pt", kind="weights")["log"]
     assert result.steps == 16 and log[0]["skipped_steps"] > 0
-    assert [row["bf16"] for row in log] == [True, False]  # > 5 % of the steps lost: float32 from epoch 2
+    assert [row["bf16"] for row in log] == [
+        True,
+        False,
+    ]  # > 5 % of the steps lost: float32 from epoch 2
     assert all(torch.isfinite(v).all() for v in task.model.state_dict().values())
     precision = Precision(torch.device("cpu"), True)
     precision.after_epoch(skipped=0, steps=100)

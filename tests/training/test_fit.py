@@ -65,7 +65,16 @@ def test_existing_fold_is_not_overwritten_without_resume(tiny_results: Path) -> 
 
 
 def test_time_budget_stops_before_the_epoch_budget(tiny_results: Path) -> None:
-    result = fit(tiny_results, "2d", 1, epochs=1000, steps_per_epoch=1, time_budget_s=0.5, num_workers=0, progress=False)
+    result = fit(
+        tiny_results,
+        "2d",
+        1,
+        epochs=1000,
+        steps_per_epoch=1,
+        time_budget_s=0.5,
+        num_workers=0,
+        progress=False,
+    )
     assert result.stopped_by == "time_budget" and 1 <= result.epochs < 1000
 
 
@@ -77,7 +86,9 @@ def test_missing_fold_and_configuration_are_clear_errors(tiny_results: Path) -> 
 
 
 def test_training_reduces_the_loss(tiny_results: Path) -> None:
-    result = fit(tiny_results, "2d", "all", epochs=6, steps_per_epoch=4, num_workers=0, progress=False)
+    result = fit(
+        tiny_results, "2d", "all", epochs=6, steps_per_epoch=4, num_workers=0, progress=False
+    )
     rows = list(csv.DictReader(open(result.run_dir / "log.csv", encoding="utf-8")))
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
 

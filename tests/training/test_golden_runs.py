@@ -15,15 +15,23 @@ from typing import Any
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location("golden_runs", Path(__file__).with_name("golden_runs.py"))
+_spec = importlib.util.spec_from_file_location(
+    "golden_runs", Path(__file__).with_name("golden_runs.py")
+)
 golden_runs = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(golden_runs)
-GOLDEN_FILE, RUNS, run_reproducibly = golden_runs.GOLDEN_FILE, golden_runs.RUNS, golden_runs.run_reproducibly
+GOLDEN_FILE, RUNS, run_reproducibly = (
+    golden_runs.GOLDEN_FILE,
+    golden_runs.RUNS,
+    golden_runs.run_reproducibly,
+)
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
-                       reason="the record pins x86 kernels (oneDNN SSE4.1, MKL reproducibility mode)"),
+    pytest.mark.skipif(
+        platform.machine().lower() not in ("x86_64", "amd64"),
+        reason="the record pins x86 kernels (oneDNN SSE4.1, MKL reproducibility mode)",
+    ),
 ]
 TOLERANCE = 1e-6
 
@@ -36,11 +44,15 @@ def _differences(expected: Any, actual: Any, path: str = "") -> list[str]:
     if isinstance(expected, list):
         if len(expected) != len(actual):
             return [f"{path}: {len(expected)} values != {len(actual)}"]
-        return [d for i, (e, a) in enumerate(zip(expected, actual, strict=True))
-                for d in _differences(e, a, f"{path}[{i}]")]
+        return [
+            d
+            for i, (e, a) in enumerate(zip(expected, actual, strict=True))
+            for d in _differences(e, a, f"{path}[{i}]")
+        ]
     if isinstance(expected, float) and isinstance(actual, (int, float)):
         same = math.isclose(expected, actual, rel_tol=TOLERANCE, abs_tol=TOLERANCE) or (
-            math.isnan(expected) and math.isnan(actual))
+            math.isnan(expected) and math.isnan(actual)
+        )
         return [] if same else [f"{path}: {expected!r} != {actual!r}"]
     return [] if expected == actual else [f"{path}: {expected!r} != {actual!r}"]
 
@@ -55,5 +67,9 @@ def test_golden_run_is_unchanged(run: str, tmp_path: Path) -> None:
 def test_difference_finder_catches_a_moved_loss() -> None:
     golden = {"log": {"train_loss": [1.0, 0.5]}, "predictions": {"a": {"sha256": "x"}}}
     assert _differences(golden, golden) == []
-    assert _differences(golden, {"log": {"train_loss": [1.0, 0.5 + 2e-6]}, "predictions": {"a": {"sha256": "x"}}})
-    assert _differences(golden, {"log": {"train_loss": [1.0, 0.5]}, "predictions": {"a": {"sha256": "y"}}})
+    assert _differences(
+        golden, {"log": {"train_loss": [1.0, 0.5 + 2e-6]}, "predictions": {"a": {"sha256": "x"}}}
+    )
+    assert _differences(
+        golden, {"log": {"train_loss": [1.0, 0.5]}, "predictions": {"a": {"sha256": "y"}}}
+    )

@@ -39,8 +39,12 @@ def crashing(monkeypatch: pytest.MonkeyPatch):
 def _small_plans(tiny_plans: Plans) -> Plans:
     def small(p):
         d = p.spatial_dims
-        network = {**p.network_config, "features": [4, 8], "kernel_sizes": [[3] * d] * 2,
-                   "strides": [[1] * d, [2] * d]}
+        network = {
+            **p.network_config,
+            "features": [4, 8],
+            "kernel_sizes": [[3] * d] * 2,
+            "strides": [[1] * d, [2] * d],
+        }
         return replace(p, patch_size=(8,) * d, batch_size=1, network_config=network)
 
     configs = {n: small(p) for n, p in tiny_plans.configurations.items()}
@@ -56,7 +60,9 @@ def tiny_plans(make_dataset, tmp_path: Path) -> Plans:
     return _small_plans(plans)
 
 
-def test_a_step_that_segfaults_in_the_child_is_reported_not_fatal(tiny_plans: Plans, crashing) -> None:
+def test_a_step_that_segfaults_in_the_child_is_reported_not_fatal(
+    tiny_plans: Plans, crashing
+) -> None:
     crashing("segfault_in_bf16")
     plan = tiny_plans["2d"]
     probes = probe_step_seconds(plan, steps=1)
@@ -64,8 +70,9 @@ def test_a_step_that_segfaults_in_the_child_is_reported_not_fatal(tiny_plans: Pl
     assert probes["fp32"].seconds > 0  # measured before, in the same child
 
 
-def test_a_hung_step_is_killed_after_the_timeout(tiny_plans: Plans, crashing,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_hung_step_is_killed_after_the_timeout(
+    tiny_plans: Plans, crashing, monkeypatch: pytest.MonkeyPatch
+) -> None:
     crashing("hang_in_bf16")
     monkeypatch.setattr(calibrate, "BF16_TIMEOUT_MIN_S", 5.0)
     result = calibrate._run_probe(tiny_plans["2d"], "cpu", 1, ("fp32", "bf16"), timeout_s=60)
@@ -74,7 +81,9 @@ def test_a_hung_step_is_killed_after_the_timeout(tiny_plans: Plans, crashing,
     assert re.fullmatch(r"did not finish within \d+ s", result["bf16"].failure)
 
 
-def test_a_time_budget_plan_trains_in_float32_where_bf16_crashes(tiny_plans: Plans, crashing) -> None:
+def test_a_time_budget_plan_trains_in_float32_where_bf16_crashes(
+    tiny_plans: Plans, crashing
+) -> None:
     crashing("segfault_in_bf16")
     plans = fit_to_time_budget(tiny_plans, 60, device="cpu")
     plan = plans["2d"]
@@ -82,14 +91,21 @@ def test_a_time_budget_plan_trains_in_float32_where_bf16_crashes(tiny_plans: Pla
     assert "signal 11" in plan.reasons["precision"] and "(fp32)" in plan.reasons["time_budget"]
 
 
-def test_an_explicit_bf16_that_crashes_is_an_error_not_a_silent_switch(tiny_plans: Plans, crashing) -> None:
+def test_an_explicit_bf16_that_crashes_is_an_error_not_a_silent_switch(
+    tiny_plans: Plans, crashing
+) -> None:
     crashing("segfault_in_bf16")
-    with pytest.raises(MedsegError, match="bf16 training step was killed by signal 11.*drop --precision bf16"):
-        fit_to_time_budget(with_precision(tiny_plans, "bf16"), 60, device="cpu", precision_forced=True)
+    with pytest.raises(
+        MedsegError, match="bf16 training step was killed by signal 11.*drop --precision bf16"
+    ):
+        fit_to_time_budget(
+            with_precision(tiny_plans, "bf16"), 60, device="cpu", precision_forced=True
+        )
 
 
-def test_training_an_unprobed_plan_probes_first_and_falls_back_to_float32(tiny_results: Path, crashing,
-                                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_training_an_unprobed_plan_probes_first_and_falls_back_to_float32(
+    tiny_results: Path, crashing, caplog: pytest.LogCaptureFixture
+) -> None:
     import torch
 
     from medseg.training import fit
@@ -97,7 +113,10 @@ def test_training_an_unprobed_plan_probes_first_and_falls_back_to_float32(tiny_r
     crashing("segfault_in_bf16")
     plan = Plans.from_json(tiny_results / "plans.json")["2d"]
     assert plan.precision == "auto"
-    assert decide_bf16(replace(plan, precision="fp32"), torch.device("cpu")) == (False, "the plan says fp32")
+    assert decide_bf16(replace(plan, precision="fp32"), torch.device("cpu")) == (
+        False,
+        "the plan says fp32",
+    )
     result = fit(tiny_results, "2d", 0, epochs=1, steps_per_epoch=1, num_workers=0, progress=False)
     run = json.loads((result.run_dir / "run.json").read_text(encoding="utf-8"))
     assert run["bf16"] is False and "signal 11" in run["precision_reason"]
@@ -116,14 +135,18 @@ if sys.platform != "linux":  # pragma: no cover
     pytestmark = [pytestmark, pytest.mark.skip(reason="signals as on Linux")]
 
 
-def test_plan_and_train_take_an_explicit_precision_from_the_cli(make_dataset, tmp_path: Path) -> None:
+def test_plan_and_train_take_an_explicit_precision_from_the_cli(
+    make_dataset, tmp_path: Path
+) -> None:
     from typer.testing import CliRunner
 
     from medseg.cli.main import app
 
     root = make_dataset(tmp_path / "ds", num_cases=3, shape=(16, 16), spacing=(1.0, 1.0))
     results = tmp_path / "results"
-    done = CliRunner().invoke(app, ["plan", str(root), "-o", str(results), "--precision", "fp32", "--explain"])
+    done = CliRunner().invoke(
+        app, ["plan", str(root), "-o", str(results), "--precision", "fp32", "--explain"]
+    )
     assert done.exit_code == 0, done.output
     assert "precision: fp32" in done.output and "set by --precision" in done.output
     assert Plans.from_json(results / "plans.json")["2d"].precision == "fp32"

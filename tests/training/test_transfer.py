@@ -33,7 +33,7 @@ def test_a_segmentation_checkpoint_loads_into_the_encoder_classifier(tmp_path: P
     encoder = {k: v for k, v in unet.state_dict().items() if k.startswith("encoder.")}
     assert len(report.loaded) == len(encoder)
     for name, value in encoder.items():
-        assert torch.equal(model.state_dict()["backbone." + name[len("encoder."):]], value)
+        assert torch.equal(model.state_dict()["backbone." + name[len("encoder.") :]], value)
     assert all(name.startswith("head.") for name in report.not_in_file)
     assert any(name.startswith("decoder.") for name in report.unused_in_file)
 
@@ -52,7 +52,9 @@ def test_a_plain_state_dict_with_a_prefix_loads_through_a_mapping(tmp_path: Path
 def test_mismatched_layers_are_named(tmp_path: Path) -> None:
     other = build_network("unet_encoder", spatial_dims=2, in_channels=3, out_channels=3, **ENCODER)
     torch.save(other.state_dict(), tmp_path / "rgb.pt")
-    with pytest.raises(ConfigError, match=r"do not match the network: backbone\.stages\.0.*file \(4, 3, 3, 3\)"):
+    with pytest.raises(
+        ConfigError, match=r"do not match the network: backbone\.stages\.0.*file \(4, 3, 3, 3\)"
+    ):
         load_pretrained(classifier(), tmp_path / "rgb.pt")
     with pytest.raises(ConfigError, match="not found"):
         load_pretrained(classifier(), tmp_path / "missing.pt")
@@ -66,7 +68,9 @@ def test_a_frozen_backbone_is_bit_identical_after_a_step() -> None:
     optimizer = torch.optim.AdamW(parameter_groups(model, 1e-2, 1.0))
     model.train()
     keep_frozen_in_eval(model)
-    loss = torch.nn.functional.cross_entropy(model(torch.randn(4, 1, 16, 16)), torch.tensor([0, 1, 2, 1]))
+    loss = torch.nn.functional.cross_entropy(
+        model(torch.randn(4, 1, 16, 16)), torch.tensor([0, 1, 2, 1])
+    )
     loss.backward()
     optimizer.step()
     after = model.state_dict()

@@ -43,7 +43,9 @@ def otsu_threshold(image: np.ndarray, *, bins: int = 256, mask: np.ndarray | Non
     return float(edges[1:][int(np.argmax(between[:-1]))])
 
 
-def threshold(image: np.ndarray, lower: float | None = None, upper: float | None = None) -> np.ndarray:
+def threshold(
+    image: np.ndarray, lower: float | None = None, upper: float | None = None
+) -> np.ndarray:
     """Band threshold: ``lower <= image <= upper`` (either bound may be None).
 
     Returns:

@@ -25,7 +25,10 @@ def preview(
         "nnunet_default", help="Augmentation preset."
     ),
     p: float | None = typer.Option(
-        None, "--p", parser=probability, metavar="[0,1]",
+        None,
+        "--p",
+        parser=probability,
+        metavar="[0,1]",
         help="Replace every probability (1.0 shows every transform).",
     ),
     cases: int = typer.Option(3, min=1, help="Number of cases (rows)."),
@@ -36,6 +39,14 @@ def preview(
     """Save a grid of a few cases, each with several augmented versions and its label overlaid."""
     from medseg.transforms.preview import preview_dataset
 
-    path = preview_dataset(dataset, out, preset=preset, p=p, n_cases=cases, n_augmented=augmented,
-                           seed=seed, overwrite=overwrite)
+    path = preview_dataset(
+        dataset,
+        out,
+        preset=preset,
+        p=p,
+        n_cases=cases,
+        n_augmented=augmented,
+        seed=seed,
+        overwrite=overwrite,
+    )
     typer.echo(f"wrote {path} ({cases} cases x {augmented} augmented versions, preset {preset})")

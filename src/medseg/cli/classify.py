@@ -25,50 +25,72 @@ app = typer.Typer(no_args_is_help=True, help="Image classification and regressio
 
 
 def _print_headline(name: str, headline: dict) -> None:
-    shown = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in headline.items()
-                      if v is not None)
+    shown = ", ".join(
+        f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+        for k, v in headline.items()
+        if v is not None
+    )
     console.print(f"{name}: {shown}")
 
 
 @app.command("train")
 def train_command(
-    data: Path = typer.Argument(..., help="Class folders (train/<class>/*), a CSV (path,label[,fold]) or a MedMNIST .npz."),
+    data: Path = typer.Argument(
+        ..., help="Class folders (train/<class>/*), a CSV (path,label[,fold]) or a MedMNIST .npz."
+    ),
     output: Path = typer.Option(
         ..., "--output", "-o", callback=output_folder, help="Run folder (created)."
     ),
     net: str = typer.Option(
-        "resnet18", "--net",
+        "resnet18",
+        "--net",
         help="Classifier from `medseg nets list` (e.g. resnet18, densenet121, vit).",
     ),
     net_options: dict[str, Any] = typer.Option(
-        None, "--net-options", parser=json_object, metavar="JSON",
+        None,
+        "--net-options",
+        parser=json_object,
+        metavar="JSON",
         help="Network options as JSON, e.g. '{\"dropout\": 0.2}'.",
     ),
     task: Literal["classification", "regression"] | None = typer.Option(
         None, "--task", help="Default: from the data."
     ),
     pretrained: Path = typer.Option(
-        None, "--pretrained", exists=True, dir_okay=False,
+        None,
+        "--pretrained",
+        exists=True,
+        dir_okay=False,
         help="Start from these weights (medseg checkpoint or state dict).",
     ),
     freeze: Literal["none", "backbone"] = typer.Option(
         "none", "--freeze", help="backbone: train the head only."
     ),
     backbone_lr: float = typer.Option(
-        None, "--backbone-lr-factor", parser=positive_float, metavar="FLOAT",
+        None,
+        "--backbone-lr-factor",
+        parser=positive_float,
+        metavar="FLOAT",
         help="Backbone learning rate relative to the head (default 0.1 when fine-tuning "
         "pretrained weights).",
     ),
     folds: int = typer.Option(
-        1, "--folds", min=1,
+        1,
+        "--folds",
+        min=1,
         help="1 = one model; k = k-fold cross-validation (test predictions ensemble the folds).",
     ),
     epochs: int = typer.Option(
-        None, "--epochs", min=1,
+        None,
+        "--epochs",
+        min=1,
         help="Epochs per model (default 30; an upper bound with --time-budget).",
     ),
     time_budget: float = typer.Option(
-        None, "--time-budget", parser=duration, metavar="DURATION",
+        None,
+        "--time-budget",
+        parser=duration,
+        metavar="DURATION",
         help="Total training time, e.g. 10m (shared by the folds).",
     ),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
@@ -79,11 +101,13 @@ def train_command(
         "light", "--augmentation"
     ),
     balance: Literal["sampler", "loss", "none"] = typer.Option(
-        "sampler", "--balance",
+        "sampler",
+        "--balance",
         help="Class imbalance: sampler (balanced batches), loss (class weights) or none.",
     ),
     loss: Literal["auto", "ce", "mse", "l1", "margin"] = typer.Option(
-        "auto", "--loss",
+        "auto",
+        "--loss",
         help="auto: cross-entropy; MSE for regression; margin for capsnet.",
     ),
     resume: bool = typer.Option(
@@ -99,17 +123,31 @@ def train_command(
     from medseg.pipeline.classify import classify_train
 
     summary = classify_train(
-        data, output, network=net, network_config=net_options or {}, task=task,
-        pretrained=str(pretrained) if pretrained else None, freeze=freeze,
-        backbone_lr_factor=backbone_lr, folds=folds,
+        data,
+        output,
+        network=net,
+        network_config=net_options or {},
+        task=task,
+        pretrained=str(pretrained) if pretrained else None,
+        freeze=freeze,
+        backbone_lr_factor=backbone_lr,
+        folds=folds,
         epochs=epochs if epochs is not None else (10_000 if time_budget else 30),
         time_budget_s=time_budget,
-        batch_size=batch_size, learning_rate=lr, augmentation=augmentation,
-        class_weighting=balance, loss=loss, resume=resume, device=device_name, seed=seed,
+        batch_size=batch_size,
+        learning_rate=lr,
+        augmentation=augmentation,
+        class_weighting=balance,
+        loss=loss,
+        resume=resume,
+        device=device_name,
+        seed=seed,
     )
     for fold in summary["folds"]:
-        console.print(f"fold {fold['fold']}: {fold['epochs']} epochs, {fold['steps']} steps in {fold['seconds']} s "
-                      f"(stopped by {fold['stopped_by']})")
+        console.print(
+            f"fold {fold['fold']}: {fold['epochs']} epochs, {fold['steps']} steps in {fold['seconds']} s "
+            f"(stopped by {fold['stopped_by']})"
+        )
     for name in ("validation", "cross_validation", "test"):
         if name in summary:
             _print_headline(name, summary[name])
@@ -135,16 +173,22 @@ def predict_command(
     """Predict a split of DATA with the run's models (fold ensemble); one row per image."""
     from medseg.pipeline.classify import classify_predict
 
-    path = classify_predict(run, data, output, split=split, mirror=mirror, device=device_name,
-                            overwrite=overwrite)
+    path = classify_predict(
+        run, data, output, split=split, mirror=mirror, device=device_name, overwrite=overwrite
+    )
     console.print(f"wrote {path}")
 
 
 @app.command("evaluate")
 def evaluate_command(
-    predictions: Path = typer.Argument(..., help="Predictions CSV (with the reference 'label' column)."),
+    predictions: Path = typer.Argument(
+        ..., help="Predictions CSV (with the reference 'label' column)."
+    ),
     output: Path = typer.Option(
-        None, "--output", "-o", callback=output_folder,
+        None,
+        "--output",
+        "-o",
+        callback=output_folder,
         help="Folder for metrics.json, confusion.png, roc.png (default: the CSV's).",
     ),
     overwrite: bool = typer.Option(False, "--overwrite"),
@@ -160,11 +204,19 @@ def evaluate_command(
     rows = [*summary["per_class"].items(), ("macro", {**summary["macro"], "support": summary["n"]})]
     for name, values in rows:
         auc = summary["per_class_auc"].get(name, summary["roc_auc"])
-        table.add_row(name, *(f"{values[k]:.3f}" for k in ("accuracy", "recall", "specificity", "precision", "npv",
-                                                            "f1", "mcc")),
-                      f"{auc:.3f}" if auc is not None else "n/a", str(values["support"]))
+        table.add_row(
+            name,
+            *(
+                f"{values[k]:.3f}"
+                for k in ("accuracy", "recall", "specificity", "precision", "npv", "f1", "mcc")
+            ),
+            f"{auc:.3f}" if auc is not None else "n/a",
+            str(values["support"]),
+        )
     console.print(table)
-    console.print(f"accuracy {summary['accuracy']:.3f}, MCC {summary['mcc']:.3f}; wrote metrics.json, confusion.png, roc.png")
+    console.print(
+        f"accuracy {summary['accuracy']:.3f}, MCC {summary['mcc']:.3f}; wrote metrics.json, confusion.png, roc.png"
+    )
 
 
 @app.command("explain")
@@ -172,7 +224,10 @@ def explain_command(
     run: Path = typer.Argument(..., help="Run folder."),
     data: Path = typer.Argument(..., help="Data in any classification layout."),
     output: Path = typer.Option(
-        None, "--output", "-o", callback=output_folder,
+        None,
+        "--output",
+        "-o",
+        callback=output_folder,
         help="Folder for the overlays (default RUN/explain).",
     ),
     split: Split = typer.Option("test", "--split"),
@@ -183,7 +238,8 @@ def explain_command(
         "auto", "--method", help="auto: Grad-CAM for CNNs, saliency for ViT and CapsNet."
     ),
     layer: str = typer.Option(
-        None, "--layer",
+        None,
+        "--layer",
         help="Module Grad-CAM explains, e.g. backbone.layer3 (default: the last feature map).",
     ),
     device_name: str = typer.Option(
@@ -194,8 +250,17 @@ def explain_command(
     """Write Grad-CAM (or saliency) overlays: where the network finds its evidence."""
     from medseg.pipeline.classify import classify_explain
 
-    paths = classify_explain(run, data, split=split, out=output, count=count, method=method,
-                             layer=layer, device=device_name, overwrite=overwrite)
+    paths = classify_explain(
+        run,
+        data,
+        split=split,
+        out=output,
+        count=count,
+        method=method,
+        layer=layer,
+        device=device_name,
+        overwrite=overwrite,
+    )
     console.print(f"wrote {len(paths)} overlays to {paths[0].parent if paths else output}")
 
 
@@ -213,7 +278,8 @@ def report_command(
 @app.command("phantoms")
 def phantoms_command(
     output: Path = typer.Argument(
-        ..., callback=output_folder,
+        ...,
+        callback=output_folder,
         help="Folder to create (train/<class>/, test/<class>/, masks/).",
     ),
     n_per_class: int = typer.Option(
@@ -232,15 +298,25 @@ def phantoms_command(
     """Generate a classification phantom set whose deciding region (the lesion) is known."""
     from medseg.data import make_classification_phantoms
 
-    make_classification_phantoms(output, n_per_class=n_per_class, spatial_dims=dims, size=size, kind=kind,
-                                 seed=seed, overwrite=overwrite)
+    make_classification_phantoms(
+        output,
+        n_per_class=n_per_class,
+        spatial_dims=dims,
+        size=size,
+        kind=kind,
+        seed=seed,
+        overwrite=overwrite,
+    )
     console.print(f"wrote {output}")
 
 
 @app.command("demo")
 def demo_command(
     output: Path = typer.Option(
-        Path("medseg_classify_demo"), "--out", "-o", callback=output_folder,
+        Path("medseg_classify_demo"),
+        "--out",
+        "-o",
+        callback=output_folder,
         help="Folder for the data and the run.",
     ),
     net: str = typer.Option("resnet18", "--net"),
@@ -256,10 +332,19 @@ def demo_command(
     measured."""
     from medseg.pipeline.classify import classify_demo
 
-    summary = classify_demo(output, network=net, spatial_dims=dims, n_per_class=n_per_class,
-                            epochs=epochs, device=device_name, overwrite=overwrite)
+    summary = classify_demo(
+        output,
+        network=net,
+        spatial_dims=dims,
+        n_per_class=n_per_class,
+        epochs=epochs,
+        device=device_name,
+        overwrite=overwrite,
+    )
     _print_headline("test", summary["test"])
     where = summary["localisation"]
-    console.print(f"Grad-CAM mass inside the lesion: {where['gradcam_mass_inside_lesion']:.1%}, "
-                  f"{where['enrichment']:.1f}x the lesion's share of the image ({where['lesion_area_fraction']:.1%})")
+    console.print(
+        f"Grad-CAM mass inside the lesion: {where['gradcam_mass_inside_lesion']:.1%}, "
+        f"{where['enrichment']:.1f}x the lesion's share of the image ({where['lesion_area_fraction']:.1%})"
+    )
     console.print(f"report: {summary['report']}")

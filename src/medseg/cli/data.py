@@ -18,7 +18,9 @@ console = Console()
 
 @app.command("check")
 def check(
-    dataset: Path = typer.Argument(..., help="Dataset folder (nnU-Net v2, MSD or 2D images/masks)."),
+    dataset: Path = typer.Argument(
+        ..., help="Dataset folder (nnU-Net v2, MSD or 2D images/masks)."
+    ),
     jobs: int = typer.Option(
         None, "--jobs", "-j", min=1, help="Worker processes (default: all CPUs)."
     ),
@@ -30,7 +32,9 @@ def check(
     problems = check_dataset(ds, jobs=jobs)
     for problem in problems:
         typer.echo(str(problem))
-    summary = f"{ds.name}: {len(ds.cases)} case(s), {ds.num_channels} channel(s), labels {ds.labels}"
+    summary = (
+        f"{ds.name}: {len(ds.cases)} case(s), {ds.num_channels} channel(s), labels {ds.labels}"
+    )
     if problems:
         typer.secho(f"{summary}: {len(problems)} problem(s)", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)

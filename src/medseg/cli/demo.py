@@ -35,28 +35,44 @@ def register(app: typer.Typer) -> None:
             DEMO_STEPS_PER_EPOCH, "--steps-per-epoch", min=1, help="Training steps per epoch."
         ),
         time_budget: float = typer.Option(
-            None, "--time-budget", parser=options.duration, metavar="DURATION",
+            None,
+            "--time-budget",
+            parser=options.duration,
+            metavar="DURATION",
             help="Optional cap, e.g. 4m: stops early on a slow or busy machine, so the Dice "
             "then depends on it. Default: none.",
         ),
         device: str = typer.Option(
             None, "--device", parser=options.device, metavar="DEVICE", help=options.DEVICE_HELP
         ),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace a previous demo in OUT."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace a previous demo in OUT."
+        ),
     ) -> None:
         """Generate phantoms, plan, train (a fixed number of steps), predict, evaluate and
         report, in a few CPU minutes."""
         from medseg.pipeline.demo import run_demo
 
-        summary = run_demo(out, data=data, configuration=config, epochs=epochs,
-                           steps_per_epoch=steps_per_epoch, time_budget_s=time_budget,
-                           device=device, overwrite=overwrite)
+        summary = run_demo(
+            out,
+            data=data,
+            configuration=config,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            time_budget_s=time_budget,
+            device=device,
+            overwrite=overwrite,
+        )
         for name, value in summary["per_label_dice"].items():
             console.print(f"  {name:>12}: Dice {value:.4f}")
-        console.print(f"  {'foreground':>12}: Dice {summary['foreground_dice']:.4f}   "
-                      f"(Otsu baseline {summary['otsu_foreground_dice']:.4f})")
-        console.print(f"mean Dice {summary['mean_dice']:.4f} on {summary['evaluated_on']} "
-                      f"({summary['epochs']} epochs, {summary['steps']} steps; "
-                      f"{summary['total_s']:.0f} s in all)")
+        console.print(
+            f"  {'foreground':>12}: Dice {summary['foreground_dice']:.4f}   "
+            f"(Otsu baseline {summary['otsu_foreground_dice']:.4f})"
+        )
+        console.print(
+            f"mean Dice {summary['mean_dice']:.4f} on {summary['evaluated_on']} "
+            f"({summary['epochs']} epochs, {summary['steps']} steps; "
+            f"{summary['total_s']:.0f} s in all)"
+        )
         console.print(f"augmentation preview: {summary['augmentation_preview']}")
         console.print(f"report: {summary['report']}")

@@ -24,7 +24,10 @@ def evaluate(
         ..., "--ref", help="Folder of reference label maps (same file names)."
     ),
     out: Path = typer.Option(
-        ..., "--out", "-o", callback=output_folder,
+        ...,
+        "--out",
+        "-o",
+        callback=output_folder,
         help="Output folder for per_case.csv and summary.json.",
     ),
     labels: str | None = typer.Option(

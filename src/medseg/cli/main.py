@@ -46,7 +46,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug logs and full tracebacks."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Show debug logs and full tracebacks."
+    ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
@@ -54,14 +56,21 @@ def main(
     """medseg command line."""
     _state["verbose"] = verbose
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
     )
 
 
 app.add_typer(data_cli.app, name="data", help="Check, fingerprint and generate datasets.")
 app.add_typer(augment_cli.app, name="augment", help="Preview data augmentation.")
-app.add_typer(nets_cli.app, name="nets", help="Inspect the networks (segmentation and classification).")
-app.add_typer(classify_cli.app, name="classify", help="Train, predict, evaluate and explain image classifiers.")
+app.add_typer(
+    nets_cli.app, name="nets", help="Inspect the networks (segmentation and classification)."
+)
+app.add_typer(
+    classify_cli.app,
+    name="classify",
+    help="Train, predict, evaluate and explain image classifiers.",
+)
 pipeline_cli.register(app)
 predict_cli.register(app)
 evaluate_cli.register(app)
@@ -84,7 +93,9 @@ def run() -> None:
         # a write outside medseg's atomic writers (a log, a library's cache) ran out of space
         if _state["verbose"]:
             traceback.print_exc()
-        typer.secho(f"error: {disk_full_message(err.filename or 'output')}", fg=typer.colors.RED, err=True)
+        typer.secho(
+            f"error: {disk_full_message(err.filename or 'output')}", fg=typer.colors.RED, err=True
+        )
         sys.exit(1)
 
 

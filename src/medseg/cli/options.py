@@ -104,8 +104,9 @@ def parse_duration(text: str | None) -> float | None:
     except ValueError:
         seconds = math.nan
     if not (math.isfinite(seconds) and seconds > 0):
-        raise ConfigError(f"duration must be > 0 like 90s, 20m or 1.5h (plain numbers are "
-                          f"seconds), got {text!r}")
+        raise ConfigError(
+            f"duration must be > 0 like 90s, 20m or 1.5h (plain numbers are seconds), got {text!r}"
+        )
     return seconds
 
 
@@ -141,8 +142,9 @@ def configurations(text: str | None) -> str | None:
     items = _items(text, "configurations, e.g. 2d,3d_fullres")
     unknown = [item for item in items if item not in known]
     if unknown:
-        raise typer.BadParameter(f"unknown configuration(s) {', '.join(unknown)}; use "
-                                 f"{', '.join(known)}")
+        raise typer.BadParameter(
+            f"unknown configuration(s) {', '.join(unknown)}; use {', '.join(known)}"
+        )
     return ",".join(items)
 
 
@@ -160,8 +162,9 @@ def json_object(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise typer.BadParameter(f"must be a JSON object like '{{\"dropout\": 0.2}}' "
-                                 f"({err.msg})") from None
+        raise typer.BadParameter(
+            f"must be a JSON object like '{{\"dropout\": 0.2}}' ({err.msg})"
+        ) from None
     if not isinstance(value, dict):
         raise typer.BadParameter(f"must be a JSON object like '{{\"dropout\": 0.2}}', got {text}")
     return value

@@ -23,7 +23,8 @@ def register(app: typer.Typer) -> None:
 
 def phantoms(
     out: Path = typer.Argument(
-        ..., callback=output_folder,
+        ...,
+        callback=output_folder,
         help="Output dataset folder (created; must be empty unless --overwrite).",
     ),
     dims: int = typer.Option(3, "--dims", min=2, max=3, help="2 or 3 spatial dimensions."),
@@ -31,31 +32,53 @@ def phantoms(
     seed: int = typer.Option(0, "--seed", min=0, help="Dataset seed (same seed, same files)."),
     noise: NoiseKind = typer.Option(_DEFAULT.noise, "--noise", help="Noise model."),
     noise_std: float = typer.Option(
-        _DEFAULT.noise_std, "--noise-std", parser=non_negative_float, metavar="FLOAT",
+        _DEFAULT.noise_std,
+        "--noise-std",
+        parser=non_negative_float,
+        metavar="FLOAT",
         help="Noise std (intensity units; tissue is 0.5).",
     ),
     bias: float = typer.Option(
-        _DEFAULT.bias_strength, "--bias", parser=non_negative_float, metavar="FLOAT",
+        _DEFAULT.bias_strength,
+        "--bias",
+        parser=non_negative_float,
+        metavar="FLOAT",
         help="Bias field strength (max |log field|).",
     ),
     streaks: float = typer.Option(
-        _DEFAULT.streak_strength, "--streaks", parser=non_negative_float, metavar="FLOAT",
+        _DEFAULT.streak_strength,
+        "--streaks",
+        parser=non_negative_float,
+        metavar="FLOAT",
         help="CT-like streak amplitude (0: none).",
     ),
     contrast: float = typer.Option(
-        _DEFAULT.contrast, "--contrast", parser=non_negative_float, metavar="FLOAT",
+        _DEFAULT.contrast,
+        "--contrast",
+        parser=non_negative_float,
+        metavar="FLOAT",
         help="Contrast between structures (1: default, 0: none).",
     ),
     anisotropy: float = typer.Option(
-        None, "--anisotropy", parser=positive_float, metavar="MM",
+        None,
+        "--anisotropy",
+        parser=positive_float,
+        metavar="MM",
         help="Slice spacing in mm along the first axis (z); in-plane stays 1 mm. "
         "Default: 2 mm in 3D, 1 mm in 2D.",
     ),
     supersample: int = typer.Option(
-        _DEFAULT.supersample, "--supersample", min=1, max=8, help="Partial-volume sub-samples (1: off)."
+        _DEFAULT.supersample,
+        "--supersample",
+        min=1,
+        max=8,
+        help="Partial-volume sub-samples (1: off).",
     ),
     p_absent: float = typer.Option(
-        _DEFAULT.p_absent, "--p-absent", parser=probability, metavar="[0,1]",
+        _DEFAULT.p_absent,
+        "--p-absent",
+        parser=probability,
+        metavar="[0,1]",
         help="Probability a case has no lesion.",
     ),
     file_ending: Literal[".nii.gz", ".png"] = typer.Option(
@@ -65,14 +88,25 @@ def phantoms(
 ) -> None:
     """Generate a deterministic synthetic phantom dataset with known ground truth."""
     config = dataclasses.replace(
-        _DEFAULT, noise=noise, noise_std=noise_std, bias_strength=bias, streak_strength=streaks,
-        contrast=contrast, supersample=supersample, p_absent=p_absent,
+        _DEFAULT,
+        noise=noise,
+        noise_std=noise_std,
+        bias_strength=bias,
+        streak_strength=streaks,
+        contrast=contrast,
+        supersample=supersample,
+        p_absent=p_absent,
     )
     if anisotropy is not None:
         config = config.with_slice_spacing(anisotropy, spatial_dims=dims)
     start = time.perf_counter()
     generate_dataset(
-        out, spatial_dims=dims, num_cases=cases, seed=seed, config=config, overwrite=overwrite,
+        out,
+        spatial_dims=dims,
+        num_cases=cases,
+        seed=seed,
+        config=config,
+        overwrite=overwrite,
         file_ending=file_ending,
     )
     shape, spacing = config.grid(dims)

@@ -24,16 +24,23 @@ def register(app: typer.Typer) -> None:
         ),
         device: Literal["cpu", "cuda"] = typer.Option("cpu", help="Device the plan is sized for."),
         memory_gb: float = typer.Option(
-            4.0, "--memory-gb", parser=options.positive_float, metavar="GB",
+            4.0,
+            "--memory-gb",
+            parser=options.positive_float,
+            metavar="GB",
             help="Memory budget of one training step (> 0).",
         ),
         time_budget: float = typer.Option(
-            None, "--time-budget", parser=options.duration, metavar="DURATION",
+            None,
+            "--time-budget",
+            parser=options.duration,
+            metavar="DURATION",
             help="Training time budget (e.g. 20m): measure step times, set epochs, recommend a "
             "configuration.",
         ),
         precision: Literal["bf16", "fp32"] | None = typer.Option(
-            None, "--precision",
+            None,
+            "--precision",
             help="Train every configuration in bf16 or fp32 (default: bf16 where the device supports "
             "it natively and a bf16 step does not crash or hang in a child process).",
         ),
@@ -45,13 +52,23 @@ def register(app: typer.Typer) -> None:
         from medseg.pipeline import plan
         from medseg.planning.steps import explain as explain_plans
 
-        plans = plan(dataset, output, device=device, memory_gb=memory_gb, time_budget_s=time_budget,
-                     precision=precision, jobs=jobs, overwrite=overwrite)
+        plans = plan(
+            dataset,
+            output,
+            device=device,
+            memory_gb=memory_gb,
+            time_budget_s=time_budget,
+            precision=precision,
+            jobs=jobs,
+            overwrite=overwrite,
+        )
         if explain:
             typer.echo(explain_plans(plans))
         for name, p in plans.configurations.items():
-            console.print(f"{name}: patch {p.patch_size}, batch {p.batch_size}, spacing {tuple(round(s, 3) for s in p.spacing)}, "
-                          f"features {p.network_config['features']}")
+            console.print(
+                f"{name}: patch {p.patch_size}, batch {p.batch_size}, spacing {tuple(round(s, 3) for s in p.spacing)}, "
+                f"features {p.network_config['features']}"
+            )
         if plans.recommended:
             console.print(f"recommended configuration: {plans.recommended}")
         console.print(f"wrote {output / 'plans.json'}")
@@ -60,7 +77,10 @@ def register(app: typer.Typer) -> None:
     def preprocess_command(
         results: Path = typer.Argument(..., help="Results folder with plans.json."),
         config: str = typer.Option(
-            None, "--config", "-c", callback=options.configurations,
+            None,
+            "--config",
+            "-c",
+            callback=options.configurations,
             help="Comma-separated configurations, e.g. 2d,3d_fullres,3d_lowres "
             "(default all; 3d_cascade_fullres shares the 3d_fullres data).",
         ),
@@ -69,20 +89,30 @@ def register(app: typer.Typer) -> None:
         """Resample, normalise and store the training cases (skips unchanged cases)."""
         from medseg.pipeline import preprocess
 
-        summary = preprocess(results, configurations=config.split(",") if config else None, jobs=jobs)
+        summary = preprocess(
+            results, configurations=config.split(",") if config else None, jobs=jobs
+        )
         for name, counts in summary.items():
-            console.print(f"{name}: {counts['processed']} processed, {counts['skipped']} unchanged, {counts['removed']} removed")
+            console.print(
+                f"{name}: {counts['processed']} processed, {counts['skipped']} unchanged, {counts['removed']} removed"
+            )
 
     @app.command("train")
     def train_command(
         results: Path = typer.Argument(..., help="Results folder (planned and preprocessed)."),
         config: options.Configuration | None = typer.Option(
-            None, "--config", "-c",
+            None,
+            "--config",
+            "-c",
             help="3d_cascade_fullres after the 3d_lowres folds and 'medseg prepare-cascade'; "
             "default: the plan's recommendation, else 3d_fullres, else 2d.",
         ),
         fold: str = typer.Option(
-            "0", "--fold", "-f", parser=options.fold, metavar="FOLD",
+            "0",
+            "--fold",
+            "-f",
+            parser=options.fold,
+            metavar="FOLD",
             help="Fold index (>= 0) or 'all'.",
         ),
         epochs: int = typer.Option(
@@ -92,7 +122,10 @@ def register(app: typer.Typer) -> None:
             None, "--steps-per-epoch", min=1, help="Steps per epoch."
         ),
         time_budget: float = typer.Option(
-            None, "--time-budget", parser=options.duration, metavar="DURATION",
+            None,
+            "--time-budget",
+            parser=options.duration,
+            metavar="DURATION",
             help="Stop in time, e.g. 20m.",
         ),
         resume: bool = typer.Option(False, "--resume", help="Continue from checkpoint_latest.pt."),
@@ -105,7 +138,9 @@ def register(app: typer.Typer) -> None:
         precision: Literal["bf16", "fp32"] | None = typer.Option(
             None, "--precision", help="bf16 or fp32 autocast (default: the plan's decision)."
         ),
-        no_validate: bool = typer.Option(False, "--no-validate", help="Skip the full-case validation."),
+        no_validate: bool = typer.Option(
+            False, "--no-validate", help="Skip the full-case validation."
+        ),
     ) -> None:
         """Train one fold, then predict and evaluate its validation cases."""
         from medseg.pipeline import train
@@ -114,44 +149,77 @@ def register(app: typer.Typer) -> None:
 
         plans = Plans.from_json(results / "plans.json")
         if config is None:
-            config = plans.recommended or ("3d_fullres" if "3d_fullres" in plans.configurations else "2d")
-        out = train(results, config, fold if fold == "all" else int(fold), epochs=epochs, steps_per_epoch=steps_per_epoch,
-                    time_budget_s=time_budget, resume=resume, device=device, num_workers=workers,
-                    precision=precision, validate=not no_validate)
+            config = plans.recommended or (
+                "3d_fullres" if "3d_fullres" in plans.configurations else "2d"
+            )
+        out = train(
+            results,
+            config,
+            fold if fold == "all" else int(fold),
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            time_budget_s=time_budget,
+            resume=resume,
+            device=device,
+            num_workers=workers,
+            precision=precision,
+            validate=not no_validate,
+        )
         fit = out["fit"]
-        console.print(f"trained {fit['epochs']} epoch(s), {fit['steps']} steps in {fit['seconds']:.0f} s "
-                      f"(stopped by {fit['stopped_by']}); checkpoints in {fit['fold_dir']}")
+        console.print(
+            f"trained {fit['epochs']} epoch(s), {fit['steps']} steps in {fit['seconds']:.0f} s "
+            f"(stopped by {fit['stopped_by']}); checkpoints in {fit['fold_dir']}"
+        )
         if out["validation"]:
             overall = out["validation"]["overall"]["dice"]
-            console.print(f"validation mean Dice {overall['mean']:.4f} over {out['validation']['n_cases']} case(s)")
+            console.print(
+                f"validation mean Dice {overall['mean']:.4f} over {out['validation']['n_cases']} case(s)"
+            )
         cascades = [n for n, p in plans.configurations.items() if p.previous_stage == config]
         if cascades:
-            console.print(f"when every {config} fold is trained: medseg prepare-cascade {results}, "
-                          f"then medseg train {results} --config {cascades[0]} --fold K")
+            console.print(
+                f"when every {config} fold is trained: medseg prepare-cascade {results}, "
+                f"then medseg train {results} --config {cascades[0]} --fold K"
+            )
         leave_distributed_run()  # under torchrun: exit before gloo's teardown can abort the process
 
     @app.command("prepare-cascade")
     def prepare_cascade_command(
-        results: Path = typer.Argument(..., help="Results folder whose 3d_lowres folds are trained."),
+        results: Path = typer.Argument(
+            ..., help="Results folder whose 3d_lowres folds are trained."
+        ),
         config: options.Configuration = typer.Option(
             "3d_cascade_fullres", "--config", "-c", help="The cascade stage to prepare."
         ),
         checkpoint: options.Checkpoint = typer.Option(
             "best", "--checkpoint", help="Which previous-stage checkpoints."
         ),
-        mirror: bool = typer.Option(True, "--mirror/--no-mirror", help="Test-time mirroring along every axis."),
+        mirror: bool = typer.Option(
+            True, "--mirror/--no-mirror", help="Test-time mirroring along every axis."
+        ),
         device: str = typer.Option(
             None, "--device", parser=options.device, metavar="DEVICE", help=options.DEVICE_HELP
         ),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing previous-stage predictions."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace existing previous-stage predictions."
+        ),
     ) -> None:
         """Predict every training case with the 3d_lowres fold that held it out, on the full-resolution grid
         (what 3d_cascade_fullres trains on)."""
         from medseg.pipeline.steps import prepare_cascade
 
-        out = prepare_cascade(results, config, checkpoint=checkpoint, mirror=mirror, device=device, overwrite=overwrite)
+        out = prepare_cascade(
+            results,
+            config,
+            checkpoint=checkpoint,
+            mirror=mirror,
+            device=device,
+            overwrite=overwrite,
+        )
         folds = ", ".join(f"fold {k}: {n}" for k, n in out["folds"].items())
         console.print(f"predicted {out['cases']} case(s) ({folds}) -> {out['folder']}")
         if out["fallback"]:
-            console.print(f"[yellow]{len(out['fallback'])} case(s) predicted by a fold that trained on them[/yellow]")
+            console.print(
+                f"[yellow]{len(out['fallback'])} case(s) predicted by a fold that trained on them[/yellow]"
+            )
         console.print(f"next: medseg train {results} --config {config} --fold K")

@@ -21,40 +21,60 @@ def _split(value: str | None) -> list[str] | None:
 
 def predict(
     input_dir: Path = typer.Option(
-        ..., "--input", "-i", help="Folder of CASE_0000.nii.gz... images (or a dataset folder: its imagesTs)."
+        ...,
+        "--input",
+        "-i",
+        help="Folder of CASE_0000.nii.gz... images (or a dataset folder: its imagesTs).",
     ),
     output_dir: Path = typer.Option(
-        ..., "--output", "-o", callback=options.output_folder,
+        ...,
+        "--output",
+        "-o",
+        callback=options.output_folder,
         help="Folder for the CASE.nii.gz label maps.",
     ),
-    results: Path = typer.Option(..., "--model", "-m", help="Results folder with the trained folds."),
+    results: Path = typer.Option(
+        ..., "--model", "-m", help="Results folder with the trained folds."
+    ),
     config: str | None = typer.Option(
-        None, "--config", callback=options.configurations,
+        None,
+        "--config",
+        callback=options.configurations,
         help="Configurations to ensemble, e.g. '2d,3d_fullres' or '3d_cascade_fullres' (runs its "
-        "trained 3d_lowres folds first). Default: every trained one."
+        "trained 3d_lowres folds first). Default: every trained one.",
     ),
     folds: str | None = typer.Option(
-        None, "--folds", callback=options.folds,
+        None,
+        "--folds",
+        callback=options.folds,
         help="Folds, e.g. '0,1'. Default: every trained fold.",
     ),
     checkpoint: options.Checkpoint = typer.Option("best", "--checkpoint"),
-    mirror: bool = typer.Option(True, "--mirror/--no-mirror", help="Test-time mirroring along every axis."),
+    mirror: bool = typer.Option(
+        True, "--mirror/--no-mirror", help="Test-time mirroring along every axis."
+    ),
     overlap: float = typer.Option(
-        0.5, "--overlap", parser=options.overlap, metavar="[0,1)",
+        0.5,
+        "--overlap",
+        parser=options.overlap,
+        metavar="[0,1)",
         help="Sliding-window overlap in [0, 1).",
     ),
     save_probabilities: bool = typer.Option(
         False, "--save-probabilities", help="Also write CASE.npz with the class probabilities."
     ),
     postprocess: bool = typer.Option(
-        True, "--postprocess/--no-postprocess", help="Apply RESULTS/postprocessing.json when present."
+        True,
+        "--postprocess/--no-postprocess",
+        help="Apply RESULTS/postprocessing.json when present.",
     ),
     device: str | None = typer.Option(
         None, "--device", parser=options.device, metavar="DEVICE", help=options.DEVICE_HELP
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     nan_to_num: bool = typer.Option(
-        False, "--nan-to-num",
+        False,
+        "--nan-to-num",
         help="Set NaN/inf voxels to 0 (with a warning) instead of refusing the image.",
     ),
 ) -> None:

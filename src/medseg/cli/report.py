@@ -15,12 +15,19 @@ def register(app: typer.Typer) -> None:
 
 
 def report(
-    results: Path = typer.Argument(..., help="Results folder (plans.json, <config>/fold_<k>, evaluation/)."),
+    results: Path = typer.Argument(
+        ..., help="Results folder (plans.json, <config>/fold_<k>, evaluation/)."
+    ),
     out: Path | None = typer.Option(
-        None, "--out", "-o", callback=output_file,
+        None,
+        "--out",
+        "-o",
+        callback=output_file,
         help="Report file (default: RESULTS/report.html).",
     ),
-    title: str | None = typer.Option(None, help="Page title (default: 'medseg report: <dataset>')."),
+    title: str | None = typer.Option(
+        None, help="Page title (default: 'medseg report: <dataset>')."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report."),
 ) -> None:
     """Write RESULTS/report.html: plans, metrics, Dice boxplots, training curves, case overlays."""

@@ -35,7 +35,9 @@ PREVIOUS_SUFFIX = "_prev.npy"
 PREVIOUS_STAGE_FILE = "previous_stage.json"
 
 
-def foreground_one_hot(indices: Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> Tensor:
+def foreground_one_hot(
+    indices: Tensor, num_classes: int, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """``(B, 1, *S)`` class indices (any dtype) -> ``(B, num_classes - 1, *S)`` one-hot masks of
     the foreground classes ``1 .. num_classes - 1``: a cascade stage's extra input channels.
 
@@ -53,8 +55,12 @@ def previous_stage_dir(results: str | os.PathLike[str], configuration: str) -> P
     return Path(results) / "preprocessed" / configuration
 
 
-def check_previous_stage(results: str | os.PathLike[str], configuration: str, previous_stage: str,
-                         case_ids: Sequence[str]) -> Path:
+def check_previous_stage(
+    results: str | os.PathLike[str],
+    configuration: str,
+    previous_stage: str,
+    case_ids: Sequence[str],
+) -> Path:
     """The folder of ``<case>_prev.npy`` for a cascade stage, every case present.
 
     Raises:
@@ -63,7 +69,9 @@ def check_previous_stage(results: str | os.PathLike[str], configuration: str, pr
     folder = previous_stage_dir(results, configuration)
     missing = [c for c in case_ids if not (folder / f"{c}{PREVIOUS_SUFFIX}").is_file()]
     if missing:
-        listing = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        listing = ", ".join(missing[:5]) + (
+            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        )
         raise ConfigError(
             f"{configuration} trains on the {previous_stage} stage's predictions of the training cases, "
             f"missing in {folder} for {len(missing)} of {len(case_ids)} case(s) ({listing}). Train the "
@@ -79,14 +87,26 @@ def _warn_if_stale(folder: Path) -> None:
     if not record.is_file():
         return
     checkpoints = json.loads(record.read_text(encoding="utf-8")).get("checkpoints", {})
-    changed = [p for p, mtime in checkpoints.items() if not Path(p).is_file() or Path(p).stat().st_mtime_ns != mtime]
+    changed = [
+        p
+        for p, mtime in checkpoints.items()
+        if not Path(p).is_file() or Path(p).stat().st_mtime_ns != mtime
+    ]
     if changed:
-        log.warning("%s: the previous-stage checkpoint(s) %s changed since their predictions were made; "
-                    "rerun 'medseg prepare-cascade --overwrite' to refresh them", folder, changed)
+        log.warning(
+            "%s: the previous-stage checkpoint(s) %s changed since their predictions were made; "
+            "rerun 'medseg prepare-cascade --overwrite' to refresh them",
+            folder,
+            changed,
+        )
 
 
 def write_previous(
-    folder: str | os.PathLike[str], case_id: str, segmentation: np.ndarray, *, overwrite: bool = False
+    folder: str | os.PathLike[str],
+    case_id: str,
+    segmentation: np.ndarray,
+    *,
+    overwrite: bool = False,
 ) -> Path:
     """Write a previous-stage segmentation ``<folder>/<case>_prev.npy`` (atomically).
 

@@ -168,7 +168,9 @@ def read_case(case: Case, *, num_channels: int | None = None) -> tuple[Image, Im
     label = read_image(case.label_path) if case.label_path is not None else None
     if label is not None and label.has_channels:
         if label.num_channels != 1:
-            raise DatasetError(f"{case.label_path}: label map has {label.num_channels} channels, expected 1")
+            raise DatasetError(
+                f"{case.label_path}: label map has {label.num_channels} channels, expected 1"
+            )
         label = label.with_array(label.array[0])
     return image, label
 
@@ -208,9 +210,14 @@ def duplicate_cases(cases: tuple[Case, ...] | list[Case]) -> list[tuple[Path, st
     for case in cases:
         first = seen.setdefault(case.case_id, case)
         if first is not case:
-            found.append((case.image_paths[0], f"case name '{case.case_id}' is also used by "
-                          f"{first.image_paths[0]}; case names must be unique, rename one of "
-                          "the files"))
+            found.append(
+                (
+                    case.image_paths[0],
+                    f"case name '{case.case_id}' is also used by "
+                    f"{first.image_paths[0]}; case names must be unique, rename one of "
+                    "the files",
+                )
+            )
     return found
 
 
@@ -220,7 +227,9 @@ def duplicate_cases(cases: tuple[Case, ...] | list[Case]) -> list[tuple[Path, st
 def _labels_from_meta(meta: dict, meta_path: Path) -> dict[str, int | list[int]]:
     raw = meta.get("labels")
     if not isinstance(raw, dict) or not raw:
-        raise DatasetError(f"{meta_path}: 'labels' must be a non-empty object, e.g. {{\"background\": 0, \"organ\": 1}}")
+        raise DatasetError(
+            f'{meta_path}: \'labels\' must be a non-empty object, e.g. {{"background": 0, "organ": 1}}'
+        )
     labels: dict[str, int | list[int]] = {}
     for key, value in raw.items():
         if isinstance(value, list):
@@ -274,7 +283,9 @@ def _discover_v2(
             continue
         stem = name[: -len(ending)]
         if len(stem) < 6 or stem[-5] != "_" or not stem[-4:].isdigit():
-            problems.append((path, "image name lacks the channel suffix _XXXX (e.g. case_0000" + ending + ")"))
+            problems.append(
+                (path, "image name lacks the channel suffix _XXXX (e.g. case_0000" + ending + ")")
+            )
             continue
         channels.setdefault(stem[:-5], []).append(path)
     cases = []
@@ -305,18 +316,25 @@ def _load_msd(root: Path, meta: dict) -> Dataset:
     ending = ""
     for entry in meta["training"]:
         if not isinstance(entry, dict):
-            problems.append((meta_path, f"'training' entry {entry!r} is not an "
-                             "{image, label} object"))
+            problems.append(
+                (meta_path, f"'training' entry {entry!r} is not an {{image, label}} object")
+            )
             continue
         if not all(isinstance(entry.get(k), str) and entry[k].strip() for k in ("image", "label")):
-            problems.append((meta_path, f"'training' entry {entry} needs 'image' and 'label' "
-                             "paths"))
+            problems.append(
+                (meta_path, f"'training' entry {entry} needs 'image' and 'label' paths")
+            )
             continue
         image, label = _inside(root, entry["image"]), _inside(root, entry["label"])
         if image is None or label is None:
-            problems.append((meta_path, f"'training' entry {entry} points outside the dataset "
-                             "folder; paths must be relative to it and stay inside it (the file "
-                             "is not read)"))
+            problems.append(
+                (
+                    meta_path,
+                    f"'training' entry {entry} points outside the dataset "
+                    "folder; paths must be relative to it and stay inside it (the file "
+                    "is not read)",
+                )
+            )
             continue
         ending = _ending_of(image)
         case_id = image.name[: -len(ending)] if ending else image.stem

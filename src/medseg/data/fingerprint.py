@@ -76,7 +76,9 @@ class Fingerprint:
         return cls(**data)
 
 
-def compute_fingerprint(dataset: Dataset, *, jobs: int | None = None, progress: bool = True) -> Fingerprint:
+def compute_fingerprint(
+    dataset: Dataset, *, jobs: int | None = None, progress: bool = True
+) -> Fingerprint:
     """Fingerprint every labelled case of ``dataset`` using ``jobs`` processes (default: all CPUs).
 
     Raises:
@@ -92,7 +94,9 @@ def compute_fingerprint(dataset: Dataset, *, jobs: int | None = None, progress: 
     shapes = np.array([s["shape"] for s in stats], dtype=float)
     spacings = np.array([s["spacing"] for s in stats], dtype=float)
     median_spacing = np.median(spacings, axis=0)
-    samples = [np.concatenate([s["samples"][c] for s in stats]) for c in range(dataset.num_channels)]
+    samples = [
+        np.concatenate([s["samples"][c] for s in stats]) for c in range(dataset.num_channels)
+    ]
     voxels = np.sum([s["class_voxels"] for s in stats], axis=0).astype(float)
     value_to_name = {v: k for k, v in dataset.labels.items() if isinstance(v, int)}
     return Fingerprint(
@@ -101,23 +105,31 @@ def compute_fingerprint(dataset: Dataset, *, jobs: int | None = None, progress: 
         channel_names=dict(dataset.channel_names),
         labels=dict(dataset.labels),
         cases={
-            case.case_id: {"shape": s["shape"], "spacing": s["spacing"], "class_voxels": dict(zip(map(str, label_values), s["class_voxels"], strict=True))}
+            case.case_id: {
+                "shape": s["shape"],
+                "spacing": s["spacing"],
+                "class_voxels": dict(zip(map(str, label_values), s["class_voxels"], strict=True)),
+            }
             for case, s in zip(dataset.cases, stats, strict=True)
         },
         median_spacing=[float(v) for v in median_spacing],
         median_shape=[float(v) for v in np.median(shapes, axis=0)],
         spacing_percentiles={
-            f"p{q:02d}": [float(v) for v in np.percentile(spacings, q, axis=0)] for q in (5, 10, 50, 90, 95)
+            f"p{q:02d}": [float(v) for v in np.percentile(spacings, q, axis=0)]
+            for q in (5, 10, 50, 90, 95)
         },
         intensity={str(c): _intensity_stats(samples[c]) for c in range(dataset.num_channels)},
         class_fractions={
-            value_to_name.get(v, str(v)): float(n / voxels.sum()) for v, n in zip(label_values, voxels, strict=True)
+            value_to_name.get(v, str(v)): float(n / voxels.sum())
+            for v, n in zip(label_values, voxels, strict=True)
         },
         anisotropy=float(median_spacing.max() / median_spacing.min()),
     )
 
 
-def _case_stats(item: tuple[int, Case], *, num_channels: int, label_values: tuple[int, ...]) -> dict[str, Any]:
+def _case_stats(
+    item: tuple[int, Case], *, num_channels: int, label_values: tuple[int, ...]
+) -> dict[str, Any]:
     index, case = item
     image, label = read_case(case, num_channels=num_channels)
     array = image.channels_first()
@@ -156,7 +168,10 @@ def _value_counts(label: np.ndarray) -> dict[int, int]:
 
 def _intensity_stats(values: np.ndarray) -> dict[str, float]:
     if values.size == 0:
-        return dict.fromkeys(("mean", "std", "median", "min", "max", "percentile_00_5", "percentile_99_5"), float("nan"))
+        return dict.fromkeys(
+            ("mean", "std", "median", "min", "max", "percentile_00_5", "percentile_99_5"),
+            float("nan"),
+        )
     return {
         "mean": float(values.mean()),
         "std": float(values.std()),

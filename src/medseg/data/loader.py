@@ -80,9 +80,13 @@ def write_case(
     """
     folder = Path(folder)
     if case_id.endswith(RESERVED_SUFFIXES):
-        raise ValueError(f"case id {case_id!r} must not end with {' or '.join(map(repr, RESERVED_SUFFIXES))}")
+        raise ValueError(
+            f"case id {case_id!r} must not end with {' or '.join(map(repr, RESERVED_SUFFIXES))}"
+        )
     image = np.asarray(image, dtype=np.float32)
-    image_path, seg_path, json_path = (folder / f"{case_id}{end}" for end in (".npy", "_seg.npy", ".json"))
+    image_path, seg_path, json_path = (
+        folder / f"{case_id}{end}" for end in (".npy", "_seg.npy", ".json")
+    )
     for path in (image_path, seg_path, json_path):
         check_writable(path, overwrite=overwrite)
     props = dict(properties or {})
@@ -112,8 +116,11 @@ def list_cases(folder: str | os.PathLike[str]) -> list[str]:
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"{folder}: case store folder does not exist; run preprocessing first")
-    return sorted(p.stem for p in folder.glob("*.npy")
-                  if not p.stem.endswith(RESERVED_SUFFIXES) and not p.name.startswith("."))
+    return sorted(
+        p.stem
+        for p in folder.glob("*.npy")
+        if not p.stem.endswith(RESERVED_SUFFIXES) and not p.name.startswith(".")
+    )
 
 
 def load_case(folder: str | os.PathLike[str], case_id: str, *, mmap: bool = True) -> CaseArrays:
@@ -134,8 +141,10 @@ def load_case(folder: str | os.PathLike[str], case_id: str, *, mmap: bool = True
     props = json.loads(json_path.read_text(encoding="utf-8")) if json_path.is_file() else {}
     if "class_locations" in props:
         dims = image.ndim - 1
-        locations = {int(k): np.asarray(v, dtype=np.int64).reshape(-1, dims)
-                     for k, v in props["class_locations"].items()}
+        locations = {
+            int(k): np.asarray(v, dtype=np.int64).reshape(-1, dims)
+            for k, v in props["class_locations"].items()
+        }
     else:
         locations = class_locations(label, seed=0) if label is not None else {}
     return CaseArrays(case_id, image, label, locations)
@@ -148,8 +157,14 @@ class _CaseCache(Sequence[CaseArrays]):
     (``previous(index)``) and checked against the image's spatial shape.
     """
 
-    def __init__(self, folder: Path, case_ids: Sequence[str], *, max_open: int = 128,
-                 previous_folder: Path | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        case_ids: Sequence[str],
+        *,
+        max_open: int = 128,
+        previous_folder: Path | None = None,
+    ) -> None:
         self.folder, self.case_ids, self.max_open = folder, list(case_ids), max_open
         self.previous_folder = previous_folder
         self._open: OrderedDict[int, tuple[CaseArrays, np.ndarray | None]] = OrderedDict()
@@ -201,10 +216,18 @@ class PatchBatches(IterableDataset):
             patches are appended to the image as its last channel (module docstring).
     """
 
-    def __init__(self, folder: str | os.PathLike[str], sampler: PatchSampler, batch_size: int, *,
-                 case_ids: Sequence[str] | None = None, num_batches: int | None = None,
-                 transform: BatchTransform | None = None, seed: int = 0,
-                 previous_folder: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        sampler: PatchSampler,
+        batch_size: int,
+        *,
+        case_ids: Sequence[str] | None = None,
+        num_batches: int | None = None,
+        transform: BatchTransform | None = None,
+        seed: int = 0,
+        previous_folder: str | os.PathLike[str] | None = None,
+    ) -> None:
         super().__init__()
         self.folder = Path(folder)
         self.case_ids = list(case_ids) if case_ids is not None else list_cases(self.folder)
@@ -218,7 +241,9 @@ class PatchBatches(IterableDataset):
     @property
     def cases(self) -> _CaseCache:
         if self._cases is None:  # opened lazily, so each worker process maps its own files
-            self._cases = _CaseCache(self.folder, self.case_ids, previous_folder=self.previous_folder)
+            self._cases = _CaseCache(
+                self.folder, self.case_ids, previous_folder=self.previous_folder
+            )
         return self._cases
 
     def batch(self, index: int) -> Batch:
@@ -227,8 +252,12 @@ class PatchBatches(IterableDataset):
         rng = np.random.default_rng([self.seed, index])
         image, label, boxes = self.sampler.sample(self.cases, self.batch_size, rng)
         if self.previous_folder is not None:
-            previous = [extract_patch(self.cases.previous(box.case_index), None, box.start, self.sampler.patch_size)[0]
-                        for box in boxes]
+            previous = [
+                extract_patch(
+                    self.cases.previous(box.case_index), None, box.start, self.sampler.patch_size
+                )[0]
+                for box in boxes
+            ]
             image = np.concatenate([image, np.stack(previous)], axis=1)
         image_t = torch.from_numpy(image)
         label_t = None if label is None else torch.from_numpy(label.astype(np.int64))
@@ -258,11 +287,17 @@ class ThreadedBatches:
     """Produce ``PatchBatches`` in background threads, returned in batch order."""
 
     def __init__(self, dataset: PatchBatches, *, num_workers: int = 2, prefetch: int = 2) -> None:
-        self.dataset, self.num_workers, self.prefetch = dataset, max(1, num_workers), max(1, prefetch)
+        self.dataset, self.num_workers, self.prefetch = (
+            dataset,
+            max(1, num_workers),
+            max(1, prefetch),
+        )
 
     def __iter__(self) -> Iterator[Batch]:
         stop = threading.Event()
-        queues: list[queue.Queue] = [queue.Queue(maxsize=self.prefetch) for _ in range(self.num_workers)]
+        queues: list[queue.Queue] = [
+            queue.Queue(maxsize=self.prefetch) for _ in range(self.num_workers)
+        ]
 
         def put(w: int, item: object) -> bool:
             while not stop.is_set():
@@ -283,7 +318,9 @@ class ThreadedBatches:
                 return
             put(w, StopIteration())
 
-        threads = [threading.Thread(target=work, args=(w,), daemon=True) for w in range(self.num_workers)]
+        threads = [
+            threading.Thread(target=work, args=(w,), daemon=True) for w in range(self.num_workers)
+        ]
         for thread in threads:
             thread.start()
         try:
@@ -357,16 +394,37 @@ def make_loader(
         >>> tuple(image.shape), label.dtype
         ((2, 1, 4, 4), torch.int64)
     """
-    sampler = PatchSampler(patch_size, mode=mode, oversample_foreground=oversample_foreground,
-                           keep_inside=keep_inside, image_pad=image_pad, label_pad=label_pad)
-    dataset = PatchBatches(folder, sampler, batch_size, case_ids=case_ids, num_batches=num_batches,
-                           transform=transform, seed=seed, previous_folder=previous_folder)
+    sampler = PatchSampler(
+        patch_size,
+        mode=mode,
+        oversample_foreground=oversample_foreground,
+        keep_inside=keep_inside,
+        image_pad=image_pad,
+        label_pad=label_pad,
+    )
+    dataset = PatchBatches(
+        folder,
+        sampler,
+        batch_size,
+        case_ids=case_ids,
+        num_batches=num_batches,
+        transform=transform,
+        seed=seed,
+        previous_folder=previous_folder,
+    )
     if num_workers == 0:
         return dataset
     if backend == "thread":
         return ThreadedBatches(dataset, num_workers=num_workers, prefetch=prefetch)
     if backend != "process":
         raise ValueError(f"backend must be 'process' or 'thread', got {backend!r}")
-    return DataLoader(dataset, batch_size=None, num_workers=num_workers, prefetch_factor=prefetch,
-                      persistent_workers=True, pin_memory=pin_memory,
-                      worker_init_fn=_single_thread_worker, multiprocessing_context=start_method)
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=num_workers,
+        prefetch_factor=prefetch,
+        persistent_workers=True,
+        pin_memory=pin_memory,
+        worker_init_fn=_single_thread_worker,
+        multiprocessing_context=start_method,
+    )

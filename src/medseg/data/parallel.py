@@ -46,7 +46,12 @@ def map_cases(
     Workers exit when this process dies (``exit_with_parent``).
     """
     jobs = default_jobs() if jobs is None else max(1, jobs)
-    bar_kwargs: dict[str, Any] = {"total": len(items), "desc": desc, "disable": not progress, "leave": False}
+    bar_kwargs: dict[str, Any] = {
+        "total": len(items),
+        "desc": desc,
+        "disable": not progress,
+        "leave": False,
+    }
     if jobs == 1 or len(items) <= 1:
         return [fn(item) for item in tqdm(items, **bar_kwargs)]
     chunk = max(1, len(items) // (jobs * 8))

@@ -113,8 +113,13 @@ def bias_field(
         direction = rng.normal(size=len(axes))
         direction /= max(np.linalg.norm(direction), 1e-12)
         wavelength = rng.uniform(1.5, 3.0) * size
-        phase = sum(np.float32(2 * np.pi * d / wavelength) * c for d, c in zip(direction, coords, strict=True))
-        s += np.float32(rng.uniform(0.5, 1.0)) * np.cos(phase + np.float32(rng.uniform(0, 2 * np.pi)))
+        phase = sum(
+            np.float32(2 * np.pi * d / wavelength) * c
+            for d, c in zip(direction, coords, strict=True)
+        )
+        s += np.float32(rng.uniform(0.5, 1.0)) * np.cos(
+            phase + np.float32(rng.uniform(0, 2 * np.pi))
+        )
     s /= max(float(np.abs(s).max()), 1e-6)
     return np.exp(np.float32(strength) * s).astype(np.float32)
 
@@ -162,7 +167,9 @@ def streaks(rng: np.random.Generator, axes: Sequence[np.ndarray], strength: floa
 # ---------------------------------------------------------------- noise
 
 
-def add_noise(image: np.ndarray, rng: np.random.Generator, *, kind: NoiseKind, std: float) -> np.ndarray:
+def add_noise(
+    image: np.ndarray, rng: np.random.Generator, *, kind: NoiseKind, std: float
+) -> np.ndarray:
     """Return ``image`` with acquisition noise (the input is not modified).
 
     - ``gaussian``: ``I + std * n``; additive, as in CT and high-SNR MRI.

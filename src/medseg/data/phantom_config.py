@@ -23,7 +23,13 @@ from medseg.fileutil import write_json_atomic
 
 #: Clean intensities at ``contrast == 1`` (arbitrary units). Foreground levels move towards
 #: ``tissue`` as contrast drops: ``level = tissue + contrast * (base - tissue)``.
-TISSUE_LEVELS: dict[str, float] = {"air": 0.0, "tissue": 0.5, "organ": 0.8, "lesion": 0.6, "vessel": 1.0}
+TISSUE_LEVELS: dict[str, float] = {
+    "air": 0.0,
+    "tissue": 0.5,
+    "organ": 0.8,
+    "lesion": 0.6,
+    "vessel": 1.0,
+}
 
 #: Defaults per spatial dimensionality: field of view (mm) and spacing (mm), array axis order.
 DEFAULT_FOV_MM: dict[int, tuple[float, ...]] = {2: (128.0, 128.0), 3: (64.0, 64.0, 64.0)}
@@ -134,7 +140,9 @@ class PhantomConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PhantomConfig:
@@ -163,10 +171,16 @@ class PhantomConfig:
 
 def _validate(cfg: PhantomConfig) -> None:
     problems = []
-    if not cfg.labels or len(set(cfg.labels)) != len(cfg.labels) or set(cfg.labels) - set(STRUCTURES):
+    if (
+        not cfg.labels
+        or len(set(cfg.labels)) != len(cfg.labels)
+        or set(cfg.labels) - set(STRUCTURES)
+    ):
         problems.append(f"labels {list(cfg.labels)} must be distinct names from {list(STRUCTURES)}")
     if set(cfg.optional_labels) - set(cfg.labels):
-        problems.append(f"optional_labels {list(cfg.optional_labels)} must be among labels {list(cfg.labels)}")
+        problems.append(
+            f"optional_labels {list(cfg.optional_labels)} must be among labels {list(cfg.labels)}"
+        )
     if cfg.noise not in NOISE_KINDS:
         problems.append(f"noise {cfg.noise!r} must be one of {list(NOISE_KINDS)}")
     for name in ("noise_std", "bias_strength", "streak_strength", "contrast"):

@@ -111,20 +111,28 @@ def sample_anatomy(
     fov = np.asarray(fov_mm, dtype=float)
     size = float(fov.min())
     # body: 84-96 % of the in-plane FOV, leaving air in the corners
-    body = Body((float(fov[-2] * rng.uniform(0.42, 0.48)), float(fov[-1] * rng.uniform(0.42, 0.48))))
+    body = Body(
+        (float(fov[-2] * rng.uniform(0.42, 0.48)), float(fov[-1] * rng.uniform(0.42, 0.48)))
+    )
     # organ: 18-30 % of the FOV as semi-axes, near the centre, wobble up to 25 % of its radius
     organ = _sample_blob(
-        rng, centre=rng.uniform(-0.08, 0.08, fov.size) * fov,
-        semi_axes=rng.uniform(0.18, 0.30, fov.size) * size, amplitude=rng.uniform(0.1, 0.25),
+        rng,
+        centre=rng.uniform(-0.08, 0.08, fov.size) * fov,
+        semi_axes=rng.uniform(0.18, 0.30, fov.size) * size,
+        amplitude=rng.uniform(0.1, 0.25),
     )
     num_lesions = int(rng.integers(1, MAX_LESIONS + 1))
     lesions = []
     for _ in range(MAX_LESIONS):  # always draw MAX_LESIONS so later draws stay aligned
         inside = organ.rotation @ (_unit(rng, fov.size) * rng.uniform(0.0, 0.6) * organ.semi_axes)
-        lesions.append(_sample_blob(
-            rng, centre=organ.centre + inside, semi_axes=rng.uniform(0.05, 0.09, fov.size) * size,
-            amplitude=rng.uniform(0.05, 0.15),
-        ))
+        lesions.append(
+            _sample_blob(
+                rng,
+                centre=organ.centre + inside,
+                semi_axes=rng.uniform(0.05, 0.09, fov.size) * size,
+                amplitude=rng.uniform(0.05, 0.15),
+            )
+        )
     vessel = _sample_vessel(rng, organ, fov)
     missing = {kind: bool(rng.random() < p_absent) and kind in absent for kind in STRUCTURES}
     return Anatomy(
@@ -136,7 +144,11 @@ def sample_anatomy(
 
 
 def _sample_blob(
-    rng: np.random.Generator, *, centre: np.ndarray, semi_axes: np.ndarray, amplitude: float,
+    rng: np.random.Generator,
+    *,
+    centre: np.ndarray,
+    semi_axes: np.ndarray,
+    amplitude: float,
     terms: int = 6,
 ) -> Blob:
     d = centre.size
@@ -216,13 +228,25 @@ def body_mask(axes: Sequence[np.ndarray], body: Body) -> np.ndarray:
 def paint(labels: np.ndarray, axes: Sequence[np.ndarray], shape: Blob | Tube, value: int) -> None:
     """Set ``labels`` to ``value`` (in place) wherever ``shape`` covers a grid point."""
     if isinstance(shape, Blob):
-        _paint_region(labels, axes, shape.centre - shape.reach, shape.centre + shape.reach,
-                      lambda pts: _blob_inside(shape, pts), value)
+        _paint_region(
+            labels,
+            axes,
+            shape.centre - shape.reach,
+            shape.centre + shape.reach,
+            lambda pts: _blob_inside(shape, pts),
+            value,
+        )
         return
     for a, b in zip(shape.points[:-1], shape.points[1:], strict=True):
         lo, hi = np.minimum(a, b) - shape.radius, np.maximum(a, b) + shape.radius
-        _paint_region(labels, axes, lo, hi,
-                      lambda pts, a=a, b=b: _segment_distance2(pts, a, b) <= shape.radius**2, value)
+        _paint_region(
+            labels,
+            axes,
+            lo,
+            hi,
+            lambda pts, a=a, b=b: _segment_distance2(pts, a, b) <= shape.radius**2,
+            value,
+        )
 
 
 def _paint_region(
@@ -249,15 +273,22 @@ def _blob_inside(blob: Blob, pts: tuple[np.ndarray, ...]) -> np.ndarray:
     offsets = [p - np.float32(c) for p, c in zip(pts, blob.centre, strict=True)]
     # p_k = sum_j R[j, k] (x_j - c_j) / s_k: coordinates in the blob frame, unit semi-axes
     local = [
-        sum(np.float32(blob.rotation[j, k] / blob.semi_axes[k]) * offsets[j] for j in range(len(pts)))
+        sum(
+            np.float32(blob.rotation[j, k] / blob.semi_axes[k]) * offsets[j]
+            for j in range(len(pts))
+        )
         for k in range(len(pts))
     ]
     rho = np.sqrt(sum(p * p for p in local))
     safe = np.maximum(rho, np.float32(1e-6))
     radius = np.float32(1.0)
-    for v, k, phi, a in zip(blob.directions, blob.frequencies, blob.phases, blob.weights, strict=True):
+    for v, k, phi, a in zip(
+        blob.directions, blob.frequencies, blob.phases, blob.weights, strict=True
+    ):
         cos_angle = sum(np.float32(vk) * p for vk, p in zip(v, local, strict=True)) / safe
-        radius = radius + np.float32(a) * np.cos(np.float32(k * np.pi) * cos_angle + np.float32(phi))
+        radius = radius + np.float32(a) * np.cos(
+            np.float32(k * np.pi) * cos_angle + np.float32(phi)
+        )
     return rho <= radius
 
 
@@ -266,6 +297,8 @@ def _segment_distance2(pts: tuple[np.ndarray, ...], a: np.ndarray, b: np.ndarray
     ab = b - a
     length2 = float(ab @ ab)
     rel = [p - np.float32(ai) for p, ai in zip(pts, a, strict=True)]
-    t = sum(np.float32(d) * r for d, r in zip(ab, rel, strict=True)) / np.float32(max(length2, 1e-12))
+    t = sum(np.float32(d) * r for d, r in zip(ab, rel, strict=True)) / np.float32(
+        max(length2, 1e-12)
+    )
     t = np.clip(t, 0.0, 1.0)
     return sum((r - t * np.float32(d)) ** 2 for r, d in zip(rel, ab, strict=True))

@@ -96,7 +96,9 @@ def generate_case(config: PhantomConfig, seed: int, *, spatial_dims: int) -> tup
     anatomy_rng, bias_rng, streak_rng, noise_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(4)
     )
-    anatomy = sample_anatomy(anatomy_rng, fov, absent=config.optional_labels, p_absent=config.p_absent)
+    anatomy = sample_anatomy(
+        anatomy_rng, fov, absent=config.optional_labels, p_absent=config.p_absent
+    )
 
     # labels and clean intensities on the fine grid, then down to voxels (partial volume)
     factors = supersample_factors(spacing, config.supersample)
@@ -198,53 +200,76 @@ def generate_dataset(
     out = Path(out_dir)
     _clear_own_outputs(out, overwrite=overwrite)
     if file_ending == ".png" and any(s != 1.0 for s in spacing):
-        logger.warning("PNG files do not store spacing; %s mm is recorded in phantom.json only", spacing)
+        logger.warning(
+            "PNG files do not store spacing; %s mm is recorded in phantom.json only", spacing
+        )
 
     cases = []
     for index in range(num_cases):
         case_id, cseed = f"phantom_{index:03d}", case_seed(seed, index)
         image, label = generate_case(config, cseed, spatial_dims=spatial_dims)
         if file_ending == ".png":
-            image = image.with_array(np.clip(np.rint(image.array * PNG_SCALE), 0, 255).astype(np.uint8))
+            image = image.with_array(
+                np.clip(np.rint(image.array * PNG_SCALE), 0, 255).astype(np.uint8)
+            )
         write_image(image, out / "imagesTr" / f"{case_id}_0000{file_ending}")
         write_image(label, out / "labelsTr" / f"{case_id}{file_ending}")
-        present = [name for name, v in config.label_values().items() if v and np.any(label.array == v)]
+        present = [
+            name for name, v in config.label_values().items() if v and np.any(label.array == v)
+        ]
         cases.append({"case": case_id, "seed": cseed, "labels_present": present})
         logger.debug("wrote %s (seed %d, labels %s)", case_id, cseed, present)
 
-    write_json_atomic(out / "phantom.json", {
-        "generator": "medseg.data.phantoms",
-        "medseg_version": __version__,
-        "spatial_dims": spatial_dims,
-        "seed": int(seed),
-        "num_cases": num_cases,
-        "file_ending": file_ending,
-        "shape": list(shape),
-        "spacing": list(spacing),
-        "fov_mm": list(fov),
-        "intensity_levels": config.intensity_levels(),
-        "config": config.to_dict(),
-        "cases": cases,
-    })
-    write_json_atomic(out / "dataset.json", {  # last: a folder with dataset.json is complete
-        "name": f"Phantom{spatial_dims}D",
-        "description": _describe(config, spatial_dims, seed),
-        "channel_names": {"0": config.channel_name},
-        "labels": config.label_values(),
-        "numTraining": num_cases,
-        "file_ending": file_ending,
-    })
+    write_json_atomic(
+        out / "phantom.json",
+        {
+            "generator": "medseg.data.phantoms",
+            "medseg_version": __version__,
+            "spatial_dims": spatial_dims,
+            "seed": int(seed),
+            "num_cases": num_cases,
+            "file_ending": file_ending,
+            "shape": list(shape),
+            "spacing": list(spacing),
+            "fov_mm": list(fov),
+            "intensity_levels": config.intensity_levels(),
+            "config": config.to_dict(),
+            "cases": cases,
+        },
+    )
+    write_json_atomic(
+        out / "dataset.json",
+        {  # last: a folder with dataset.json is complete
+            "name": f"Phantom{spatial_dims}D",
+            "description": _describe(config, spatial_dims, seed),
+            "channel_names": {"0": config.channel_name},
+            "labels": config.label_values(),
+            "numTraining": num_cases,
+            "file_ending": file_ending,
+        },
+    )
     logger.debug("wrote %d %dD phantom cases to %s", num_cases, spatial_dims, out)
     return out
 
 
 def _clear_own_outputs(out: Path, *, overwrite: bool) -> None:
-    clear_generated_outputs(out, overwrite=overwrite, own_files=("dataset.json", "phantom.json"),
-                            own_trees=("imagesTr", "labelsTr"), own_name=_OWN_FILE)
+    clear_generated_outputs(
+        out,
+        overwrite=overwrite,
+        own_files=("dataset.json", "phantom.json"),
+        own_trees=("imagesTr", "labelsTr"),
+        own_name=_OWN_FILE,
+    )
 
 
-def clear_generated_outputs(out: Path, *, overwrite: bool, own_files: Sequence[str], own_trees: Sequence[str],
-                            own_name: re.Pattern[str]) -> None:
+def clear_generated_outputs(
+    out: Path,
+    *,
+    overwrite: bool,
+    own_files: Sequence[str],
+    own_trees: Sequence[str],
+    own_name: re.Pattern[str],
+) -> None:
     """Apply the overwrite rule to a generator's output folder, then delete its previous outputs.
 
     Only the generator's own files go: ``own_files`` at the top and, under ``own_trees``, files
@@ -266,7 +291,9 @@ def clear_generated_outputs(out: Path, *, overwrite: bool, own_files: Sequence[s
         if not root.is_dir():
             continue
         files = [p for p in root.rglob("*") if not p.is_dir()]
-        foreign = sorted(str(p.relative_to(out)) for p in files if not (p.is_file() and own_name.match(p.name)))
+        foreign = sorted(
+            str(p.relative_to(out)) for p in files if not (p.is_file() and own_name.match(p.name))
+        )
         if foreign:
             raise OverwriteError(
                 f"{root}: holds files the phantom generator did not write ({', '.join(foreign[:5])}"
@@ -278,7 +305,9 @@ def clear_generated_outputs(out: Path, *, overwrite: bool, own_files: Sequence[s
     for tree in own_trees:  # empty class folders left behind would be "empty class" errors
         root = out / tree
         if root.is_dir():
-            for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            for folder in sorted(
+                (p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)
+            ):
                 if not any(folder.iterdir()):
                     folder.rmdir()
     logger.info("overwrite: removed %d previous phantom file(s) from %s", len(own), out)

@@ -62,7 +62,10 @@ __all__ = [
 PhantomKind = Literal["lesion", "shape"]
 PHANTOM_KINDS: tuple[str, ...] = ("lesion", "shape")
 #: Class names per kind, index order (folder names sort the same way).
-CLASS_NAMES: dict[str, tuple[str, str]] = {"lesion": ("absent", "present"), "shape": ("benign", "malignant")}
+CLASS_NAMES: dict[str, tuple[str, str]] = {
+    "lesion": ("absent", "present"),
+    "shape": ("benign", "malignant"),
+}
 #: Default image edge length per spatial dimensionality.
 DEFAULT_SIZE: dict[int, int] = {2: 64, 3: 32}
 _SPLIT_STREAM = {"train": 0, "test": 1}
@@ -176,31 +179,55 @@ def make_classification_phantoms(
     cases = []
     for split, count in (("train", n_per_class), ("test", n_test)):
         data, masks = classification_phantom_arrays(
-            count, spatial_dims=spatial_dims, size=size, seed=seed, kind=kind, split=split, return_masks=True
+            count,
+            spatial_dims=spatial_dims,
+            size=size,
+            seed=seed,
+            kind=kind,
+            split=split,
+            return_masks=True,
         )
-        for image, label, case_id, mask in zip(data.images, data.labels, data.ids, masks, strict=True):
+        for image, label, case_id, mask in zip(
+            data.images, data.labels, data.ids, masks, strict=True
+        ):
             cls = names[int(label)]
             pixels = image[0]
             if ending == ".png":
                 pixels = np.rint(pixels * 255.0).astype(np.uint8)
-            write_image(Image(pixels, (1.0,) * spatial_dims), out / split / cls / f"{case_id}{ending}")
-            write_image(Image(mask.astype(np.uint8), (1.0,) * spatial_dims),
-                        out / "masks" / split / cls / f"{case_id}{ending}")
-            cases.append({"id": case_id, "split": split, "label": int(label), "class": cls,
-                          "lesion_voxels": int(mask.sum())})
-    write_json_atomic(out / "phantom.json", {
-        "generator": "medseg.data.phantoms_classification",
-        "medseg_version": __version__,
-        "kind": kind,
-        "class_names": list(names),
-        "spatial_dims": spatial_dims,
-        "shape": list(shape),
-        "seed": int(seed),
-        "n_per_class": {"train": n_per_class, "test": n_test},
-        "file_ending": ending,
-        "cases": cases,
-    })
-    logger.debug("wrote %d %dD classification phantoms (%s) to %s", len(cases), spatial_dims, kind, out)
+            write_image(
+                Image(pixels, (1.0,) * spatial_dims), out / split / cls / f"{case_id}{ending}"
+            )
+            write_image(
+                Image(mask.astype(np.uint8), (1.0,) * spatial_dims),
+                out / "masks" / split / cls / f"{case_id}{ending}",
+            )
+            cases.append(
+                {
+                    "id": case_id,
+                    "split": split,
+                    "label": int(label),
+                    "class": cls,
+                    "lesion_voxels": int(mask.sum()),
+                }
+            )
+    write_json_atomic(
+        out / "phantom.json",
+        {
+            "generator": "medseg.data.phantoms_classification",
+            "medseg_version": __version__,
+            "kind": kind,
+            "class_names": list(names),
+            "spatial_dims": spatial_dims,
+            "shape": list(shape),
+            "seed": int(seed),
+            "n_per_class": {"train": n_per_class, "test": n_test},
+            "file_ending": ending,
+            "cases": cases,
+        },
+    )
+    logger.debug(
+        "wrote %d %dD classification phantoms (%s) to %s", len(cases), spatial_dims, kind, out
+    )
     return out
 
 
@@ -208,9 +235,18 @@ def make_classification_phantoms(
 
 
 def _check_args(
-    n_per_class: object, spatial_dims: object, size: object, seed: object, kind: object, split: object
+    n_per_class: object,
+    spatial_dims: object,
+    size: object,
+    seed: object,
+    kind: object,
+    split: object,
 ) -> tuple[int, ...]:
-    if not isinstance(n_per_class, (int, np.integer)) or isinstance(n_per_class, bool) or n_per_class < 1:
+    if (
+        not isinstance(n_per_class, (int, np.integer))
+        or isinstance(n_per_class, bool)
+        or n_per_class < 1
+    ):
         raise ConfigError(f"n_per_class must be a positive integer, got {n_per_class!r}")
     if spatial_dims not in (2, 3):
         raise ConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
@@ -226,44 +262,71 @@ def _check_args(
     return (int(size),) * int(spatial_dims)  # type: ignore[call-overload]
 
 
-def _render(seed: np.random.SeedSequence, label: int, kind: str, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+def _render(
+    seed: np.random.SeedSequence, label: int, kind: str, shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
     """One image ``(*shape)`` float32 in [0, 1] and its deciding-lesion mask ``(*shape)`` bool.
 
     All random draws are made whatever the label, so the two classes share their anatomy
     distribution and a seed's organ does not depend on whether its lesion is drawn.
     """
-    anatomy_rng, texture_rng, bias_rng, noise_rng = (np.random.default_rng(s) for s in seed.spawn(4))
+    anatomy_rng, texture_rng, bias_rng, noise_rng = (
+        np.random.default_rng(s) for s in seed.spawn(4)
+    )
     d, size = len(shape), float(shape[0])
     rng = anatomy_rng
     body = Body((size * rng.uniform(0.42, 0.48), size * rng.uniform(0.42, 0.48)))
-    organ = _blob(rng, rng.uniform(-0.06, 0.06, d) * size, rng.uniform(0.22, 0.32, d) * size,
-                  amplitude=rng.uniform(0.1, 0.2), frequencies=(1, 3))
+    organ = _blob(
+        rng,
+        rng.uniform(-0.06, 0.06, d) * size,
+        rng.uniform(0.22, 0.32, d) * size,
+        amplitude=rng.uniform(0.1, 0.2),
+        frequencies=(1, 3),
+    )
     cysts = [
-        _blob(rng, _inside(rng, organ, 0.6), rng.uniform(0.04, 0.07, d) * size,
-              amplitude=rng.uniform(0.0, 0.1), frequencies=(1, 2))
+        _blob(
+            rng,
+            _inside(rng, organ, 0.6),
+            rng.uniform(0.04, 0.07, d) * size,
+            amplitude=rng.uniform(0.0, 0.1),
+            frequencies=(1, 2),
+        )
         for _ in range(2)
     ]
     num_cysts = int(rng.integers(0, 3))
     if kind == "lesion":
         radius = np.maximum(rng.uniform(0.05, 0.08, d) * size, 2.0)
-        lesion = _blob(rng, _inside(rng, organ, 0.5), radius, amplitude=rng.uniform(0.0, 0.1), frequencies=(1, 2))
+        lesion = _blob(
+            rng,
+            _inside(rng, organ, 0.5),
+            radius,
+            amplitude=rng.uniform(0.0, 0.1),
+            frequencies=(1, 2),
+        )
         show_lesion = label == 1
     else:
         radius = np.full(d, rng.uniform(0.10, 0.15) * size) * rng.uniform(0.85, 1.15, d)
         centre = _inside(rng, organ, 0.3)
-        smooth = _blob(rng, centre, radius, amplitude=rng.uniform(0.03, 0.08), frequencies=(1, 2), terms=4)
-        spiky = _blob(rng, centre, radius * 0.9, amplitude=rng.uniform(0.3, 0.45), frequencies=(5, 9), terms=6)
+        smooth = _blob(
+            rng, centre, radius, amplitude=rng.uniform(0.03, 0.08), frequencies=(1, 2), terms=4
+        )
+        spiky = _blob(
+            rng, centre, radius * 0.9, amplitude=rng.uniform(0.3, 0.45), frequencies=(5, 9), terms=6
+        )
         lesion = spiky if label == 1 else smooth
         show_lesion = True
     tissue = rng.uniform(0.32, 0.38)
     organ_level = tissue + rng.uniform(0.12, 0.2)
-    levels = np.array([
-        0.0,                                              # air
-        tissue,                                           # body
-        organ_level,                                      # organ
-        organ_level - rng.uniform(0.12, 0.2),             # cyst
-        organ_level + rng.uniform(0.18, 0.28),            # lesion
-    ], dtype=np.float32)
+    levels = np.array(
+        [
+            0.0,  # air
+            tissue,  # body
+            organ_level,  # organ
+            organ_level - rng.uniform(0.12, 0.2),  # cyst
+            organ_level + rng.uniform(0.18, 0.28),  # lesion
+        ],
+        dtype=np.float32,
+    )
     gain = rng.uniform(0.75, 1.25)
 
     factors = (_SUPERSAMPLE,) * d
@@ -280,7 +343,9 @@ def _render(seed: np.random.SeedSequence, label: int, kind: str, shape: tuple[in
     axes = grid_axes(shape, (1.0,) * d, (1,) * d)
     from scipy import ndimage  # here: importing scipy.ndimage costs 0.2 s of every CLI start
 
-    texture = ndimage.gaussian_filter(texture_rng.standard_normal(shape, dtype=np.float32), sigma=1.5)
+    texture = ndimage.gaussian_filter(
+        texture_rng.standard_normal(shape, dtype=np.float32), sigma=1.5
+    )
     texture /= max(float(texture.std()), 1e-6)
     image = image * (1.0 + np.float32(_TEXTURE_STRENGTH) * texture)
     image = image * bias_field(bias_rng, axes, shape, _BIAS_STRENGTH) * np.float32(gain)
@@ -291,8 +356,13 @@ def _render(seed: np.random.SeedSequence, label: int, kind: str, shape: tuple[in
 
 
 def _blob(
-    rng: np.random.Generator, centre: np.ndarray, semi_axes: np.ndarray, *, amplitude: float,
-    frequencies: tuple[int, int], terms: int = 6,
+    rng: np.random.Generator,
+    centre: np.ndarray,
+    semi_axes: np.ndarray,
+    *,
+    amplitude: float,
+    frequencies: tuple[int, int],
+    terms: int = 6,
 ) -> Blob:
     """A ``phantom_shapes.Blob`` whose outline wobbles by ``amplitude`` at the given frequencies."""
     d = len(centre)
@@ -327,5 +397,10 @@ _OWN_TREES = ("train", "test", "masks")
 
 
 def _clear_own_outputs(out: Path, *, overwrite: bool) -> None:
-    clear_generated_outputs(out, overwrite=overwrite, own_files=("phantom.json",), own_trees=_OWN_TREES,
-                            own_name=_OWN_FILE)
+    clear_generated_outputs(
+        out,
+        overwrite=overwrite,
+        own_files=("phantom.json",),
+        own_trees=_OWN_TREES,
+        own_name=_OWN_FILE,
+    )

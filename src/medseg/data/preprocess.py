@@ -46,9 +46,13 @@ def nonzero_box(image: np.ndarray) -> CropBox:
     return CropBox(tuple(int(c.min()) for c in coords), tuple(int(c.max()) + 1 for c in coords))
 
 
-def new_shape_for_spacing(shape: tuple[int, ...], spacing: tuple[float, ...], target: tuple[float, ...]) -> tuple[int, ...]:
+def new_shape_for_spacing(
+    shape: tuple[int, ...], spacing: tuple[float, ...], target: tuple[float, ...]
+) -> tuple[int, ...]:
     """Voxel counts covering the same physical extent at ``target`` spacing (at least 1)."""
-    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target, strict=True))
+    return tuple(
+        max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target, strict=True)
+    )
 
 
 def separate_axis(spacing: tuple[float, ...]) -> int | None:
@@ -63,7 +67,9 @@ def _zoom(array: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarray:
     if tuple(array.shape) == tuple(shape):
         return array
     factors = [n / o for n, o in zip(shape, array.shape, strict=True)]
-    out = ndimage.zoom(array, factors, order=order, mode="nearest", grid_mode=True, prefilter=order > 1)
+    out = ndimage.zoom(
+        array, factors, order=order, mode="nearest", grid_mode=True, prefilter=order > 1
+    )
     return out
 
 
@@ -126,12 +132,16 @@ def labels_to_indices(label: np.ndarray, values: list[int]) -> np.ndarray:
     unknown = table[index] != label
     if np.any(unknown):
         bad = sorted({float(v) if v % 1 else int(v) for v in np.unique(label[unknown])})
-        raise DatasetError(f"label values {bad} are not among the planned labels {values}; fix "
-                           "the mask, or declare them in dataset.json and run 'medseg plan' again")
+        raise DatasetError(
+            f"label values {bad} are not among the planned labels {values}; fix "
+            "the mask, or declare them in dataset.json and run 'medseg plan' again"
+        )
     return index.astype(dtype)
 
 
-def resample_label(label: np.ndarray, new_shape: tuple[int, ...], *, separate_z: int | None = None) -> np.ndarray:
+def resample_label(
+    label: np.ndarray, new_shape: tuple[int, ...], *, separate_z: int | None = None
+) -> np.ndarray:
     """Resample an integer label map ``(*spatial)`` by one-hot linear interpolation + argmax."""
     if tuple(label.shape) == tuple(new_shape):
         return label
@@ -147,7 +157,9 @@ def resample_label(label: np.ndarray, new_shape: tuple[int, ...], *, separate_z:
     return out
 
 
-def resample_probabilities(probs: np.ndarray, new_shape: tuple[int, ...], *, separate_z: int | None = None) -> np.ndarray:
+def resample_probabilities(
+    probs: np.ndarray, new_shape: tuple[int, ...], *, separate_z: int | None = None
+) -> np.ndarray:
     """Resample class probabilities ``(K, *spatial)`` linearly (used to undo preprocessing)."""
     return resample_image(probs, new_shape, order=1, separate_z=separate_z)
 

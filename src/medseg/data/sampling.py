@@ -94,13 +94,17 @@ class CaseArrays:
 
     def __post_init__(self) -> None:
         if self.image.ndim < 2:
-            raise ValueError(f"case {self.case_id}: image must be (C, *spatial), got {self.image.shape}")
+            raise ValueError(
+                f"case {self.case_id}: image must be (C, *spatial), got {self.image.shape}"
+            )
         if self.label is not None:
             if self.label.ndim == self.image.ndim - 1:
                 self.label = self.label[None]
             if self.label.shape != (1, *self.image.shape[1:]):
-                raise ValueError(f"case {self.case_id}: label {self.label.shape} does not match "
-                                 f"image {self.image.shape}; expected (1, *spatial) or (*spatial)")
+                raise ValueError(
+                    f"case {self.case_id}: label {self.label.shape} does not match "
+                    f"image {self.image.shape}; expected (1, *spatial) or (*spatial)"
+                )
 
     def pad_values(self, image_pad: str) -> np.ndarray:
         if image_pad == "zero":
@@ -179,32 +183,49 @@ class PatchSampler:
         ((3, 1, 4, 4), (3, 1, 4, 4))
     """
 
-    def __init__(self, patch_size: Sequence[int], *, mode: SamplingMode = "oversample",
-                 oversample_foreground: float = 1 / 3, keep_inside: bool = True,
-                 image_pad: Literal["zero", "min"] = "zero", label_pad: int = 0) -> None:
+    def __init__(
+        self,
+        patch_size: Sequence[int],
+        *,
+        mode: SamplingMode = "oversample",
+        oversample_foreground: float = 1 / 3,
+        keep_inside: bool = True,
+        image_pad: Literal["zero", "min"] = "zero",
+        label_pad: int = 0,
+    ) -> None:
         if mode not in ("oversample", "balanced", "uniform"):
             raise ValueError(f"mode must be 'oversample', 'balanced' or 'uniform', got {mode!r}")
         if not 0.0 <= oversample_foreground <= 1.0:
-            raise ValueError(f"oversample_foreground must lie in [0, 1], got {oversample_foreground}")
+            raise ValueError(
+                f"oversample_foreground must lie in [0, 1], got {oversample_foreground}"
+            )
         if image_pad not in ("zero", "min"):
             raise ValueError(f"image_pad must be 'zero' or 'min', got {image_pad!r}")
         self.patch_size = tuple(int(s) for s in patch_size)
         self.mode, self.oversample_foreground = mode, float(oversample_foreground)
         self.keep_inside, self.image_pad, self.label_pad = keep_inside, image_pad, int(label_pad)
 
-    def _start(self, centre: np.ndarray | None, shape: Sequence[int], rng: np.random.Generator) -> tuple[int, ...]:
+    def _start(
+        self, centre: np.ndarray | None, shape: Sequence[int], rng: np.random.Generator
+    ) -> tuple[int, ...]:
         start = []
         for d, (n, p) in enumerate(zip(shape, self.patch_size, strict=True)):
             low, high = (0, n - p) if n >= p else (-((p - n) // 2),) * 2
             if centre is None:
-                s = int(rng.integers(low, high + 1)) if self.keep_inside else int(rng.integers(0, n)) - p // 2
+                s = (
+                    int(rng.integers(low, high + 1))
+                    if self.keep_inside
+                    else int(rng.integers(0, n)) - p // 2
+                )
             else:
                 s = int(centre[d]) - p // 2
                 s = min(max(s, low), high) if self.keep_inside else s
             start.append(s)
         return tuple(start)
 
-    def _background_voxel(self, case: CaseArrays, rng: np.random.Generator, tries: int = 100) -> np.ndarray | None:
+    def _background_voxel(
+        self, case: CaseArrays, rng: np.random.Generator, tries: int = 100
+    ) -> np.ndarray | None:
         if case.label is None:
             return None
         shape = case.label.shape[1:]
@@ -214,7 +235,9 @@ class PatchSampler:
                 return voxel
         return None
 
-    def choose_boxes(self, cases: Sequence[CaseArrays], batch_size: int, rng: np.random.Generator) -> list[PatchBox]:
+    def choose_boxes(
+        self, cases: Sequence[CaseArrays], batch_size: int, rng: np.random.Generator
+    ) -> list[PatchBox]:
         """Choose cases (uniformly, with replacement) and patch positions for one batch."""
         if self.mode == "oversample":
             expected = batch_size * self.oversample_foreground
@@ -243,8 +266,9 @@ class PatchSampler:
         order = rng.permutation(batch_size)
         return [boxes[i] for i in order]
 
-    def sample(self, cases: Sequence[CaseArrays], batch_size: int,
-               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None, list[PatchBox]]:
+    def sample(
+        self, cases: Sequence[CaseArrays], batch_size: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray | None, list[PatchBox]]:
         """Draw one batch of patches.
 
         Args:
@@ -262,8 +286,14 @@ class PatchSampler:
         images, labels = [], []
         for box in boxes:
             case = cases[box.case_index]
-            image, label = extract_patch(case.image, case.label, box.start, self.patch_size,
-                                         image_fill=case.pad_values(self.image_pad), label_fill=self.label_pad)
+            image, label = extract_patch(
+                case.image,
+                case.label,
+                box.start,
+                self.patch_size,
+                image_fill=case.pad_values(self.image_pad),
+                label_fill=self.label_pad,
+            )
             images.append(image)
             labels.append(label)
         label_batch = None if any(label is None for label in labels) else np.stack(labels)
@@ -296,12 +326,17 @@ def grid_slices(
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must lie in [0, 1), got {overlap}")
     if any(n < p for n, p in zip(spatial_shape, patch_size, strict=True)):
-        raise ValueError(f"image {tuple(spatial_shape)} is smaller than the patch {tuple(patch_size)} "
-                         "along some axis; pad it to at least the patch size first")
+        raise ValueError(
+            f"image {tuple(spatial_shape)} is smaller than the patch {tuple(patch_size)} "
+            "along some axis; pad it to at least the patch size first"
+        )
     starts = []
     for n, p in zip(spatial_shape, patch_size, strict=True):
         count = math.ceil((n - p) / (p * (1 - overlap))) + 1 if n > p else 1
         step = (n - p) / (count - 1) if count > 1 else 0.0
         starts.append([round(i * step) for i in range(count)])
     grid = np.stack(np.meshgrid(*starts, indexing="ij"), axis=-1).reshape(-1, len(patch_size))
-    return [tuple(slice(int(s), int(s) + p) for s, p in zip(row, patch_size, strict=True)) for row in grid]
+    return [
+        tuple(slice(int(s), int(s) + p) for s, p in zip(row, patch_size, strict=True))
+        for row in grid
+    ]

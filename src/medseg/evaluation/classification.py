@@ -26,16 +26,24 @@ def classification_summary(prediction: ClassificationPrediction) -> dict[str, An
     if prediction.labels is None:
         raise ConfigError("the predictions have no reference labels to evaluate against")
     if prediction.task == "regression":
-        return {"task": "regression", "n": len(prediction.ids), **regression_metrics(prediction.labels,
-                                                                                   prediction.scores)}
+        return {
+            "task": "regression",
+            "n": len(prediction.ids),
+            **regression_metrics(prediction.labels, prediction.scores),
+        }
     k = len(prediction.class_names)
-    result = classification_metrics(prediction.labels.tolist(), prediction.predicted.tolist(), labels=list(range(k)),
-                                    y_score=prediction.scores)
+    result = classification_metrics(
+        prediction.labels.tolist(),
+        prediction.predicted.tolist(),
+        labels=list(range(k)),
+        y_score=prediction.scores,
+    )
     names = dict(zip([str(i) for i in range(k)], prediction.class_names, strict=True))
     result["labels"] = prediction.class_names
     result["per_class"] = {names[key]: value for key, value in result["per_class"].items()}
     result["per_class_auc"] = {
-        name: _auc(prediction.labels == i, prediction.scores[:, i]) for i, name in enumerate(prediction.class_names)
+        name: _auc(prediction.labels == i, prediction.scores[:, i])
+        for i, name in enumerate(prediction.class_names)
     }
     return {"task": "classification", "n": len(prediction.ids), **result}
 
@@ -50,10 +58,19 @@ def regression_metrics(labels: np.ndarray, values: np.ndarray) -> dict[str, Any]
     per = []
     for t in range(y.shape[1]):
         ss_tot = float(((y[:, t] - y[:, t].mean()) ** 2).sum())
-        pearson = float(np.corrcoef(y[:, t], p[:, t])[0, 1]) if len(y) > 1 and y[:, t].std() and p[:, t].std() \
+        pearson = (
+            float(np.corrcoef(y[:, t], p[:, t])[0, 1])
+            if len(y) > 1 and y[:, t].std() and p[:, t].std()
             else math.nan
-        per.append({"mae": float(np.abs(err[:, t]).mean()), "rmse": float(np.sqrt((err[:, t] ** 2).mean())),
-                    "r2": 1 - float((err[:, t] ** 2).sum()) / ss_tot if ss_tot else math.nan, "pearson": pearson})
+        )
+        per.append(
+            {
+                "mae": float(np.abs(err[:, t]).mean()),
+                "rmse": float(np.sqrt((err[:, t] ** 2).mean())),
+                "r2": 1 - float((err[:, t] ** 2).sum()) / ss_tot if ss_tot else math.nan,
+                "pearson": pearson,
+            }
+        )
     mean = {key: float(np.nanmean([row[key] for row in per])) for key in per[0]}
     return {**mean, "per_target": per}
 
@@ -91,7 +108,9 @@ def evaluate_classification(
     summary = classification_summary(prediction)
     out.mkdir(parents=True, exist_ok=True)
     if prediction.task == "classification":
-        plot_confusion(np.asarray(summary["confusion_matrix"]), prediction.class_names, out / "confusion.png")
+        plot_confusion(
+            np.asarray(summary["confusion_matrix"]), prediction.class_names, out / "confusion.png"
+        )
         plot_roc(prediction, out / "roc.png")
     write_json_atomic(target, _json_safe(summary))
     return summary
@@ -130,7 +149,14 @@ def plot_confusion(matrix: np.ndarray, names: list[str], path: Path) -> None:
     ax.set_ylabel("reference")
     top = matrix.max() if matrix.size else 0
     for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, str(value), ha="center", va="center", color="white" if value > top / 2 else "black")
+        ax.text(
+            j,
+            i,
+            str(value),
+            ha="center",
+            va="center",
+            color="white" if value > top / 2 else "black",
+        )
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
@@ -148,7 +174,11 @@ def plot_roc(prediction: ClassificationPrediction, path: Path) -> None:
         if positive.all() or not positive.any():
             continue
         fpr, tpr, _ = roc_curve(positive, prediction.scores[:, k])
-        ax.plot(fpr, tpr, label=f"{prediction.class_names[k]} (AUC {_auc(positive, prediction.scores[:, k]):.3f})")
+        ax.plot(
+            fpr,
+            tpr,
+            label=f"{prediction.class_names[k]} (AUC {_auc(positive, prediction.scores[:, k]):.3f})",
+        )
     ax.plot([0, 1], [0, 1], color="#999", linestyle=":")
     ax.set_xlabel("1 - specificity (FPR)")
     ax.set_ylabel("sensitivity (TPR)")

@@ -23,10 +23,15 @@ from medseg.training import model_from_checkpoint
 log = logging.getLogger(__name__)
 
 
-def trained_folds(results: str | os.PathLike[str], configuration: str, checkpoint: str = "best") -> list[str]:
+def trained_folds(
+    results: str | os.PathLike[str], configuration: str, checkpoint: str = "best"
+) -> list[str]:
     """Fold names (``"0"``, ``"all"``) of ``configuration`` that have ``checkpoint_<checkpoint>.pt``."""
-    return sorted(p.name.removeprefix("fold_") for p in (Path(results) / configuration).glob("fold_*")
-                  if (p / f"checkpoint_{checkpoint}.pt").is_file())
+    return sorted(
+        p.name.removeprefix("fold_")
+        for p in (Path(results) / configuration).glob("fold_*")
+        if (p / f"checkpoint_{checkpoint}.pt").is_file()
+    )
 
 
 def _trained(results: Path, checkpoint: str) -> dict[str, list[str]]:
@@ -74,16 +79,20 @@ def find_checkpoints(
     trained = _trained(results, checkpoint)
     configs = list(configurations) if configurations else list(trained)
     if not configs:
-        raise ConfigError(f"{results}: no checkpoint_{checkpoint}.pt found under <configuration>/fold_<k>/ "
-                          f"({_describe_existing(results)}); train a model first")
+        raise ConfigError(
+            f"{results}: no checkpoint_{checkpoint}.pt found under <configuration>/fold_<k>/ "
+            f"({_describe_existing(results)}); train a model first"
+        )
     paths = []
     for config in configs:
         wanted = [str(f) for f in folds] if folds is not None else trained.get(config, [])
         missing = [f for f in wanted if f not in trained.get(config, [])]
         if missing or not wanted:
             which = f"fold(s) {', '.join(missing)}" if missing else "any fold"
-            raise ConfigError(f"{results / config}: no checkpoint_{checkpoint}.pt for {which}; "
-                              f"existing: {_describe_existing(results)}")
+            raise ConfigError(
+                f"{results / config}: no checkpoint_{checkpoint}.pt for {which}; "
+                f"existing: {_describe_existing(results)}"
+            )
         paths += [results / config / f"fold_{f}" / f"checkpoint_{checkpoint}.pt" for f in wanted]
     return paths
 
@@ -111,10 +120,18 @@ def previous_stage_models(
     stage = stages[0]
     trained = _trained(Path(results), checkpoint).get(stage, [])
     if not trained:
-        raise ConfigError(f"{Path(results) / stage}: the cascade needs the {stage} models it was trained on, "
-                          f"but no {stage} fold has checkpoint_{checkpoint}.pt; existing: {_describe_existing(Path(results))}")
-    wanted = [str(f) for f in folds] if folds is not None and all(str(f) in trained for f in folds) else trained
+        raise ConfigError(
+            f"{Path(results) / stage}: the cascade needs the {stage} models it was trained on, "
+            f"but no {stage} fold has checkpoint_{checkpoint}.pt; existing: {_describe_existing(Path(results))}"
+        )
+    wanted = (
+        [str(f) for f in folds]
+        if folds is not None and all(str(f) in trained for f in folds)
+        else trained
+    )
     if folds is not None and wanted is trained:
-        log.info("the %s stage lacks fold(s) %s: using its trained folds %s", stage, list(folds), trained)
+        log.info(
+            "the %s stage lacks fold(s) %s: using its trained folds %s", stage, list(folds), trained
+        )
     paths = find_checkpoints(results, configurations=[stage], folds=wanted, checkpoint=checkpoint)
     return [model_from_checkpoint(path) for path in paths]

@@ -43,8 +43,15 @@ class ClassificationPrediction:
 
 
 @torch.no_grad()
-def predict_scores(model: nn.Module, images: np.ndarray, config: ClassifierConfig, *, device: torch.device | str = "cpu",
-                   batch_size: int = 64, amp: bool | None = None) -> np.ndarray:
+def predict_scores(
+    model: nn.Module,
+    images: np.ndarray,
+    config: ClassifierConfig,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 64,
+    amp: bool | None = None,
+) -> np.ndarray:
     """Probabilities ``(N, K)`` (or regression values ``(N, T)``) for ``(N, C, *spatial)`` images.
 
     ``amp``: bf16 autocast (None: where the device supports it natively).
@@ -55,7 +62,7 @@ def predict_scores(model: nn.Module, images: np.ndarray, config: ClassifierConfi
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        x = normalize_images(images[start:start + batch_size], config).to(dev)
+        x = normalize_images(images[start : start + batch_size], config).to(dev)
         with autocast(dev, use_amp):
             out.append(scores_from_outputs(model(x), config).cpu())
     model.train(was_training)
@@ -74,8 +81,10 @@ def find_classifier_checkpoints(run: str | os.PathLike[str], *, which: str = "be
     name = f"checkpoint_{which}.pt"
     found = sorted(run.glob(f"fold_*/{name}")) or ([run / name] if (run / name).is_file() else [])
     if not found:
-        raise ConfigError(f"{run}: no {name} (in fold_*/ or the folder itself); train first with "
-                          f"`medseg classify train DATA -o {run}`")
+        raise ConfigError(
+            f"{run}: no {name} (in fold_*/ or the folder itself); train first with "
+            f"`medseg classify train DATA -o {run}`"
+        )
     return found
 
 
@@ -107,9 +116,14 @@ def predict_classification(
         if first is None:
             first = config
             check_images(data.images, config, source=str(path))
-        elif (config.task, config.num_outputs, config.class_names) != (first.task, first.num_outputs,
-                                                                       first.class_names):
-            raise ConfigError(f"{path}: a model of another task or class list than {paths[0]}; cannot ensemble")
+        elif (config.task, config.num_outputs, config.class_names) != (
+            first.task,
+            first.num_outputs,
+            first.class_names,
+        ):
+            raise ConfigError(
+                f"{path}: a model of another task or class list than {paths[0]}; cannot ensemble"
+            )
         model.to(dev)
         views = [data.images]
         if mirror:
@@ -120,38 +134,58 @@ def predict_classification(
     assert total is not None and first is not None
     scores = total / (len(paths) * (1 + (data.images.ndim - 2 if mirror else 0)))
     labels = None if data.labels is None else np.asarray(data.labels)
-    return ClassificationPrediction(list(data.ids), scores, first.task, list(first.class_names), labels)
+    return ClassificationPrediction(
+        list(data.ids), scores, first.task, list(first.class_names), labels
+    )
 
 
 def check_images(images: np.ndarray, config: ClassifierConfig, *, source: str) -> None:
     """Raise a ConfigError when ``(N, C, *spatial)`` images do not fit the model of ``source``."""
     if images.ndim != 2 + config.spatial_dims:
-        raise ConfigError(f"{source}: the model is {config.spatial_dims}D, the images have shape {images.shape[1:]}")
+        raise ConfigError(
+            f"{source}: the model is {config.spatial_dims}D, the images have shape {images.shape[1:]}"
+        )
     if images.shape[1] != config.in_channels:
-        raise ConfigError(f"{source}: the model takes {config.in_channels} channel(s), the images have "
-                          f"{images.shape[1]}")
+        raise ConfigError(
+            f"{source}: the model takes {config.in_channels} channel(s), the images have "
+            f"{images.shape[1]}"
+        )
     if config.network == "vit" and tuple(images.shape[2:]) != tuple(config.image_shape):
-        raise ConfigError(f"{source}: the ViT was built for images of {tuple(config.image_shape)}, these are "
-                          f"{tuple(images.shape[2:])}; resample them first")
+        raise ConfigError(
+            f"{source}: the ViT was built for images of {tuple(config.image_shape)}, these are "
+            f"{tuple(images.shape[2:])}; resample them first"
+        )
 
 
-def write_predictions(prediction: ClassificationPrediction, path: str | os.PathLike[str], *,
-                      overwrite: bool = False) -> Path:
+def write_predictions(
+    prediction: ClassificationPrediction, path: str | os.PathLike[str], *, overwrite: bool = False
+) -> Path:
     """Write the predictions CSV atomically (refusing to replace a file without ``overwrite``)."""
     target = check_writable(path, overwrite=overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     regression = prediction.task == "regression"
-    columns = ([f"pred_{k}" for k in range(prediction.scores.shape[1])] if regression
-               else [f"prob_{name}" for name in prediction.class_names])
+    columns = (
+        [f"pred_{k}" for k in range(prediction.scores.shape[1])]
+        if regression
+        else [f"prob_{name}" for name in prediction.class_names]
+    )
     with atomic_path(target) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id", "label", "predicted", *columns])
         for i, case in enumerate(prediction.ids):
-            label = "" if prediction.labels is None else _label_text(prediction.labels[i], prediction)
-            predicted = ("" if regression else prediction.class_names[int(prediction.predicted[i])])
+            label = (
+                "" if prediction.labels is None else _label_text(prediction.labels[i], prediction)
+            )
+            predicted = "" if regression else prediction.class_names[int(prediction.predicted[i])]
             # ids and class names are the user's: never a formula when a spreadsheet opens the file
-            writer.writerow([csv_safe(case), csv_safe(label), csv_safe(predicted),
-                             *(f"{v:.6g}" for v in prediction.scores[i])])
+            writer.writerow(
+                [
+                    csv_safe(case),
+                    csv_safe(label),
+                    csv_safe(predicted),
+                    *(f"{v:.6g}" for v in prediction.scores[i]),
+                ]
+            )
     return target
 
 
@@ -171,8 +205,10 @@ def read_predictions(path: str | os.PathLike[str]) -> ClassificationPrediction:
     if not path.is_file():
         raise ConfigError(f"{path}: predictions file not found")
     with open(path, newline="", encoding="utf-8") as handle:
-        rows = [{k: csv_restore(v) if k in ("id", "label", "predicted") else v for k, v in row.items()}
-                for row in csv.DictReader(handle)]
+        rows = [
+            {k: csv_restore(v) if k in ("id", "label", "predicted") else v for k, v in row.items()}
+            for row in csv.DictReader(handle)
+        ]
     if not rows:
         raise ConfigError(f"{path}: no predictions in the file")
     columns = list(rows[0])
@@ -184,7 +220,7 @@ def read_predictions(path: str | os.PathLike[str]) -> ClassificationPrediction:
     if not probs and not preds:
         raise ConfigError(f"{path}: no prob_<class> or pred_<k> columns")
     task = "classification" if probs else "regression"
-    names = [c[len("prob_"):] for c in probs]
+    names = [c[len("prob_") :] for c in probs]
     scores = np.array([[float(r[c]) for c in probs or preds] for r in rows], dtype=np.float64)
     labels: np.ndarray | None = None
     if all(r["label"] != "" for r in rows):
@@ -197,4 +233,3 @@ def read_predictions(path: str | os.PathLike[str]) -> ClassificationPrediction:
         else:
             labels = np.array([[float(v) for v in r["label"].split()] for r in rows])
     return ClassificationPrediction([r["id"] for r in rows], scores, task, names, labels)
-

@@ -57,8 +57,14 @@ from medseg.nets.ops import CONV, CONV_TRANSPOSE, interpolation_mode
 Target = int | Sequence[int] | Tensor | None
 
 # resample to a fixed size whatever the input (VGG's 7 x 7): the stage after the feature map, never the map
-ADAPTIVE_POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-                  nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+ADAPTIVE_POOLS = (
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+)
 OVERLAY_ALPHA = 0.6  # opacity of the heatmap where it is largest (it fades to 0 where the map is 0)
 OVERLAY_CMAP = "jet"
 
@@ -76,7 +82,9 @@ def _spatial_dims_of(module: nn.Module) -> int | None:
 def _check_images(model: nn.Module, images: Tensor) -> Tensor:
     """A float copy of ``images`` that requires grad, after checking it is ``(B, C, *spatial)``."""
     if not isinstance(images, Tensor):
-        raise ConfigError(f"images must be a torch.Tensor (B, C, *spatial), got {type(images).__name__}")
+        raise ConfigError(
+            f"images must be a torch.Tensor (B, C, *spatial), got {type(images).__name__}"
+        )
     if images.ndim not in (3, 4, 5) or images.shape[0] == 0 or images.shape[1] == 0:
         raise ConfigError(
             f"images must be (B, C, *spatial) with 1, 2 or 3 spatial axes and B, C >= 1; "
@@ -112,12 +120,17 @@ def _explaining(model: nn.Module) -> Iterator[None]:
 
 
 @contextmanager
-def _hooks(modules: Sequence[tuple[str, nn.Module]], hook: Callable[[str, nn.Module, Any], None]) -> Iterator[None]:
+def _hooks(
+    modules: Sequence[tuple[str, nn.Module]], hook: Callable[[str, nn.Module, Any], None]
+) -> Iterator[None]:
     handles = []
     try:
         for name, module in modules:
-            handles.append(module.register_forward_hook(
-                lambda mod, _inp, out, _name=name: hook(_name, mod, out)))
+            handles.append(
+                module.register_forward_hook(
+                    lambda mod, _inp, out, _name=name: hook(_name, mod, out)
+                )
+            )
         yield
     finally:
         for handle in handles:
@@ -128,7 +141,9 @@ def _outputs(model: nn.Module, x: Tensor) -> Tensor:
     """The model's ``(B, K)`` output (a ``(B,)`` output becomes ``(B, 1)``)."""
     out = model(x)
     if not isinstance(out, Tensor):
-        raise ConfigError(f"{type(model).__name__} must return a (B, K) tensor, got {type(out).__name__}")
+        raise ConfigError(
+            f"{type(model).__name__} must return a (B, K) tensor, got {type(out).__name__}"
+        )
     if out.ndim == 1:
         out = out[:, None]
     if out.ndim != 2 or out.shape[0] != x.shape[0]:
@@ -155,7 +170,9 @@ def _target_indices(out: Tensor, target: Target) -> Tensor:
             )
         idx = idx.long().expand(batch)
     if bool(((idx < 0) | (idx >= k)).any()):
-        raise ConfigError(f"target {idx.tolist()} out of range: the model has {k} outputs (0..{k - 1})")
+        raise ConfigError(
+            f"target {idx.tolist()} out of range: the model has {k} outputs (0..{k - 1})"
+        )
     return idx
 
 
@@ -167,7 +184,9 @@ def _score(out: Tensor, idx: Tensor) -> Tensor:
 def _normalise(maps: Tensor) -> Tensor:
     """Divide each map by its maximum; a map without positive values is returned as zeros."""
     top = maps.flatten(1).amax(dim=1).reshape(-1, *([1] * (maps.ndim - 1)))
-    return torch.where(top > 0, maps / torch.where(top > 0, top, torch.ones_like(top)), torch.zeros_like(maps))
+    return torch.where(
+        top > 0, maps / torch.where(top > 0, top, torch.ones_like(top)), torch.zeros_like(maps)
+    )
 
 
 def _module_names(model: nn.Module) -> dict[nn.Module, str]:
@@ -181,7 +200,9 @@ def _resolve_layer(model: nn.Module, layer: nn.Module | str) -> tuple[str, nn.Mo
     if isinstance(layer, nn.Module):
         name = _module_names(model).get(layer)
         if name is None or layer is model:
-            raise ConfigError(f"layer {type(layer).__name__} is not a submodule of {type(model).__name__}")
+            raise ConfigError(
+                f"layer {type(layer).__name__} is not a submodule of {type(model).__name__}"
+            )
         return name, layer
     modules = dict(model.named_modules())
     modules.pop("", None)
@@ -200,13 +221,20 @@ def _resolve_layer(model: nn.Module, layer: nn.Module | str) -> tuple[str, nn.Mo
 
 def _is_spatial(out: Any, x: Tensor) -> bool:
     return (
-        isinstance(out, Tensor) and out.is_floating_point() and out.ndim == x.ndim
-        and out.shape[0] == x.shape[0] and math.prod(out.shape[2:]) > 1
+        isinstance(out, Tensor)
+        and out.is_floating_point()
+        and out.ndim == x.ndim
+        and out.shape[0] == x.shape[0]
+        and math.prod(out.shape[2:]) > 1
     )
 
 
 def _is_attention(module: nn.Module) -> bool:
-    transformer_types = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+    transformer_types = (
+        nn.MultiheadAttention,
+        nn.TransformerEncoderLayer,
+        nn.TransformerDecoderLayer,
+    )
     kind = type(module).__name__.lower()
     return isinstance(module, transformer_types) or "attention" in kind or "transformer" in kind
 
@@ -225,7 +253,9 @@ def _forward_capturing(
         with _hooks([(name, module)], keep):
             out = _outputs(model, x)
         if "out" not in captured:
-            raise ConfigError(f"layer {name!r} ({type(module).__name__}) did not run in the forward pass")
+            raise ConfigError(
+                f"layer {name!r} ({type(module).__name__}) did not run in the forward pass"
+            )
         feature = captured["out"]
         if not _is_spatial(feature, x):
             shape = tuple(feature.shape) if isinstance(feature, Tensor) else type(feature).__name__
@@ -244,7 +274,9 @@ def _forward_capturing(
         if state["convs"] and _is_spatial(out, x) and not isinstance(module, ADAPTIVE_POOLS):
             state["last"] = (name, out)
             state["attention_after"] = None
-        elif state["last"] is not None and state["attention_after"] is None and _is_attention(module):
+        elif (
+            state["last"] is not None and state["attention_after"] is None and _is_attention(module)
+        ):
             state["attention_after"] = name
 
     modules = [(n, m) for n, m in model.named_modules() if n]
@@ -252,7 +284,11 @@ def _forward_capturing(
         out = _outputs(model, x)
     kind = type(model).__name__
     if state["last"] is None:
-        reason = "has no convolutional layer" if not state["convs"] else "has no spatial feature map after its first convolution"
+        reason = (
+            "has no convolutional layer"
+            if not state["convs"]
+            else "has no spatial feature map after its first convolution"
+        )
         raise ConfigError(
             f"Grad-CAM needs a convolutional feature map but {kind} {reason} (a transformer or MLP?): "
             "use saliency() instead, or pass layer= a module returning (B, C, *spatial)"
@@ -318,15 +354,21 @@ def grad_cam(
         out, name, feature = _forward_capturing(model, x, layer)
         idx = _target_indices(out, target)
         if not feature.requires_grad:
-            raise ConfigError(f"the output of layer {name!r} does not depend on the images through autograd "
-                              "(detached or computed under no_grad inside the model)")
+            raise ConfigError(
+                f"the output of layer {name!r} does not depend on the images through autograd "
+                "(detached or computed under no_grad inside the model)"
+            )
         (grads,) = torch.autograd.grad(_score(out, idx), feature, allow_unused=True)
         if grads is None:
-            raise ConfigError(f"the explained outputs do not depend on layer {name!r}; choose another layer")
+            raise ConfigError(
+                f"the explained outputs do not depend on layer {name!r}; choose another layer"
+            )
         spatial = tuple(range(2, feature.ndim))
         weights = grads.detach().float().mean(dim=spatial, keepdim=True)
         cam = F.relu((weights * feature.detach().float()).sum(dim=1, keepdim=True))
-    cam = F.interpolate(cam, size=tuple(x.shape[2:]), mode=interpolation_mode(x.ndim - 2), align_corners=False)
+    cam = F.interpolate(
+        cam, size=tuple(x.shape[2:]), mode=interpolation_mode(x.ndim - 2), align_corners=False
+    )
     return _normalise(cam[:, 0].clamp_min(0)).to(images.device)
 
 
@@ -372,7 +414,9 @@ def saliency(
             with torch.no_grad():
                 idx = _target_indices(_outputs(model, x), target)
             flat = x.detach().flatten(1)
-            sigma = (noise * (flat.amax(dim=1) - flat.amin(dim=1))).reshape(-1, *([1] * (x.ndim - 1)))
+            sigma = (noise * (flat.amax(dim=1) - flat.amin(dim=1))).reshape(
+                -1, *([1] * (x.ndim - 1))
+            )
             total = torch.zeros_like(x)
             for _ in range(int(smooth_samples)):
                 eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -401,12 +445,18 @@ def mass_inside(heatmap: Tensor | np.ndarray, mask: Tensor | np.ndarray) -> floa
         >>> mass_inside(np.array([[3.0, 1.0], [0.0, 0.0]]), np.array([[1, 0], [0, 0]], bool))
         0.75
     """
-    heat = heatmap.detach().cpu().double().numpy() if isinstance(heatmap, Tensor) else np.asarray(heatmap, float)
+    heat = (
+        heatmap.detach().cpu().double().numpy()
+        if isinstance(heatmap, Tensor)
+        else np.asarray(heatmap, float)
+    )
     inside = mask.detach().cpu().numpy() if isinstance(mask, Tensor) else np.asarray(mask)
     if heat.shape != inside.shape:
         raise ValueError(f"heatmap {heat.shape} and mask {inside.shape} differ in shape")
     if not np.isfinite(heat).all() or (heat < 0).any():
-        raise ValueError("the heatmap must be finite and non-negative (take abs() or a ReLU of a signed map)")
+        raise ValueError(
+            "the heatmap must be finite and non-negative (take abs() or a ReLU of a signed map)"
+        )
     total = float(heat.sum())
     if total <= 0:
         return math.nan
@@ -485,7 +535,8 @@ def save_overlay(
             picture = picture[0]
         else:
             raise GeometryError(
-                f"image {picture.shape} does not match heatmap {heat.shape}: expected (*spatial) or (C, *spatial)")
+                f"image {picture.shape} does not match heatmap {heat.shape}: expected (*spatial) or (C, *spatial)"
+            )
     z = peak_slice(heat)
     if z is not None:
         picture, shown = picture[z], heat[z]
@@ -502,14 +553,23 @@ def save_overlay(
     ax = figure.add_subplot()
     finite = picture[np.isfinite(picture)]
     low, high = np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0)
-    ax.imshow(np.nan_to_num(picture), cmap="gray", vmin=low, vmax=max(high, low + 1e-6), interpolation="nearest")
+    ax.imshow(
+        np.nan_to_num(picture),
+        cmap="gray",
+        vmin=low,
+        vmax=max(high, low + 1e-6),
+        interpolation="nearest",
+    )
     ax.imshow(rgba, interpolation="nearest")
     mappable = ScalarMappable(norm=Normalize(0.0, top), cmap=cmap)
     figure.colorbar(mappable, ax=ax, fraction=0.046, pad=0.04)
     ax.set_xticks([])
     ax.set_yticks([])
     text = title or "heatmap"
-    ax.set_title(text if z is None else f"{text}\naxial slice {z} of {len(heat)} (most heatmap mass)", fontsize=9)
+    ax.set_title(
+        text if z is None else f"{text}\naxial slice {z} of {len(heat)} (most heatmap mass)",
+        fontsize=9,
+    )
     with atomic_path(target) as tmp:
         figure.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     return target

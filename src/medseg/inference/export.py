@@ -19,7 +19,9 @@ def probabilities_to_original(probs: np.ndarray, props: dict[str, Any]) -> np.nd
     background (class 0) has probability 1, as the crop removed only all-zero voxels.
     """
     crop_shape = tuple(props["shape_after_crop"])
-    probs = resample_probabilities(probs.astype(np.float32, copy=False), crop_shape, separate_z=props.get("separate_z"))
+    probs = resample_probabilities(
+        probs.astype(np.float32, copy=False), crop_shape, separate_z=props.get("separate_z")
+    )
     full = np.zeros((probs.shape[0], *props["original_shape"]), dtype=np.float32)
     full[0] = 1.0
     box = tuple(slice(a, b) for a, b in zip(props["crop_start"], props["crop_stop"], strict=True))
@@ -51,8 +53,9 @@ def probabilities_to_label(probs: np.ndarray, label_values: list[int] | None = N
         [0, 2, 65536]
     """
     index = np.argmax(probs, axis=0)
-    values = np.asarray(label_values if label_values is not None else range(probs.shape[0]),
-                        dtype=np.int64)
+    values = np.asarray(
+        label_values if label_values is not None else range(probs.shape[0]), dtype=np.int64
+    )
     return values.astype(_smallest_int_type(values))[index]
 
 

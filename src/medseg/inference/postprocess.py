@@ -106,8 +106,9 @@ def apply_postprocessing(label: np.ndarray, decision: dict[str, Any]) -> np.ndar
     Returns:
         The post-processed label map (a new array).
     """
-    out = keep_largest_component(label, decision.get("keep_largest_component", []),
-                                 connectivity=decision.get("connectivity"))
+    out = keep_largest_component(
+        label, decision.get("keep_largest_component", []), connectivity=decision.get("connectivity")
+    )
     return fill_holes(out, decision.get("fill_holes", []))
 
 
@@ -136,7 +137,9 @@ def _paired_files(pred_dir: Path, ref_dir: Path) -> list[tuple[Path, Path]]:
             continue
         ref = ref_dir / path.name
         if not ref.exists():
-            raise DatasetError(f"{path}: no reference {ref}; predictions and references must share file names")
+            raise DatasetError(
+                f"{path}: no reference {ref}; predictions and references must share file names"
+            )
         pairs.append((path, ref))
     if not pairs:
         raise DatasetError(f"{pred_dir}: no predicted label maps found")
@@ -182,7 +185,9 @@ def choose_postprocessing(
     for pred_path, ref_path in pairs:
         pred, ref = read_image(pred_path).array, read_image(ref_path).array
         if pred.shape != ref.shape:
-            raise DatasetError(f"{pred_path}: shape {pred.shape} differs from the reference {ref.shape}")
+            raise DatasetError(
+                f"{pred_path}: shape {pred.shape} differs from the reference {ref.shape}"
+            )
         for value in values:
             target = ref == value
             before[value].append(dice_score(pred == value, target))
@@ -222,5 +227,7 @@ def load_postprocessing(results: str | os.PathLike[str]) -> dict[str, Any] | Non
         for key in ("keep_largest_component", "fill_holes"):
             decision[key] = [int(v) for v in decision.get(key, [])]
     except (json.JSONDecodeError, TypeError, ValueError, AttributeError) as err:
-        raise ConfigError(f"{path}: not a valid post-processing file ({err}); delete it or fix it") from err
+        raise ConfigError(
+            f"{path}: not a valid post-processing file ({err}); delete it or fix it"
+        ) from err
     return decision

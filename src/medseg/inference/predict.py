@@ -73,14 +73,20 @@ def _check_models(models: Sequence[tuple[nn.Module, Plan]], image: Image) -> Non
     first = models[0][1]
     for _, plan in models:
         if plan.num_classes != first.num_classes or label_values(plan) != label_values(first):
-            raise ConfigError(f"cannot ensemble {first.configuration} and {plan.configuration}: different labels "
-                              f"({first.labels} vs {plan.labels})")
+            raise ConfigError(
+                f"cannot ensemble {first.configuration} and {plan.configuration}: different labels "
+                f"({first.labels} vs {plan.labels})"
+            )
         if len(plan.spacing) != image.spatial_dims:
-            raise ConfigError(f"the {plan.configuration} model was planned for {len(plan.spacing)}D images, "
-                              f"got a {image.spatial_dims}D image")
+            raise ConfigError(
+                f"the {plan.configuration} model was planned for {len(plan.spacing)}D images, "
+                f"got a {image.spatial_dims}D image"
+            )
         if plan.image_channels != image.num_channels:
-            raise DatasetError(f"the image has {image.num_channels} channel(s), the {plan.configuration} model "
-                               f"expects {plan.image_channels}")
+            raise DatasetError(
+                f"the image has {image.num_channels} channel(s), the {plan.configuration} model "
+                f"expects {plan.image_channels}"
+            )
 
 
 def _preprocessing_key(plan: Plan, spacing: tuple[float, ...]) -> str:
@@ -123,22 +129,35 @@ def predict_preprocessed(
     patch = tuple(int(p) for p in (patch_size or plan.patch_size))
     divisor = tuple(getattr(model, "required_divisor", (1,) * len(patch)))
     if len(patch) != plan.spatial_dims or any(p % d for p, d in zip(patch, divisor, strict=True)):
-        raise ConfigError(f"tile size {patch} must have {plan.spatial_dims} entries, each a multiple of the "
-                          f"network's required divisor {divisor}")
+        raise ConfigError(
+            f"tile size {patch} must have {plan.spatial_dims} entries, each a multiple of the "
+            f"network's required divisor {divisor}"
+        )
     model.eval().to(dev)
     axes = tuple(range(plan.spatial_dims)) if mirror else None
     image = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     slices = plan.spatial_dims == 2 and image.ndim == 4
     batch = image.permute(1, 0, 2, 3) if slices else image[None]  # (Z, C, y, x) or (1, C, *spatial)
-    probs = sliding_window_inference(batch, model, patch, overlap=overlap, mirror_axes=axes, device=dev,
-                                     sw_batch_size=sw_batch_size, output="probabilities")
+    probs = sliding_window_inference(
+        batch,
+        model,
+        patch,
+        overlap=overlap,
+        mirror_axes=axes,
+        device=dev,
+        sw_batch_size=sw_batch_size,
+        output="probabilities",
+    )
     probs = probs.permute(1, 0, 2, 3) if slices else probs[0]
     return probs.contiguous().numpy()
 
 
 def _resampled_mean(
-    models: Sequence[tuple[nn.Module, Plan]], array: np.ndarray, target_shape: tuple[int, ...],
-    separate_z: int | None, **kwargs: Any,
+    models: Sequence[tuple[nn.Module, Plan]],
+    array: np.ndarray,
+    target_shape: tuple[int, ...],
+    separate_z: int | None,
+    **kwargs: Any,
 ) -> np.ndarray:
     """The models' mean probabilities on ``array``'s grid, resampled linearly to ``target_shape``."""
     probs = None
@@ -179,8 +198,18 @@ def next_stage_segmentation(
         value): argmax of the models' averaged probabilities after linear resampling.
     """
     target = tuple(int(n) for n in target_shape)
-    return _indices(_resampled_mean(models, array, target, separate_z, overlap=overlap, mirror=mirror,
-                                    device=device, sw_batch_size=sw_batch_size))
+    return _indices(
+        _resampled_mean(
+            models,
+            array,
+            target,
+            separate_z,
+            overlap=overlap,
+            mirror=mirror,
+            device=device,
+            sw_batch_size=sw_batch_size,
+        )
+    )
 
 
 def _previous_on_grid(
@@ -199,9 +228,16 @@ def _previous_on_grid(
     total = np.zeros(0, dtype=np.float32)
     for members in groups.values():
         array, _, low_props = preprocess_arrays(channels, None, spacing, members[0][1])
-        if (low_props["crop_start"], low_props["crop_stop"]) != (props["crop_start"], props["crop_stop"]):
-            raise MedsegError("the previous stage cropped the image unlike the cascade")  # same image: cannot happen
-        mean = _resampled_mean(members, array, target, props.get("separate_z"), **kwargs) * len(members)
+        if (low_props["crop_start"], low_props["crop_stop"]) != (
+            props["crop_start"],
+            props["crop_stop"],
+        ):
+            raise MedsegError(
+                "the previous stage cropped the image unlike the cascade"
+            )  # same image: cannot happen
+        mean = _resampled_mean(members, array, target, props.get("separate_z"), **kwargs) * len(
+            members
+        )
         total = mean if total.size == 0 else total + mean
     return _indices(total)
 
@@ -249,8 +285,10 @@ def predict_case(
     if any(plan.previous_stage for _, plan in models) and previous_segmentation is None:
         if not previous_stage:
             stages = sorted({plan.previous_stage for _, plan in models if plan.previous_stage})
-            raise ConfigError(f"cascade models need the previous stage's models ({', '.join(stages)}): "
-                              "pass previous_stage=[(network, plan), ...]")
+            raise ConfigError(
+                f"cascade models need the previous stage's models ({', '.join(stages)}): "
+                "pass previous_stage=[(network, plan), ...]"
+            )
         _check_models([*previous_stage, models[0]], image)
     channels = image.channels_first().astype(np.float32, copy=False)
     geometry = {
@@ -273,23 +311,43 @@ def predict_case(
                     indices = np.asarray(previous_segmentation)
                     indices = indices[0] if indices.ndim == net_input.ndim else indices
                     if indices.shape != net_input.shape[1:]:
-                        raise ConfigError(f"previous_segmentation {indices.shape} is not on the {plan.configuration} "
-                                          f"grid {net_input.shape[1:]}")
+                        raise ConfigError(
+                            f"previous_segmentation {indices.shape} is not on the {plan.configuration} "
+                            f"grid {net_input.shape[1:]}"
+                        )
                 else:
                     assert previous_stage is not None
-                    indices = _previous_on_grid(previous_stage, channels, image.spacing, group["props"],
-                                                overlap=overlap, mirror=mirror, device=device,
-                                                sw_batch_size=sw_batch_size)
+                    indices = _previous_on_grid(
+                        previous_stage,
+                        channels,
+                        image.spacing,
+                        group["props"],
+                        overlap=overlap,
+                        mirror=mirror,
+                        device=device,
+                        sw_batch_size=sw_batch_size,
+                    )
                 indices = torch.as_tensor(np.array(indices))[None, None]
                 group["previous"] = foreground_one_hot(indices, plan.num_classes)[0].numpy()
             net_input = np.concatenate([net_input, group["previous"]])
-        probs = predict_preprocessed(model, plan, net_input, overlap=overlap, mirror=mirror, device=device,
-                                     patch_size=patch_size, sw_batch_size=sw_batch_size)
+        probs = predict_preprocessed(
+            model,
+            plan,
+            net_input,
+            overlap=overlap,
+            mirror=mirror,
+            device=device,
+            patch_size=patch_size,
+            sw_batch_size=sw_batch_size,
+        )
         group["sum"] = probs if group["sum"] is None else group["sum"] + probs
         group["count"] += 1
     total = np.zeros((models[0][1].num_classes, *image.spatial_shape), dtype=np.float32)
     for group in groups.values():
-        total += probabilities_to_original(group["sum"] / group["count"], group["props"]) * group["count"]
+        total += (
+            probabilities_to_original(group["sum"] / group["count"], group["props"])
+            * group["count"]
+        )
     total /= len(models)
     label = probabilities_to_label(total, label_values(models[0][1]))
     return total, label_image(label, next(iter(groups.values()))["props"])
@@ -312,7 +370,9 @@ def find_input_cases(input_dir: str | os.PathLike[str]) -> list[Case]:
     if (input_dir / "dataset.json").exists():
         cases = list(load_dataset(input_dir).test_cases)
         if not cases:
-            raise DatasetError(f"{input_dir}: dataset has no imagesTs cases; pass the image folder itself")
+            raise DatasetError(
+                f"{input_dir}: dataset has no imagesTs cases; pass the image folder itself"
+            )
         return cases
     channels: dict[str, list[Path]] = {}
     for path in sorted(input_dir.iterdir()):
@@ -340,13 +400,17 @@ def checked_input(case: Case, image: Image, channels: int, *, nan_to_num: bool =
     """
     if image.num_channels != channels:
         missing = missing_channel_files(case, channels)
-        raise DatasetError(f"{missing[0] if missing else case.image_paths[0]}: "
-                           f"{'channel file missing: ' if missing else ''}case {case.case_id} has "
-                           f"{image.num_channels} channel(s), the model expects {channels}")
+        raise DatasetError(
+            f"{missing[0] if missing else case.image_paths[0]}: "
+            f"{'channel file missing: ' if missing else ''}case {case.case_id} has "
+            f"{image.num_channels} channel(s), the model expects {channels}"
+        )
     problems = nonfinite_problems(case.image_paths, image)
     if problems and not nan_to_num:
-        raise DatasetError(f"{problems[0]}; replace them in the image, or pass --nan-to-num "
-                           "(nan_to_num=True) to predict with them set to 0")
+        raise DatasetError(
+            f"{problems[0]}; replace them in the image, or pass --nan-to-num "
+            "(nan_to_num=True) to predict with them set to 0"
+        )
     if not problems:
         return image
     for problem in problems:
@@ -358,15 +422,25 @@ def _warn_spacing(case_id: str, image: Image, plan: Plan) -> None:
     axes = plan.spatial_dims  # a 2d plan keeps each case's own slice spacing
     ratios = [a / b for a, b in zip(image.spacing[-axes:], plan.spacing[-axes:], strict=True)]
     if any(r > SPACING_WARN_RATIO or r < 1 / SPACING_WARN_RATIO for r in ratios):
-        log.warning("case %s: spacing %s differs more than %gx from the %s plan's %s; the model sees data "
-                    "unlike its training data", case_id, image.spacing, SPACING_WARN_RATIO, plan.configuration,
-                    plan.spacing)
+        log.warning(
+            "case %s: spacing %s differs more than %gx from the %s plan's %s; the model sees data "
+            "unlike its training data",
+            case_id,
+            image.spacing,
+            SPACING_WARN_RATIO,
+            plan.configuration,
+            plan.spacing,
+        )
 
 
 def _write_probabilities(path: Path, probs: np.ndarray, values: list[int], image: Image) -> None:
     with atomic_path(path) as tmp:
-        np.savez_compressed(tmp, probabilities=probs.astype(np.float32), label_values=np.asarray(values),
-                            spacing=np.asarray(image.spacing))
+        np.savez_compressed(
+            tmp,
+            probabilities=probs.astype(np.float32),
+            label_values=np.asarray(values),
+            spacing=np.asarray(image.spacing),
+        )
 
 
 def predict(
@@ -427,39 +501,59 @@ def predict(
     cases = find_input_cases(input_dir)
     if output_dir.resolve() == input_dir.resolve():
         raise ConfigError(f"{output_dir}: the output folder must differ from the input folder")
-    models = [model_from_checkpoint(path) for path in find_checkpoints(
-        results, configurations=configurations, folds=folds, checkpoint=checkpoint)]
+    models = [
+        model_from_checkpoint(path)
+        for path in find_checkpoints(
+            results, configurations=configurations, folds=folds, checkpoint=checkpoint
+        )
+    ]
     previous = previous_stage_models(results, models, folds=folds, checkpoint=checkpoint)
     decision = load_postprocessing(results) if postprocess else None
     targets = [output_dir / f"{case.case_id}{file_ending(case.image_paths[0])}" for case in cases]
     npz = [output_dir / f"{case.case_id}.npz" for case in cases] if save_probabilities else []
     # D: what identifies the outputs; an option that changes them belongs here
-    run = {"models": models_fingerprint([*models, *(previous or [])]), "mirror": mirror,
-           "overlap": overlap, "postprocessing": decision}
+    run = {
+        "models": models_fingerprint([*models, *(previous or [])]),
+        "mirror": mirror,
+        "overlap": overlap,
+        "postprocessing": decision,
+    }
     dev = resolve_device(device)
     values = label_values(models[0][1])
     kept = 0
     with run_lock(output_dir, "written"):
         remove_stale_temporaries(output_dir)
         existing = outputs_to_verify(output_dir, [*targets, *npz], run, overwrite=overwrite)
-        for case, target in tqdm(list(zip(cases, targets, strict=True)), desc="predict",
-                                 disable=not progress):
+        for case, target in tqdm(
+            list(zip(cases, targets, strict=True)), desc="predict", disable=not progress
+        ):
             probabilities_path = output_dir / f"{case.case_id}.npz"
             image, _ = read_case(case)
             if target in existing:  # D: an interrupted run of the same models wrote it
-                problem = output_problem(target, image, values,
-                                         probabilities_path if save_probabilities else None)
+                problem = output_problem(
+                    target, image, values, probabilities_path if save_probabilities else None
+                )
                 if problem is None:
                     kept += 1
                     continue
                 log.warning("%s: %s; predicting case %s again", target, problem, case.case_id)
-            image = checked_input(case, image, models[0][1].image_channels,  # A: input checks
-                                  nan_to_num=nan_to_num)
+            image = checked_input(
+                case,
+                image,
+                models[0][1].image_channels,  # A: input checks
+                nan_to_num=nan_to_num,
+            )
             for plan in {m[1].configuration: m[1] for m in models}.values():
                 _warn_spacing(case.case_id, image, plan)
             try:
-                probs, label = predict_case(models, image, overlap=overlap, mirror=mirror,
-                                            device=dev, previous_stage=previous)
+                probs, label = predict_case(
+                    models,
+                    image,
+                    overlap=overlap,
+                    mirror=mirror,
+                    device=dev,
+                    previous_stage=previous,
+                )
             except MedsegError as err:
                 raise type(err)(f"case {case.case_id}: {err}") from err
             if decision is not None:
@@ -468,6 +562,11 @@ def predict(
             if save_probabilities:
                 _write_probabilities(probabilities_path, probs, values, image)
     if kept:
-        log.info("%d of %d case(s) were already predicted in %s by the same models and options: "
-                 "kept (--overwrite predicts them again)", kept, len(cases), output_dir)
+        log.info(
+            "%d of %d case(s) were already predicted in %s by the same models and options: "
+            "kept (--overwrite predicts them again)",
+            kept,
+            len(cases),
+            output_dir,
+        )
     return targets

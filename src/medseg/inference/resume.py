@@ -77,11 +77,16 @@ def outputs_to_verify(
     if existing and not overwrite:
         record = _read_record(record_path)
         if record != json.loads(json.dumps(run)):
-            why = ("by a predict run with other models or options" if record is not None
-                   else "by something other than an interrupted medseg predict")
+            why = (
+                "by a predict run with other models or options"
+                if record is not None
+                else "by something other than an interrupted medseg predict"
+            )
             others = f" (and {len(existing) - 1} more output(s))" if len(existing) > 1 else ""
-            raise OverwriteError(f"{existing[0]}: already exists{others}, written {why}; pass "
-                                 "--overwrite to replace them, or choose another output folder")
+            raise OverwriteError(
+                f"{existing[0]}: already exists{others}, written {why}; pass "
+                "--overwrite to replace them, or choose another output folder"
+            )
         return set(existing)
     write_json_atomic(record_path, run)
     return set()
@@ -133,8 +138,11 @@ def _npz_problem(path: Path, shape: tuple[int, ...], values: Sequence[int]) -> s
         with zipfile.ZipFile(path) as archive:
             with archive.open("probabilities.npy") as member:
                 version = npy_format.read_magic(member)
-                read_header = (npy_format.read_array_header_1_0 if version == (1, 0)
-                               else npy_format.read_array_header_2_0)
+                read_header = (
+                    npy_format.read_array_header_1_0
+                    if version == (1, 0)
+                    else npy_format.read_array_header_2_0
+                )
                 found, _, _ = read_header(member)
         stored = np.load(path, allow_pickle=False)["label_values"]
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:

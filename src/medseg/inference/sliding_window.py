@@ -97,7 +97,9 @@ def gaussian_importance(
     return weights
 
 
-def flip_combinations(mirror_axes: Sequence[int] | None, spatial_dims: int) -> list[tuple[int, ...]]:
+def flip_combinations(
+    mirror_axes: Sequence[int] | None, spatial_dims: int
+) -> list[tuple[int, ...]]:
     """Every subset of ``mirror_axes`` as tensor dims of a ``(B, C, *spatial)`` batch.
 
     Args:
@@ -116,7 +118,9 @@ def flip_combinations(mirror_axes: Sequence[int] | None, spatial_dims: int) -> l
     """
     axes = tuple(int(a) for a in (mirror_axes or ()))
     if len(set(axes)) != len(axes) or any(not 0 <= a < spatial_dims for a in axes):
-        raise ValueError(f"mirror_axes must be distinct spatial axes in [0, {spatial_dims}), got {axes}")
+        raise ValueError(
+            f"mirror_axes must be distinct spatial axes in [0, {spatial_dims}), got {axes}"
+        )
     dims = [a + 2 for a in axes]
     return [combo for r in range(len(dims) + 1) for combo in itertools.combinations(dims, r)]
 
@@ -132,10 +136,14 @@ def _pad_to_patch(image: Tensor, patch_size: Sequence[int]) -> tuple[Tensor, tup
     return F.pad(image, pad, mode="constant", value=0.0), crop
 
 
-def _tile_grid(shape: tuple[int, ...], patch: tuple[int, ...], overlap: float) -> list[tuple[slice, ...]]:
+def _tile_grid(
+    shape: tuple[int, ...], patch: tuple[int, ...], overlap: float
+) -> list[tuple[slice, ...]]:
     """``grid_slices`` without repeats (a tiny patch with a large overlap repeats positions
     after rounding; predicting them twice would change nothing but the run time)."""
-    unique = {tuple(s.start for s in tile): tile for tile in grid_slices(shape, patch, overlap=overlap)}
+    unique = {
+        tuple(s.start for s in tile): tile for tile in grid_slices(shape, patch, overlap=overlap)
+    }
     return list(unique.values())
 
 
@@ -151,11 +159,19 @@ def _predict_tiles(
     for dims in flips:
         pred = predictor(tiles.flip(dims) if dims else tiles)
         if not isinstance(pred, Tensor):
-            raise TypeError(f"the predictor must return one tensor (B, K, *spatial), got {type(pred).__name__}; "
-                            "call model.eval() on a network with deep supervision")
-        if pred.ndim != tiles.ndim or tuple(pred.shape[2:]) != patch_size or pred.shape[0] != tiles.shape[0]:
-            raise ValueError(f"the predictor mapped tiles {tuple(tiles.shape)} to {tuple(pred.shape)}; "
-                             f"expected ({tiles.shape[0]}, K, *{patch_size})")
+            raise TypeError(
+                f"the predictor must return one tensor (B, K, *spatial), got {type(pred).__name__}; "
+                "call model.eval() on a network with deep supervision"
+            )
+        if (
+            pred.ndim != tiles.ndim
+            or tuple(pred.shape[2:]) != patch_size
+            or pred.shape[0] != tiles.shape[0]
+        ):
+            raise ValueError(
+                f"the predictor mapped tiles {tuple(tiles.shape)} to {tuple(pred.shape)}; "
+                f"expected ({tiles.shape[0]}, K, *{patch_size})"
+            )
         pred = pred.float()
         if output == "probabilities":
             pred = torch.softmax(pred, dim=1)
@@ -218,8 +234,10 @@ def sliding_window_inference(
     """
     patch = tuple(int(p) for p in patch_size)
     if image.ndim != len(patch) + 2:
-        raise ValueError(f"image must be (B, C, *spatial) with {len(patch)} spatial axes for patch {patch}, "
-                         f"got shape {tuple(image.shape)}")
+        raise ValueError(
+            f"image must be (B, C, *spatial) with {len(patch)} spatial axes for patch {patch}, "
+            f"got shape {tuple(image.shape)}"
+        )
     if mode not in ("gaussian", "constant"):
         raise ValueError(f"mode must be 'gaussian' or 'constant', got {mode!r}")
     if output not in ("probabilities", "logits"):
@@ -244,18 +262,28 @@ def sliding_window_inference(
 
     items = [(b, tile) for b in range(padded.shape[0]) for tile in tiles]
     chunks = range(0, len(items), sw_batch_size)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda"
-                else contextlib.nullcontext())
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if amp and device.type == "cuda"
+        else contextlib.nullcontext()
+    )
     result: Tensor | None = None
     with torch.inference_mode(), autocast:
         for start in tqdm(chunks, desc="sliding window", disable=not progress):
             chunk = items[start : start + sw_batch_size]
             batch = torch.stack([padded[b][(slice(None), *tile)] for b, tile in chunk]).to(device)
-            pred = _predict_tiles(predictor, batch, flips, output, patch).mul_(weight).to(output_device)
+            pred = (
+                _predict_tiles(predictor, batch, flips, output, patch)
+                .mul_(weight)
+                .to(output_device)
+            )
             if result is None:  # a normal tensor (not an inference tensor) so callers may edit it
                 with torch.inference_mode(False):
-                    result = torch.zeros((padded.shape[0], pred.shape[1], *shape), dtype=torch.float32,
-                                         device=output_device)
+                    result = torch.zeros(
+                        (padded.shape[0], pred.shape[1], *shape),
+                        dtype=torch.float32,
+                        device=output_device,
+                    )
             for (b, tile), tile_pred in zip(chunk, pred, strict=True):
                 result[b][(slice(None), *tile)] += tile_pred
         assert result is not None  # grid_slices returns at least one tile

@@ -96,7 +96,9 @@ def read_image(path: str | os.PathLike[str], *, max_gb: float | None = None) -> 
     except MedsegError:
         raise
     except Exception as err:  # any decoder failure means the file is unreadable
-        raise ImageIOError(f"{path}: cannot read ({_short(err)}); the file may be corrupt or truncated") from err
+        raise ImageIOError(
+            f"{path}: cannot read ({_short(err)}); the file may be corrupt or truncated"
+        ) from err
 
 
 def read_geometry(path: str | os.PathLike[str]) -> tuple[tuple[int, ...], Image]:
@@ -117,7 +119,10 @@ def read_geometry(path: str | os.PathLike[str]) -> tuple[tuple[int, ...], Image]
         size = tuple(int(s) for s in reader.GetSize()[::-1])
         d = len(size)
         geom = Image(
-            np.zeros((0,) * d), tuple(reader.GetSpacing()[::-1]), reader.GetOrigin(), reader.GetDirection()
+            np.zeros((0,) * d),
+            tuple(reader.GetSpacing()[::-1]),
+            reader.GetOrigin(),
+            reader.GetDirection(),
         )
         return size, geom
     image = read_image(path)
@@ -158,7 +163,10 @@ def _from_sitk(itk: sitk.Image) -> Image:
     if itk.GetNumberOfComponentsPerPixel() > 1:
         array = np.moveaxis(array, -1, 0)  # vector pixels -> channels first
     return Image(
-        np.ascontiguousarray(array), tuple(itk.GetSpacing()[::-1]), itk.GetOrigin(), itk.GetDirection()
+        np.ascontiguousarray(array),
+        tuple(itk.GetSpacing()[::-1]),
+        itk.GetOrigin(),
+        itk.GetDirection(),
     )
 
 
@@ -324,7 +332,9 @@ def _read_tiff(path: Path, max_bytes: int) -> Image:
 
 def _picture_to_image(array: np.ndarray) -> Image:
     if array.ndim == 3:  # (H, W, C)
-        if array.shape[-1] == 4 and np.all(array[..., 3] == np.iinfo(array.dtype).max if array.dtype.kind == "u" else 1):
+        if array.shape[-1] == 4 and np.all(
+            array[..., 3] == np.iinfo(array.dtype).max if array.dtype.kind == "u" else 1
+        ):
             array = array[..., :3]
         if array.shape[-1] == 2:  # grey + alpha
             array = array[..., 0]
@@ -335,7 +345,9 @@ def _picture_to_image(array: np.ndarray) -> Image:
 
 def _picture_array(image: Image, path: Path, *, allow_float: bool) -> np.ndarray:
     if image.spatial_dims != 2:
-        raise ImageIOError(f"{path}: a {image.spatial_dims}D image cannot be stored as a 2D picture")
+        raise ImageIOError(
+            f"{path}: a {image.spatial_dims}D image cannot be stored as a 2D picture"
+        )
     array = image.array
     if image.has_channels:
         if image.num_channels == 1:
@@ -343,11 +355,15 @@ def _picture_array(image: Image, path: Path, *, allow_float: bool) -> np.ndarray
         elif image.num_channels in (3, 4):
             array = np.moveaxis(array, 0, -1)
         else:
-            raise ImageIOError(f"{path}: {image.num_channels} channels cannot be stored as a picture (1, 3 or 4)")
+            raise ImageIOError(
+                f"{path}: {image.num_channels} channels cannot be stored as a picture (1, 3 or 4)"
+            )
     if array.dtype == np.bool_:
         array = array.astype(np.uint8)
     if array.dtype.kind == "f" and not allow_float:
-        raise ImageIOError(f"{path}: float pixels cannot be stored as PNG/JPEG; use .tif or .nii.gz")
+        raise ImageIOError(
+            f"{path}: float pixels cannot be stored as PNG/JPEG; use .tif or .nii.gz"
+        )
     return np.ascontiguousarray(array)
 
 
@@ -357,7 +373,9 @@ def _write_picture(image: Image, tmp: Path, path: Path, ext: str) -> None:
     array = _picture_array(image, path, allow_float=False)
     if array.dtype.kind in "iu" and array.dtype.itemsize > 1:
         if array.ndim == 3 or array.min() < 0 or array.max() > 65535:
-            raise ImageIOError(f"{path}: values outside uint8 (RGB) / uint16 (grey) range for a picture")
+            raise ImageIOError(
+                f"{path}: values outside uint8 (RGB) / uint16 (grey) range for a picture"
+            )
         array = array.astype(np.uint16) if array.max() > 255 else array.astype(np.uint8)
     elif array.dtype == np.int8:
         raise ImageIOError(f"{path}: signed 8-bit pixels cannot be stored as a picture")

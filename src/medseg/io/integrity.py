@@ -73,8 +73,12 @@ def read_nifti_header(path: Path) -> NiftiHeader | None:
     ndim = int(dims[0])
     if not 1 <= ndim <= 7 or bitpix <= 0 or not math.isfinite(offset) or offset < 0:
         return None
-    return NiftiHeader(tuple(int(d) for d in dims[1 : 1 + ndim]), int(bitpix), int(offset),
-                       tuple(float(p) for p in pixdim[1 : 1 + ndim]))
+    return NiftiHeader(
+        tuple(int(d) for d in dims[1 : 1 + ndim]),
+        int(bitpix),
+        int(offset),
+        tuple(float(p) for p in pixdim[1 : 1 + ndim]),
+    )
 
 
 def nifti_size_problem(path: Path, header: NiftiHeader | None = None) -> str | None:
@@ -103,8 +107,10 @@ def nifti_size_problem(path: Path, header: NiftiHeader | None = None) -> str | N
             while chunk := f.read(CHUNK_BYTES):
                 total += len(chunk)
                 if total > expected:
-                    return (f"file decompresses to more than the {expected} bytes its header "
-                            "declares; it is corrupt or not a plain NIfTI file, re-export it")
+                    return (
+                        f"file decompresses to more than the {expected} bytes its header "
+                        "declares; it is corrupt or not a plain NIfTI file, re-export it"
+                    )
     except (EOFError, OSError, zlib.error):
         return truncated
     return truncated if total < expected else None

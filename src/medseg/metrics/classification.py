@@ -108,7 +108,9 @@ def roc_auc(
     return float(np.nanmean(per_class)) if not np.all(np.isnan(per_class)) else math.nan
 
 
-def roc_curve(positive: Sequence[bool], score: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def roc_curve(
+    positive: Sequence[bool], score: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC points of one class against the rest: ``(fpr, tpr, thresholds)``, from (0, 0) to (1, 1).
 
     One point per distinct score (ties move both rates at once), thresholds decreasing with
@@ -225,7 +227,9 @@ def _classes(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[Any] | Non
     return sorted(set(y_true.tolist()) | set(y_pred.tolist()))
 
 
-def validation_metrics(scores: np.ndarray, labels: np.ndarray, *, task: str, num_outputs: int) -> dict[str, float]:
+def validation_metrics(
+    scores: np.ndarray, labels: np.ndarray, *, task: str, num_outputs: int
+) -> dict[str, float]:
     """The metrics a classifier is validated on each epoch, from its predicted scores.
 
     Args:
@@ -245,7 +249,9 @@ def validation_metrics(scores: np.ndarray, labels: np.ndarray, *, task: str, num
         {'accuracy': 1.0, 'auc': 1.0}
     """
     if task == "regression":
-        err = scores.reshape(len(scores), -1) - np.asarray(labels, dtype=np.float64).reshape(len(labels), -1)
+        err = scores.reshape(len(scores), -1) - np.asarray(labels, dtype=np.float64).reshape(
+            len(labels), -1
+        )
         return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean()))}
     labels = np.asarray(labels).reshape(-1)
     present = sorted(set(labels.tolist()))

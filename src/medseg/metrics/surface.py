@@ -238,7 +238,9 @@ def _directed(
     tree = cKDTree(
         np.argwhere(target) * scale, leafsize=32, balanced_tree=False, compact_nodes=False
     )
-    distances[apart] = tree.query(np.argwhere(query) * scale, workers=threads or available_cpus())[0]
+    distances[apart] = tree.query(np.argwhere(query) * scale, workers=threads or available_cpus())[
+        0
+    ]
     return distances
 
 

@@ -56,9 +56,18 @@ class UNetEncoderClassifier(nn.Module):
     ) -> None:
         super().__init__()
         self.spatial_dims = spatial_dims
-        self.backbone = UNetEncoder(spatial_dims, in_channels, features=features, kernel_sizes=kernel_sizes,
-                                    strides=strides, blocks_per_stage=blocks_per_stage, residual=residual,
-                                    downsample=downsample, norm=norm, act=act)
+        self.backbone = UNetEncoder(
+            spatial_dims,
+            in_channels,
+            features=features,
+            kernel_sizes=kernel_sizes,
+            strides=strides,
+            blocks_per_stage=blocks_per_stage,
+            residual=residual,
+            downsample=downsample,
+            norm=norm,
+            act=act,
+        )
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
         self.head = nn.Linear(self.backbone.features[-1], out_channels)
 

@@ -46,45 +46,84 @@ TASKS = ("segmentation", "classification")
 
 for _task, _networks in {
     "segmentation": [
-        ("unet", UNet,
-         "U-Net: encoder-decoder with skips, per-stage plan (Ronneberger 2015, Cicek 2016)"),
+        (
+            "unet",
+            UNet,
+            "U-Net: encoder-decoder with skips, per-stage plan (Ronneberger 2015, Cicek 2016)",
+        ),
         ("residual_unet", ResidualUNet, "U-Net with residual blocks"),
-        ("attention_unet", AttentionUNet,
-         "U-Net with additive attention gates on the skips (Oktay 2018)"),
-        ("unet_plusplus", UNetPlusPlus,
-         "U-Net++: nested dense skips, deep supervision (Zhou 2018)"),
+        (
+            "attention_unet",
+            AttentionUNet,
+            "U-Net with additive attention gates on the skips (Oktay 2018)",
+        ),
+        (
+            "unet_plusplus",
+            UNetPlusPlus,
+            "U-Net++: nested dense skips, deep supervision (Zhou 2018)",
+        ),
         ("dilated_unet", DilatedUNet, "U-Net with dilated deep stages and an ASPP bottleneck"),
         ("fcn", FCN, "Fully convolutional LeNet, upsampled to the input size (Long 2015)"),
         ("segnet", SegNet, "Encoder-decoder with max-unpooling indices (Badrinarayanan 2017)"),
-        ("multiscale_unet", MultiScaleUNet,
-         "Two U-Net pathways, full and down-sampled input, fused"),
+        (
+            "multiscale_unet",
+            MultiScaleUNet,
+            "Two U-Net pathways, full and down-sampled input, fused",
+        ),
         ("vae_unet", VAEUNet, "U-Net + VAE reconstruction branch (Myronenko 2018)"),
     ],
     "classification": [
-        ("lenet5", LeNet5,
-         "Classifier: LeNet-5, conv5-pool-conv5-pool-fc120-fc84 (LeCun 1998)"),
-        ("alexnet", AlexNet,
-         "Classifier: AlexNet, stem adapts to the input size (Krizhevsky 2012)"),
-        ("vgg11", VGG11,
-         "Classifier: VGG-11, 3x3 conv stages, optional batch norm (Simonyan 2015)"),
-        ("vgg16", VGG16,
-         "Classifier: VGG-16, 3x3 conv stages, optional batch norm (Simonyan 2015)"),
+        ("lenet5", LeNet5, "Classifier: LeNet-5, conv5-pool-conv5-pool-fc120-fc84 (LeCun 1998)"),
+        (
+            "alexnet",
+            AlexNet,
+            "Classifier: AlexNet, stem adapts to the input size (Krizhevsky 2012)",
+        ),
+        (
+            "vgg11",
+            VGG11,
+            "Classifier: VGG-11, 3x3 conv stages, optional batch norm (Simonyan 2015)",
+        ),
+        (
+            "vgg16",
+            VGG16,
+            "Classifier: VGG-16, 3x3 conv stages, optional batch norm (Simonyan 2015)",
+        ),
         ("inception", Inception, "Classifier: GoogLeNet, Inception-v1 blocks (Szegedy 2015)"),
         ("resnet18", ResNet18, "Classifier: ResNet-18, basic residual blocks (He 2016)"),
         ("resnet34", ResNet34, "Classifier: ResNet-34, basic residual blocks (He 2016)"),
         ("resnet50", ResNet50, "Classifier: ResNet-50, bottleneck residual blocks (He 2016)"),
-        ("densenet121", DenseNet121,
-         "Classifier: DenseNet-121, growth 32, BC compression 0.5 (Huang 2017)"),
-        ("mobilenet_v1", MobileNetV1,
-         "Classifier: MobileNet v1, depth-wise separable convs (Howard 2017)"),
-        ("mobilenet_v2", MobileNetV2,
-         "Classifier: MobileNet v2, inverted residuals, ReLU6 (Sandler 2018)"),
-        ("vit", VisionTransformer, "Classifier: Vision Transformer, patches + CLS token + "
-         "position embedding (Dosovitskiy 2021)"),
-        ("capsnet", CapsuleNetwork, "Classifier: capsule network, dynamic routing by "
-         "agreement, margin loss (Sabour 2017)"),
-        ("unet_encoder", UNetEncoderClassifier,
-         "Classifier: a U-Net encoder + linear head; loads a segmentation model's encoder"),
+        (
+            "densenet121",
+            DenseNet121,
+            "Classifier: DenseNet-121, growth 32, BC compression 0.5 (Huang 2017)",
+        ),
+        (
+            "mobilenet_v1",
+            MobileNetV1,
+            "Classifier: MobileNet v1, depth-wise separable convs (Howard 2017)",
+        ),
+        (
+            "mobilenet_v2",
+            MobileNetV2,
+            "Classifier: MobileNet v2, inverted residuals, ReLU6 (Sandler 2018)",
+        ),
+        (
+            "vit",
+            VisionTransformer,
+            "Classifier: Vision Transformer, patches + CLS token + "
+            "position embedding (Dosovitskiy 2021)",
+        ),
+        (
+            "capsnet",
+            CapsuleNetwork,
+            "Classifier: capsule network, dynamic routing by agreement, margin loss (Sabour 2017)",
+        ),
+        (
+            "unet_encoder",
+            UNetEncoderClassifier,
+            "Classifier: a U-Net encoder + linear head; loads a segmentation model's encoder",
+        ),
     ],
 }.items():
     for _name, _builder, _description in _networks:

@@ -54,8 +54,16 @@ from medseg.training.transfer import read_state_dict
 log = logging.getLogger(__name__)
 
 #: Segmentation-plan options that the ``unet_encoder`` classifier shares with the U-Net.
-_ENCODER_OPTIONS = ("features", "kernel_sizes", "strides", "blocks_per_stage", "residual", "downsample", "norm",
-                    "act")
+_ENCODER_OPTIONS = (
+    "features",
+    "kernel_sizes",
+    "strides",
+    "blocks_per_stage",
+    "residual",
+    "downsample",
+    "norm",
+    "act",
+)
 
 
 def _fold_assignment(data: ClassificationSet, folds: int, seed: int) -> np.ndarray:
@@ -138,24 +146,63 @@ def classify_train(
             validation_kind = "validation"
     else:
         assignment = _fold_assignment(train_all, folds, seed)
-        plans = [(k, train_all.subset(assignment != k), train_all.subset(assignment == k)) for k in range(folds)]
+        plans = [
+            (k, train_all.subset(assignment != k), train_all.subset(assignment == k))
+            for k in range(folds)
+        ]
         validation_kind = "cross_validation"
     budget = None if time_budget_s is None else time_budget_s / len(plans)
     results, validation_predictions = [], []
     for k, train_set, val_set in plans:
-        config = config_for(train_set, network, network_config=network_config, pretrained=pretrained,
-                            freeze=freeze, backbone_lr_factor=backbone_lr_factor, epochs=epochs,
-                            batch_size=batch_size, learning_rate=learning_rate, augmentation=augmentation,
-                            class_weighting=class_weighting, loss=loss, seed=seed + k)
-        fit = fit_classifier(train_set, val_set, out / f"fold_{k}", config, time_budget_s=budget, resume=resume,
-                             device=device, progress=progress)
-        results.append({"fold": k, "epochs": fit.epochs, "steps": fit.steps, "seconds": round(fit.seconds, 1),
-                        "best_metric": fit.best_metric, "stopped_by": fit.stopped_by, "train_images": len(train_set),
-                        "val_images": len(val_set)})
-        validation_predictions.append(predict_classification(out / f"fold_{k}", val_set, device=device))
-    summary: dict[str, Any] = {"data": str(data), "network": network, "task": train_all.task, "folds": results,
-                               "budget": f"{time_budget_s:.0f} s" if time_budget_s else f"{epochs} epochs",
-                               "device": str(resolve_device(device)), "class_names": train_all.class_names}
+        config = config_for(
+            train_set,
+            network,
+            network_config=network_config,
+            pretrained=pretrained,
+            freeze=freeze,
+            backbone_lr_factor=backbone_lr_factor,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            augmentation=augmentation,
+            class_weighting=class_weighting,
+            loss=loss,
+            seed=seed + k,
+        )
+        fit = fit_classifier(
+            train_set,
+            val_set,
+            out / f"fold_{k}",
+            config,
+            time_budget_s=budget,
+            resume=resume,
+            device=device,
+            progress=progress,
+        )
+        results.append(
+            {
+                "fold": k,
+                "epochs": fit.epochs,
+                "steps": fit.steps,
+                "seconds": round(fit.seconds, 1),
+                "best_metric": fit.best_metric,
+                "stopped_by": fit.stopped_by,
+                "train_images": len(train_set),
+                "val_images": len(val_set),
+            }
+        )
+        validation_predictions.append(
+            predict_classification(out / f"fold_{k}", val_set, device=device)
+        )
+    summary: dict[str, Any] = {
+        "data": str(data),
+        "network": network,
+        "task": train_all.task,
+        "folds": results,
+        "budget": f"{time_budget_s:.0f} s" if time_budget_s else f"{epochs} epochs",
+        "device": str(resolve_device(device)),
+        "class_names": train_all.class_names,
+    }
     merged = _concatenate(validation_predictions)
     summary[validation_kind] = _evaluate(merged, out / "evaluation" / validation_kind)
     if "test" in splits:
@@ -171,16 +218,28 @@ def classify_train(
 
 def _concatenate(predictions: list[ClassificationPrediction]) -> ClassificationPrediction:
     first = predictions[0]
-    labels = None if any(p.labels is None for p in predictions) else np.concatenate([p.labels for p in predictions])
-    return ClassificationPrediction([i for p in predictions for i in p.ids], np.concatenate([p.scores for p in
-                                                                                           predictions]),
-                                    first.task, first.class_names, labels)
+    labels = (
+        None
+        if any(p.labels is None for p in predictions)
+        else np.concatenate([p.labels for p in predictions])
+    )
+    return ClassificationPrediction(
+        [i for p in predictions for i in p.ids],
+        np.concatenate([p.scores for p in predictions]),
+        first.task,
+        first.class_names,
+        labels,
+    )
 
 
 def _evaluate(prediction: ClassificationPrediction, folder: Path) -> dict[str, Any]:
     """Evaluate into ``folder`` (the run's own output, so replaced on a rerun); the headline numbers."""
     summary = evaluate_classification(prediction, folder, overwrite=True)
-    keys = ("accuracy", "roc_auc", "mcc") if summary["task"] == "classification" else ("mae", "rmse", "r2")
+    keys = (
+        ("accuracy", "roc_auc", "mcc")
+        if summary["task"] == "classification"
+        else ("mae", "rmse", "r2")
+    )
     headline = {k: summary.get(k) for k in keys}
     if summary["task"] == "classification":
         headline["macro_recall"] = summary["macro"]["recall"]
@@ -188,9 +247,16 @@ def _evaluate(prediction: ClassificationPrediction, folder: Path) -> dict[str, A
     return headline
 
 
-def classify_predict(run: str | os.PathLike[str], data: str | os.PathLike[str], out: str | os.PathLike[str], *,
-                     split: str = "test", mirror: bool = False, device: str | None = None,
-                     overwrite: bool = False) -> Path:
+def classify_predict(
+    run: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    split: str = "test",
+    mirror: bool = False,
+    device: str | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Predict ``split`` of ``data`` with the run's models (an ensemble of its folds); writes a CSV."""
     target = check_writable(out, overwrite=overwrite)
     config = load_classifier(find_classifier_checkpoints(run)[0])[1]
@@ -199,15 +265,28 @@ def classify_predict(run: str | os.PathLike[str], data: str | os.PathLike[str], 
     return write_predictions(prediction, target, overwrite=overwrite)
 
 
-def classify_evaluate(predictions: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
-                      overwrite: bool = False) -> dict[str, Any]:
+def classify_evaluate(
+    predictions: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    overwrite: bool = False,
+) -> dict[str, Any]:
     """Metrics of a predictions CSV (written next to it, or into ``out``)."""
     return evaluate_classification(predictions, out, overwrite=overwrite)
 
 
-def classify_explain(run: str | os.PathLike[str], data: str | os.PathLike[str], *, split: str = "test",
-                     out: str | os.PathLike[str] | None = None, count: int = 8, method: str = "auto",
-                     layer: str | None = None, device: str | None = None, overwrite: bool = False) -> list[Path]:
+def classify_explain(
+    run: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    *,
+    split: str = "test",
+    out: str | os.PathLike[str] | None = None,
+    count: int = 8,
+    method: str = "auto",
+    layer: str | None = None,
+    device: str | None = None,
+    overwrite: bool = False,
+) -> list[Path]:
     """Overlays of where the first model of ``run`` looks, for ``count`` images of ``split``.
 
     Images are picked round-robin over the reference classes (so every class is shown).
@@ -227,17 +306,33 @@ def classify_explain(run: str | os.PathLike[str], data: str | os.PathLike[str], 
         method = "saliency" if config.network in ("vit", "capsnet") else "gradcam"
     paths = []
     for i in picks:
-        x = normalize_images(dataset.images[i:i + 1], config).to(dev)
+        x = normalize_images(dataset.images[i : i + 1], config).to(dev)
         heat = grad_cam(model, x, layer=layer) if method == "gradcam" else saliency(model, x)
         with torch.no_grad():
-            probs = model(x).float().softmax(1)[0] if config.task == "classification" else model(x).float()[0]
+            probs = (
+                model(x).float().softmax(1)[0]
+                if config.task == "classification"
+                else model(x).float()[0]
+            )
         predicted = int(probs.argmax()) if config.task == "classification" else None
-        truth = dataset.class_names[int(dataset.labels[i])] if config.task == "classification" else ""
-        label = (f"reference {truth}, predicted {config.class_names[predicted]} ({float(probs[predicted]):.2f})"
-                 if predicted is not None else "regression")
+        truth = (
+            dataset.class_names[int(dataset.labels[i])] if config.task == "classification" else ""
+        )
+        label = (
+            f"reference {truth}, predicted {config.class_names[predicted]} ({float(probs[predicted]):.2f})"
+            if predicted is not None
+            else "regression"
+        )
         name = f"{len(paths):02d}_{Path(dataset.ids[i]).stem.replace(':', '_')}.png"
-        paths.append(save_overlay(dataset.images[i], heat[0].cpu(), out_dir / name,
-                                  title=f"{method}: {label}", overwrite=overwrite))
+        paths.append(
+            save_overlay(
+                dataset.images[i],
+                heat[0].cpu(),
+                out_dir / name,
+                title=f"{method}: {label}",
+                overwrite=overwrite,
+            )
+        )
     return paths
 
 
@@ -258,9 +353,18 @@ def classify_report(run: str | os.PathLike[str], *, overwrite: bool = False) -> 
     return build_classification_report(run, overwrite=overwrite)
 
 
-def classify_demo(out: str | os.PathLike[str], *, network: str = "resnet18", spatial_dims: int = 2,
-                  n_per_class: int = 150, epochs: int = 8, time_budget_s: float | None = None,
-                  device: str | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+def classify_demo(
+    out: str | os.PathLike[str],
+    *,
+    network: str = "resnet18",
+    spatial_dims: int = 2,
+    n_per_class: int = 150,
+    epochs: int = 8,
+    time_budget_s: float | None = None,
+    device: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Classification end to end on generated phantoms (lesion present / absent).
 
     Makes ``OUT/data`` (``make_classification_phantoms``), trains ``network`` into ``OUT/run``,
@@ -275,26 +379,39 @@ def classify_demo(out: str | os.PathLike[str], *, network: str = "resnet18", spa
     if overwrite and (out / "run").exists():
         shutil.rmtree(out / "run")
     data = out / "data"
-    make_classification_phantoms(data, n_per_class=n_per_class, spatial_dims=spatial_dims, seed=0,
-                                 overwrite=overwrite)
-    summary = classify_train(data, out / "run", network=network, epochs=epochs, time_budget_s=time_budget_s,
-                             device=device, progress=progress)
+    make_classification_phantoms(
+        data, n_per_class=n_per_class, spatial_dims=spatial_dims, seed=0, overwrite=overwrite
+    )
+    summary = classify_train(
+        data,
+        out / "run",
+        network=network,
+        epochs=epochs,
+        time_budget_s=time_budget_s,
+        device=device,
+        progress=progress,
+    )
     classify_explain(out / "run", data, out=out / "run" / "explain", count=8, device=device)
-    test, masks = classification_phantom_arrays(n_per_class, spatial_dims=spatial_dims, seed=0, split="test",
-                                                return_masks=True)
+    test, masks = classification_phantom_arrays(
+        n_per_class, spatial_dims=spatial_dims, seed=0, split="test", return_masks=True
+    )
     model, config, _ = load_classifier(find_classifier_checkpoints(out / "run")[0])
     dev = resolve_device(device)
     model.to(dev)
     inside, area = [], []
     for i in np.flatnonzero(test.labels == 1)[:40]:
-        x = normalize_images(test.images[i:i + 1], config).to(dev)
+        x = normalize_images(test.images[i : i + 1], config).to(dev)
         heat = grad_cam(model, x, target=1)[0].cpu().numpy()
         region = _dilate(masks[i], 2)
         inside.append(mass_inside(heat, region))
         area.append(float(region.mean()))
     share, fraction = float(np.nanmean(inside)), float(np.mean(area))
-    summary["localisation"] = {"gradcam_mass_inside_lesion": share, "lesion_area_fraction": fraction,
-                               "enrichment": share / fraction, "images": int(np.isfinite(inside).sum())}
+    summary["localisation"] = {
+        "gradcam_mass_inside_lesion": share,
+        "lesion_area_fraction": fraction,
+        "enrichment": share / fraction,
+        "images": int(np.isfinite(inside).sum()),
+    }
     write_json_atomic(out / "run" / "run.json", summary)
     summary["report"] = str(build_classification_report(out / "run", overwrite=True))
     write_json_atomic(out / "summary.json", summary)

@@ -50,7 +50,9 @@ DEMO_EPOCHS = 30
 DEMO_STEPS_PER_EPOCH = 50
 
 
-def _otsu_baseline(dataset_root: Path, case_ids: list[str], out: Path, regions: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+def _otsu_baseline(
+    dataset_root: Path, case_ids: list[str], out: Path, regions: dict[str, tuple[int, ...]]
+) -> dict[str, Any]:
     """Otsu threshold of the first channel as a whole-foreground prediction."""
     dataset = load_dataset(dataset_root)
     pred_dir = out / "predictions"
@@ -58,9 +60,18 @@ def _otsu_baseline(dataset_root: Path, case_ids: list[str], out: Path, regions: 
     for case_id in case_ids:
         image, _ = read_case(dataset.case(case_id), num_channels=dataset.num_channels)
         mask = otsu_segmentation(image.channels_first()[0])
-        write_image(image.with_array(mask), pred_dir / f"{case_id}{dataset.file_ending}", overwrite=True)
-    return evaluate_folders(pred_dir, dataset.root / "labelsTr", out, cases=case_ids,
-                            labels={"foreground": regions["foreground"]}, overwrite=True, jobs=1)
+        write_image(
+            image.with_array(mask), pred_dir / f"{case_id}{dataset.file_ending}", overwrite=True
+        )
+    return evaluate_folders(
+        pred_dir,
+        dataset.root / "labelsTr",
+        out,
+        cases=case_ids,
+        labels={"foreground": regions["foreground"]},
+        overwrite=True,
+        jobs=1,
+    )
 
 
 def _mean(summary: dict[str, Any], label: str) -> float:
@@ -102,13 +113,23 @@ def run_demo(
         OverwriteError: ``out`` is not empty and ``overwrite`` is False.
     """
     if epochs < 1 or steps_per_epoch < 1:
-        raise ConfigError(f"epochs and steps_per_epoch must be >= 1, got {epochs} and "
-                          f"{steps_per_epoch}")
+        raise ConfigError(
+            f"epochs and steps_per_epoch must be >= 1, got {epochs} and {steps_per_epoch}"
+        )
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise OverwriteError(f"{out}: folder is not empty; pass --overwrite to replace the demo in it")
-        for name in ("phantoms", "phantoms_test", "results", "baseline", "test_predictions", "test_evaluation"):
+            raise OverwriteError(
+                f"{out}: folder is not empty; pass --overwrite to replace the demo in it"
+            )
+        for name in (
+            "phantoms",
+            "phantoms_test",
+            "results",
+            "baseline",
+            "test_predictions",
+            "test_evaluation",
+        ):
             shutil.rmtree(out / name, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -116,8 +137,16 @@ def run_demo(
 
     test_root = None
     if data is None:
-        data = generate_dataset(out / "phantoms", spatial_dims=3, num_cases=num_cases, seed=0, overwrite=True)
-        test_root = generate_dataset(out / "phantoms_test", spatial_dims=3, num_cases=max(4, num_cases // 4), seed=1, overwrite=True)
+        data = generate_dataset(
+            out / "phantoms", spatial_dims=3, num_cases=num_cases, seed=0, overwrite=True
+        )
+        test_root = generate_dataset(
+            out / "phantoms_test",
+            spatial_dims=3,
+            num_cases=max(4, num_cases // 4),
+            seed=1,
+            overwrite=True,
+        )
     data = Path(data)
     timings["data"] = time.perf_counter() - start
 
@@ -133,34 +162,77 @@ def run_demo(
 
     # a fixed number of steps, so the result does not depend on the machine's load; the time
     # is estimated from a few timed steps (plus validation and checkpoints, as the planner does)
-    step_s = measure_step_seconds(plans.configurations[configuration],
-                                  device=str(resolve_device(device)))
+    step_s = measure_step_seconds(
+        plans.configurations[configuration], device=str(resolve_device(device))
+    )
     estimate_s = epochs * steps_per_epoch * step_s / OVERHEAD
-    log.info("training %d epochs x %d steps at %.2f s/step: about %s", epochs, steps_per_epoch,
-             step_s, _minutes(estimate_s))
+    log.info(
+        "training %d epochs x %d steps at %.2f s/step: about %s",
+        epochs,
+        steps_per_epoch,
+        step_s,
+        _minutes(estimate_s),
+    )
     t = time.perf_counter()
-    trained = train(results, configuration, 0, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                    time_budget_s=time_budget_s, device=device, progress=progress)
+    trained = train(
+        results,
+        configuration,
+        0,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        time_budget_s=time_budget_s,
+        device=device,
+        progress=progress,
+    )
     timings["train_validate"] = time.perf_counter() - t
     evaluate_cross_validation(results, configuration)
 
     dataset = load_dataset(data)
     labels = dict(sorted(dataset.foreground_labels.items(), key=lambda kv: kv[1]))
-    regions = {**{name: (value,) for name, value in labels.items()}, "foreground": tuple(labels.values())}
+    regions = {
+        **{name: (value,) for name, value in labels.items()},
+        "foreground": tuple(labels.values()),
+    }
     if test_root is not None:  # a held-out test set: predict it like a user would
         t = time.perf_counter()
-        predict(test_root / "imagesTr", out / "test_predictions", results, configurations=[configuration],
-                mirror=False, overwrite=True, device=device)
-        evaluation = evaluate_folders(out / "test_predictions", test_root / "labelsTr", out / "test_evaluation",
-                                      labels=regions, overwrite=True, jobs=1)
-        baseline = _otsu_baseline(test_root, [c.case_id for c in load_dataset(test_root).cases], out / "baseline", regions)
+        predict(
+            test_root / "imagesTr",
+            out / "test_predictions",
+            results,
+            configurations=[configuration],
+            mirror=False,
+            overwrite=True,
+            device=device,
+        )
+        evaluation = evaluate_folders(
+            out / "test_predictions",
+            test_root / "labelsTr",
+            out / "test_evaluation",
+            labels=regions,
+            overwrite=True,
+            jobs=1,
+        )
+        baseline = _otsu_baseline(
+            test_root, [c.case_id for c in load_dataset(test_root).cases], out / "baseline", regions
+        )
         timings["predict_test"] = time.perf_counter() - t
         evaluated_on = f"{evaluation['n_cases']} held-out test phantoms"
     else:  # a user's dataset: the fold-0 validation cases are the unseen ones
         val_dir = results / configuration / "fold_0" / "validation"
-        case_ids = sorted(p.name[: -len(dataset.file_ending)] for p in val_dir.iterdir() if p.name.endswith(dataset.file_ending))
-        evaluation = evaluate_folders(val_dir, data / "labelsTr", out / "test_evaluation", labels=regions,
-                                      overwrite=True, jobs=1, cases=case_ids)
+        case_ids = sorted(
+            p.name[: -len(dataset.file_ending)]
+            for p in val_dir.iterdir()
+            if p.name.endswith(dataset.file_ending)
+        )
+        evaluation = evaluate_folders(
+            val_dir,
+            data / "labelsTr",
+            out / "test_evaluation",
+            labels=regions,
+            overwrite=True,
+            jobs=1,
+            cases=case_ids,
+        )
         baseline = _otsu_baseline(data, case_ids, out / "baseline", regions)
         evaluated_on = f"{evaluation['n_cases']} fold-0 validation cases"
 
@@ -181,8 +253,13 @@ def run_demo(
         "total_s": round(time.perf_counter() - start, 1),
         "augmentation_preview": str(preview),
     }
-    extra = [("Demo: network vs Otsu baseline", _comparison_html(summary)),
-             ("Augmentation preview", _png_html(preview, "training cases (left) and augmented versions, label overlaid"))]
+    extra = [
+        ("Demo: network vs Otsu baseline", _comparison_html(summary)),
+        (
+            "Augmentation preview",
+            _png_html(preview, "training cases (left) and augmented versions, label overlaid"),
+        ),
+    ]
     report(results, out=out / "report.html", overwrite=True, extra_sections=extra)
     summary["report"] = str(out / "report.html")
     write_json_atomic(out / "summary.json", summary)
@@ -205,9 +282,16 @@ def _png_html(path: Path, caption: str) -> str:
 def _comparison_html(summary: dict[str, Any]) -> str:
     from html import escape
 
-    rows = "".join(f"<tr><td>{escape(name)}</td><td>{value:.4f}</td><td>-</td></tr>" for name, value in summary["per_label_dice"].items())
-    rows += (f"<tr><td>foreground (all labels)</td><td>{summary['foreground_dice']:.4f}</td>"
-             f"<td>{summary['otsu_foreground_dice']:.4f}</td></tr>")
-    return (f"<p>Evaluated on {escape(summary['evaluated_on'])}; configuration {escape(summary['configuration'])}, "
-            f"{summary['epochs']} epochs / {summary['steps']} steps.</p>"
-            f"<table><tr><th>label</th><th>U-Net Dice</th><th>Otsu Dice</th></tr>{rows}</table>")
+    rows = "".join(
+        f"<tr><td>{escape(name)}</td><td>{value:.4f}</td><td>-</td></tr>"
+        for name, value in summary["per_label_dice"].items()
+    )
+    rows += (
+        f"<tr><td>foreground (all labels)</td><td>{summary['foreground_dice']:.4f}</td>"
+        f"<td>{summary['otsu_foreground_dice']:.4f}</td></tr>"
+    )
+    return (
+        f"<p>Evaluated on {escape(summary['evaluated_on'])}; configuration {escape(summary['configuration'])}, "
+        f"{summary['epochs']} epochs / {summary['steps']} steps.</p>"
+        f"<table><tr><th>label</th><th>U-Net Dice</th><th>Otsu Dice</th></tr>{rows}</table>"
+    )

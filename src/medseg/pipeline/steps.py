@@ -56,8 +56,17 @@ from medseg.training import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["evaluate", "evaluate_cross_validation", "plan", "predict", "prepare_cascade", "preprocess", "report", "train",
-           "validate_fold"]
+__all__ = [
+    "evaluate",
+    "evaluate_cross_validation",
+    "plan",
+    "predict",
+    "prepare_cascade",
+    "preprocess",
+    "report",
+    "train",
+    "validate_fold",
+]
 
 predict = _predict
 evaluate = evaluate_folders
@@ -91,13 +100,26 @@ def train(
         or None}``.
     """
     results = Path(results)
-    result = fit(results, configuration, fold, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                 time_budget_s=time_budget_s, resume=resume, device=device, num_workers=num_workers,
-                 amp=None if precision is None else precision == "bf16", seed=seed, progress=progress)
+    result = fit(
+        results,
+        configuration,
+        fold,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        time_budget_s=time_budget_s,
+        resume=resume,
+        device=device,
+        num_workers=num_workers,
+        amp=None if precision is None else precision == "bf16",
+        seed=seed,
+        progress=progress,
+    )
     is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 validates
     summary = None
     if validate and is_main:
-        summary = validate_fold(results, configuration, fold, device=device, mirror=mirror, progress=progress)
+        summary = validate_fold(
+            results, configuration, fold, device=device, mirror=mirror, progress=progress
+        )
     fit_summary = {("fold_dir" if k == "run_dir" else k): v for k, v in result.__dict__.items()}
     return {"fit": fit_summary, "validation": summary}
 
@@ -124,8 +146,11 @@ def validate_fold(
     _, val_ids = fold_cases(load_or_make_splits(results, list_cases(store)), fold)
     out = fold_dir(results, configuration, fold)
     model, plan_ = model_from_checkpoint(out / f"checkpoint_{checkpoint}.pt")
-    previous = (check_previous_stage(results, configuration, plan_.previous_stage, val_ids)
-                if plan_.previous_stage else None)
+    previous = (
+        check_previous_stage(results, configuration, plan_.previous_stage, val_ids)
+        if plan_.previous_stage
+        else None
+    )
     dev = resolve_device(device)
     model.to(dev)
     pred_dir = out / "validation"
@@ -133,17 +158,27 @@ def validate_fold(
     for case_id in val_ids:
         case = dataset.case(case_id)
         image, _ = read_case(case, num_channels=dataset.num_channels)
-        segmentation = load_previous(previous, case_id, mmap=False)[0] if previous is not None else None
-        _, label = predict_case([(model, plan_)], image, mirror=mirror, device=dev,
-                                previous_segmentation=segmentation)
+        segmentation = (
+            load_previous(previous, case_id, mmap=False)[0] if previous is not None else None
+        )
+        _, label = predict_case(
+            [(model, plan_)], image, mirror=mirror, device=dev, previous_segmentation=segmentation
+        )
         write_image(label, pred_dir / f"{case_id}{dataset.file_ending}", overwrite=True)
     return evaluate_folders(
-        pred_dir, dataset.root / "labelsTr", out / "evaluation", cases=val_ids,
-        labels=sorted(dataset.foreground_labels.values()), overwrite=True, jobs=1,
+        pred_dir,
+        dataset.root / "labelsTr",
+        out / "evaluation",
+        cases=val_ids,
+        labels=sorted(dataset.foreground_labels.values()),
+        overwrite=True,
+        jobs=1,
     )
 
 
-def evaluate_cross_validation(results: str | os.PathLike[str], configuration: str) -> dict[str, Any]:
+def evaluate_cross_validation(
+    results: str | os.PathLike[str], configuration: str
+) -> dict[str, Any]:
     """Pool the validation predictions of every trained fold into ``evaluation/<config>/``, and
     decide the post-processing (largest component per label where it does not lower the
     cross-validation Dice) into ``RESULTS/postprocessing.json``, which ``predict`` applies."""
@@ -160,10 +195,17 @@ def evaluate_cross_validation(results: str | os.PathLike[str], configuration: st
                     cases.append(path.name[: -len(dataset.file_ending)])
         labels = sorted(dataset.foreground_labels.values())
         summary = evaluate_folders(
-            tmp, dataset.root / "labelsTr", results / "evaluation" / configuration, cases=sorted(set(cases)),
-            labels=labels, overwrite=True, jobs=1,
+            tmp,
+            dataset.root / "labelsTr",
+            results / "evaluation" / configuration,
+            cases=sorted(set(cases)),
+            labels=labels,
+            overwrite=True,
+            jobs=1,
         )
-        choose_postprocessing(tmp, dataset.root / "labelsTr", labels, out_path=results / POSTPROCESSING_FILE)
+        choose_postprocessing(
+            tmp, dataset.root / "labelsTr", labels, out_path=results / POSTPROCESSING_FILE
+        )
         return summary
 
 
@@ -218,8 +260,10 @@ def prepare_cascade(
     splits = load_or_make_splits(results, case_ids)
     trained = trained_folds(results, stage, checkpoint)
     if not trained:
-        raise ConfigError(f"{results / stage}: no fold has checkpoint_{checkpoint}.pt; train the previous stage first: "
-                          f"'medseg train {results} --config {stage} --fold K' for each fold (or --fold all)")
+        raise ConfigError(
+            f"{results / stage}: no fold has checkpoint_{checkpoint}.pt; train the previous stage first: "
+            f"'medseg train {results} --config {stage} --fold K' for each fold (or --fold all)"
+        )
     out = previous_stage_dir(results, cascade.configuration)
     for case_id in case_ids:
         check_writable(out / f"{case_id}_prev.npy", overwrite=overwrite)
@@ -231,10 +275,15 @@ def prepare_cascade(
             if str(k) not in trained:
                 fallback.append(case_id)
     if fallback:
-        log.warning("%s folds %s are not trained: %d case(s) are predicted by fold %s, which trained on them, so "
-                    "their segmentations are better than at test time: %s", stage,
-                    sorted({str(k) for k in range(len(splits))} - set(trained)), len(fallback), fallback_fold,
-                    ", ".join(fallback[:10]))
+        log.warning(
+            "%s folds %s are not trained: %d case(s) are predicted by fold %s, which trained on them, so "
+            "their segmentations are better than at test time: %s",
+            stage,
+            sorted({str(k) for k in range(len(splits))} - set(trained)),
+            len(fallback),
+            fallback_fold,
+            ", ".join(fallback[:10]),
+        )
     dataset = None
     dev = resolve_device(device)
     models: dict[str, Any] = {}
@@ -255,16 +304,40 @@ def prepare_cascade(
         else:  # the previous stage's store is gone: preprocess the case again
             dataset = dataset or load_dataset(plans.dataset_path)
             image, _ = read_case(dataset.case(case_id), num_channels=dataset.num_channels)
-            array, _, low_props = preprocess_arrays(image.channels_first(), None, image.spacing, models[fold][1])
-        if (low_props.get("crop_start"), low_props.get("crop_stop")) != (props.get("crop_start"), props.get("crop_stop")):
-            raise ConfigError(f"{case_id}: the {stage} and {cascade.store_configuration} stores cropped the case "
-                              "differently; preprocess both again")
-        segmentation = next_stage_segmentation([models[fold]], array, target, separate_z=props.get("separate_z"),
-                                               overlap=overlap, mirror=mirror, device=dev)
+            array, _, low_props = preprocess_arrays(
+                image.channels_first(), None, image.spacing, models[fold][1]
+            )
+        if (low_props.get("crop_start"), low_props.get("crop_stop")) != (
+            props.get("crop_start"),
+            props.get("crop_stop"),
+        ):
+            raise ConfigError(
+                f"{case_id}: the {stage} and {cascade.store_configuration} stores cropped the case "
+                "differently; preprocess both again"
+            )
+        segmentation = next_stage_segmentation(
+            [models[fold]],
+            array,
+            target,
+            separate_z=props.get("separate_z"),
+            overlap=overlap,
+            mirror=mirror,
+            device=dev,
+        )
         write_previous(out, case_id, segmentation, overwrite=True)
-    counts = {fold: sum(1 for c in case_ids if assignment[c] == fold) for fold in sorted(set(assignment.values()))}
-    write_json_atomic(out / PREVIOUS_STAGE_FILE, {
-        "previous_stage": stage, "checkpoint": checkpoint, "mirror": mirror, "cases": assignment,
-        "fallback": fallback, "checkpoints": checkpoints,
-    })
+    counts = {
+        fold: sum(1 for c in case_ids if assignment[c] == fold)
+        for fold in sorted(set(assignment.values()))
+    }
+    write_json_atomic(
+        out / PREVIOUS_STAGE_FILE,
+        {
+            "previous_stage": stage,
+            "checkpoint": checkpoint,
+            "mirror": mirror,
+            "cases": assignment,
+            "fallback": fallback,
+            "checkpoints": checkpoints,
+        },
+    )
     return {"folder": str(out), "cases": len(case_ids), "folds": counts, "fallback": fallback}

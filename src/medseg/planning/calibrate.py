@@ -46,13 +46,20 @@ PROBE_TIMEOUT_S = 600.0
 BF16_TIMEOUT_MIN_S = 60.0
 
 
-def measure_step_seconds(plan: Plan, *, device: str = "cpu", steps: int = 3, use_bf16: bool | None = None) -> float:
+def measure_step_seconds(
+    plan: Plan, *, device: str = "cpu", steps: int = 3, use_bf16: bool | None = None
+) -> float:
     """Median wall time of ``steps`` training steps (after one warm-up) of ``plan``, in this
     process; ``use_bf16`` None: bf16 autocast where the device supports it natively."""
     dev = torch.device(device)
     use_bf16 = bf16_supported(dev) if use_bf16 is None else use_bf16
-    model = build_network(plan.network, spatial_dims=plan.spatial_dims, in_channels=plan.in_channels,
-                          out_channels=plan.num_classes, **plan.network_config).to(dev)
+    model = build_network(
+        plan.network,
+        spatial_dims=plan.spatial_dims,
+        in_channels=plan.in_channels,
+        out_channels=plan.num_classes,
+        **plan.network_config,
+    ).to(dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     loss_fn = DeepSupervisionLoss(build_loss(plan.loss))
     image = torch.randn(plan.batch_size, plan.in_channels, *plan.patch_size, device=dev)
@@ -80,21 +87,32 @@ class ProbeResult:
     failure: str = ""
 
 
-_PROBED: dict[tuple[Any, ...], dict[str, ProbeResult]] = {}  # same plan shape, same machine: measured once
+_PROBED: dict[
+    tuple[Any, ...], dict[str, ProbeResult]
+] = {}  # same plan shape, same machine: measured once
 
 
-def _probe_child(conn: Any, plan: dict[str, Any], device: str, steps: int, precisions: tuple[str, ...]) -> None:
+def _probe_child(
+    conn: Any, plan: dict[str, Any], device: str, steps: int, precisions: tuple[str, ...]
+) -> None:
     for precision in precisions:  # one answer each, in order: the parent times each one out
         try:
-            seconds = measure_step_seconds(Plan.from_dict(plan), device=device, steps=steps,
-                                           use_bf16=precision == "bf16")
+            seconds = measure_step_seconds(
+                Plan.from_dict(plan), device=device, steps=steps, use_bf16=precision == "bf16"
+            )
             conn.send(("ok", seconds))
         except Exception as err:  # reported to the parent, which decides
             conn.send(("error", f"{type(err).__name__}: {err}"))
 
 
-def probe_step_seconds(plan: Plan, *, device: str = "cpu", steps: int = 3, bf16: bool = True,
-                       timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, ProbeResult]:
+def probe_step_seconds(
+    plan: Plan,
+    *,
+    device: str = "cpu",
+    steps: int = 3,
+    bf16: bool = True,
+    timeout_s: float = PROBE_TIMEOUT_S,
+) -> dict[str, ProbeResult]:
     """:func:`measure_step_seconds` in a child process, in float32 and then (``bf16``) in bf16,
     so a crash in a native kernel (a segmentation fault, an abort) or a hang cannot take this
     process down.
@@ -110,19 +128,31 @@ def probe_step_seconds(plan: Plan, *, device: str = "cpu", steps: int = 3, bf16:
         (SIGSEGV)", "did not finish within 60 s", ...).
     """
     precisions = ("fp32", "bf16") if bf16 else ("fp32",)
-    key = (plan.network, repr(plan.network_config), plan.patch_size, plan.batch_size, plan.in_channels,
-           plan.num_classes, plan.loss, str(device), steps, precisions)
+    key = (
+        plan.network,
+        repr(plan.network_config),
+        plan.patch_size,
+        plan.batch_size,
+        plan.in_channels,
+        plan.num_classes,
+        plan.loss,
+        str(device),
+        steps,
+        precisions,
+    )
     if key not in _PROBED:
         _PROBED[key] = _run_probe(plan, str(device), steps, precisions, timeout_s)
     return _PROBED[key]
 
 
-def _run_probe(plan: Plan, device: str, steps: int, precisions: tuple[str, ...],
-               timeout_s: float) -> dict[str, ProbeResult]:
+def _run_probe(
+    plan: Plan, device: str, steps: int, precisions: tuple[str, ...], timeout_s: float
+) -> dict[str, ProbeResult]:
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_probe_child, args=(send, plan.to_dict(), device, steps, precisions),
-                            daemon=True)
+    child = context.Process(
+        target=_probe_child, args=(send, plan.to_dict(), device, steps, precisions), daemon=True
+    )
     child.start()
     send.close()
     results: dict[str, ProbeResult] = {}
@@ -132,8 +162,12 @@ def _run_probe(plan: Plan, device: str, steps: int, precisions: tuple[str, ...],
         if answer is None:
             break
         kind, value = answer
-        results[precision] = ProbeResult(value) if kind == "ok" else ProbeResult(None, f"failed ({value})")
-        if kind == "ok":  # a bf16 step is never 20 times slower than a float32 one; allow a JIT warm-up
+        results[precision] = (
+            ProbeResult(value) if kind == "ok" else ProbeResult(None, f"failed ({value})")
+        )
+        if (
+            kind == "ok"
+        ):  # a bf16 step is never 20 times slower than a float32 one; allow a JIT warm-up
             timeout = max(BF16_TIMEOUT_MIN_S, 20 * value * (steps + 1))
     child.join(timeout=5 if len(results) == len(precisions) else 1)
     hung = child.is_alive()
@@ -141,12 +175,14 @@ def _run_probe(plan: Plan, device: str, steps: int, precisions: tuple[str, ...],
         child.kill()
         child.join()
     receive.close()
-    for precision in precisions[len(results):]:
+    for precision in precisions[len(results) :]:
         if hung:
             results[precision] = ProbeResult(None, f"did not finish within {timeout:.0f} s")
         elif child.exitcode is not None and child.exitcode < 0:
             name = signal.Signals(-child.exitcode).name
-            results[precision] = ProbeResult(None, f"was killed by signal {-child.exitcode} ({name})")
+            results[precision] = ProbeResult(
+                None, f"was killed by signal {-child.exitcode} ({name})"
+            )
         else:
             results[precision] = ProbeResult(None, f"exited with code {child.exitcode}")
     return results
@@ -173,8 +209,12 @@ def decide_bf16(plan: Plan, device: torch.device) -> tuple[bool, str]:
         return True, f"the plan says {plan.precision}; {device} supports bf16 natively"
     probe = probe_step_seconds(plan, device=str(device), steps=1)["bf16"]
     if probe.seconds is None:
-        log.warning("%s: a bf16 training step %s in a child process (a native-kernel fault on this CPU); "
-                    "training in float32 instead", plan.configuration, probe.failure)
+        log.warning(
+            "%s: a bf16 training step %s in a child process (a native-kernel fault on this CPU); "
+            "training in float32 instead",
+            plan.configuration,
+            probe.failure,
+        )
         return False, f"a bf16 step {probe.failure} in a child process; float32 instead"
     return True, "a bf16 step ran in a child process on this machine"
 
@@ -182,25 +222,47 @@ def decide_bf16(plan: Plan, device: torch.device) -> tuple[bool, str]:
 def _measured(plan: Plan, device: str, forced: bool) -> tuple[Plan, float]:
     """The plan's step time, measured in a child process; a plan whose bf16 step crashes or
     hangs is switched to float32 (unless the user forced bf16)."""
-    use_bf16 = plan.precision == "bf16" or (plan.precision == "auto" and bf16_supported(torch.device(device)))
+    use_bf16 = plan.precision == "bf16" or (
+        plan.precision == "auto" and bf16_supported(torch.device(device))
+    )
     probes = probe_step_seconds(plan, device=device, bf16=use_bf16)
     if use_bf16 and probes["bf16"].seconds is None:
         failure = probes["bf16"].failure
         if forced:
-            raise MedsegError(f"{plan.configuration}: a bf16 training step {failure} on {device} "
-                              "(drop --precision bf16)")
-        log.warning("%s: a bf16 training step %s in a child process (a native-kernel fault on this CPU); this "
-                    "plan trains in float32", plan.configuration, failure)
-        reason = (f"a bf16 step {failure} in a child process on {device} (a native-kernel fault); "
-                  "float32 instead (override with --precision)")
-        plan, use_bf16 = replace(plan, precision="fp32", reasons={**plan.reasons, "precision": reason}), False
+            raise MedsegError(
+                f"{plan.configuration}: a bf16 training step {failure} on {device} "
+                "(drop --precision bf16)"
+            )
+        log.warning(
+            "%s: a bf16 training step %s in a child process (a native-kernel fault on this CPU); this "
+            "plan trains in float32",
+            plan.configuration,
+            failure,
+        )
+        reason = (
+            f"a bf16 step {failure} in a child process on {device} (a native-kernel fault); "
+            "float32 instead (override with --precision)"
+        )
+        plan, use_bf16 = (
+            replace(plan, precision="fp32", reasons={**plan.reasons, "precision": reason}),
+            False,
+        )
     probe = probes["bf16" if use_bf16 else "fp32"]
     if probe.seconds is None:
-        raise MedsegError(f"{plan.configuration}: a float32 training step {probe.failure} on {device}")
+        raise MedsegError(
+            f"{plan.configuration}: a float32 training step {probe.failure} on {device}"
+        )
     if plan.precision == "auto":
-        reason = ("a bf16 step ran in a child process on this machine" if use_bf16
-                  else f"{device} has no native bf16")
-        plan = replace(plan, precision="bf16" if use_bf16 else "fp32", reasons={**plan.reasons, "precision": reason})
+        reason = (
+            "a bf16 step ran in a child process on this machine"
+            if use_bf16
+            else f"{device} has no native bf16"
+        )
+        plan = replace(
+            plan,
+            precision="bf16" if use_bf16 else "fp32",
+            reasons={**plan.reasons, "precision": reason},
+        )
     return plan, probe.seconds
 
 
@@ -209,7 +271,9 @@ def _narrower(plan: Plan) -> Plan:
     return replace(plan, network_config={**plan.network_config, "features": features})
 
 
-def fit_to_time_budget(plans: Plans, budget_s: float, *, device: str = "cpu", precision_forced: bool = False) -> Plans:
+def fit_to_time_budget(
+    plans: Plans, budget_s: float, *, device: str = "cpu", precision_forced: bool = False
+) -> Plans:
     """Set each plan's epochs from the measured step time and pick a configuration.
 
     Each step is measured in a child process (:func:`probe_step_seconds`), which also fixes
@@ -231,18 +295,36 @@ def fit_to_time_budget(plans: Plans, budget_s: float, *, device: str = "cpu", pr
     for name, plan in plans.configurations.items():
         plan, seconds = _measured(plan, device, precision_forced)
         narrowed = ""
-        while name == "2d" and budget_s * OVERHEAD / seconds < MIN_STEPS["2d"] and plan.network_config["features"][0] > 4:
+        while (
+            name == "2d"
+            and budget_s * OVERHEAD / seconds < MIN_STEPS["2d"]
+            and plan.network_config["features"][0] > 4
+        ):
             plan, seconds = _measured(_narrower(plan), device, precision_forced)
-            narrowed = f"; features halved to {plan.network_config['features']} to afford more steps"
+            narrowed = (
+                f"; features halved to {plan.network_config['features']} to afford more steps"
+            )
         steps = int(budget_s * OVERHEAD / seconds)
         affordable[name] = steps
         epochs = max(1, steps // plan.steps_per_epoch)
-        reason = (f"measured {seconds:.3f} s per step on {device} ({plan.precision}): {steps} steps ({epochs} epochs "
-                  f"of {plan.steps_per_epoch}) fit in {budget_s:.0f} s{narrowed}")
-        configs[name] = replace(plan, num_epochs=epochs, reasons={**plan.reasons, "time_budget": reason})
+        reason = (
+            f"measured {seconds:.3f} s per step on {device} ({plan.precision}): {steps} steps ({epochs} epochs "
+            f"of {plan.steps_per_epoch}) fit in {budget_s:.0f} s{narrowed}"
+        )
+        configs[name] = replace(
+            plan, num_epochs=epochs, reasons={**plan.reasons, "time_budget": reason}
+        )
     ranked = [n for n in ("3d_fullres", "2d", "3d_lowres") if n in affordable]
-    recommended = next((n for n in ranked if affordable[n] >= MIN_STEPS[n]), "2d" if "2d" in affordable else ranked[0])
-    note = (f"recommended '{recommended}': the first of {ranked} that affords its minimum steps "
-            f"({', '.join(f'{n} {affordable[n]}/{MIN_STEPS[n]}' for n in ranked)})")
-    configs = {n: replace(p, reasons={**p.reasons, "configuration_choice": note}) for n, p in configs.items()}
+    recommended = next(
+        (n for n in ranked if affordable[n] >= MIN_STEPS[n]),
+        "2d" if "2d" in affordable else ranked[0],
+    )
+    note = (
+        f"recommended '{recommended}': the first of {ranked} that affords its minimum steps "
+        f"({', '.join(f'{n} {affordable[n]}/{MIN_STEPS[n]}' for n in ranked)})"
+    )
+    configs = {
+        n: replace(p, reasons={**p.reasons, "configuration_choice": note})
+        for n, p in configs.items()
+    }
     return replace(plans, configurations=configs, recommended=recommended)

@@ -63,10 +63,14 @@ class ClassifierConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        checks = [("task", self.task, TASKS), ("loss", self.loss, LOSSES),
-                  ("class_weighting", self.class_weighting, CLASS_WEIGHTING),
-                  ("augmentation", self.augmentation, AUGMENTATIONS), ("freeze", self.freeze, ("none", "backbone")),
-                  ("optimizer", self.optimizer, ("adamw", "sgd"))]
+        checks = [
+            ("task", self.task, TASKS),
+            ("loss", self.loss, LOSSES),
+            ("class_weighting", self.class_weighting, CLASS_WEIGHTING),
+            ("augmentation", self.augmentation, AUGMENTATIONS),
+            ("freeze", self.freeze, ("none", "backbone")),
+            ("optimizer", self.optimizer, ("adamw", "sgd")),
+        ]
         for name, value, valid in checks:
             if value not in valid:
                 raise ConfigError(f"{name} '{value}' is not one of {', '.join(valid)}")
@@ -102,16 +106,31 @@ def config_for(data: Any, network: str, **options: Any) -> ClassifierConfig:
     extra: dict[str, Any] = {}
     if data.task == "regression":
         targets = np.asarray(data.labels, dtype=np.float64).reshape(len(data.labels), -1)
-        extra = {"target_mean": tuple(targets.mean(0).tolist()),
-                 "target_std": tuple(np.maximum(targets.std(0), 1e-8).tolist())}
-    num_outputs = data.num_classes if data.task == "classification" else int(np.asarray(data.labels).reshape(
-        len(data.labels), -1).shape[1])
+        extra = {
+            "target_mean": tuple(targets.mean(0).tolist()),
+            "target_std": tuple(np.maximum(targets.std(0), 1e-8).tolist()),
+        }
+    num_outputs = (
+        data.num_classes
+        if data.task == "classification"
+        else int(np.asarray(data.labels).reshape(len(data.labels), -1).shape[1])
+    )
     if data.task == "classification" and num_outputs < 2:
-        raise ConfigError(f"classification needs at least 2 classes, the training data has {num_outputs}")
-    base = dict(network=network, spatial_dims=data.spatial_dims, in_channels=data.num_channels,
-                num_outputs=num_outputs, image_shape=tuple(int(s) for s in data.images.shape[2:]), task=data.task,
-                class_names=tuple(data.class_names), intensity_mean=tuple(mean.tolist()),
-                intensity_std=tuple(np.maximum(std, 1e-8).tolist()), **extra)
+        raise ConfigError(
+            f"classification needs at least 2 classes, the training data has {num_outputs}"
+        )
+    base = dict(
+        network=network,
+        spatial_dims=data.spatial_dims,
+        in_channels=data.num_channels,
+        num_outputs=num_outputs,
+        image_shape=tuple(int(s) for s in data.images.shape[2:]),
+        task=data.task,
+        class_names=tuple(data.class_names),
+        intensity_mean=tuple(mean.tolist()),
+        intensity_std=tuple(np.maximum(std, 1e-8).tolist()),
+        **extra,
+    )
     if network in ("vit", "capsnet"):  # their weights depend on the input size
         options.setdefault("network_config", {})
         options["network_config"] = {"image_size": base["image_shape"], **options["network_config"]}
@@ -120,10 +139,14 @@ def config_for(data: Any, network: str, **options: Any) -> ClassifierConfig:
 
 def normalize_images(images: np.ndarray | torch.Tensor, config: ClassifierConfig) -> torch.Tensor:
     """``(B, C, *spatial)`` float tensor, z-scored per channel with the training statistics."""
-    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images, dtype=torch.float32)
+    x = torch.as_tensor(
+        np.asarray(images) if not isinstance(images, torch.Tensor) else images, dtype=torch.float32
+    )
     if x.ndim != 2 + config.spatial_dims or x.shape[1] != config.in_channels:
-        raise ConfigError(f"images of shape {tuple(x.shape)} do not match the model: expected (N, "
-                          f"{config.in_channels}, {config.spatial_dims} spatial axes)")
+        raise ConfigError(
+            f"images of shape {tuple(x.shape)} do not match the model: expected (N, "
+            f"{config.in_channels}, {config.spatial_dims} spatial axes)"
+        )
     view = (1, -1) + (1,) * config.spatial_dims
     mean = torch.tensor(config.intensity_mean or [0.0] * config.in_channels).view(view)
     std = torch.tensor(config.intensity_std or [1.0] * config.in_channels).view(view)

@@ -42,8 +42,9 @@ def _lists(value: Any) -> Any:
     return value
 
 
-def config_from_dict(cls: type[T], data: dict[str, Any], *, source: str, kind: str,
-                     schema_version: int | None = None) -> T:
+def config_from_dict(
+    cls: type[T], data: dict[str, Any], *, source: str, kind: str, schema_version: int | None = None
+) -> T:
     """Build ``cls`` from a dict read from JSON or a checkpoint.
 
     Args:
@@ -63,10 +64,16 @@ def config_from_dict(cls: type[T], data: dict[str, Any], *, source: str, kind: s
     if unknown:
         raise ConfigError(f"{source}: unknown {kind} key(s) {unknown}; valid keys: {sorted(known)}")
     if schema_version is not None and data.get("schema_version", schema_version) > schema_version:
-        raise ConfigError(f"{source}: {kind} schema {data['schema_version']} is newer than this medseg's "
-                          f"({schema_version}); update medseg")
-    values = {k: tuple(_tuples(v) for v in value) if str(known[k].type).startswith("tuple") and
-              isinstance(value, list) else value for k, value in data.items()}
+        raise ConfigError(
+            f"{source}: {kind} schema {data['schema_version']} is newer than this medseg's "
+            f"({schema_version}); update medseg"
+        )
+    values = {
+        k: tuple(_tuples(v) for v in value)
+        if str(known[k].type).startswith("tuple") and isinstance(value, list)
+        else value
+        for k, value in data.items()
+    }
     try:
         return cls(**values)
     except TypeError as err:

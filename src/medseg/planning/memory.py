@@ -45,7 +45,11 @@ def estimate_training_bytes(
         size = [math.ceil(s / k) for s, k in zip(size, stride, strict=True)]
         voxels = math.prod(size)
         encoder = CONVS_PER_STAGE * TENSORS_PER_CONV * feat * voxels
-        decoder = 0 if stage == len(features) - 1 else (CONVS_PER_STAGE * TENSORS_PER_CONV * feat + 2 * feat) * voxels
+        decoder = (
+            0
+            if stage == len(features) - 1
+            else (CONVS_PER_STAGE * TENSORS_PER_CONV * feat + 2 * feat) * voxels
+        )
         activations += encoder + decoder
         params += 3 ** len(size) * (prev * feat + feat * feat) * 2
         prev = feat

@@ -93,19 +93,29 @@ class Plan:
 
     def __post_init__(self) -> None:
         if self.configuration not in CONFIGURATIONS:
-            raise ConfigError(f"configuration must be one of {CONFIGURATIONS}, got '{self.configuration}'")
+            raise ConfigError(
+                f"configuration must be one of {CONFIGURATIONS}, got '{self.configuration}'"
+            )
         for name in ("previous_stage", "data_configuration"):
             value = getattr(self, name)
             if value is not None and (value not in CONFIGURATIONS or value == self.configuration):
-                raise ConfigError(f"{self.configuration}: {name} must be another configuration of "
-                                  f"{CONFIGURATIONS} or null, got '{value}'")
+                raise ConfigError(
+                    f"{self.configuration}: {name} must be another configuration of "
+                    f"{CONFIGURATIONS} or null, got '{value}'"
+                )
         if self.previous_stage is not None and self.in_channels <= self.previous_stage_channels:
-            raise ConfigError(f"{self.configuration}: in_channels {self.in_channels} must exceed the "
-                              f"{self.previous_stage_channels} one-hot channels of the previous stage")
+            raise ConfigError(
+                f"{self.configuration}: in_channels {self.in_channels} must exceed the "
+                f"{self.previous_stage_channels} one-hot channels of the previous stage"
+            )
         if self.precision not in PRECISIONS:
-            raise ConfigError(f"{self.configuration}: precision must be one of {PRECISIONS}, got '{self.precision}'")
+            raise ConfigError(
+                f"{self.configuration}: precision must be one of {PRECISIONS}, got '{self.precision}'"
+            )
         if len(self.patch_size) != self.spatial_dims:
-            raise ConfigError(f"patch_size {self.patch_size} does not have {self.spatial_dims} entries")
+            raise ConfigError(
+                f"patch_size {self.patch_size} does not have {self.spatial_dims} entries"
+            )
         # JSON gives lists; keep tuples so plans compare equal after a round trip
         for name in ("spacing", "median_shape", "patch_size", "normalization"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
@@ -139,7 +149,9 @@ class Plan:
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "plan") -> Plan:
         """The plan from :meth:`to_dict`'s dict; unknown keys and newer schemas are refused."""
-        return config_from_dict(cls, data, source=source, kind="plan", schema_version=SCHEMA_VERSION)
+        return config_from_dict(
+            cls, data, source=source, kind="plan", schema_version=SCHEMA_VERSION
+        )
 
 
 @dataclass(frozen=True)
@@ -154,7 +166,9 @@ class Plans:
 
     def __getitem__(self, name: str) -> Plan:
         if name not in self.configurations:
-            raise ConfigError(f"no configuration '{name}' in the plans; planned: {sorted(self.configurations)}")
+            raise ConfigError(
+                f"no configuration '{name}' in the plans; planned: {sorted(self.configurations)}"
+            )
         return self.configurations[name]
 
     def to_json(self, path: str | os.PathLike[str]) -> None:
@@ -173,9 +187,19 @@ class Plans:
         if not path.exists():
             raise ConfigError(f"{path}: no plans file; run 'medseg plan DATASET -o RESULTS' first")
         data = json.loads(path.read_text(encoding="utf-8"))
-        unknown = sorted(set(data) - {"dataset_name", "dataset_path", "schema_version", "configurations", "recommended"})
+        unknown = sorted(
+            set(data)
+            - {"dataset_name", "dataset_path", "schema_version", "configurations", "recommended"}
+        )
         if unknown:
             raise ConfigError(f"{path}: unknown key(s) {unknown}")
-        configs = {k: Plan.from_dict(v, source=f"{path} [{k}]") for k, v in data["configurations"].items()}
-        return cls(data["dataset_name"], data["dataset_path"], configs, data.get("recommended"),
-                   data.get("schema_version", SCHEMA_VERSION))
+        configs = {
+            k: Plan.from_dict(v, source=f"{path} [{k}]") for k, v in data["configurations"].items()
+        }
+        return cls(
+            data["dataset_name"],
+            data["dataset_path"],
+            configs,
+            data.get("recommended"),
+            data.get("schema_version", SCHEMA_VERSION),
+        )

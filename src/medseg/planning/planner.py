@@ -59,7 +59,9 @@ def choose_normalization(fp: Fingerprint) -> tuple[tuple[str, ...], str]:
     """CT channels: clip to the foreground 0.5/99.5 percentiles then a global z-score (HU are
     absolute, so dataset statistics are meaningful). Other modalities: z-score per case
     (MRI intensities have no absolute scale; the Hippocampus copy even mixes uint8 and raw)."""
-    schemes = tuple("ct" if name.strip().lower() == "ct" else "zscore" for name in fp.channel_names.values())
+    schemes = tuple(
+        "ct" if name.strip().lower() == "ct" else "zscore" for name in fp.channel_names.values()
+    )
     return schemes, "CT channels: clip + global z-score; other channels: per-case z-score (nnU-Net)"
 
 
@@ -88,7 +90,9 @@ def _fit_patch_to_budget(
     while True:
         topo = plan_topology(tuple(patch), tuple(spacing))
         features = stage_features(topo.num_stages, base=base, cap=cap)
-        need = estimate_training_bytes(topo.patch_size, min_batch, features, topo.strides, in_channels, num_classes)
+        need = estimate_training_bytes(
+            topo.patch_size, min_batch, features, topo.strides, in_channels, num_classes
+        )
         if need <= budget_bytes or max(patch) <= 8:
             return topo, features
         ratios = [p / m for p, m in zip(topo.patch_size, median_shape, strict=True)]
@@ -109,7 +113,10 @@ def plan_configuration(
     reasons: dict[str, str] = {}
     target, reasons["spacing"] = choose_target_spacing(fp)
     if spacing is not None:
-        target, reasons["spacing"] = list(spacing), "lowres: spacing enlarged until a median case is ~4 patches"
+        target, reasons["spacing"] = (
+            list(spacing),
+            "lowres: spacing enlarged until a median case is ~4 patches",
+        )
     scale = np.asarray(fp.median_spacing) / np.asarray(target)
     median_shape = [max(1, int(round(s * f))) for s, f in zip(fp.median_shape, scale, strict=True)]
     dims = 2 if configuration == "2d" else 3
@@ -122,14 +129,23 @@ def plan_configuration(
     min_batch = 2
     budget = memory_gb * 2**30
     topo, features = _fit_patch_to_budget(
-        initial_patch(patch_spacing, patch_shape), patch_spacing, patch_shape,
-        base=base, cap=cap, in_channels=in_channels, num_classes=num_classes, budget_bytes=budget, min_batch=min_batch,
+        initial_patch(patch_spacing, patch_shape),
+        patch_spacing,
+        patch_shape,
+        base=base,
+        cap=cap,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        budget_bytes=budget,
+        min_batch=min_batch,
     )
     reasons["patch_size"] = (
         f"nnU-Net rule: isotropic-in-mm patch clipped to the median shape {tuple(patch_shape)}, rounded up to a "
         f"multiple of {topo.divisor}, shrunk until batch {min_batch} fits {memory_gb:g} GiB"
     )
-    per_sample = estimate_training_bytes(topo.patch_size, 1, features, topo.strides, in_channels, num_classes)
+    per_sample = estimate_training_bytes(
+        topo.patch_size, 1, features, topo.strides, in_channels, num_classes
+    )
     batch = max(min_batch, int(budget // per_sample))
     # nnU-Net caps a batch at 5 % of the dataset's voxels so it does not see everything at once
     dataset_voxels = sum(math.prod(c["shape"]) for c in fp.cases.values()) * float(np.prod(scale))
@@ -146,7 +162,8 @@ def plan_configuration(
     optimizer = "adamw" if device == "cpu" else "sgd"
     reasons["optimizer"] = (
         "AdamW lr 1e-3: on CPU the step budget is small and AdamW converges in fewer steps than SGD"
-        if device == "cpu" else "SGD Nesterov 0.99, lr 0.01, poly schedule (nnU-Net)"
+        if device == "cpu"
+        else "SGD Nesterov 0.99, lr 0.01, poly schedule (nnU-Net)"
     )
     return Plan(
         configuration=configuration,
@@ -201,8 +218,14 @@ def plan_cascade(full: Plan, ratio: float, previous_stage: str = "3d_lowres") ->
         ),
         "data_configuration": f"same spacing and normalisation as {full.configuration}: its preprocessed cases are shared",
     }
-    return replace(full, configuration="3d_cascade_fullres", in_channels=full.in_channels + extra,
-                   previous_stage=previous_stage, data_configuration=full.configuration, reasons=reasons)
+    return replace(
+        full,
+        configuration="3d_cascade_fullres",
+        in_channels=full.in_channels + extra,
+        previous_stage=previous_stage,
+        data_configuration=full.configuration,
+        reasons=reasons,
+    )
 
 
 def plan_dataset(
@@ -226,9 +249,19 @@ def plan_dataset(
         ratio = math.prod(full.median_shape) / math.prod(full.patch_size)
         if ratio > LOWRES_FACTOR:
             spacing = list(full.spacing)
-            while math.prod(full.median_shape) * math.prod(np.divide(full.spacing, spacing)) > LOWRES_FACTOR * math.prod(full.patch_size):
+            while math.prod(full.median_shape) * math.prod(
+                np.divide(full.spacing, spacing)
+            ) > LOWRES_FACTOR * math.prod(full.patch_size):
                 spacing = [s * 1.01 for s in spacing]
-            low = plan_configuration(fp, "3d_lowres", device=device, memory_gb=memory_gb, spacing=spacing)
-            configs["3d_lowres"] = replace(low, reasons={**low.reasons, "configuration": f"median case is {ratio:.1f}x the fullres patch"})
+            low = plan_configuration(
+                fp, "3d_lowres", device=device, memory_gb=memory_gb, spacing=spacing
+            )
+            configs["3d_lowres"] = replace(
+                low,
+                reasons={
+                    **low.reasons,
+                    "configuration": f"median case is {ratio:.1f}x the fullres patch",
+                },
+            )
             configs["3d_cascade_fullres"] = plan_cascade(full, ratio)
     return Plans(fp.dataset_name, dataset_path, configs)

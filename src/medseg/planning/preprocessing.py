@@ -114,17 +114,21 @@ def _plan_hash(plan: Plan) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _process_case(case: Case, *, plan: Plan, out_dir: Path, num_channels: int,
-                  declared: frozenset[int] | None) -> str:
+def _process_case(
+    case: Case, *, plan: Plan, out_dir: Path, num_channels: int, declared: frozenset[int] | None
+) -> str:
     image, label = read_case(case, num_channels=num_channels)
     problems = nonfinite_problems(case.image_paths, image)
     if problems:
-        raise DatasetError(f"{problems[0]}; replace them (e.g. with 0) in the image, then "
-                           "preprocess again")
+        raise DatasetError(
+            f"{problems[0]}; replace them (e.g. with 0) in the image, then preprocess again"
+        )
     problem = label_problem(label.array, declared) if label is not None else None
     if problem is not None:
         raise DatasetError(f"{case.label_path}: {problem}")
-    array, seg, props = preprocess_arrays(image.channels_first(), label.array if label else None, image.spacing, plan)
+    array, seg, props = preprocess_arrays(
+        image.channels_first(), label.array if label else None, image.spacing, plan
+    )
     props.update(
         case_id=case.case_id,
         original_shape=list(image.spatial_shape),
@@ -167,20 +171,33 @@ def preprocess(
     for name in configurations or list(plans.configurations):
         plan = plans[name]
         store = plan.store_configuration
-        if store != name and store in plans.configurations and _plan_hash(plans[store]) != _plan_hash(plan):
-            raise ConfigError(f"{name} shares the preprocessed data of {store} (data_configuration) but their "
-                              "spacing or normalisation differ in plans.json; make them equal or unset data_configuration")
+        if (
+            store != name
+            and store in plans.configurations
+            and _plan_hash(plans[store]) != _plan_hash(plan)
+        ):
+            raise ConfigError(
+                f"{name} shares the preprocessed data of {store} (data_configuration) but their "
+                "spacing or normalisation differ in plans.json; make them equal or unset data_configuration"
+            )
         if store in done:  # a configuration sharing a store already done in this call
             summary[name] = {"processed": 0, "skipped": len(dataset.cases), "removed": 0}
             continue
         done.add(store)
-        summary[name] = _preprocess_store(results / "preprocessed" / store, plan, dataset, jobs=jobs,
-                                          progress=progress, desc=f"preprocess {store}")
+        summary[name] = _preprocess_store(
+            results / "preprocessed" / store,
+            plan,
+            dataset,
+            jobs=jobs,
+            progress=progress,
+            desc=f"preprocess {store}",
+        )
     return summary
 
 
-def _preprocess_store(out_dir: Path, plan: Plan, dataset: Dataset, *, jobs: int | None, progress: bool,
-                      desc: str) -> dict[str, int]:
+def _preprocess_store(
+    out_dir: Path, plan: Plan, dataset: Dataset, *, jobs: int | None, progress: bool, desc: str
+) -> dict[str, int]:
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir)  # D: left by a killed run
     manifest_path = out_dir / MANIFEST
@@ -191,12 +208,19 @@ def _preprocess_store(out_dir: Path, plan: Plan, dataset: Dataset, *, jobs: int 
     if manifest.get("plan_hash") != plan_hash:
         manifest = {"plan_hash": plan_hash, "cases": {}}
     todo = [
-        c for c in dataset.cases
-        if manifest["cases"].get(c.case_id) != _fingerprint_sources(c) or not (out_dir / f"{c.case_id}.npy").exists()
+        c
+        for c in dataset.cases
+        if manifest["cases"].get(c.case_id) != _fingerprint_sources(c)
+        or not (out_dir / f"{c.case_id}.npy").exists()
     ]
     declared = frozenset(dataset.label_values) if dataset.layout != "folder2d" else None
-    work = partial(_process_case, plan=plan, out_dir=out_dir, num_channels=dataset.num_channels,
-                   declared=declared)
+    work = partial(
+        _process_case,
+        plan=plan,
+        out_dir=out_dir,
+        num_channels=dataset.num_channels,
+        declared=declared,
+    )
     map_cases(work, todo, jobs=jobs, desc=desc, progress=progress)
     current = {c.case_id for c in dataset.cases}
     removed = sorted(set(manifest["cases"]) - current)
@@ -205,4 +229,8 @@ def _preprocess_store(out_dir: Path, plan: Plan, dataset: Dataset, *, jobs: int 
             (out_dir / f"{case_id}{suffix}").unlink(missing_ok=True)
     manifest["cases"] = {c.case_id: _fingerprint_sources(c) for c in dataset.cases}
     write_json_atomic(manifest_path, manifest)
-    return {"processed": len(todo), "skipped": len(dataset.cases) - len(todo), "removed": len(removed)}
+    return {
+        "processed": len(todo),
+        "skipped": len(dataset.cases) - len(todo),
+        "removed": len(removed),
+    }

@@ -63,7 +63,9 @@ def plan(
     if problems:
         listing = "; ".join(str(p) for p in problems[:20])
         more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
-        raise DatasetError(f"{dataset_path}: {len(problems)} problem(s) found, run 'medseg data check': {listing}{more}")
+        raise DatasetError(
+            f"{dataset_path}: {len(problems)} problem(s) found, run 'medseg data check': {listing}{more}"
+        )
     results.mkdir(parents=True, exist_ok=True)
     fingerprint = compute_fingerprint(ds, jobs=jobs, progress=progress)
     fingerprint.to_json(results / "fingerprint.json")
@@ -73,7 +75,9 @@ def plan(
     if precision is not None:
         plans = with_precision(plans, precision)
     if time_budget_s is not None:
-        plans = fit_to_time_budget(plans, time_budget_s, device=device, precision_forced=precision is not None)
+        plans = fit_to_time_budget(
+            plans, time_budget_s, device=device, precision_forced=precision is not None
+        )
     plans.to_json(existing)
     return plans
 
@@ -87,8 +91,10 @@ def with_precision(plans: Plans, precision: str) -> Plans:
     if precision not in ("bf16", "fp32"):
         raise ConfigError(f"precision must be bf16 or fp32, got {precision!r}")
     reason = f"{precision}: set by --precision"
-    configs = {name: replace(p, precision=precision, reasons={**p.reasons, "precision": reason})
-               for name, p in plans.configurations.items()}
+    configs = {
+        name: replace(p, precision=precision, reasons={**p.reasons, "precision": reason})
+        for name, p in plans.configurations.items()
+    }
     return replace(plans, configurations=configs)
 
 
@@ -125,5 +131,3 @@ def explain(plans: Plans) -> str:
             if key not in values:
                 lines.append(f"  {key}: {reason}")
     return "\n".join(lines)
-
-

@@ -58,7 +58,11 @@ def plan_topology(
     strides: list[tuple[int, ...]] = [(1,) * dims]
     kernels: list[tuple[int, ...]] = []
     while True:
-        valid = [d for d in range(dims) if current_size[d] >= 2 * min_feature_map and pools[d] < max_pools]
+        valid = [
+            d
+            for d in range(dims)
+            if current_size[d] >= 2 * min_feature_map and pools[d] < max_pools
+        ]
         if not valid:
             break
         finest = min(current_spacing[d] for d in valid)

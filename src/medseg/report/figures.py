@@ -55,7 +55,11 @@ def dice_boxplot(
         The matplotlib ``Figure``; a label without any finite Dice gets an empty slot.
     """
     values = [
-        [d for r in rows if r.get("label") == label and not math.isnan(d := float(r.get("dice", math.nan)))]
+        [
+            d
+            for r in rows
+            if r.get("label") == label and not math.isnan(d := float(r.get("dice", math.nan)))
+        ]
         for label in labels
     ]
     figure = _figure(max(3.0, 0.9 * len(labels) + 1.5), 3.2)
@@ -65,7 +69,9 @@ def dice_boxplot(
         ax.boxplot([v for v in values if v], positions=positions, widths=0.5, showfliers=False)
     rng = np.random.default_rng(0)  # fixed jitter: the same report twice is the same file
     for position, points in zip(range(1, len(values) + 1), values, strict=True):
-        ax.scatter(position + rng.uniform(-0.12, 0.12, len(points)), points, s=10, alpha=0.6, color="#444")
+        ax.scatter(
+            position + rng.uniform(-0.12, 0.12, len(points)), points, s=10, alpha=0.6, color="#444"
+        )
     ax.set_xticks(range(1, len(labels) + 1), [str(n) for n in (names or labels)])
     ax.set_xlim(0.4, len(labels) + 0.6)
     ax.set_ylim(-0.02, 1.02)
@@ -94,7 +100,10 @@ def training_curves(log: Sequence[Mapping[str, float]], *, title: str) -> Any:
     loss, dice, norm, wait = figure.subplots(1, 4)
     loss.plot(epochs, column("train_loss"), color="#333")
     loss.set_title("training loss")
-    classes = sorted((k for k in log[0] if k.startswith("val_dice_") and k[9:].isdigit()), key=lambda k: int(k[9:]))
+    classes = sorted(
+        (k for k in log[0] if k.startswith("val_dice_") and k[9:].isdigit()),
+        key=lambda k: int(k[9:]),
+    )
     for name in classes:
         dice.plot(epochs, column(name), linewidth=0.8, alpha=0.6, label=f"class {name[9:]}")
     dice.plot(epochs, column("val_dice"), color="#333", label="mean")
@@ -102,7 +111,11 @@ def training_curves(log: Sequence[Mapping[str, float]], *, title: str) -> Any:
     dice.set_ylim(-0.02, 1.02)
     dice.set_title("online validation Dice")
     dice.legend(fontsize=7, loc="lower right")
-    norm.plot(epochs, [max(v, 1e-12) if not math.isnan(v) else v for v in column("grad_norm")], color="#333")
+    norm.plot(
+        epochs,
+        [max(v, 1e-12) if not math.isnan(v) else v for v in column("grad_norm")],
+        color="#333",
+    )
     norm.set_yscale("log")
     norm.set_title("gradient norm")
     wait.plot(epochs, [100 * v for v in column("data_wait_share")], color="#333")
@@ -140,7 +153,9 @@ def overlay_slice(
         2
     """
     if reference.shape != prediction.shape:
-        raise ValueError(f"reference {reference.shape} and prediction {prediction.shape} differ in shape")
+        raise ValueError(
+            f"reference {reference.shape} and prediction {prediction.shape} differ in shape"
+        )
     if image is not None and image.shape != reference.shape:
         # channels first: show the first channel; any other mismatch: no image
         fits = image.ndim == reference.ndim + 1 and image.shape[1:] == reference.shape
@@ -190,7 +205,9 @@ def case_overlay(
         reference.array, prediction.array, None if image is None or rgb is not None else image.array
     )
     if image is not None and rgb is None and image2d is None:
-        notes.append(f"image shape {image.array.shape} does not match the label map {reference.array.shape}")
+        notes.append(
+            f"image shape {image.array.shape} does not match the label map {reference.array.shape}"
+        )
     spacing = reference.spacing[-2:]
     figure = _figure(4.0, 4.0)
     ax = figure.add_subplot()
@@ -208,9 +225,13 @@ def case_overlay(
     from matplotlib.lines import Line2D
 
     ax.legend(
-        handles=[Line2D([], [], color=REFERENCE_COLOUR, label="reference"),
-                 Line2D([], [], color=PREDICTION_COLOUR, label="prediction")],
-        loc="lower right", fontsize=7, framealpha=0.7,
+        handles=[
+            Line2D([], [], color=REFERENCE_COLOUR, label="reference"),
+            Line2D([], [], color=PREDICTION_COLOUR, label="prediction"),
+        ],
+        loc="lower right",
+        fontsize=7,
+        framealpha=0.7,
     )
     ax.set_aspect(spacing[0] / spacing[1])
     ax.set_xticks([])

@@ -34,7 +34,13 @@ from medseg.report.results import (
 
 REPORT_FILE = "report.html"
 TABLE_METRICS: tuple[str, ...] = ("dice", "iou", "hd95", "assd", "nsd")
-_METRIC_NAMES = {"dice": "Dice", "iou": "IoU", "hd95": "HD95 (mm)", "assd": "ASSD (mm)", "nsd": "NSD"}
+_METRIC_NAMES = {
+    "dice": "Dice",
+    "iou": "IoU",
+    "hd95": "HD95 (mm)",
+    "assd": "ASSD (mm)",
+    "nsd": "NSD",
+}
 _DISTANCES = {"hd95", "assd"}
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#222;
@@ -86,7 +92,9 @@ def build_report(
         >>> build_report("results/Dataset001", overwrite=True)  # doctest: +SKIP
         PosixPath('results/Dataset001/report.html')
     """
-    target = check_writable(Path(out) if out is not None else Path(results) / REPORT_FILE, overwrite=overwrite)
+    target = check_writable(
+        Path(out) if out is not None else Path(results) / REPORT_FILE, overwrite=overwrite
+    )
     extras = _check_extra_sections(extra_sections)
     write_html(target, render_report(load_results(results), title=title, extra_sections=extras))
     return target
@@ -104,7 +112,9 @@ def render_report(
         ("training", "Training", _training(results)),
         ("cases", "Best, median and worst case", _cases(results)),
     ]
-    sections += [(f"extra-{i}", name, fragment) for i, (name, fragment) in enumerate(extra_sections, 1)]
+    sections += [
+        (f"extra-{i}", name, fragment) for i, (name, fragment) in enumerate(extra_sections, 1)
+    ]
     return page(title, sections, header=_header(results))
 
 
@@ -158,8 +168,14 @@ def note(text: str) -> str:
 def _check_extra_sections(extra: Sequence[tuple[str, str]] | None) -> list[tuple[str, str]]:
     pairs = list(extra or [])
     for item in pairs:
-        if not (isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item)):
-            raise ConfigError(f"extra_sections must be (title, html_fragment) string pairs, got {item!r}")
+        if not (
+            isinstance(item, (tuple, list))
+            and len(item) == 2
+            and all(isinstance(x, str) for x in item)
+        ):
+            raise ConfigError(
+                f"extra_sections must be (title, html_fragment) string pairs, got {item!r}"
+            )
     return [(str(name), str(fragment)) for name, fragment in pairs]
 
 
@@ -168,7 +184,11 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str], *, caption: str 
     aligned; :func:`format_number` makes such cells)."""
 
     def cell(tag: str, text: str) -> str:
-        return f'<{tag} class="num">{text[1:]}</{tag}>' if text.startswith("\x00") else f"<{tag}>{text}</{tag}>"
+        return (
+            f'<{tag} class="num">{text[1:]}</{tag}>'
+            if text.startswith("\x00")
+            else f"<{tag}>{text}</{tag}>"
+        )
 
     head = "".join(f"<th>{h}</th>" for h in header)
     body = "".join("<tr>" + "".join(cell("td", c) for c in row) + "</tr>" for row in rows)
@@ -204,11 +224,18 @@ def _header(results: Results) -> str:
         ("Results folder", escape(results.root.resolve())),
         ("Generated", escape(datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))),
         ("medseg version", escape(__version__)),
-        ("Configurations trained", escape("; ".join(f"{c} (folds {', '.join(f)})" for c, f in trained.items()) or "none")),
+        (
+            "Configurations trained",
+            escape("; ".join(f"{c} (folds {', '.join(f)})" for c, f in trained.items()) or "none"),
+        ),
     ]
     if results.device:
         rows.append(("Device", escape(results.device)))
-    meta = '<table class="meta">' + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
+    meta = (
+        '<table class="meta">'
+        + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+        + "</table>"
+    )
     problems = "".join(note(p) for p in results.problems)
     return meta + problems
 
@@ -217,7 +244,11 @@ def _dataset_folder(results: Results) -> str:
     path = results.dataset_path
     if path is None:
         return "not recorded (no plans.json)"
-    return str(path) if path.is_dir() else f"{path} (not found here: overlays are drawn without the image)"
+    return (
+        str(path)
+        if path.is_dir()
+        else f"{path} (not found here: overlays are drawn without the image)"
+    )
 
 
 # -- plans -----------------------------------------------------------------------------------
@@ -226,8 +257,10 @@ def _dataset_folder(results: Results) -> str:
 def _plans(results: Results) -> str:
     configs = (results.plans or {}).get("configurations")
     if not isinstance(configs, dict) or not configs:
-        return note(f"No plans: {results.root / 'plans.json'} is missing or has no configurations "
-                     "(run 'medseg plan DATASET -o RESULTS').")
+        return note(
+            f"No plans: {results.root / 'plans.json'} is missing or has no configurations "
+            "(run 'medseg plan DATASET -o RESULTS')."
+        )
     rows, reasons = [], []
     for name, plan in configs.items():
         plan = plan if isinstance(plan, dict) else {}
@@ -235,16 +268,42 @@ def _plans(results: Results) -> str:
         optimiser = f"{plan.get('optimizer', 'n/a')}, lr {plan.get('learning_rate', 'n/a')} ({plan.get('lr_schedule', 'n/a')})"
         if plan.get("weight_decay") is not None:
             optimiser += f", weight decay {plan['weight_decay']}"
-        budget = f"{plan.get('num_epochs', '?')} epochs \u00d7 {plan.get('steps_per_epoch', '?')} steps"
-        rows.append([escape(name), escape(_join(plan.get("patch_size"))), format_number(plan.get("batch_size"), ".0f"),
-                     escape(_join(plan.get("spacing"))), escape(plan.get("network", "n/a")),
-                     escape(_join(net.get("features"), ", ")), escape(optimiser), escape(plan.get("loss", "n/a")),
-                     escape(budget), escape(plan.get("num_classes", "n/a"))])
+        budget = (
+            f"{plan.get('num_epochs', '?')} epochs \u00d7 {plan.get('steps_per_epoch', '?')} steps"
+        )
+        rows.append(
+            [
+                escape(name),
+                escape(_join(plan.get("patch_size"))),
+                format_number(plan.get("batch_size"), ".0f"),
+                escape(_join(plan.get("spacing"))),
+                escape(plan.get("network", "n/a")),
+                escape(_join(net.get("features"), ", ")),
+                escape(optimiser),
+                escape(plan.get("loss", "n/a")),
+                escape(budget),
+                escape(plan.get("num_classes", "n/a")),
+            ]
+        )
         if plan.get("reasons"):
-            items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in plan["reasons"].items())
-            reasons.append(f"<details><summary>Why these choices ({escape(name)})</summary><dl>{items}</dl></details>")
-    header = ["configuration", "patch (voxels)", "batch", "spacing (mm)", "network", "features per stage",
-              "optimiser", "loss", "budget", "classes"]
+            items = "".join(
+                f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in plan["reasons"].items()
+            )
+            reasons.append(
+                f"<details><summary>Why these choices ({escape(name)})</summary><dl>{items}</dl></details>"
+            )
+    header = [
+        "configuration",
+        "patch (voxels)",
+        "batch",
+        "spacing (mm)",
+        "network",
+        "features per stage",
+        "optimiser",
+        "loss",
+        "budget",
+        "classes",
+    ]
     return table(rows, header) + "".join(reasons)
 
 
@@ -252,8 +311,10 @@ def _plans(results: Results) -> str:
 
 
 def _no_evaluation(results: Results) -> str:
-    return note(f"No evaluation yet: no summary.json under {results.root / 'evaluation'} "
-                 "(run 'medseg evaluate --pred PRED --ref REF --out RESULTS/evaluation/CONFIG').")
+    return note(
+        f"No evaluation yet: no summary.json under {results.root / 'evaluation'} "
+        "(run 'medseg evaluate --pred PRED --ref REF --out RESULTS/evaluation/CONFIG')."
+    )
 
 
 def _metrics(results: Results) -> str:
@@ -290,7 +351,11 @@ def _stat_cells(stats: Mapping[str, Any], metric: str) -> str:
     fmt = ".2f" if metric in _DISTANCES else ".3f"
     mean, std = format_number(stats.get("mean"), fmt), format_number(stats.get("std"), fmt)
     both = mean if mean.endswith("n/a") else f"{mean} \u00b1 {std[1:]}"
-    cells = [both, format_number(stats.get("median"), fmt), format_number(stats.get("nan_count"), ".0f")]
+    cells = [
+        both,
+        format_number(stats.get("median"), fmt),
+        format_number(stats.get("nan_count"), ".0f"),
+    ]
     return "".join(f'<td class="num">{c[1:]}</td>' for c in cells)
 
 
@@ -303,9 +368,13 @@ def _boxplots(results: Results) -> str:
             parts.append(note(f"{evaluation.name}: no per_case.csv in {evaluation.path}."))
             continue
         names = [results.label_name(label) for label in evaluation.labels]
-        figure = figures.dice_boxplot(evaluation.rows, evaluation.labels, title=evaluation.name, names=names)
-        parts.append(f'<figure><img src="{figures.to_data_uri(figure)}" alt="Dice per case, {escape(evaluation.name)}">'
-                     "<figcaption>One dot per case; boxes: quartiles and median; NaN Dice left out.</figcaption></figure>")
+        figure = figures.dice_boxplot(
+            evaluation.rows, evaluation.labels, title=evaluation.name, names=names
+        )
+        parts.append(
+            f'<figure><img src="{figures.to_data_uri(figure)}" alt="Dice per case, {escape(evaluation.name)}">'
+            "<figcaption>One dot per case; boxes: quartiles and median; NaN Dice left out.</figcaption></figure>"
+        )
     return '<div class="figures">' + "".join(parts) + "</div>"
 
 
@@ -319,25 +388,60 @@ def _training(results: Results) -> str:
     for fold in results.folds:
         name = f"{fold.configuration} {fold.name}"
         if not fold.log:
-            rows.append([escape(fold.configuration), escape(fold.name), "no log.csv (or no epoch logged)", "", "", "", "", ""])
+            rows.append(
+                [
+                    escape(fold.configuration),
+                    escape(fold.name),
+                    "no log.csv (or no epoch logged)",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                ]
+            )
             continue
         last = fold.log[-1]
         ema = [r.get("val_dice_ema", math.nan) for r in fold.log]
         finite = [v for v in ema if not math.isnan(v)]
-        seconds = sum(r.get("epoch_seconds", 0.0) for r in fold.log if not math.isnan(r.get("epoch_seconds", 0.0)))
+        seconds = sum(
+            r.get("epoch_seconds", 0.0)
+            for r in fold.log
+            if not math.isnan(r.get("epoch_seconds", 0.0))
+        )
         waits = [r.get("data_wait_share", math.nan) for r in fold.log]
         waits = [w for w in waits if not math.isnan(w)]
-        rows.append([escape(fold.configuration), escape(fold.name), format_number(last.get("epoch"), ".0f"),
-                     format_number(last.get("train_loss"), ".4f"), format_number(last.get("val_dice")),
-                     format_number(max(finite) if finite else math.nan), format_number(seconds / 60, ".1f"),
-                     format_number(100 * sum(waits) / len(waits) if waits else math.nan, ".0f")])
+        rows.append(
+            [
+                escape(fold.configuration),
+                escape(fold.name),
+                format_number(last.get("epoch"), ".0f"),
+                format_number(last.get("train_loss"), ".4f"),
+                format_number(last.get("val_dice")),
+                format_number(max(finite) if finite else math.nan),
+                format_number(seconds / 60, ".1f"),
+                format_number(100 * sum(waits) / len(waits) if waits else math.nan, ".0f"),
+            ]
+        )
         figure = figures.training_curves(fold.log, title=name)
-        plots.append(f'<figure><img class="wide" src="{figures.to_data_uri(figure, dpi=75)}" '
-                     f'alt="training curves {escape(name)}"></figure>')
-    header = ["configuration", "fold", "epochs", "last train loss", "last val Dice", "best EMA val Dice",
-              "time (min)", "waiting for data (%)"]
-    caption = ("Online validation Dice is measured on validation patches during training, not on whole "
-               "cases; the evaluation above is the honest number.")
+        plots.append(
+            f'<figure><img class="wide" src="{figures.to_data_uri(figure, dpi=75)}" '
+            f'alt="training curves {escape(name)}"></figure>'
+        )
+    header = [
+        "configuration",
+        "fold",
+        "epochs",
+        "last train loss",
+        "last val Dice",
+        "best EMA val Dice",
+        "time (min)",
+        "waiting for data (%)",
+    ]
+    caption = (
+        "Online validation Dice is measured on validation patches during training, not on whole "
+        "cases; the evaluation above is the honest number."
+    )
     return table(rows, header, caption=caption) + "".join(plots)
 
 
@@ -351,19 +455,32 @@ def _cases(results: Results) -> str:
     for evaluation in results.evaluations:
         picks = pick_cases(rank_cases(evaluation.rows))
         if not picks:
-            why = "No case has a finite Dice to rank by." if evaluation.rows else f"No per_case.csv in {evaluation.path}."
+            why = (
+                "No case has a finite Dice to rank by."
+                if evaluation.rows
+                else f"No per_case.csv in {evaluation.path}."
+            )
             parts.append(f"<h3>{escape(evaluation.name)}</h3>" + note(why))
             continue
-        figs = "".join(_case_figure(results, evaluation, roles, case, dice) for roles, case, dice in picks)
+        figs = "".join(
+            _case_figure(results, evaluation, roles, case, dice) for roles, case, dice in picks
+        )
         parts.append(f'<h3>{escape(evaluation.name)}</h3><div class="figures">{figs}</div>')
-    legend = ("Cases ranked by their mean Dice over labels. Yellow: reference contour; blue: prediction "
-              "contour; 3D cases show the axial slice with the most reference foreground.")
+    legend = (
+        "Cases ranked by their mean Dice over labels. Yellow: reference contour; blue: prediction "
+        "contour; 3D cases show the axial slice with the most reference foreground."
+    )
     return f"<p>{escape(legend)}</p>" + "".join(parts)
 
 
-def _case_figure(results: Results, evaluation: Evaluation, roles: str, case: str, dice: float) -> str:
-    per_label = ", ".join(f"{results.label_name(r['label'])}: {float(r['dice']):.3f}"
-                          for r in evaluation.rows if r["case"] == case)
+def _case_figure(
+    results: Results, evaluation: Evaluation, roles: str, case: str, dice: float
+) -> str:
+    per_label = ", ".join(
+        f"{results.label_name(r['label'])}: {float(r['dice']):.3f}"
+        for r in evaluation.rows
+        if r["case"] == case
+    )
     caption = f"{roles}: {case}, mean Dice {dice:.3f} ({per_label})"
     paths = case_paths(results, evaluation, case)
     missing = [k for k in ("reference", "prediction") if paths[k] is None]
@@ -378,10 +495,17 @@ def _case_figure(results: Results, evaluation: Evaluation, roles: str, case: str
             notes.append("image not found in the dataset folder; contours drawn on black")
         else:
             image = read_image(paths["image"])
-        figure, more = figures.case_overlay(reference, prediction, evaluation.regions, image=image,
-                                            title=f"{roles}: {case}  (Dice {dice:.3f})")
+        figure, more = figures.case_overlay(
+            reference,
+            prediction,
+            evaluation.regions,
+            image=image,
+            title=f"{roles}: {case}  (Dice {dice:.3f})",
+        )
     except (MedsegError, ValueError) as err:
         return f"<figure><figcaption>{escape(caption)}</figcaption>{note(f'no overlay: {err}')}</figure>"
     extra = "".join(note(n) for n in notes + more)
-    return (f'<figure><img src="{figures.to_data_uri(figure)}" alt="{escape(case)}">'
-            f"<figcaption>{escape(caption)}</figcaption>{extra}</figure>")
+    return (
+        f'<figure><img src="{figures.to_data_uri(figure)}" alt="{escape(case)}">'
+        f"<figcaption>{escape(caption)}</figcaption>{extra}</figure>"
+    )

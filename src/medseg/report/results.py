@@ -135,7 +135,9 @@ def load_results(results: str | os.PathLike[str]) -> Results:
     """
     root = Path(results)
     if not root.is_dir():
-        raise ConfigError(f"{root}: no such results folder; pass the folder given to 'medseg plan -o'")
+        raise ConfigError(
+            f"{root}: no such results folder; pass the folder given to 'medseg plan -o'"
+        )
     problems: list[str] = []
     plans = _read_json(root / "plans.json", problems)
     dataset = _read_json(root / "dataset.json", problems)
@@ -177,7 +179,9 @@ def _find_folds(root: Path, problems: list[str]) -> list[Fold]:
     for config in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in _SKIP_DIRS):
         for path in sorted(config.glob("fold_*"), key=lambda p: _natural_key(p.name)):
             if path.is_dir():
-                folds.append(Fold(config.name, path.name, path, _read_log(path / "log.csv", problems)))
+                folds.append(
+                    Fold(config.name, path.name, path, _read_log(path / "log.csv", problems))
+                )
     return folds
 
 
@@ -203,14 +207,20 @@ def _find_evaluations(folder: Path, problems: list[str]) -> list[Evaluation]:
     if not folder.is_dir():
         return []
     candidates = [(folder.name, folder)] + [
-        (p.name, p) for p in sorted(folder.iterdir(), key=lambda p: _natural_key(p.name)) if p.is_dir()
+        (p.name, p)
+        for p in sorted(folder.iterdir(), key=lambda p: _natural_key(p.name))
+        if p.is_dir()
     ]
     found = []
     for name, path in candidates:
         summary = _read_json(path / "summary.json", problems)
         if summary is None:
             continue
-        found.append(Evaluation(name, path, _nan_for_null(summary), _read_rows(path / "per_case.csv", problems)))
+        found.append(
+            Evaluation(
+                name, path, _nan_for_null(summary), _read_rows(path / "per_case.csv", problems)
+            )
+        )
     return found
 
 
@@ -230,7 +240,11 @@ def _read_rows(path: Path, problems: list[str]) -> list[dict[str, Any]]:
     try:
         with open(path, newline="", encoding="utf-8") as f:
             return [
-                {k: (csv_restore(str(v)) if k in ("case", "label") else _as_float(v)) for k, v in row.items() if k}
+                {
+                    k: (csv_restore(str(v)) if k in ("case", "label") else _as_float(v))
+                    for k, v in row.items()
+                    if k
+                }
                 for row in csv.DictReader(f)
             ]
     except (OSError, UnicodeDecodeError, csv.Error) as err:
@@ -304,9 +318,19 @@ def case_paths(results: Results, evaluation: Evaluation, case: str) -> dict[str,
     dataset's ``imagesTr/<case>_0000<file_ending>`` (or ``images/<case>.*`` for 2D folders).
     """
     summary, dataset = evaluation.summary, results.dataset_path
-    pred_dirs = [resolve_path(summary["pred_dir"], results.root)] if isinstance(summary.get("pred_dir"), str) else []
-    pred_dirs += [f.path / "validation" for f in results.folds if f.configuration == evaluation.name]
-    ref_dirs = [resolve_path(summary["ref_dir"], results.root)] if isinstance(summary.get("ref_dir"), str) else []
+    pred_dirs = (
+        [resolve_path(summary["pred_dir"], results.root)]
+        if isinstance(summary.get("pred_dir"), str)
+        else []
+    )
+    pred_dirs += [
+        f.path / "validation" for f in results.folds if f.configuration == evaluation.name
+    ]
+    ref_dirs = (
+        [resolve_path(summary["ref_dir"], results.root)]
+        if isinstance(summary.get("ref_dir"), str)
+        else []
+    )
     image_path = None
     if dataset is not None:
         ref_dirs.append(dataset / "labelsTr")
@@ -314,7 +338,9 @@ def case_paths(results: Results, evaluation: Evaluation, case: str) -> dict[str,
         if ending and (dataset / "imagesTr" / f"{case}_0000{ending}").is_file():
             image_path = dataset / "imagesTr" / f"{case}_0000{ending}"
         else:
-            image_path = find_case_file([dataset / "imagesTr", dataset / "images"], [f"{case}_0000", case])
+            image_path = find_case_file(
+                [dataset / "imagesTr", dataset / "images"], [f"{case}_0000", case]
+            )
     return {
         "image": image_path,
         "reference": find_case_file(ref_dirs, [case]),

@@ -59,8 +59,12 @@ def rng_state() -> dict[str, Any]:
     _, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-                  "cached_gaussian": float(cached_gaussian)},
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -74,7 +78,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
     numpy_state = state["numpy"]
     if isinstance(numpy_state, Mapping):
         keys = np.asarray(numpy_state["keys"], dtype=np.int64).astype(np.uint32)
-        numpy_state = ("MT19937", keys, numpy_state["pos"], numpy_state["has_gauss"], numpy_state["cached_gaussian"])
+        numpy_state = (
+            "MT19937",
+            keys,
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
     np.random.set_state(numpy_state)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
@@ -92,12 +102,18 @@ def save_checkpoint(path: str | os.PathLike[str], **contents: Any) -> Path:
 
 # numpy arrays: older medseg checkpoints stored numpy's RNG state as one (uint32). An array's
 # elements are unpickled by the same restricted unpickler, so this admits no code.
-_NUMPY_ARRAY_GLOBALS = [np.ndarray, np.dtype, getattr(np, "_core", np).multiarray._reconstruct,
-                        type(np.dtype(np.uint32))]
+_NUMPY_ARRAY_GLOBALS = [
+    np.ndarray,
+    np.dtype,
+    getattr(np, "_core", np).multiarray._reconstruct,
+    type(np.dtype(np.uint32)),
+]
 CheckpointKind = Literal["segmentation", "classification", "weights"]
-_REQUIRED_KEYS: dict[str, tuple[str, ...]] = {"segmentation": ("network_state", "plan"),
-                                             "classification": ("network_state", "classifier_config"),
-                                             "weights": ()}
+_REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
+    "segmentation": ("network_state", "plan"),
+    "classification": ("network_state", "classifier_config"),
+    "weights": (),
+}
 
 
 def _unsafe_globals(path: Path) -> list[str]:
@@ -107,8 +123,9 @@ def _unsafe_globals(path: Path) -> list[str]:
         return []
 
 
-def load_checkpoint(path: str | os.PathLike[str], *, kind: CheckpointKind = "segmentation",
-                    what: str = "checkpoint") -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike[str], *, kind: CheckpointKind = "segmentation", what: str = "checkpoint"
+) -> dict[str, Any]:
     """Read a checkpoint or weight file safely (on the CPU): tensors and plain values only.
 
     Args:
@@ -134,7 +151,9 @@ def load_checkpoint(path: str | os.PathLike[str], *, kind: CheckpointKind = "seg
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         names = _unsafe_globals(path)
-        if not names and "Unsupported global" not in str(err):  # bytes torch cannot parse, not unsafe objects
+        if not names and "Unsupported global" not in str(
+            err
+        ):  # bytes torch cannot parse, not unsafe objects
             raise ConfigError(f"{path}: cannot read {what} (corrupt or not a torch file)") from None
         held = f" (it holds {', '.join(names[:5])})" if names else ""
         raise UnsafeFileError(
@@ -142,13 +161,19 @@ def load_checkpoint(path: str | os.PathLike[str], *, kind: CheckpointKind = "seg
             f"plain values. If you trust its source, re-save just its state_dict with torch.save"
         ) from None
     except Exception as err:
-        raise ConfigError(f"{path}: cannot read {what} (corrupt or not a torch file: {err})") from None
+        raise ConfigError(
+            f"{path}: cannot read {what} (corrupt or not a torch file: {err})"
+        ) from None
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: not a medseg {what} (a {type(data).__name__}, expected a dict of tensors)")
+        raise ConfigError(
+            f"{path}: not a medseg {what} (a {type(data).__name__}, expected a dict of tensors)"
+        )
     missing = [k for k in _REQUIRED_KEYS[kind] if k not in data]
     if missing:
-        hint = {"segmentation": " (a classifier? use `medseg classify predict`)",
-                "classification": " (a segmentation model? use `medseg predict`)"}.get(kind, "")
+        hint = {
+            "segmentation": " (a classifier? use `medseg classify predict`)",
+            "classification": " (a segmentation model? use `medseg predict`)",
+        }.get(kind, "")
         raise ConfigError(f"{path}: not a medseg {kind} {what}: no {', '.join(missing)}{hint}")
     return dict(data)
 
@@ -165,11 +190,18 @@ def model_from_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, Plan
 
 def build_classifier(config: ClassifierConfig) -> nn.Module:
     """The config's network, freshly initialised (``(B, C, *spatial) -> (B, num_outputs)``)."""
-    return build_network(config.network, spatial_dims=config.spatial_dims, in_channels=config.in_channels,
-                         out_channels=config.num_outputs, **config.network_config)
+    return build_network(
+        config.network,
+        spatial_dims=config.spatial_dims,
+        in_channels=config.in_channels,
+        out_channels=config.num_outputs,
+        **config.network_config,
+    )
 
 
-def load_classifier(path: str | os.PathLike[str]) -> tuple[nn.Module, ClassifierConfig, dict[str, Any]]:
+def load_classifier(
+    path: str | os.PathLike[str],
+) -> tuple[nn.Module, ClassifierConfig, dict[str, Any]]:
     """Rebuild a trained classifier (eval mode) from its checkpoint alone.
 
     Returns:

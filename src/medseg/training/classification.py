@@ -51,9 +51,14 @@ from medseg.transforms import build_transform
 
 log = logging.getLogger(__name__)
 
-CLASSIFICATION_PANELS = (("loss", ("train_loss", "val_loss"), "linear"),
-                         ("validation", ("val_auc", "val_accuracy"), "unit"))
-REGRESSION_PANELS = (("loss", ("train_loss",), "linear"), ("validation", ("val_mae", "val_rmse"), "linear"))
+CLASSIFICATION_PANELS = (
+    ("loss", ("train_loss", "val_loss"), "linear"),
+    ("validation", ("val_auc", "val_accuracy"), "unit"),
+)
+REGRESSION_PANELS = (
+    ("loss", ("train_loss",), "linear"),
+    ("validation", ("val_mae", "val_rmse"), "linear"),
+)
 
 
 def fit_classifier(
@@ -87,24 +92,37 @@ def fit_classifier(
     """
     # setup: device, model (pretrained, frozen backbone), optimiser with backbone/head groups
     if train.images.shape[1] != config.in_channels:
-        raise ConfigError(f"training images have {train.images.shape[1]} channels, the config {config.in_channels}")
+        raise ConfigError(
+            f"training images have {train.images.shape[1]} channels, the config {config.in_channels}"
+        )
     dev = resolve_device(device)
     total_epochs = epochs if epochs is not None else config.epochs
     torch.manual_seed(config.seed)
     model = build_classifier(config)
     if config.pretrained:
-        log.info("pretrained weights from %s: %s", config.pretrained, load_pretrained(model, config.pretrained).summary())
+        log.info(
+            "pretrained weights from %s: %s",
+            config.pretrained,
+            load_pretrained(model, config.pretrained).summary(),
+        )
     if config.freeze == "backbone":
         freeze_backbone(model)
     model.to(dev)
-    optimizer = OPTIMIZERS.build(config.optimizer, parameter_groups(model, config.learning_rate,
-                                                                            config.backbone_lr_factor),
-                                 lr=config.learning_rate, weight_decay=config.weight_decay, momentum=0.9)
+    optimizer = OPTIMIZERS.build(
+        config.optimizer,
+        parameter_groups(model, config.learning_rate, config.backbone_lr_factor),
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
+        momentum=0.9,
+    )
     # the task: batches of whole images, the configured loss, validation scores
     images, targets = train.images, training_targets(train.labels, config)
     loss_fn = _loss_function(config, train.labels, dev)
-    augment = None if config.augmentation == "none" else build_transform(config.augmentation,
-                                                                         spatial_dims=config.spatial_dims)
+    augment = (
+        None
+        if config.augmentation == "none"
+        else build_transform(config.augmentation, spatial_dims=config.spatial_dims)
+    )
     steps_per_epoch = max(1, math.ceil(len(images) / config.batch_size))
     reconstructs = config.resolved_loss == "margin" and getattr(model, "decoder", None) is not None
 
@@ -114,7 +132,7 @@ def fit_classifier(
             augment.reseed(config.seed * 7919 + epoch)
         order = _epoch_order(train.labels, config, generator)
         for start in range(0, len(order), config.batch_size):
-            index = order[start:start + config.batch_size]
+            index = order[start : start + config.batch_size]
             if len(index) >= 2 or len(order) == 1:  # a batch of one breaks batch norm
                 yield index
 
@@ -124,7 +142,9 @@ def fit_classifier(
 
     def loss(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = batch
-        if reconstructs:  # capsule network: margin loss + 0.0005 x reconstruction of the [0, 1] image
+        if (
+            reconstructs
+        ):  # capsule network: margin loss + 0.0005 x reconstruction of the [0, 1] image
             outputs, reconstruction = model.forward_with_reconstruction(x, y)
             with autocast(dev, False):
                 return capsule_loss(outputs.float(), y, reconstruction.float(), _unit_range(x))
@@ -133,36 +153,63 @@ def fit_classifier(
             return loss_fn(outputs, y)
 
     def set_learning_rate(step: int, budget_fraction: float | None) -> None:
-        t = budget_fraction if budget_fraction is not None else step / max(total_epochs * steps_per_epoch, 1)
+        t = (
+            budget_fraction
+            if budget_fraction is not None
+            else step / max(total_epochs * steps_per_epoch, 1)
+        )
         factor = lr_factor(int(t * 1_000_000), 1_000_000, config.lr_schedule)
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
 
     task = Task(
-        model=model, optimizer=optimizer, batches=batches, prepare=prepare, loss=loss,
+        model=model,
+        optimizer=optimizer,
+        batches=batches,
+        prepare=prepare,
+        loss=loss,
         set_learning_rate=set_learning_rate,
         validate=lambda use_bf16, _: validation_row(model, val, config, dev, use_bf16),
-        score=lambda row: _score(row, config, has_validation=val is not None and len(val.labels) > 0),
+        score=lambda row: _score(
+            row, config, has_validation=val is not None and len(val.labels) > 0
+        ),
         train_mode=lambda: (model.train(), keep_frozen_in_eval(model)),
-        checkpoint={"classifier_config": config.to_dict()}, files={"config.json": config.to_dict()},
+        checkpoint={"classifier_config": config.to_dict()},
+        files={"config.json": config.to_dict()},
         compatible=lambda checkpoint: _same_config(checkpoint, config),
         curves=CLASSIFICATION_PANELS if config.task == "classification" else REGRESSION_PANELS,
         progress_keys=("train_loss", "val_auc", "val_accuracy", "val_mae"),
     )
-    return run_training(task, run_dir, epochs=total_epochs, device=dev,
-                        use_bf16=bf16_supported(dev) if amp is None else amp, time_budget_s=time_budget_s,
-                        resume=resume, progress=progress, description=f"train {config.network}")
+    return run_training(
+        task,
+        run_dir,
+        epochs=total_epochs,
+        device=dev,
+        use_bf16=bf16_supported(dev) if amp is None else amp,
+        time_budget_s=time_budget_s,
+        resume=resume,
+        progress=progress,
+        description=f"train {config.network}",
+    )
 
 
 def _loss_function(config: ClassifierConfig, labels: np.ndarray, dev: torch.device) -> nn.Module:
     """The registered loss of the config; class-weighted cross-entropy with ``class_weighting="loss"``."""
-    if config.resolved_loss == "ce" and config.class_weighting == "loss" and config.task == "classification":
-        weight = torch.as_tensor(class_weights(np.asarray(labels).reshape(-1), config.num_outputs), dtype=torch.float32)
+    if (
+        config.resolved_loss == "ce"
+        and config.class_weighting == "loss"
+        and config.task == "classification"
+    ):
+        weight = torch.as_tensor(
+            class_weights(np.asarray(labels).reshape(-1), config.num_outputs), dtype=torch.float32
+        )
         return build_loss(LOSS_NAMES["ce"], weight=weight.to(dev))
     return build_loss(LOSS_NAMES[config.resolved_loss])
 
 
-def _epoch_order(labels: np.ndarray, config: ClassifierConfig, generator: torch.Generator) -> torch.Tensor:
+def _epoch_order(
+    labels: np.ndarray, config: ClassifierConfig, generator: torch.Generator
+) -> torch.Tensor:
     """The epoch's sample order: class-balanced draws with replacement, or a permutation."""
     if config.task == "classification" and config.class_weighting == "sampler":
         weights = torch.as_tensor(balanced_sample_weights(np.asarray(labels).reshape(-1)))
@@ -178,8 +225,14 @@ def _unit_range(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validation_row(model: nn.Module, val: Any | None, config: ClassifierConfig, dev: torch.device,
-                   use_bf16: bool, batch_size: int = 64) -> dict[str, float]:
+def validation_row(
+    model: nn.Module,
+    val: Any | None,
+    config: ClassifierConfig,
+    dev: torch.device,
+    use_bf16: bool,
+    batch_size: int = 64,
+) -> dict[str, float]:
     """Validation loss (cross-entropy runs), accuracy and AUC (or MAE and RMSE) of ``val``."""
     if val is None or not len(val.labels):
         return {}
@@ -187,21 +240,29 @@ def validation_row(model: nn.Module, val: Any | None, config: ClassifierConfig, 
     scores = []
     for start in range(0, len(val.images), batch_size):
         with autocast(dev, use_bf16):
-            outputs = model(normalize_images(val.images[start:start + batch_size], config).to(dev))
+            outputs = model(
+                normalize_images(val.images[start : start + batch_size], config).to(dev)
+            )
         scores.append(scores_from_outputs(outputs, config).cpu())
     model.train()
     probabilities = torch.cat(scores)
     row: dict[str, float] = {}
     if config.task == "classification" and config.resolved_loss == "ce":
-        row["val_loss"] = float(F.nll_loss(probabilities.clamp_min(1e-8).log(), training_targets(val.labels, config)))
-    metrics = validation_metrics(probabilities.numpy(), val.labels, task=config.task, num_outputs=config.num_outputs)
+        row["val_loss"] = float(
+            F.nll_loss(probabilities.clamp_min(1e-8).log(), training_targets(val.labels, config))
+        )
+    metrics = validation_metrics(
+        probabilities.numpy(), val.labels, task=config.task, num_outputs=config.num_outputs
+    )
     return {**row, **{f"val_{k}": v for k, v in metrics.items()}}
 
 
 def _score(row: dict[str, Any], config: ClassifierConfig, *, has_validation: bool) -> float:
     if not has_validation:
         return -row["train_loss"]
-    return selection_metric({k[4:]: v for k, v in row.items() if k.startswith("val_")}, task=config.task)
+    return selection_metric(
+        {k[4:]: v for k, v in row.items() if k.startswith("val_")}, task=config.task
+    )
 
 
 def _same_config(checkpoint: dict[str, Any], config: ClassifierConfig) -> bool:

@@ -23,7 +23,9 @@ SEGMENTATION_PANELS: tuple[Panel, ...] = (
 )
 
 
-def plot_curves(rows: list[dict[str, Any]], path: Path, panels: Sequence[Panel] = SEGMENTATION_PANELS) -> None:
+def plot_curves(
+    rows: list[dict[str, Any]], path: Path, panels: Sequence[Panel] = SEGMENTATION_PANELS
+) -> None:
     """Write ``path`` (PNG) from the training log rows."""
     import matplotlib
 

@@ -45,7 +45,9 @@ from medseg.training.run_state import LATEST, RunState, resume_run, save_epoch
 log = logging.getLogger(__name__)
 
 GRAD_CLIP = 12.0  # nnU-Net's gradient-norm clip
-MAX_SKIPPED_SHARE = 0.05  # of an epoch's steps lost to bf16 overflow before the run switches to float32
+MAX_SKIPPED_SHARE = (
+    0.05  # of an epoch's steps lost to bf16 overflow before the run switches to float32
+)
 
 
 @dataclass
@@ -132,7 +134,9 @@ class Precision:
     def after_epoch(self, skipped: int, steps: int) -> None:
         if self.use_bf16 and skipped > MAX_SKIPPED_SHARE * steps:
             self.use_bf16 = False
-            log.warning("bf16 overflowed in %d of %d steps; training continues in float32", skipped, steps)
+            log.warning(
+                "bf16 overflowed in %d of %d steps; training continues in float32", skipped, steps
+            )
 
 
 class TimeBudget:
@@ -141,7 +145,9 @@ class TimeBudget:
     Under DDP every decision is all-reduced, so all ranks stop at the same step.
     """
 
-    def __init__(self, seconds: float | None, *, elapsed_before: float = 0.0, world: int = 1) -> None:
+    def __init__(
+        self, seconds: float | None, *, elapsed_before: float = 0.0, world: int = 1
+    ) -> None:
         if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
             raise ConfigError(f"time budget must be a positive number of seconds, got {seconds}")
         self.seconds, self.elapsed_before, self.world = seconds, elapsed_before, world
@@ -166,7 +172,9 @@ class TimeBudget:
         return any_rank(expected > self.seconds, self.world)
 
 
-def train_step(task: Task, batch: Any, precision: Precision, parameters: list[nn.Parameter]) -> StepResult:
+def train_step(
+    task: Task, batch: Any, precision: Precision, parameters: list[nn.Parameter]
+) -> StepResult:
     """One optimiser step: forward and loss under autocast, backward, clip, step or skip."""
     task.optimizer.zero_grad(set_to_none=True)
     with precision.autocast():
@@ -181,8 +189,9 @@ def train_step(task: Task, batch: Any, precision: Precision, parameters: list[nn
     return StepResult(float(loss.detach()), norm, skipped)
 
 
-def _train_epoch(task: Task, epoch: int, state: RunState, precision: Precision,
-                 budget: TimeBudget) -> tuple[dict[str, Any], bool]:
+def _train_epoch(
+    task: Task, epoch: int, state: RunState, precision: Precision, budget: TimeBudget
+) -> tuple[dict[str, Any], bool]:
     """Train one epoch; returns its log entries and whether the time budget ran out."""
     (task.train_mode or task.network.train)()
     parameters = [p for p in task.model.parameters() if p.requires_grad]
@@ -208,10 +217,19 @@ def _train_epoch(task: Task, epoch: int, state: RunState, precision: Precision,
             out_of_time = True  # end this epoch early; it is still validated and saved
             break
     if skipped:
-        log.warning("epoch %d: %d step(s) had non-finite gradients and were skipped", epoch + 1, skipped)
-    row = {"epoch": epoch + 1, "step": state.step, "train_loss": float(np.mean(losses)) if losses else math.nan,
-           "lr": task.optimizer.param_groups[-1]["lr"], "grad_norm": float(np.mean(norms)) if norms else 0.0,
-           "skipped_steps": skipped, "bf16": precision.use_bf16, "data_wait_seconds": wait}
+        log.warning(
+            "epoch %d: %d step(s) had non-finite gradients and were skipped", epoch + 1, skipped
+        )
+    row = {
+        "epoch": epoch + 1,
+        "step": state.step,
+        "train_loss": float(np.mean(losses)) if losses else math.nan,
+        "lr": task.optimizer.param_groups[-1]["lr"],
+        "grad_norm": float(np.mean(norms)) if norms else 0.0,
+        "skipped_steps": skipped,
+        "bf16": precision.use_bf16,
+        "data_wait_seconds": wait,
+    }
     precision.after_epoch(skipped, len(losses))
     return row, out_of_time
 
@@ -265,23 +283,46 @@ def run_training(
                 write_json_atomic(run_dir / name, contents)
         precision = Precision(device, state.use_bf16 if state.use_bf16 is not None else use_bf16)
         budget = TimeBudget(time_budget_s, elapsed_before=state.elapsed_seconds, world=world)
-        bar = tqdm(total=None if time_budget_s is not None else epochs, initial=state.epoch, unit="epoch",
-                   desc=description + (f" ({time_budget_s:.0f} s budget)" if time_budget_s else ""),
-                   disable=not progress or rank != 0)  # with a time budget: no epoch total, so no false ETA
+        bar = tqdm(
+            total=None if time_budget_s is not None else epochs,
+            initial=state.epoch,
+            unit="epoch",
+            desc=description + (f" ({time_budget_s:.0f} s budget)" if time_budget_s else ""),
+            disable=not progress or rank != 0,
+        )  # with a time budget: no epoch total, so no false ETA
         try:
-            stopped_by = _run_epochs(task, run_dir, state, precision, budget, bar, epochs=epochs, rank=rank)
+            stopped_by = _run_epochs(
+                task, run_dir, state, precision, budget, bar, epochs=epochs, rank=rank
+            )
         except KeyboardInterrupt:
-            raise MedsegError(f"interrupted; epochs completed so far are saved in {run_dir / LATEST}. "
-                              f"Continue with {resume_hint}") from None
+            raise MedsegError(
+                f"interrupted; epochs completed so far are saved in {run_dir / LATEST}. "
+                f"Continue with {resume_hint}"
+            ) from None
         finally:
             bar.close()
         finish_distributed(world)
-    return RunResult(run_dir, state.epoch, state.step, state.best_metric,
-                     budget.elapsed() - budget.elapsed_before, stopped_by)
+    return RunResult(
+        run_dir,
+        state.epoch,
+        state.step,
+        state.best_metric,
+        budget.elapsed() - budget.elapsed_before,
+        stopped_by,
+    )
 
 
-def _run_epochs(task: Task, run_dir: Path, state: RunState, precision: Precision, budget: TimeBudget,
-                bar: tqdm, *, epochs: int, rank: int) -> str:
+def _run_epochs(
+    task: Task,
+    run_dir: Path,
+    state: RunState,
+    precision: Precision,
+    budget: TimeBudget,
+    bar: tqdm,
+    *,
+    epochs: int,
+    rank: int,
+) -> str:
     """Train, validate and save epoch after epoch; returns what stopped the run."""
     for epoch in range(state.epoch, epochs):
         if budget.next_epoch_would_overrun():

@@ -42,7 +42,9 @@ class RunState:
     use_bf16: bool | None = None
     is_best: bool = False
 
-    def end_epoch(self, row: dict[str, Any], metric: float, *, use_bf16: bool, elapsed: float) -> None:
+    def end_epoch(
+        self, row: dict[str, Any], metric: float, *, use_bf16: bool, elapsed: float
+    ) -> None:
         """Record a finished epoch's log row and selection metric (higher is better)."""
         self.rows.append(row)
         self.epoch = int(row["epoch"])
@@ -61,34 +63,55 @@ def resume_run(task: Task, run_dir: Path, *, resume: bool) -> RunState:
     """
     latest = run_dir / LATEST
     if latest.exists() and not resume:
-        raise ConfigError(f"{run_dir}: this run already has checkpoints; pass --resume to continue "
-                          "(or choose another output folder)")
+        raise ConfigError(
+            f"{run_dir}: this run already has checkpoints; pass --resume to continue "
+            "(or choose another output folder)"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         return RunState()
     if not latest.exists():
-        log.warning("%s: no %s to resume from (nothing was saved yet, or the write was interrupted); "
-                    "training starts from scratch", run_dir, LATEST)
+        log.warning(
+            "%s: no %s to resume from (nothing was saved yet, or the write was interrupted); "
+            "training starts from scratch",
+            run_dir,
+            LATEST,
+        )
         return RunState()
     checkpoint = load_checkpoint(latest, kind="weights")
     if task.compatible is not None and not task.compatible(checkpoint):
-        raise ConfigError(f"{latest}: this checkpoint was trained with another plan or configuration; "
-                          "cannot resume (use another output folder)")
+        raise ConfigError(
+            f"{latest}: this checkpoint was trained with another plan or configuration; "
+            "cannot resume (use another output folder)"
+        )
     task.model.load_state_dict(checkpoint["network_state"])
     task.optimizer.load_state_dict(checkpoint["optimizer_state"])
     set_rng_state(checkpoint["rng_state"])
     log.info("resuming %s at epoch %d", run_dir, checkpoint["epoch"])
-    return RunState(epoch=checkpoint["epoch"], step=checkpoint["step"], best_metric=checkpoint["best_metric"],
-                    rows=list(checkpoint["log"]), elapsed_seconds=checkpoint.get("elapsed_seconds", 0.0),
-                    use_bf16=checkpoint.get("amp"))
+    return RunState(
+        epoch=checkpoint["epoch"],
+        step=checkpoint["step"],
+        best_metric=checkpoint["best_metric"],
+        rows=list(checkpoint["log"]),
+        elapsed_seconds=checkpoint.get("elapsed_seconds", 0.0),
+        use_bf16=checkpoint.get("amp"),
+    )
 
 
 def save_epoch(task: Task, run_dir: Path, state: RunState) -> None:
     """Write the checkpoints, ``log.csv`` and ``curves.png`` after an epoch (atomically)."""
-    contents = {"network_state": task.model.state_dict(), "optimizer_state": task.optimizer.state_dict(),
-                "epoch": state.epoch, "step": state.step, "best_metric": state.best_metric, "log": state.rows,
-                "rng_state": rng_state(), "elapsed_seconds": state.elapsed_seconds, "amp": state.use_bf16,
-                **task.checkpoint}
+    contents = {
+        "network_state": task.model.state_dict(),
+        "optimizer_state": task.optimizer.state_dict(),
+        "epoch": state.epoch,
+        "step": state.step,
+        "best_metric": state.best_metric,
+        "log": state.rows,
+        "rng_state": rng_state(),
+        "elapsed_seconds": state.elapsed_seconds,
+        "amp": state.use_bf16,
+        **task.checkpoint,
+    }
     save_checkpoint(run_dir / LATEST, **contents)
     if state.is_best:
         save_checkpoint(run_dir / BEST, **contents)

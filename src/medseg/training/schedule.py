@@ -23,17 +23,25 @@ SCHEDULES = Registry("LR schedule")
 
 
 @OPTIMIZERS.register("sgd", description="SGD with Nesterov momentum (nnU-Net's on CUDA)")
-def sgd(params: Iterable[Any], *, lr: float, weight_decay: float = 0.0, momentum: float = 0.99) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=True)
+def sgd(
+    params: Iterable[Any], *, lr: float, weight_decay: float = 0.0, momentum: float = 0.99
+) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=True
+    )
 
 
 @OPTIMIZERS.register("adamw", description="AdamW, decoupled weight decay (medseg's default on CPU)")
-def adamw(params: Iterable[Any], *, lr: float, weight_decay: float = 0.0, momentum: float = 0.0) -> torch.optim.Optimizer:
+def adamw(
+    params: Iterable[Any], *, lr: float, weight_decay: float = 0.0, momentum: float = 0.0
+) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
 @OPTIMIZERS.register("adam", description="Adam with L2 weight decay")
-def adam(params: Iterable[Any], *, lr: float, weight_decay: float = 0.0, momentum: float = 0.0) -> torch.optim.Optimizer:
+def adam(
+    params: Iterable[Any], *, lr: float, weight_decay: float = 0.0, momentum: float = 0.0
+) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
@@ -54,8 +62,13 @@ def constant(t: float) -> float:
 
 def build_optimizer(model: nn.Module, plan: Plan) -> torch.optim.Optimizer:
     """The plan's optimiser over every parameter of ``model``."""
-    return OPTIMIZERS.build(plan.optimizer, model.parameters(), lr=plan.learning_rate,
-                            weight_decay=plan.weight_decay, momentum=plan.momentum)
+    return OPTIMIZERS.build(
+        plan.optimizer,
+        model.parameters(),
+        lr=plan.learning_rate,
+        weight_decay=plan.weight_decay,
+        momentum=plan.momentum,
+    )
 
 
 def lr_factor(step: int, total_steps: int, schedule: str, *, warmup: int = 0) -> float:

@@ -69,8 +69,11 @@ class FoldData:
         store = results / "preprocessed" / plan.store_configuration
         case_ids = list_cases(store)
         train_ids, val_ids = fold_cases(load_or_make_splits(results, case_ids), fold)
-        previous = (check_previous_stage(results, plan.configuration, plan.previous_stage, case_ids)
-                    if plan.previous_stage else None)
+        previous = (
+            check_previous_stage(results, plan.configuration, plan.previous_stage, case_ids)
+            if plan.previous_stage
+            else None
+        )
         store_dims = np.load(store / f"{case_ids[0]}.npy", mmap_mode="r").ndim - 1
         return cls(store, train_ids, val_ids, previous, store_dims)
 
@@ -90,9 +93,16 @@ def segmentation_augmentation(plan: Plan) -> Transform:
     if not plan.previous_stage:
         return build_transform(plan.augmentation, spatial_dims=plan.spatial_dims)
     images = range(plan.image_channels)
-    preset = build_transform(plan.augmentation, spatial_dims=plan.spatial_dims, intensity_channels=images)
-    return Compose([ForegroundOneHot(plan.num_classes), preset,
-                    RandomMaskMorphology(range(plan.image_channels, plan.in_channels))])
+    preset = build_transform(
+        plan.augmentation, spatial_dims=plan.spatial_dims, intensity_channels=images
+    )
+    return Compose(
+        [
+            ForegroundOneHot(plan.num_classes),
+            preset,
+            RandomMaskMorphology(range(plan.image_channels, plan.in_channels)),
+        ]
+    )
 
 
 def fit(
@@ -141,7 +151,9 @@ def fit(
     data = FoldData.open(results, plan, fold)
     rank, world = init_distributed()
     dev = local_device(resolve_device(device), world)
-    use_bf16, why = (amp, "set by the caller (--precision)") if amp is not None else decide_bf16(plan, dev)
+    use_bf16, why = (
+        (amp, "set by the caller (--precision)") if amp is not None else decide_bf16(plan, dev)
+    )
     total_epochs = epochs if epochs is not None else plan.num_epochs
     steps = steps_per_epoch if steps_per_epoch is not None else plan.steps_per_epoch
     # the model, its optimiser and loss; DDP under torchrun
@@ -151,57 +163,115 @@ def fit(
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     loss_fn = DeepSupervisionLoss(build_loss(plan.loss))
     augment = segmentation_augmentation(plan)
-    patch, workers = data.patch_size(plan), num_workers if num_workers is not None else min(4, available_cpus())
-    val_loader = list(make_loader(data.store, patch_size=patch, batch_size=plan.batch_size, case_ids=data.val_ids,
-                                  num_batches=val_batches, num_workers=0, seed=10_000 + seed,
-                                  previous_folder=data.previous))
+    patch, workers = (
+        data.patch_size(plan),
+        num_workers if num_workers is not None else min(4, available_cpus()),
+    )
+    val_loader = list(
+        make_loader(
+            data.store,
+            patch_size=patch,
+            batch_size=plan.batch_size,
+            case_ids=data.val_ids,
+            num_batches=val_batches,
+            num_workers=0,
+            seed=10_000 + seed,
+            previous_folder=data.previous,
+        )
+    )
     fold_seed = (seed * 1000 + (0 if fold == "all" else int(fold))) * 100_000
 
     def batches(epoch: int) -> Iterable[Any]:  # patches of this epoch, then the plan's augmentation
         augment.reseed(seed * 100_003 + epoch)
-        return make_loader(data.store, patch_size=patch, batch_size=plan.batch_size, case_ids=data.train_ids,
-                           mode="oversample", oversample_foreground=plan.foreground_oversampling,
-                           num_batches=steps, num_workers=workers, backend="thread", previous_folder=data.previous,
-                           seed=fold_seed + epoch * world + rank)
+        return make_loader(
+            data.store,
+            patch_size=patch,
+            batch_size=plan.batch_size,
+            case_ids=data.train_ids,
+            mode="oversample",
+            oversample_foreground=plan.foreground_oversampling,
+            num_batches=steps,
+            num_workers=workers,
+            backend="thread",
+            previous_folder=data.previous,
+            seed=fold_seed + epoch * world + rank,
+        )
 
     def prepare(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         image, label = (t.to(dev, non_blocking=True) for t in batch)
         return augment(data.to_net(image, plan), data.to_net(label, plan))
 
     task = Task(
-        model=model, optimizer=optimizer, network=net, batches=batches, prepare=prepare,
+        model=model,
+        optimizer=optimizer,
+        network=net,
+        batches=batches,
+        prepare=prepare,
         loss=lambda batch: loss_fn(net(batch[0]), batch[1]),
-        set_learning_rate=lambda step, _: set_lr(optimizer, plan.learning_rate,
-                                                 lr_factor(step, total_epochs * steps, plan.lr_schedule)),
-        validate=lambda use_bf16, rows: validation_row(model, val_loader, plan, data, dev, use_bf16, rows),
-        score=lambda row: row["val_dice_ema"], curves=SEGMENTATION_PANELS,
+        set_learning_rate=lambda step, _: set_lr(
+            optimizer, plan.learning_rate, lr_factor(step, total_epochs * steps, plan.lr_schedule)
+        ),
+        validate=lambda use_bf16, rows: validation_row(
+            model, val_loader, plan, data, dev, use_bf16, rows
+        ),
+        score=lambda row: row["val_dice_ema"],
+        curves=SEGMENTATION_PANELS,
         checkpoint={"plan": plan.to_dict(), "fold": fold, "configuration": configuration},
         compatible=lambda checkpoint: checkpoint.get("plan") == plan.to_dict(),
-        files={"run.json": {"device": str(dev), "world_size": world, "torch": torch.__version__,
-                            "threads": torch.get_num_threads(), "seed": seed, "bf16": use_bf16,
-                            "precision_reason": why}},
+        files={
+            "run.json": {
+                "device": str(dev),
+                "world_size": world,
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "seed": seed,
+                "bf16": use_bf16,
+                "precision_reason": why,
+            }
+        },
         progress_keys=("train_loss", "val_dice", "data_wait_share"),
     )
-    return run_training(task, fold_dir(results, configuration, fold), epochs=total_epochs, device=dev,
-                        use_bf16=use_bf16, time_budget_s=time_budget_s, resume=resume, rank=rank, world=world,
-                        progress=progress, description=f"train {configuration} fold {fold}",
-                        resume_hint=f"medseg train {results} --config {configuration} --fold {fold} --resume")
+    return run_training(
+        task,
+        fold_dir(results, configuration, fold),
+        epochs=total_epochs,
+        device=dev,
+        use_bf16=use_bf16,
+        time_budget_s=time_budget_s,
+        resume=resume,
+        rank=rank,
+        world=world,
+        progress=progress,
+        description=f"train {configuration} fold {fold}",
+        resume_hint=f"medseg train {results} --config {configuration} --fold {fold} --resume",
+    )
 
 
-def validation_row(model: nn.Module, batches: list, plan: Plan, data: FoldData, dev: torch.device, use_bf16: bool,
-                   rows: list[dict[str, Any]]) -> dict[str, float]:
+def validation_row(
+    model: nn.Module,
+    batches: list,
+    plan: Plan,
+    data: FoldData,
+    dev: torch.device,
+    use_bf16: bool,
+    rows: list[dict[str, Any]],
+) -> dict[str, float]:
     """Online validation Dice per foreground class, their mean and its EMA over epochs."""
     dice_per_class = _validate(model, batches, plan, data, dev, use_bf16)
     mean_dice = float(np.nanmean(dice_per_class)) if len(dice_per_class) else float("nan")
     ema = rows[-1]["val_dice_ema"] if rows else None
     ema = mean_dice if ema is None or not np.isfinite(ema) else EMA * ema + (1 - EMA) * mean_dice
-    return {"val_dice": mean_dice, "val_dice_ema": ema,
-            **{f"val_dice_{k + 1}": float(v) for k, v in enumerate(dice_per_class)}}
+    return {
+        "val_dice": mean_dice,
+        "val_dice_ema": ema,
+        **{f"val_dice_{k + 1}": float(v) for k, v in enumerate(dice_per_class)},
+    }
 
 
 @torch.inference_mode()
-def _validate(model: nn.Module, batches: list, plan: Plan, data: FoldData, dev: torch.device,
-              use_bf16: bool) -> np.ndarray:
+def _validate(
+    model: nn.Module, batches: list, plan: Plan, data: FoldData, dev: torch.device, use_bf16: bool
+) -> np.ndarray:
     """Dice per foreground class from (TP, FP, FN) summed over the validation patches
     (nnU-Net's pseudo Dice)."""
     model.eval()
@@ -209,7 +279,9 @@ def _validate(model: nn.Module, batches: list, plan: Plan, data: FoldData, dev: 
     for image, label in batches:
         image = data.to_net(image, plan).to(dev)
         if plan.previous_stage:
-            image = torch.cat([image[:, :-1], foreground_one_hot(image[:, -1:], plan.num_classes, image.dtype)], 1)
+            image = torch.cat(
+                [image[:, :-1], foreground_one_hot(image[:, -1:], plan.num_classes, image.dtype)], 1
+            )
         with autocast(dev, use_bf16):
             logits = model(image)
         pred, target = logits.float().argmax(1), data.to_net(label, plan).to(dev)[:, 0]

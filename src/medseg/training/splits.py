@@ -12,7 +12,9 @@ from medseg.errors import ConfigError
 from medseg.fileutil import write_json_atomic
 
 
-def make_splits(case_ids: list[str], *, num_folds: int = 5, seed: int = 12345) -> list[dict[str, list[str]]]:
+def make_splits(
+    case_ids: list[str], *, num_folds: int = 5, seed: int = 12345
+) -> list[dict[str, list[str]]]:
     """Shuffled k-fold split of ``case_ids`` (nnU-Net uses 5 folds and seed 12345).
 
     With fewer cases than folds, the number of folds drops to the number of cases.
@@ -30,7 +32,9 @@ def make_splits(case_ids: list[str], *, num_folds: int = 5, seed: int = 12345) -
     return splits
 
 
-def load_or_make_splits(results: str | os.PathLike[str], case_ids: list[str], *, num_folds: int = 5) -> list[dict[str, list[str]]]:
+def load_or_make_splits(
+    results: str | os.PathLike[str], case_ids: list[str], *, num_folds: int = 5
+) -> list[dict[str, list[str]]]:
     """``RESULTS/splits.json``, created on first use; cases added later are reported."""
     path = Path(results) / "splits.json"
     if path.exists():

@@ -38,8 +38,10 @@ class TransferReport:
     unused_in_file: list[str]
 
     def summary(self) -> str:
-        return (f"loaded {len(self.loaded)} tensors; {len(self.not_in_file)} of the model's left as initialised; "
-                f"{len(self.unused_in_file)} in the file unused")
+        return (
+            f"loaded {len(self.loaded)} tensors; {len(self.not_in_file)} of the model's left as initialised; "
+            f"{len(self.unused_in_file)} in the file unused"
+        )
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -55,13 +57,21 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         if isinstance(data, Mapping) and isinstance(data.get(key), Mapping):
             data = data[key]
             break
-    tensors = {k: v for k, v in data.items() if isinstance(v, torch.Tensor)} if isinstance(data, Mapping) else {}
+    tensors = (
+        {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
+        if isinstance(data, Mapping)
+        else {}
+    )
     if not tensors:
-        raise ConfigError(f"{path}: no weights found (expected a medseg checkpoint or a state_dict)")
+        raise ConfigError(
+            f"{path}: no weights found (expected a medseg checkpoint or a state_dict)"
+        )
     return tensors
 
 
-def rename(state: Mapping[str, torch.Tensor], mapping: Mapping[str, str] | None) -> dict[str, torch.Tensor]:
+def rename(
+    state: Mapping[str, torch.Tensor], mapping: Mapping[str, str] | None
+) -> dict[str, torch.Tensor]:
     """Replace name prefixes: ``{"module.": ""}`` strips DataParallel's, ``{"encoder.": "backbone.encoder."}``
     moves a block. The first matching prefix wins.
 
@@ -75,7 +85,7 @@ def rename(state: Mapping[str, torch.Tensor], mapping: Mapping[str, str] | None)
     for name, value in state.items():
         for old, new in mapping.items():
             if name.startswith(old):
-                name = new + name[len(old):]
+                name = new + name[len(old) :]
                 break
         out[name] = value
     return out
@@ -110,21 +120,30 @@ def load_pretrained(
     if mapping is None and not (wanted - head_names) & set(source):
         # a segmentation U-Net's encoder.* is the unet_encoder classifier's backbone.*
         source = rename(raw, SEGMENTATION_ENCODER_MAPPING)
-    mismatched = [f"{k} (file {tuple(source[k].shape)}, model {tuple(target[k].shape)})"
-                  for k in sorted(wanted & set(source)) if source[k].shape != target[k].shape]
+    mismatched = [
+        f"{k} (file {tuple(source[k].shape)}, model {tuple(target[k].shape)})"
+        for k in sorted(wanted & set(source))
+        if source[k].shape != target[k].shape
+    ]
     if mismatched:
-        shown = "; ".join(mismatched[:5]) + (f"; and {len(mismatched) - 5} more" if len(mismatched) > 5 else "")
+        shown = "; ".join(mismatched[:5]) + (
+            f"; and {len(mismatched) - 5} more" if len(mismatched) > 5 else ""
+        )
         raise ConfigError(f"{path}: {len(mismatched)} layer(s) do not match the network: {shown}")
     loaded = sorted(wanted & set(source))
     if not [k for k in loaded if k not in head_names]:
         example_file = ", ".join(sorted(source)[:3])
         example_model = ", ".join(sorted(wanted)[:3])
-        raise ConfigError(f"{path}: no layer names match the network (file has e.g. {example_file}; "
-                          f"network has e.g. {example_model}); pass a prefix mapping")
+        raise ConfigError(
+            f"{path}: no layer names match the network (file has e.g. {example_file}; "
+            f"network has e.g. {example_model}); pass a prefix mapping"
+        )
     with torch.no_grad():
         for name in loaded:
             target[name].copy_(source[name])
-    return TransferReport(loaded, sorted(set(target) - set(loaded)), sorted(set(source) - set(target)))
+    return TransferReport(
+        loaded, sorted(set(target) - set(loaded)), sorted(set(source) - set(target))
+    )
 
 
 def freeze_backbone(model: nn.Module) -> int:
@@ -158,7 +177,10 @@ def parameter_groups(model: nn.Module, lr: float, backbone_lr_factor: float) -> 
     backbone_ids = {id(p) for p in backbone.parameters()} if backbone is not None else set()
     trainable = [p for p in model.parameters() if p.requires_grad]
     groups = [
-        {"params": [p for p in trainable if id(p) in backbone_ids], "base_lr": lr * backbone_lr_factor},
+        {
+            "params": [p for p in trainable if id(p) in backbone_ids],
+            "base_lr": lr * backbone_lr_factor,
+        },
         {"params": [p for p in trainable if id(p) not in backbone_ids], "base_lr": lr},
     ]
     groups = [g for g in groups if g["params"]]

@@ -45,14 +45,20 @@ from medseg.transforms.spatial import (
 TRANSFORMS = Registry("transform")
 
 for _name, _builder, _description in [
-    ("spatial", RandomSpatial,
-     "Rotation, scaling, shear, translation and elastic deformation in one resampling"),
+    (
+        "spatial",
+        RandomSpatial,
+        "Rotation, scaling, shear, translation and elastic deformation in one resampling",
+    ),
     ("flip", RandomFlip, "Flip each spatial axis independently with probability p"),
     ("rot90", RandomRot90, "Rotate by 1, 2 or 3 quarter turns in one plane"),
     ("crop_or_pad", CropOrPad, "Crop and/or pad to a size, centred or at a random offset"),
     ("crop_resize", RandomCropResize, "Crop a random box and resize it to the output size"),
-    ("low_resolution", RandomLowResolution,
-     "Simulate low resolution: nearest downsampling, linear upsampling"),
+    (
+        "low_resolution",
+        RandomLowResolution,
+        "Simulate low resolution: nearest downsampling, linear upsampling",
+    ),
     ("brightness", RandomBrightness, "Multiply (or shift) the intensities by a random factor"),
     ("contrast", RandomContrast, "Scale the contrast around the channel mean"),
     ("gamma", RandomGamma, "Gamma correction of the range-normalised image"),
@@ -60,8 +66,11 @@ for _name, _builder, _description in [
     ("rician_noise", RandomRicianNoise, "Rician noise of magnitude MRI (non-negative)"),
     ("gaussian_blur", RandomGaussianBlur, "Gaussian blur with a random sigma (voxels)"),
     ("sharpen", RandomSharpen, "Unsharp masking x + a * (x - blur(x))"),
-    ("histogram_equalization", RandomHistogramEqualization,
-     "Histogram equalisation, mapped back onto each channel's range"),
+    (
+        "histogram_equalization",
+        RandomHistogramEqualization,
+        "Histogram equalisation, mapped back onto each channel's range",
+    ),
     ("bias_field", RandomBiasField, "MRI bias field: multiply by exp of a random polynomial"),
     ("erasing", RandomErasing, "Cutout / random erasing of 1..n random boxes"),
     ("nnunet_default", nnunet_default, "Preset: nnU-Net v2's default training augmentation"),

@@ -36,7 +36,9 @@ def check_batch(image: Tensor, label: LabelOrNone) -> None:
     """
     if not isinstance(image, Tensor) or image.ndim not in (4, 5):
         shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
-        raise ValueError(f"image must be a (B, C, *spatial) tensor with 2 or 3 spatial axes, got {shape}")
+        raise ValueError(
+            f"image must be a (B, C, *spatial) tensor with 2 or 3 spatial axes, got {shape}"
+        )
     if not image.is_floating_point():
         raise ValueError(f"image must be floating point, got {image.dtype}; convert with .float()")
     if label is None:
@@ -58,7 +60,9 @@ def check_probability(name: str, value: float) -> float:
     return float(value)
 
 
-def check_range(name: str, value: Sequence[float], *, low: float | None = None) -> tuple[float, float]:
+def check_range(
+    name: str, value: Sequence[float], *, low: float | None = None
+) -> tuple[float, float]:
     """Return ``(lo, hi)`` with ``lo <= hi`` (and ``lo >= low`` if given), else raise."""
     if len(value) != 2 or float(value[0]) > float(value[1]):
         raise ValueError(f"{name} must be a (low, high) range with low <= high, got {value}")

@@ -46,13 +46,22 @@ def adjust_contrast(image: Tensor, factor: Tensor, *, preserve_range: bool = Tru
     mean = image.mean(dim=_spatial(image), keepdim=True)
     out = (image - mean) * expand_to(factor, image) + mean
     if preserve_range:
-        out = torch.clamp(out, image.amin(dim=_spatial(image), keepdim=True),
-                          image.amax(dim=_spatial(image), keepdim=True))
+        out = torch.clamp(
+            out,
+            image.amin(dim=_spatial(image), keepdim=True),
+            image.amax(dim=_spatial(image), keepdim=True),
+        )
     return out
 
 
-def adjust_gamma(image: Tensor, gamma: Tensor, *, invert: bool = False, retain_stats: bool = True,
-                 eps: float = 1e-7) -> Tensor:
+def adjust_gamma(
+    image: Tensor,
+    gamma: Tensor,
+    *,
+    invert: bool = False,
+    retain_stats: bool = True,
+    eps: float = 1e-7,
+) -> Tensor:
     """Gamma on the range-normalised image: ``((x - min) / range) ** gamma * range + min``.
 
     Args:
@@ -145,7 +154,9 @@ def bias_field(shape: tuple[int, ...], coefficients: Tensor) -> Tensor:
     return torch.exp(expand_separable(coefficients, matrices))
 
 
-def box_mask(shape: tuple[int, ...], lower: Tensor, upper: Tensor, *, device: torch.device) -> Tensor:
+def box_mask(
+    shape: tuple[int, ...], lower: Tensor, upper: Tensor, *, device: torch.device
+) -> Tensor:
     """Union of axis-aligned boxes per sample: ``(B, 1, *shape)`` bool.
 
     Args:
@@ -157,7 +168,9 @@ def box_mask(shape: tuple[int, ...], lower: Tensor, upper: Tensor, *, device: to
         inside = torch.ones(b, 1, *[1] * dims, dtype=torch.bool, device=device)
         for d, n in enumerate(shape):
             idx = torch.arange(n, device=device)
-            axis = (idx >= lower[:, box, d, None].to(device)) & (idx < upper[:, box, d, None].to(device))
+            axis = (idx >= lower[:, box, d, None].to(device)) & (
+                idx < upper[:, box, d, None].to(device)
+            )
             view = [b, 1] + [1] * dims
             view[2 + d] = n
             inside = inside & axis.view(view)
@@ -189,5 +202,7 @@ def simulate_low_resolution(image: Tensor, zoom: Tensor) -> Tensor:
             small = [max(1, math.floor(n * factor + 0.5)) for n in shape]
             channel = image[b : b + 1, c : c + 1]
             down = F.interpolate(channel, size=small, mode="nearest-exact")
-            out[b : b + 1, c : c + 1] = F.interpolate(down, size=list(shape), mode=mode, align_corners=False)
+            out[b : b + 1, c : c + 1] = F.interpolate(
+                down, size=list(shape), mode=mode, align_corners=False
+            )
     return out

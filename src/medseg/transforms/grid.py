@@ -139,16 +139,28 @@ def resample(
         ``(image, label)`` on the output grid, label in its input dtype.
     """
     grid = grid.to(device=image.device)
-    out = F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode=image_padding, align_corners=False)
+    out = F.grid_sample(
+        image,
+        grid.to(image.dtype),
+        mode="bilinear",
+        padding_mode=image_padding,
+        align_corners=False,
+    )
     if label is None:
         return out, None
     as_float = label.to(torch.float32)
     if label_mode == "nearest":
-        shifted = F.grid_sample(as_float - label_fill, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        shifted = F.grid_sample(
+            as_float - label_fill, grid, mode="nearest", padding_mode="zeros", align_corners=False
+        )
         return out, (shifted + label_fill).round().to(label.dtype)
-    values = torch.unique(torch.cat([as_float.flatten(), torch.tensor([float(label_fill)], device=label.device)]))
+    values = torch.unique(
+        torch.cat([as_float.flatten(), torch.tensor([float(label_fill)], device=label.device)])
+    )
     onehot = (as_float == values.view(1, -1, *([1] * (label.ndim - 2)))).to(torch.float32)
-    weights = F.grid_sample(onehot, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    weights = F.grid_sample(
+        onehot, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
     fill_index = int(torch.nonzero(values == float(label_fill))[0])
     weights[:, fill_index] += 1.0 - weights.sum(dim=1)
     return out, values[weights.argmax(dim=1, keepdim=True)].to(label.dtype)

@@ -51,8 +51,15 @@ class IntensityTransform(Transform):
         seed: seed of the transform's own generator.
     """
 
-    def __init__(self, *, p: float = 1.0, per_channel: bool = True, p_per_channel: float = 1.0,
-                 channels: Sequence[int] | None = None, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        p: float = 1.0,
+        per_channel: bool = True,
+        p_per_channel: float = 1.0,
+        channels: Sequence[int] | None = None,
+        seed: int | None = None,
+    ) -> None:
         super().__init__(p=p, seed=seed)
         self.channels = None if channels is None else tuple(int(c) for c in channels)
         self.per_channel = per_channel
@@ -74,7 +81,9 @@ class IntensityTransform(Transform):
             return self._apply_to(image, generator), label
         index = list(self.channels)
         if max(index) >= image.shape[1]:
-            raise ValueError(f"channels {self.channels} out of range for {image.shape[1]} channel(s)")
+            raise ValueError(
+                f"channels {self.channels} out of range for {image.shape[1]} channel(s)"
+            )
         out = image.clone()
         out[:, index] = self._apply_to(image[:, index], generator)
         return out, label
@@ -83,7 +92,9 @@ class IntensityTransform(Transform):
         batch, channels = image.shape[:2]
         applies = bernoulli([batch], self.p, generator)
         channel_on = bernoulli([batch, channels], self.p_per_channel, generator)
-        raw = self.sample(batch, channels if self.per_channel else 1, tuple(image.shape[2:]), generator)
+        raw = self.sample(
+            batch, channels if self.per_channel else 1, tuple(image.shape[2:]), generator
+        )
         params = {k: v.expand(batch, channels, *v.shape[2:]) for k, v in raw.items()}
         selected = applies[:, None] & channel_on & ~self.neutral(params)
         noise_generator = device_generator(generator, image.device)
@@ -103,10 +114,20 @@ class RandomBrightness(IntensityTransform):
             in the units of the normalised image).
     """
 
-    def __init__(self, *, mode: Literal["multiplicative", "additive"] = "multiplicative",
-                 value_range: Range | None = None, p: float = 1.0, per_channel: bool = True,
-                 p_per_channel: float = 1.0, channels: Sequence[int] | None = None, seed: int | None = None) -> None:
-        super().__init__(p=p, per_channel=per_channel, p_per_channel=p_per_channel, channels=channels, seed=seed)
+    def __init__(
+        self,
+        *,
+        mode: Literal["multiplicative", "additive"] = "multiplicative",
+        value_range: Range | None = None,
+        p: float = 1.0,
+        per_channel: bool = True,
+        p_per_channel: float = 1.0,
+        channels: Sequence[int] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(
+            p=p, per_channel=per_channel, p_per_channel=p_per_channel, channels=channels, seed=seed
+        )
         if mode not in ("multiplicative", "additive"):
             raise ValueError(f"mode must be 'multiplicative' or 'additive', got {mode!r}")
         self.mode = mode
@@ -132,9 +153,20 @@ class RandomContrast(IntensityTransform):
         preserve_range: clip to the channel's input [min, max] (nnU-Net: True).
     """
 
-    def __init__(self, *, factor: Range = (0.75, 1.25), preserve_range: bool = True, p: float = 1.0,
-                 per_channel: bool = True, p_per_channel: float = 1.0, channels: Sequence[int] | None = None, seed: int | None = None) -> None:
-        super().__init__(p=p, per_channel=per_channel, p_per_channel=p_per_channel, channels=channels, seed=seed)
+    def __init__(
+        self,
+        *,
+        factor: Range = (0.75, 1.25),
+        preserve_range: bool = True,
+        p: float = 1.0,
+        per_channel: bool = True,
+        p_per_channel: float = 1.0,
+        channels: Sequence[int] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(
+            p=p, per_channel=per_channel, p_per_channel=p_per_channel, channels=channels, seed=seed
+        )
         self.factor = check_range("factor", factor, low=0.0)
         self.preserve_range = preserve_range
 
@@ -157,10 +189,21 @@ class RandomGamma(IntensityTransform):
         retain_stats: restore each channel's mean and standard deviation.
     """
 
-    def __init__(self, *, gamma: Range = (0.7, 1.5), invert: bool = False, retain_stats: bool = True,
-                 p: float = 1.0, per_channel: bool = True, p_per_channel: float = 1.0,
-                 channels: Sequence[int] | None = None, seed: int | None = None) -> None:
-        super().__init__(p=p, per_channel=per_channel, p_per_channel=p_per_channel, channels=channels, seed=seed)
+    def __init__(
+        self,
+        *,
+        gamma: Range = (0.7, 1.5),
+        invert: bool = False,
+        retain_stats: bool = True,
+        p: float = 1.0,
+        per_channel: bool = True,
+        p_per_channel: float = 1.0,
+        channels: Sequence[int] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(
+            p=p, per_channel=per_channel, p_per_channel=p_per_channel, channels=channels, seed=seed
+        )
         self.gamma = check_range("gamma", gamma, low=0.0)
         self.invert, self.retain_stats = invert, retain_stats
 
@@ -171,15 +214,27 @@ class RandomGamma(IntensityTransform):
         return params["gamma"] == 1.0
 
     def function(self, image: Tensor, params: Params, generator: torch.Generator) -> Tensor:
-        return fn.adjust_gamma(image, params["gamma"], invert=self.invert, retain_stats=self.retain_stats)
+        return fn.adjust_gamma(
+            image, params["gamma"], invert=self.invert, retain_stats=self.retain_stats
+        )
 
 
 class RandomGaussianNoise(IntensityTransform):
     """Additive zero-mean Gaussian noise; its standard deviation is drawn from ``std``."""
 
-    def __init__(self, *, std: Range = (0.0, 0.1), p: float = 1.0, per_channel: bool = False,
-                 p_per_channel: float = 1.0, channels: Sequence[int] | None = None, seed: int | None = None) -> None:
-        super().__init__(p=p, per_channel=per_channel, p_per_channel=p_per_channel, channels=channels, seed=seed)
+    def __init__(
+        self,
+        *,
+        std: Range = (0.0, 0.1),
+        p: float = 1.0,
+        per_channel: bool = False,
+        p_per_channel: float = 1.0,
+        channels: Sequence[int] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(
+            p=p, per_channel=per_channel, p_per_channel=p_per_channel, channels=channels, seed=seed
+        )
         self.std = check_range("std", std, low=0.0)
 
     def sample(self, batch: int, channels: int, shape: Shape, generator: torch.Generator) -> Params:
@@ -189,7 +244,9 @@ class RandomGaussianNoise(IntensityTransform):
         return params["std"] == 0.0
 
     def function(self, image: Tensor, params: Params, generator: torch.Generator) -> Tensor:
-        noise = torch.randn(image.shape, generator=generator, device=image.device, dtype=image.dtype)
+        noise = torch.randn(
+            image.shape, generator=generator, device=image.device, dtype=image.dtype
+        )
         return image + noise * expand_to(params["std"], image)
 
 
@@ -211,9 +268,20 @@ class RandomGaussianBlur(IntensityTransform):
         isotropic: one sigma for all axes (True) or one per axis (nnU-Net: False).
     """
 
-    def __init__(self, *, sigma: Range = (0.5, 1.0), isotropic: bool = False, p: float = 1.0,
-                 per_channel: bool = True, p_per_channel: float = 1.0, channels: Sequence[int] | None = None, seed: int | None = None) -> None:
-        super().__init__(p=p, per_channel=per_channel, p_per_channel=p_per_channel, channels=channels, seed=seed)
+    def __init__(
+        self,
+        *,
+        sigma: Range = (0.5, 1.0),
+        isotropic: bool = False,
+        p: float = 1.0,
+        per_channel: bool = True,
+        p_per_channel: float = 1.0,
+        channels: Sequence[int] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(
+            p=p, per_channel=per_channel, p_per_channel=p_per_channel, channels=channels, seed=seed
+        )
         self.sigma = check_range("sigma", sigma, low=0.0)
         self.isotropic = isotropic
 
@@ -232,11 +300,27 @@ class RandomGaussianBlur(IntensityTransform):
 class RandomSharpen(RandomGaussianBlur):
     """Unsharp masking ``x + a * (x - blur(x))`` with ``a`` drawn from ``amount``."""
 
-    def __init__(self, *, sigma: Range = (0.5, 1.0), amount: Range = (0.1, 1.0), isotropic: bool = True,
-                 p: float = 1.0, per_channel: bool = True, p_per_channel: float = 1.0,
-                 channels: Sequence[int] | None = None, seed: int | None = None) -> None:
-        super().__init__(sigma=sigma, isotropic=isotropic, p=p, per_channel=per_channel,
-                         p_per_channel=p_per_channel, channels=channels, seed=seed)
+    def __init__(
+        self,
+        *,
+        sigma: Range = (0.5, 1.0),
+        amount: Range = (0.1, 1.0),
+        isotropic: bool = True,
+        p: float = 1.0,
+        per_channel: bool = True,
+        p_per_channel: float = 1.0,
+        channels: Sequence[int] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(
+            sigma=sigma,
+            isotropic=isotropic,
+            p=p,
+            per_channel=per_channel,
+            p_per_channel=p_per_channel,
+            channels=channels,
+            seed=seed,
+        )
         self.amount = check_range("amount", amount, low=0.0)
 
     def sample(self, batch: int, channels: int, shape: Shape, generator: torch.Generator) -> Params:
@@ -254,9 +338,18 @@ class RandomSharpen(RandomGaussianBlur):
 class RandomHistogramEqualization(IntensityTransform):
     """Histogram equalisation (``num_bins`` bins), mapped back onto each channel's range."""
 
-    def __init__(self, *, num_bins: int = 256, p: float = 1.0, p_per_channel: float = 1.0,
-                 channels: Sequence[int] | None = None, seed: int | None = None) -> None:
-        super().__init__(p=p, per_channel=False, p_per_channel=p_per_channel, channels=channels, seed=seed)
+    def __init__(
+        self,
+        *,
+        num_bins: int = 256,
+        p: float = 1.0,
+        p_per_channel: float = 1.0,
+        channels: Sequence[int] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(
+            p=p, per_channel=False, p_per_channel=p_per_channel, channels=channels, seed=seed
+        )
         self.num_bins = int(num_bins)
 
     def sample(self, batch: int, channels: int, shape: Shape, generator: torch.Generator) -> Params:
@@ -274,16 +367,29 @@ class RandomBiasField(IntensityTransform):
         coefficients: range of each coefficient (TorchIO's default (-0.5, 0.5)).
     """
 
-    def __init__(self, *, order: int = 3, coefficients: Range = (-0.5, 0.5), p: float = 1.0,
-                 per_channel: bool = True, p_per_channel: float = 1.0, channels: Sequence[int] | None = None, seed: int | None = None) -> None:
-        super().__init__(p=p, per_channel=per_channel, p_per_channel=p_per_channel, channels=channels, seed=seed)
+    def __init__(
+        self,
+        *,
+        order: int = 3,
+        coefficients: Range = (-0.5, 0.5),
+        p: float = 1.0,
+        per_channel: bool = True,
+        p_per_channel: float = 1.0,
+        channels: Sequence[int] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(
+            p=p, per_channel=per_channel, p_per_channel=p_per_channel, channels=channels, seed=seed
+        )
         self.order = int(order)
         self.coefficients = check_range("coefficients", coefficients)
 
     def sample(self, batch: int, channels: int, shape: Shape, generator: torch.Generator) -> Params:
         k, dims = self.order + 1, len(shape)
         coeffs = uniform([batch, channels, *[k] * dims], *self.coefficients, generator)
-        degree = sum(torch.arange(k).view([k if i == d else 1 for i in range(dims)]) for d in range(dims))
+        degree = sum(
+            torch.arange(k).view([k if i == d else 1 for i in range(dims)]) for d in range(dims)
+        )
         return {"coefficients": coeffs * (degree <= self.order)}
 
     def neutral(self, params: Params) -> Tensor:
@@ -304,8 +410,16 @@ class RandomErasing(IntensityTransform):
             mean and standard deviation, random erasing). The label is not changed.
     """
 
-    def __init__(self, *, num_boxes: tuple[int, int] = (1, 3), box_fraction: Range = (0.1, 0.3),
-                 fill: Literal["zero", "mean", "noise"] = "zero", p: float = 1.0, channels: Sequence[int] | None = None, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        num_boxes: tuple[int, int] = (1, 3),
+        box_fraction: Range = (0.1, 0.3),
+        fill: Literal["zero", "mean", "noise"] = "zero",
+        p: float = 1.0,
+        channels: Sequence[int] | None = None,
+        seed: int | None = None,
+    ) -> None:
         super().__init__(p=p, per_channel=False, p_per_channel=1.0, channels=channels, seed=seed)
         if not 1 <= num_boxes[0] <= num_boxes[1]:
             raise ValueError(f"num_boxes must be (min, max) with 1 <= min <= max, got {num_boxes}")
@@ -321,21 +435,30 @@ class RandomErasing(IntensityTransform):
         count = torch.randint(self.num_boxes[0], most + 1, (batch,), generator=generator)
         size = (uniform([batch, most, dims], *self.box_fraction, generator) * size_vox).floor()
         start = (uniform([batch, most, dims], 0.0, 1.0, generator) * (size_vox - size + 1)).floor()
-        size = size * (torch.arange(most)[None, :] < count[:, None]).unsqueeze(-1)  # unused boxes: empty
+        size = size * (torch.arange(most)[None, :] < count[:, None]).unsqueeze(
+            -1
+        )  # unused boxes: empty
         return {"lower": start.long().unsqueeze(1), "upper": (start + size).long().unsqueeze(1)}
 
     def neutral(self, params: Params) -> Tensor:
         return (params["upper"] <= params["lower"]).any(dim=-1).all(dim=-1)
 
     def function(self, image: Tensor, params: Params, generator: torch.Generator) -> Tensor:
-        mask = fn.box_mask(tuple(image.shape[2:]), params["lower"][:, 0], params["upper"][:, 0], device=image.device)
+        mask = fn.box_mask(
+            tuple(image.shape[2:]),
+            params["lower"][:, 0],
+            params["upper"][:, 0],
+            device=image.device,
+        )
         dims = tuple(range(2, image.ndim))
         if self.fill == "zero":
             return fn.erase_boxes(image, mask, torch.zeros(image.shape[:2]))
         if self.fill == "mean":
             return fn.erase_boxes(image, mask, image.mean(dim=dims))
         mean, std = image.mean(dim=dims, keepdim=True), image.std(dim=dims, keepdim=True)
-        noise = torch.randn(image.shape, generator=generator, device=image.device, dtype=image.dtype)
+        noise = torch.randn(
+            image.shape, generator=generator, device=image.device, dtype=image.dtype
+        )
         return fn.erase_boxes(image, mask, noise * std + mean)
 
 
@@ -343,9 +466,19 @@ class RandomLowResolution(IntensityTransform):
     """Simulate low resolution: nearest downsampling by ``zoom``, linear upsampling (nnU-Net:
     zoom 0.5-1, p 0.25, p_per_channel 0.5)."""
 
-    def __init__(self, *, zoom: Range = (0.5, 1.0), p: float = 1.0, per_channel: bool = True,
-                 p_per_channel: float = 1.0, channels: Sequence[int] | None = None, seed: int | None = None) -> None:
-        super().__init__(p=p, per_channel=per_channel, p_per_channel=p_per_channel, channels=channels, seed=seed)
+    def __init__(
+        self,
+        *,
+        zoom: Range = (0.5, 1.0),
+        p: float = 1.0,
+        per_channel: bool = True,
+        p_per_channel: float = 1.0,
+        channels: Sequence[int] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(
+            p=p, per_channel=per_channel, p_per_channel=p_per_channel, channels=channels, seed=seed
+        )
         self.zoom = check_range("zoom", zoom, low=math.ulp(0.0))
         if self.zoom[1] > 1.0:
             raise ValueError(f"zoom must lie in (0, 1], got {zoom}")

@@ -67,7 +67,9 @@ class ForegroundOneHot(Transform):
         super().__init__(p=1.0, seed=0)
         self.num_classes = int(num_classes)
 
-    def apply(self, image: Tensor, label: LabelOrNone, generator: torch.Generator) -> tuple[Tensor, LabelOrNone]:
+    def apply(
+        self, image: Tensor, label: LabelOrNone, generator: torch.Generator
+    ) -> tuple[Tensor, LabelOrNone]:
         masks = foreground_one_hot(image[:, -1:], self.num_classes, image.dtype)
         return torch.cat([image[:, :-1], masks], dim=1), label
 
@@ -82,12 +84,16 @@ class RandomMaskMorphology(Transform):
         seed: seed of the transform's own generator.
     """
 
-    def __init__(self, channels: Sequence[int], *, p: float = P_MORPHOLOGY, seed: int | None = None) -> None:
+    def __init__(
+        self, channels: Sequence[int], *, p: float = P_MORPHOLOGY, seed: int | None = None
+    ) -> None:
         super().__init__(p=p, seed=seed)
         self.channels = tuple(int(c) for c in channels)
         check_probability("p", p)
 
-    def apply(self, image: Tensor, label: LabelOrNone, generator: torch.Generator) -> tuple[Tensor, LabelOrNone]:
+    def apply(
+        self, image: Tensor, label: LabelOrNone, generator: torch.Generator
+    ) -> tuple[Tensor, LabelOrNone]:
         index = list(self.channels)
         masks = (image[:, index] > 0.5).to(image.dtype)
         out = image.clone()

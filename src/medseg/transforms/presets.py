@@ -85,14 +85,28 @@ def nnunet_default(
     prob = _probabilities(spatial_dims, p)
     rotation = (-180.0, 180.0) if spatial_dims == 2 else (-30.0, 30.0)
     transforms: list[Transform] = [
-        RandomSpatial(output_size=patch_size, p_rotation=prob(0.2), rotation_deg=rotation,
-                      p_scale=prob(0.2), scale=(0.7, 1.4), label_mode=label_mode),
+        RandomSpatial(
+            output_size=patch_size,
+            p_rotation=prob(0.2),
+            rotation_deg=rotation,
+            p_scale=prob(0.2),
+            scale=(0.7, 1.4),
+            label_mode=label_mode,
+        ),
         RandomGaussianNoise(std=(0.0, 0.1), p=prob(0.1), channels=intensity_channels),
-        RandomGaussianBlur(sigma=(0.5, 1.0), p=prob(0.2), p_per_channel=prob(0.5), channels=intensity_channels),
-        RandomBrightness(mode="multiplicative", value_range=(0.75, 1.25), p=prob(0.15),
-                         channels=intensity_channels),
+        RandomGaussianBlur(
+            sigma=(0.5, 1.0), p=prob(0.2), p_per_channel=prob(0.5), channels=intensity_channels
+        ),
+        RandomBrightness(
+            mode="multiplicative",
+            value_range=(0.75, 1.25),
+            p=prob(0.15),
+            channels=intensity_channels,
+        ),
         RandomContrast(factor=(0.75, 1.25), p=prob(0.15), channels=intensity_channels),
-        RandomLowResolution(zoom=(0.5, 1.0), p=prob(0.25), p_per_channel=prob(0.5), channels=intensity_channels),
+        RandomLowResolution(
+            zoom=(0.5, 1.0), p=prob(0.25), p_per_channel=prob(0.5), channels=intensity_channels
+        ),
         RandomGamma(gamma=(0.7, 1.5), invert=True, p=prob(0.1), channels=intensity_channels),
         RandomGamma(gamma=(0.7, 1.5), invert=False, p=prob(0.3), channels=intensity_channels),
     ]
@@ -124,9 +138,16 @@ def light(
     """
     prob = _probabilities(spatial_dims, p)
     transforms: list[Transform] = [
-        RandomSpatial(output_size=patch_size, p_rotation=prob(0.2), rotation_deg=(-15.0, 15.0),
-                      p_scale=prob(0.2), scale=(0.9, 1.1)),
-        RandomBrightness(mode="multiplicative", value_range=(0.9, 1.1), p=prob(0.15), channels=intensity_channels),
+        RandomSpatial(
+            output_size=patch_size,
+            p_rotation=prob(0.2),
+            rotation_deg=(-15.0, 15.0),
+            p_scale=prob(0.2),
+            scale=(0.9, 1.1),
+        ),
+        RandomBrightness(
+            mode="multiplicative", value_range=(0.9, 1.1), p=prob(0.15), channels=intensity_channels
+        ),
         RandomContrast(factor=(0.9, 1.1), p=prob(0.15), channels=intensity_channels),
         RandomGaussianNoise(std=(0.0, 0.05), p=prob(0.1), channels=intensity_channels),
     ]

@@ -22,8 +22,9 @@ def _middle_slice(array: np.ndarray) -> np.ndarray:
     return array[array.shape[0] // 2] if array.ndim == 3 else array
 
 
-def augment_pair(image: np.ndarray, label: np.ndarray, transform: Transform, *, n_augmented: int,
-                 seed: int) -> list[Pair]:
+def augment_pair(
+    image: np.ndarray, label: np.ndarray, transform: Transform, *, n_augmented: int, seed: int
+) -> list[Pair]:
     """Run ``transform`` on ``n_augmented`` copies of one case (one batch, one seed).
 
     Args:
@@ -34,9 +35,11 @@ def augment_pair(image: np.ndarray, label: np.ndarray, transform: Transform, *, 
         ``n_augmented`` pairs ``(image (C, *spatial'), label (*spatial'))``.
     """
     images = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].repeat(
-        n_augmented, *[1] * image.ndim)
+        n_augmented, *[1] * image.ndim
+    )
     labels = torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))[None, None].repeat(
-        n_augmented, 1, *[1] * label.ndim)
+        n_augmented, 1, *[1] * label.ndim
+    )
     out_image, out_label = transform(images, labels, generator=torch.Generator().manual_seed(seed))
     if out_label is None:
         raise ValueError(f"{transform!r} dropped the label")
@@ -82,20 +85,27 @@ def preview_augmentations(
     path = check_writable(out_png, overwrite=overwrite)
     for image, label in pairs:
         if image.shape[1:] != label.shape:
-            raise ValueError(f"image {image.shape} does not match label {label.shape}: "
-                             "expected (C, *spatial) and (*spatial)")
+            raise ValueError(
+                f"image {image.shape} does not match label {label.shape}: "
+                "expected (C, *spatial) and (*spatial)"
+            )
     top = max(1, max(int(np.max(label)) for _, label in pairs))
     cols = 1 + n_augmented
     figure = Figure(figsize=(2.2 * cols, 2.2 * len(pairs)), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.subplots(len(pairs), cols, squeeze=False)
     for row, (image, label) in enumerate(pairs):
-        versions = [(image, label), *augment_pair(image, label, transform, n_augmented=n_augmented, seed=seed + row)]
+        versions = [
+            (image, label),
+            *augment_pair(image, label, transform, n_augmented=n_augmented, seed=seed + row),
+        ]
         for col, (img, lab) in enumerate(versions):
             ax = axes[row, col]
             ax.imshow(_middle_slice(img[0]), cmap="gray", interpolation="nearest")
             overlay = np.ma.masked_less_equal(_middle_slice(lab), 0)
-            ax.imshow(overlay, cmap="tab10", vmin=0, vmax=max(top, 9), alpha=0.45, interpolation="nearest")
+            ax.imshow(
+                overlay, cmap="tab10", vmin=0, vmax=max(top, 9), alpha=0.45, interpolation="nearest"
+            )
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
@@ -157,5 +167,12 @@ def preview_dataset(
     check_writable(out_png, overwrite=overwrite)
     pairs, names = load_pairs(root, n_cases=n_cases)
     transform = build_transform(preset, spatial_dims=pairs[0][1].ndim, p=p)
-    return preview_augmentations(pairs, transform, out_png, n_augmented=n_augmented, seed=seed,
-                                 names=names, overwrite=overwrite)
+    return preview_augmentations(
+        pairs,
+        transform,
+        out_png,
+        n_augmented=n_augmented,
+        seed=seed,
+        names=names,
+        overwrite=overwrite,
+    )

@@ -63,8 +63,12 @@ def _resample_rows(
     grid = grid_for(active)
     sub_label = None if label is None else (label if every else label[rows])
     new_image, new_label = resample(
-        image if every else image[rows], sub_label, grid,
-        label_mode=label_mode, image_padding=image_padding, label_fill=label_fill,
+        image if every else image[rows],
+        sub_label,
+        grid,
+        label_mode=label_mode,
+        image_padding=image_padding,
+        label_fill=label_fill,
     )
     if every:
         return new_image, new_label
@@ -165,20 +169,28 @@ class RandomSpatial(Transform):
         if len(self.rotation_deg) == 1:
             return self.rotation_deg * planes
         if len(self.rotation_deg) != planes:
-            raise ValueError(f"rotation_deg has {len(self.rotation_deg)} ranges; {dims}-D needs {planes}")
+            raise ValueError(
+                f"rotation_deg has {len(self.rotation_deg)} ranges; {dims}-D needs {planes}"
+            )
         return self.rotation_deg
 
-    def sample_parameters(self, batch: int, dims: int, generator: torch.Generator) -> dict[str, Tensor]:
+    def sample_parameters(
+        self, batch: int, dims: int, generator: torch.Generator
+    ) -> dict[str, Tensor]:
         """Draw per-sample parameters (CPU); neutral values where a part does not apply."""
         applies = bernoulli([batch], self.p, generator)
-        on = {k: bernoulli([batch], getattr(self, f"p_{k}"), generator) & applies
-              for k in ("rotation", "scale", "translation", "shear", "elastic")}
+        on = {
+            k: bernoulli([batch], getattr(self, f"p_{k}"), generator) & applies
+            for k in ("rotation", "scale", "translation", "shear", "elastic")
+        }
         angles = torch.stack(
             [uniform([batch], lo, hi, generator) for lo, hi in self._angle_ranges(dims)], dim=1
         ) * (math.pi / 180.0)
         factors = uniform([batch, 1 if self.isotropic_scale else dims], *self.scale, generator)
         shift = uniform([batch, dims], *self.translation_vox, generator)
-        shear = uniform([batch, dims, dims], *self.shear, generator) * (1 - torch.eye(dims, dtype=torch.float64))
+        shear = uniform([batch, dims, dims], *self.shear, generator) * (
+            1 - torch.eye(dims, dtype=torch.float64)
+        )
         std = uniform([batch], *self.elastic_std_vox, generator)
         points = self.elastic_control_points
         points = [points] * dims if isinstance(points, int) else list(points)
@@ -197,8 +209,13 @@ class RandomSpatial(Transform):
         batch, dims = image.shape[0], image.ndim - 2
         params = self.sample_parameters(batch, dims, generator)
         return apply_spatial(
-            image, label, params, output_size=self.output_size, label_mode=self.label_mode,
-            image_padding=self.image_padding, label_fill=self.label_fill,
+            image,
+            label,
+            params,
+            output_size=self.output_size,
+            label_mode=self.label_mode,
+            image_padding=self.image_padding,
+            label_fill=self.label_fill,
         )
 
 
@@ -227,8 +244,13 @@ def apply_spatial(
     batch, dims = image.shape[0], image.ndim - 2
     in_shape = list(image.shape[2:])
     out_shape = list(output_size) if output_size is not None else in_shape
-    content = affine_matrix(angles=params["angles"], scale=params["scale"], shear=params["shear"],
-                            spatial_dims=dims, batch_size=batch)
+    content = affine_matrix(
+        angles=params["angles"],
+        scale=params["scale"],
+        shear=params["shear"],
+        spatial_dims=dims,
+        batch_size=batch,
+    )
     eye = torch.eye(dims, dtype=torch.float64)
     has_elastic = params["elastic"].flatten(1).abs().amax(dim=1) > 0
     active = ((content - eye).flatten(1).abs().amax(dim=1) > 0) | has_elastic
@@ -240,13 +262,25 @@ def apply_spatial(
         displacement = None
         if bool(has_elastic[rows].any()):
             coeffs = params["elastic"][rows].to(device=image.device, dtype=torch.float32)
-            matrices = [bspline_matrix(n, k) for n, k in zip(out_shape, coeffs.shape[2:], strict=True)]
+            matrices = [
+                bspline_matrix(n, k) for n, k in zip(out_shape, coeffs.shape[2:], strict=True)
+            ]
             displacement = expand_separable(coeffs, matrices)
-        grid = sampling_grid(sampling[rows], offset[rows], in_shape, out_shape, displacement=displacement)
+        grid = sampling_grid(
+            sampling[rows], offset[rows], in_shape, out_shape, displacement=displacement
+        )
         return grid.to(image.device)
 
-    return _resample_rows(image, label, active, out_shape, grid_for, label_mode=label_mode,
-                          image_padding=image_padding, label_fill=label_fill)
+    return _resample_rows(
+        image,
+        label,
+        active,
+        out_shape,
+        grid_for,
+        label_mode=label_mode,
+        image_padding=image_padding,
+        label_fill=label_fill,
+    )
 
 
 class RandomFlip(Transform):
@@ -259,7 +293,9 @@ class RandomFlip(Transform):
         seed: seed of the transform's own generator.
     """
 
-    def __init__(self, *, axes: Sequence[int] | None = None, p: float = 0.5, seed: int | None = None) -> None:
+    def __init__(
+        self, *, axes: Sequence[int] | None = None, p: float = 0.5, seed: int | None = None
+    ) -> None:
         super().__init__(p=p, seed=seed)
         self.axes = None if axes is None else tuple(int(a) for a in axes)
 
@@ -284,7 +320,9 @@ class RandomRot90(Transform):
         seed: seed of the transform's own generator.
     """
 
-    def __init__(self, *, axes: tuple[int, int] = (-2, -1), p: float = 0.5, seed: int | None = None) -> None:
+    def __init__(
+        self, *, axes: tuple[int, int] = (-2, -1), p: float = 0.5, seed: int | None = None
+    ) -> None:
         super().__init__(p=p, seed=seed)
         self.axes = (int(axes[0]), int(axes[1]))
 
@@ -312,8 +350,15 @@ class CropOrPad(Transform):
         seed: seed of the transform's own generator (used by "random").
     """
 
-    def __init__(self, size: Sequence[int], *, mode: str = "centre", image_fill: float = 0.0,
-                 label_fill: int = 0, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        size: Sequence[int],
+        *,
+        mode: str = "centre",
+        image_fill: float = 0.0,
+        label_fill: int = 0,
+        seed: int | None = None,
+    ) -> None:
         super().__init__(p=1.0, seed=seed)
         if mode not in ("centre", "random"):
             raise ValueError(f"mode must be 'centre' or 'random', got {mode!r}")
@@ -329,11 +374,27 @@ class CropOrPad(Transform):
         if self.mode == "centre":
             starts = [centre_start(in_shape, self.size)] * image.shape[0]
         else:
-            starts = [[int(torch.randint(min(0, m - n), max(0, m - n) + 1, (1,), generator=generator))
-                       for n, m in zip(self.size, in_shape, strict=True)] for _ in range(image.shape[0])]
-        images = [crop_or_pad(image[b : b + 1], s, self.size, fill=self.image_fill) for b, s in enumerate(starts)]
-        labels = None if label is None else torch.cat(
-            [crop_or_pad(label[b : b + 1], s, self.size, fill=self.label_fill) for b, s in enumerate(starts)])
+            starts = [
+                [
+                    int(torch.randint(min(0, m - n), max(0, m - n) + 1, (1,), generator=generator))
+                    for n, m in zip(self.size, in_shape, strict=True)
+                ]
+                for _ in range(image.shape[0])
+            ]
+        images = [
+            crop_or_pad(image[b : b + 1], s, self.size, fill=self.image_fill)
+            for b, s in enumerate(starts)
+        ]
+        labels = (
+            None
+            if label is None
+            else torch.cat(
+                [
+                    crop_or_pad(label[b : b + 1], s, self.size, fill=self.label_fill)
+                    for b, s in enumerate(starts)
+                ]
+            )
+        )
         return torch.cat(images), labels
 
 
@@ -350,9 +411,18 @@ class RandomCropResize(Transform):
         seed: seed of the transform's own generator.
     """
 
-    def __init__(self, output_size: Sequence[int], *, scale: Range = (0.5, 1.0), isotropic: bool = True,
-                 p: float = 1.0, label_mode: LabelMode = "nearest", image_padding: ImagePadding = "zeros",
-                 label_fill: int = 0, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        output_size: Sequence[int],
+        *,
+        scale: Range = (0.5, 1.0),
+        isotropic: bool = True,
+        p: float = 1.0,
+        label_mode: LabelMode = "nearest",
+        image_padding: ImagePadding = "zeros",
+        label_fill: int = 0,
+        seed: int | None = None,
+    ) -> None:
         super().__init__(p=p, seed=seed)
         self.output_size = tuple(int(s) for s in output_size)
         self.scale = check_range("scale", scale)
@@ -370,7 +440,9 @@ class RandomCropResize(Transform):
         in_shape = torch.tensor(image.shape[2:], dtype=torch.float64)
         out_shape = torch.tensor(self.output_size, dtype=torch.float64)
         applies = bernoulli([batch], self.p, generator)
-        fraction = uniform([batch, 1 if self.isotropic else dims], *self.scale, generator).expand(batch, dims)
+        fraction = uniform([batch, 1 if self.isotropic else dims], *self.scale, generator).expand(
+            batch, dims
+        )
         where = uniform([batch, dims], 0.0, 1.0, generator)
         fraction = torch.where(applies[:, None], fraction, 1.0)
         box = fraction * in_shape  # box side in input voxels
@@ -379,11 +451,28 @@ class RandomCropResize(Transform):
         active = (box != out_shape).any(dim=1) | (centre != 0).any(dim=1)
 
         def grid_for(rows: Tensor) -> Tensor:
-            grid = sampling_grid(sampling[rows], centre[rows], list(image.shape[2:]), self.output_size)
+            grid = sampling_grid(
+                sampling[rows], centre[rows], list(image.shape[2:]), self.output_size
+            )
             return grid.to(image.device)
 
-        return _resample_rows(image, label, active, self.output_size, grid_for, label_mode=self.label_mode,
-                              image_padding=self.image_padding, label_fill=self.label_fill)
+        return _resample_rows(
+            image,
+            label,
+            active,
+            self.output_size,
+            grid_for,
+            label_mode=self.label_mode,
+            image_padding=self.image_padding,
+            label_fill=self.label_fill,
+        )
 
 
-__all__ = ["CropOrPad", "RandomCropResize", "RandomFlip", "RandomRot90", "RandomSpatial", "apply_spatial"]
+__all__ = [
+    "CropOrPad",
+    "RandomCropResize",
+    "RandomFlip",
+    "RandomRot90",
+    "RandomSpatial",
+    "apply_spatial",
+]

@@ -200,16 +200,12 @@ def _image_files(path: Path, rows: Rows) -> list[Path]:
         file = Path(cells["path"])
         file = file if file.is_absolute() else path.parent / file
         if not file.exists():
-            raise DatasetError(
-                f"{path}: line {n}: image '{cells['path']}' does not exist ({file})"
-            )
+            raise DatasetError(f"{path}: line {n}: image '{cells['path']}' does not exist ({file})")
         files.append(file)
     return files
 
 
-def load_csv(
-    path: Path, split: str, task: Task | None, normalize: Normalize
-) -> ClassificationSet:
+def load_csv(path: Path, split: str, task: Task | None, normalize: Normalize) -> ClassificationSet:
     """Load ``split`` of the CSV dataset at ``path`` (see the module docstring).
 
     Args:

@@ -76,7 +76,9 @@ class ClassificationSet:
         if self.folds is not None:
             self.folds = np.asarray(self.folds, dtype=np.int64)
         lengths = {
-            "images": n, "labels": len(self.labels), "ids": len(self.ids),
+            "images": n,
+            "labels": len(self.labels),
+            "ids": len(self.ids),
             **({"folds": len(self.folds)} if self.folds is not None else {}),
         }
         if len(set(lengths.values())) != 1:

@@ -93,7 +93,12 @@ def load_classification(
         result = load_npz(path, split, task, normalize)
     logger.info(
         "loaded %d %dD images (%d channel(s), %s) from %s split %s",
-        len(result), result.spatial_dims, result.num_channels, result.task, path, split,
+        len(result),
+        result.spatial_dims,
+        result.num_channels,
+        result.task,
+        path,
+        split,
     )
     return result
 

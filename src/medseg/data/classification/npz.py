@@ -41,9 +41,7 @@ def npz_file_splits(path: Path) -> list[str]:
         return npz_splits(list(data.files))
 
 
-def load_npz(
-    path: Path, split: str, task: Task | None, normalize: Normalize
-) -> ClassificationSet:
+def load_npz(path: Path, split: str, task: Task | None, normalize: Normalize) -> ClassificationSet:
     """Load ``split`` of the MedMNIST-style archive at ``path`` (see the module docstring).
 
     Args:
