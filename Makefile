@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.medseg-installed
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test venv lint clean
+.PHONY: demo test test-fast venv lint clean
 
 venv: $(STAMP)
 
@@ -23,9 +23,14 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -n 2 -q tests
+
+# the inner loop: everything but the tests marked slow (CI runs them all with `make test`)
+test-fast: $(STAMP) lint
+	$(BIN)/python -m pytest -n 2 -q -m "not slow" tests
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache build

@@ -3,8 +3,8 @@
 Accuracy (``--accuracy``): trains on the official train split of each ``.npz`` in
 ``../shared/data`` (validation on its val split, best checkpoint by validation AUC), then
 reports ACC and ROC AUC on the test split, next to the MedMNIST v2 paper's figures where the
-set is the official one (Yang et al., Scientific Data 10:41, 2023, Table 3; ``pneumoniamnist_balanced``
-is a class-balanced subsample, so it has no published comparison).
+set is the official one (Yang et al., Scientific Data 10:41, 2023, Table 3;
+``pneumoniamnist_balanced`` is a class-balanced subsample, so it has no published comparison).
 
 Speed (``--speed``): forward + backward time per batch of our ``resnet18``, ``densenet121`` and
 ``vit`` (tiny) against MONAI's ``resnet18``, ``DenseNet121`` and ``ViT`` at the same input,
@@ -58,7 +58,8 @@ def speed(spatial_dims: int, *, iters: int, batch: int) -> Table:
         (
             "resnet18",
             build_network("resnet18", spatial_dims=spatial_dims, in_channels=1, out_channels=2),
-            # MONAI's stem stride defaults to 1 (4x the work of the ResNet paper's stride-2 stem): match the paper
+            # MONAI's stem stride defaults to 1 (4x the work of the ResNet paper's stride-2 stem):
+            # match the paper
             "MONAI resnet18",
             resnet18(
                 spatial_dims=spatial_dims, n_input_channels=1, num_classes=2, conv1_t_stride=2

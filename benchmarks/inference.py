@@ -1,15 +1,15 @@
 """Benchmark: medseg ``sliding_window_inference`` against MONAI's, same network and window.
 
-Run: ``.venv/bin/python benchmarks/inference.py`` (about 1.5 minutes on 2 idle cores, several under load) or
-``--quick`` (small sizes, about 30 s). Prints one table: per case and method the
+Run: ``.venv/bin/python benchmarks/inference.py`` (about 1.5 minutes on 2 idle cores, several
+under load) or ``--quick`` (small sizes, about 30 s). Prints one table: per case and method the
 best wall time of ``--repeats`` runs, throughput in voxels/s, the best process CPU time (less
 sensitive to other jobs on a shared machine), the sliding window's own cost
 (``window ms``: the same call with a predictor that costs nothing), peak resident memory, and
 the largest absolute difference of the output from medseg's.
 
 Setup, identical for every method: a medseg ``UNet`` (eval mode, seeded weights, 3 classes),
-``torch.set_num_threads(2)`` (``--threads``), overlap 0.5, ``sw_batch_size`` 4, Gaussian blending, outputs
-averaged as logits (MONAI's behaviour; ``medseg (probabilities)`` adds a softmax per tile),
+``torch.set_num_threads(2)`` (``--threads``), overlap 0.5, ``sw_batch_size`` 4, Gaussian blending,
+outputs averaged as logits (MONAI's behaviour; ``medseg (probabilities)`` adds a softmax per tile),
 no mirroring, everything under ``torch.inference_mode()``. Methods:
 
 - ``medseg``: ``medseg.inference.sliding_window_inference(..., output="logits")``.
@@ -179,12 +179,13 @@ def main() -> None:
         methods = METHODS[:2]
         print("MONAI is not installed: medseg only")
     header = (
-        f"{'case':<26} {'method':<24} {'time s':>7} {'Mvox/s':>7} {'vs monai':>8} {'cpu s':>6} {'window ms':>9} "
-        f"{'peak MB':>8} {'over setup MB':>13} {'max |diff|':>11}"
+        f"{'case':<26} {'method':<24} {'time s':>7} {'Mvox/s':>7} {'vs monai':>8} {'cpu s':>6} "
+        f"{'window ms':>9} {'peak MB':>8} {'over setup MB':>13} {'max |diff|':>11}"
     )
     print(
-        f"torch {torch.__version__}, {args.threads} thread(s), overlap 0.5, sw_batch_size 4, Gaussian, "
-        f"best of {args.repeats}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs at start"
+        f"torch {torch.__version__}, {args.threads} thread(s), overlap 0.5, sw_batch_size 4, "
+        f"Gaussian, best of {args.repeats}; load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} CPUs at start"
     )
     print(header)
     print("-" * len(header))
@@ -214,16 +215,17 @@ def main() -> None:
             ]
             cells = ["-" if "nan" in c else c for c in cells]
             print(
-                f"{label:<26} {method:<24} {cells[0]:>7} {cells[1]:>7} {cells[2]:>8} {cells[3]:>6} {cells[4]:>9} "
-                f"{cells[5]:>8} {cells[6]:>13} {diff:>11}"
+                f"{label:<26} {method:<24} {cells[0]:>7} {cells[1]:>7} {cells[2]:>8} {cells[3]:>6} "
+                f"{cells[4]:>9} {cells[5]:>8} {cells[6]:>13} {diff:>11}"
             )
     print(
-        f"load average at the end: {os.getloadavg()[0]:.1f} (timings are only comparable on an idle machine)"
+        f"load average at the end: {os.getloadavg()[0]:.1f} "
+        "(timings are only comparable on an idle machine)"
     )
     print(
-        "'vs monai' = MONAI's wall time / this method's (above 1: faster than MONAI); 'cpu s' = process CPU "
-        "time of the best run (all threads); 'window ms' = the same call with a predictor that costs nothing "
-        "(the sliding window's own cost)."
+        "'vs monai' = MONAI's wall time / this method's (above 1: faster than MONAI); "
+        "'cpu s' = process CPU time of the best run (all threads); 'window ms' = the same call "
+        "with a predictor that costs nothing (the sliding window's own cost)."
     )
 
 

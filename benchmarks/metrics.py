@@ -206,7 +206,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per tool (best is kept)")
     args = parser.parse_args()
     print(
-        f"CPUs: {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()}"
+        "CPUs: "
+        f"{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()}"
     )
     for name, (pred, ref, spacing) in pairs(args.quick).items():
         print(

@@ -95,9 +95,13 @@ def peer_pairs(spatial_dims: int) -> list[tuple[str, nn.Module, str, nn.Module]]
         ),
         (
             "AttentionUNet (2 convs/level)",
-            AttentionUNet(spatial_dims, 1, 2, features=(16, 32, 64, 128, 256), norm="batch", act="relu"),
+            AttentionUNet(
+                spatial_dims, 1, 2, features=(16, 32, 64, 128, 256), norm="batch", act="relu",
+            ),
             "AttentionUnet",
-            AttentionUnet(spatial_dims, 1, 2, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2)),
+            AttentionUnet(
+                spatial_dims, 1, 2, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2),
+            ),
         ),
         (
             "AttentionUNet (1 conv/level)",
@@ -106,7 +110,9 @@ def peer_pairs(spatial_dims: int) -> list[tuple[str, nn.Module, str, nn.Module]]
                 decoder_blocks_per_stage=1,
             ),
             "AttentionUnet",
-            AttentionUnet(spatial_dims, 1, 2, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2)),
+            AttentionUnet(
+                spatial_dims, 1, 2, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2),
+            ),
         ),
     ]  # fmt: skip
 
@@ -128,8 +134,9 @@ def compare_peers(console: Console, shapes: dict[int, tuple[int, ...]], iters: i
             )
             ms = {name: statistics.median(values) for name, values in times.items()}
             table.add_row(
-                f"{spatial_dims}D", "x".join(map(str, shape)), ours_name, f"{count_parameters(ours):,}",
-                f"{ms['ours']:.0f}", peer_name, f"{count_parameters(peer):,}", f"{ms['peer']:.0f}",
+                f"{spatial_dims}D", "x".join(map(str, shape)), ours_name,
+                f"{count_parameters(ours):,}", f"{ms['ours']:.0f}",
+                peer_name, f"{count_parameters(peer):,}", f"{ms['peer']:.0f}",
                 f"{paired_ratio(times['ours'], times['peer']):.2f}",
             )  # fmt: skip
             console.print(f"  done: {spatial_dims}D {ours_name} vs {peer_name}")
@@ -156,7 +163,8 @@ def compare_options(
             "bf16 autocast": make_step(unets[2], x, bf16=True),
         }
         if compile_:
-            torch._dynamo.reset()  # a fresh cache: otherwise the 3D call recompiles with dynamic shapes
+            # a fresh cache: otherwise the 3D call recompiles with dynamic shapes
+            torch._dynamo.reset()
             compiled = torch.compile(unets[3], dynamic=False)
             start = time.perf_counter()
             make_step(compiled, x)()

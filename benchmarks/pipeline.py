@@ -165,10 +165,12 @@ def main() -> None:
             flush=True,
         )  # each dataset as it finishes, in case a later one fails
     print(
-        f"\nCPU budget {budget / 60:.0f} min per dataset, {os.cpu_count()} cores, torch {torch.__version__}\n"
+        f"\nCPU budget {budget / 60:.0f} min per dataset, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}\n"
     )
     print(
-        "| dataset | config | patch x batch | steps | s/epoch | data wait | test cases | Dice per label | reference |"
+        "| dataset | config | patch x batch | steps | s/epoch | data wait | test cases "
+        "| Dice per label | reference |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
@@ -179,8 +181,9 @@ def main() -> None:
         )
         p = r["plan"]
         print(
-            f"| {r['dataset']} | {r['configuration']} | {p.patch_size} x {p.batch_size} | {r['steps']} | "
-            f"{r['epoch_s']:.1f} | {r['wait']:.0%} | {r['n_test']} | {dice} | {ref_name} |"
+            f"| {r['dataset']} | {r['configuration']} | {p.patch_size} x {p.batch_size} "
+            f"| {r['steps']} | {r['epoch_s']:.1f} | {r['wait']:.0%} | {r['n_test']} | {dice} "
+            f"| {ref_name} |"
         )
 
 

@@ -16,10 +16,40 @@ MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
 
 #: module (relative to src/medseg) -> its line count when listed
-MODULE_ALLOW_LIST: dict[str, int] = {}
+MODULE_ALLOW_LIST: dict[str, int] = {
+    "data/dataset.py": 437,
+    "data/loader.py": 433,
+    "data/phantoms_classification.py": 406,
+    "fileutil.py": 405,
+    "inference/explain.py": 583,
+    "inference/predict.py": 573,
+    "pipeline/classify.py": 425,
+    "report/html.py": 522,
+    "transforms/intensity.py": 493,
+    "transforms/spatial.py": 478,
+}
 
 #: "module::function" -> its line count when listed
-FUNCTION_ALLOW_LIST: dict[str, int] = {}
+FUNCTION_ALLOW_LIST: dict[str, int] = {
+    "cli/classify.py::train_command": 118,
+    "cli/phantoms.py::phantoms": 96,
+    "cli/pipeline.py::register": 214,
+    "cli/pipeline.py::train_command": 85,
+    "cli/predict.py::predict": 81,
+    "data/check.py::_check_case": 82,
+    "data/loader.py::make_loader": 93,
+    "data/phantoms.py::generate_dataset": 102,
+    "data/phantoms_classification.py::make_classification_phantoms": 99,
+    "data/phantoms_classification.py::_render": 91,
+    "inference/explain.py::save_overlay": 84,
+    "inference/predict.py::predict_case": 109,
+    "inference/predict.py::predict": 127,
+    "inference/sliding_window.py::sliding_window_inference": 109,
+    "pipeline/classify.py::classify_train": 131,
+    "pipeline/demo.py::run_demo": 186,
+    "pipeline/steps.py::prepare_cascade": 133,
+    "planning/planner.py::plan_configuration": 92,
+}
 
 
 def _modules() -> dict[str, int]:
@@ -46,7 +76,8 @@ def _check(sizes: dict[str, int], allowed: dict[str, int], limit: int, what: str
             problems.append(f"{name}: {size} lines (a {what} may have {limit}); split it")
         elif name in allowed and size > allowed[name]:
             problems.append(
-                f"{name}: grew to {size} lines (allow-listed at {allowed[name]}); it may only shrink"
+                f"{name}: grew to {size} lines (allow-listed at {allowed[name]}); "
+                "it may only shrink"
             )
     for name in allowed:
         if name in sizes and sizes[name] <= limit:

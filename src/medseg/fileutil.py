@@ -80,7 +80,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             raise DiskFullError(disk_full_message(path)) from err
         raise
     except RuntimeError as err:
-        # torch.save reports a full disk as "PytorchStreamWriter failed writing file ...: file write failed"
+        # torch.save reports a full disk as
+        # "PytorchStreamWriter failed writing file ...: file write failed"
         if "write failed" in str(err) or "No space left" in str(err):
             raise DiskFullError(disk_full_message(path)) from err
         raise

@@ -53,7 +53,8 @@ def test_cli_refuses_to_overwrite_with_exit_code_1_and_one_line(tmp_path) -> Non
     again = _evaluate(tmp_path)
     assert again.returncode == 1
     assert again.stderr.strip().splitlines() == [
-        f"error: {tmp_path / 'out' / 'per_case.csv'}: already exists; pass --overwrite to replace it"
+        f"error: {tmp_path / 'out' / 'per_case.csv'}: already exists; "
+        "pass --overwrite to replace it"
     ]
     assert _evaluate(tmp_path, "--overwrite").returncode == 0
 

@@ -97,8 +97,8 @@ def write_checkpoint(results: Path, plan: Plan, fold: int | str, seed: int) -> P
 
 @pytest.fixture(scope="session")
 def phantom_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A 3-case 3D phantom dataset (16^3 voxels), planned, with checkpoints for 3d_fullres folds 0 and 1 and
-    2d fold 0; plus ``images``: its images as an imagesTs-style input folder."""
+    """A 3-case 3D phantom dataset (16^3 voxels), planned, with checkpoints for 3d_fullres folds 0
+    and 1 and 2d fold 0; plus ``images``: its images as an imagesTs-style input folder."""
     from medseg.data.phantom_config import PhantomConfig
     from medseg.data.phantoms import generate_dataset
     from medseg.planning.steps import plan as plan_dataset

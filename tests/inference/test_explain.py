@@ -68,7 +68,7 @@ def no_hooks_left(model: nn.Module) -> bool:
     return all(not getattr(m, kind) for m in model.modules() for kind in kinds)
 
 
-# ---------------------------------------------------------------- localisation on a trained phantom classifier
+# ----------------------------------------------------- localisation on a trained phantom classifier
 
 SIZE = 48
 SQUARE = 4
@@ -80,7 +80,8 @@ BAR_ROWS = (
 
 
 def phantoms(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(images (n, 1, 48, 48), labels (n,), square masks (n, 48, 48))``, alternating labels 0, 1."""
+    """``(images (n, 1, 48, 48), labels (n,), square masks (n, 48, 48))``, alternating labels
+    0, 1."""
     images = 0.5 * torch.randn(n, 1, SIZE, SIZE, generator=generator)
     labels = torch.arange(n) % 2
     squares = torch.zeros(n, SIZE, SIZE, dtype=torch.bool)
@@ -192,7 +193,8 @@ def test_saliency_and_smoothgrad_concentrate_on_the_deciding_square(trained) -> 
         ),
         masks,
     )
-    # measured: plain mean 0.17 (6 x the area), SmoothGrad 0.15 (input gradients are noisy everywhere)
+    # measured: plain mean 0.17 (6 x the area), SmoothGrad 0.15 (input gradients are noisy
+    # everywhere)
     assert plain.mean() > 3 * area
     assert smooth.mean() > 3 * area
     in_region = shares(saliency(model, images, target=1), [region_mask(2)] * len(images))
@@ -401,7 +403,8 @@ def test_transformers_are_refused_by_grad_cam_and_explained_by_saliency(conv_pat
 
 
 class AttentionPool(nn.Module):
-    """Attention pooling of a CNN feature map (as CLIP's ResNet or attention-MIL): not a transformer."""
+    """Attention pooling of a CNN feature map (as CLIP's ResNet or attention-MIL): not a
+    transformer."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()

@@ -39,7 +39,8 @@ def trained(phantoms: Path) -> Path:
 
 def test_training_reaches_the_stated_accuracy_on_held_out_phantoms(trained: Path) -> None:
     summary = json.loads((trained / "run.json").read_text(encoding="utf-8"))
-    # stated in docs/classification.md: resnet18, 128 training images, 8 epochs -> test accuracy >= 0.85
+    # stated in docs/classification.md: resnet18, 128 training images, 8 epochs -> test
+    # accuracy >= 0.85
     assert summary["test"]["accuracy"] >= 0.85, summary["test"]
     assert summary["test"]["roc_auc"] >= 0.9
     assert summary["validation"]["n"] == 32 and summary["test"]["n"] == 60

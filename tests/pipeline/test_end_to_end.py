@@ -1,4 +1,5 @@
-"""End to end on a tiny phantom set: plan -> preprocess -> train -> predict -> evaluate -> report."""
+"""End to end on a tiny phantom set: plan -> preprocess -> train -> predict -> evaluate ->
+report."""
 
 from __future__ import annotations
 

@@ -50,7 +50,6 @@ def _train(folder: Path, epochs: int, **kwargs: object):
         line_fit_task(),
         folder,
         epochs=epochs,
-        device=torch.device("cpu"),
         use_bf16=False,
         progress=False,
         **kwargs,
@@ -116,7 +115,6 @@ def test_another_task_cannot_resume_this_run(tmp_path: Path) -> None:
             other,
             tmp_path / "run",
             epochs=2,
-            device=torch.device("cpu"),
             use_bf16=False,
             resume=True,
             progress=False,
@@ -140,9 +138,7 @@ def test_a_non_finite_step_is_skipped_and_too_many_switch_bf16_off(tmp_path: Pat
     task = line_fit_task()
     loss = task.loss
     task.loss = lambda batch: loss(batch) * (float("inf") if batch[0][0, 0] < 0.5 else 1.0)
-    result = run_training(
-        task, tmp_path / "run", epochs=2, device=torch.device("cpu"), use_bf16=True, progress=False
-    )
+    result = run_training(task, tmp_path / "run", epochs=2, use_bf16=True, progress=False)
     log = load_checkpoint(tmp_path / "run" / "checkpoint_latest.pt", kind="weights")["log"]
     assert result.steps == 16 and log[0]["skipped_steps"] > 0
     assert [row["bf16"] for row in log] == [

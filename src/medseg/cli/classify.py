@@ -145,8 +145,8 @@ def train_command(
     )
     for fold in summary["folds"]:
         console.print(
-            f"fold {fold['fold']}: {fold['epochs']} epochs, {fold['steps']} steps in {fold['seconds']} s "
-            f"(stopped by {fold['stopped_by']})"
+            f"fold {fold['fold']}: {fold['epochs']} epochs, {fold['steps']} steps in "
+            f"{fold['seconds']} s (stopped by {fold['stopped_by']})"
         )
     for name in ("validation", "cross_validation", "test"):
         if name in summary:
@@ -193,7 +193,8 @@ def evaluate_command(
     ),
     overwrite: bool = typer.Option(False, "--overwrite"),
 ) -> None:
-    """Confusion matrix; ACC, sensitivity, specificity, PPV, NPV, F1, MCC per class and macro; ROC AUC."""
+    """Confusion matrix; ACC, sensitivity, specificity, PPV, NPV, F1, MCC per class and macro;
+    ROC AUC."""
     from medseg.pipeline.classify import classify_evaluate
 
     summary = classify_evaluate(predictions, output, overwrite=overwrite)
@@ -215,7 +216,8 @@ def evaluate_command(
         )
     console.print(table)
     console.print(
-        f"accuracy {summary['accuracy']:.3f}, MCC {summary['mcc']:.3f}; wrote metrics.json, confusion.png, roc.png"
+        f"accuracy {summary['accuracy']:.3f}, MCC {summary['mcc']:.3f}; "
+        "wrote metrics.json, confusion.png, roc.png"
     )
 
 
@@ -345,6 +347,7 @@ def demo_command(
     where = summary["localisation"]
     console.print(
         f"Grad-CAM mass inside the lesion: {where['gradcam_mass_inside_lesion']:.1%}, "
-        f"{where['enrichment']:.1f}x the lesion's share of the image ({where['lesion_area_fraction']:.1%})"
+        f"{where['enrichment']:.1f}x the lesion's share of the image "
+        f"({where['lesion_area_fraction']:.1%})"
     )
     console.print(f"report: {summary['report']}")

@@ -32,7 +32,8 @@ def evaluate(
     ),
     labels: str | None = typer.Option(
         None,
-        help="Labels/regions, e.g. '1,2' or 'wt=1+2+3,tc=1+3,et=3'. Default: all non-zero reference values.",
+        help="Labels/regions, e.g. '1,2' or 'wt=1+2+3,tc=1+3,et=3'. "
+        "Default: all non-zero reference values.",
     ),
     ignore_label: int | None = typer.Option(
         None, min=0, help="Reference value to leave out of every metric."

@@ -113,6 +113,7 @@ def phantoms(
     labels = ", ".join(f"{v} {name}" for name, v in config.label_values().items() if v)
     typer.echo(
         f"wrote {cases} {dims}D phantom case(s) to {out} in {time.perf_counter() - start:.1f} s\n"
-        f"  shape {' x '.join(map(str, shape))}, spacing {' x '.join(f'{s:g}' for s in spacing)} mm, "
+        f"  shape {' x '.join(map(str, shape))}, "
+        f"spacing {' x '.join(f'{s:g}' for s in spacing)} mm, "
         f"labels: {labels}"
     )

@@ -1,4 +1,5 @@
-"""``medseg plan | preprocess | train | prepare-cascade``: the pipeline steps (each calls one function)."""
+"""``medseg plan | preprocess | train | prepare-cascade``: the pipeline steps (each calls one
+function)."""
 
 from __future__ import annotations
 
@@ -41,8 +42,8 @@ def register(app: typer.Typer) -> None:
         precision: Literal["bf16", "fp32"] | None = typer.Option(
             None,
             "--precision",
-            help="Train every configuration in bf16 or fp32 (default: bf16 where the device supports "
-            "it natively and a bf16 step does not crash or hang in a child process).",
+            help="Train every configuration in bf16 or fp32 (default: bf16 where the device "
+            "supports it natively and a bf16 step does not crash or hang in a child process).",
         ),
         explain: bool = typer.Option(False, "--explain", help="Print why each value was chosen."),
         jobs: int = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes."),
@@ -66,7 +67,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(explain_plans(plans))
         for name, p in plans.configurations.items():
             console.print(
-                f"{name}: patch {p.patch_size}, batch {p.batch_size}, spacing {tuple(round(s, 3) for s in p.spacing)}, "
+                f"{name}: patch {p.patch_size}, batch {p.batch_size}, "
+                f"spacing {tuple(round(s, 3) for s in p.spacing)}, "
                 f"features {p.network_config['features']}"
             )
         if plans.recommended:
@@ -94,7 +96,8 @@ def register(app: typer.Typer) -> None:
         )
         for name, counts in summary.items():
             console.print(
-                f"{name}: {counts['processed']} processed, {counts['skipped']} unchanged, {counts['removed']} removed"
+                f"{name}: {counts['processed']} processed, {counts['skipped']} unchanged, "
+                f"{counts['removed']} removed"
             )
 
     @app.command("train")
@@ -173,7 +176,8 @@ def register(app: typer.Typer) -> None:
         if out["validation"]:
             overall = out["validation"]["overall"]["dice"]
             console.print(
-                f"validation mean Dice {overall['mean']:.4f} over {out['validation']['n_cases']} case(s)"
+                f"validation mean Dice {overall['mean']:.4f} over "
+                f"{out['validation']['n_cases']} case(s)"
             )
         cascades = [n for n, p in plans.configurations.items() if p.previous_stage == config]
         if cascades:
@@ -204,8 +208,8 @@ def register(app: typer.Typer) -> None:
             False, "--overwrite", help="Replace existing previous-stage predictions."
         ),
     ) -> None:
-        """Predict every training case with the 3d_lowres fold that held it out, on the full-resolution grid
-        (what 3d_cascade_fullres trains on)."""
+        """Predict every training case with the 3d_lowres fold that held it out, on the
+        full-resolution grid (what 3d_cascade_fullres trains on)."""
         from medseg.pipeline.steps import prepare_cascade
 
         out = prepare_cascade(
@@ -220,6 +224,7 @@ def register(app: typer.Typer) -> None:
         console.print(f"predicted {out['cases']} case(s) ({folds}) -> {out['folder']}")
         if out["fallback"]:
             console.print(
-                f"[yellow]{len(out['fallback'])} case(s) predicted by a fold that trained on them[/yellow]"
+                f"[yellow]{len(out['fallback'])} case(s) predicted by a fold that trained on "
+                "them[/yellow]"
             )
         console.print(f"next: medseg train {results} --config {config} --fold K")

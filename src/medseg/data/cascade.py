@@ -73,9 +73,10 @@ def check_previous_stage(
             f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         )
         raise ConfigError(
-            f"{configuration} trains on the {previous_stage} stage's predictions of the training cases, "
-            f"missing in {folder} for {len(missing)} of {len(case_ids)} case(s) ({listing}). Train the "
-            f"{previous_stage} folds first ('medseg train {results} --config {previous_stage} --fold K' "
+            f"{configuration} trains on the {previous_stage} stage's predictions of the training "
+            f"cases, missing in {folder} for {len(missing)} of {len(case_ids)} case(s) "
+            f"({listing}). Train the {previous_stage} folds first "
+            f"('medseg train {results} --config {previous_stage} --fold K' "
             f"for each fold, or --fold all), then run 'medseg prepare-cascade {results}'"
         )
     _warn_if_stale(folder)

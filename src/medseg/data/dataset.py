@@ -228,7 +228,8 @@ def _labels_from_meta(meta: dict, meta_path: Path) -> dict[str, int | list[int]]
     raw = meta.get("labels")
     if not isinstance(raw, dict) or not raw:
         raise DatasetError(
-            f'{meta_path}: \'labels\' must be a non-empty object, e.g. {{"background": 0, "organ": 1}}'
+            f"{meta_path}: 'labels' must be a non-empty object, "
+            'e.g. {"background": 0, "organ": 1}'
         )
     labels: dict[str, int | list[int]] = {}
     for key, value in raw.items():
@@ -367,8 +368,8 @@ def _load_folder2d(root: Path) -> Dataset:
     label_dir = next((root / n for n in ("masks", "labels") if (root / n).is_dir()), None)
     if not image_dir.is_dir() or label_dir is None:
         raise DatasetError(
-            f"{root}: no dataset.json, and not a 2D folder with 'images/' and 'masks/' (or 'labels/'); "
-            "see the README for the supported layouts"
+            f"{root}: no dataset.json, and not a 2D folder with 'images/' and 'masks/' "
+            "(or 'labels/'); see the README for the supported layouts"
         )
     problems: list[tuple[Path, str]] = []
     masks = {_strip(p): p for p in label_dir.iterdir() if _ending_of(p)}

@@ -11,9 +11,9 @@ Case store format (written once by preprocessing, memory-mapped here)::
                        Missing class locations are computed at load (and not written back).
 
 A cascade stage's previous-stage segmentations live in a folder of their own
-(``medseg.data.cascade``). Given ``previous_folder``, the loader cuts the same box out of ``<case>_prev.npy`` and appends
-it to the image patch as one more channel (float32 class indices; 0 outside the case); the
-training step turns it into one-hot channels (``foreground_one_hot``).
+(``medseg.data.cascade``). Given ``previous_folder``, the loader cuts the same box out of
+``<case>_prev.npy`` and appends it to the image patch as one more channel (float32 class indices;
+0 outside the case); the training step turns it into one-hot channels (``foreground_one_hot``).
 
 Case ids are the ``.npy`` stems without ``_seg``. Arrays are opened with
 ``np.load(mmap_mode="r")``: a batch reads only the voxels of its patches, so memory stays flat
@@ -182,8 +182,9 @@ class _CaseCache(Sequence[CaseArrays]):
             previous = load_previous(self.previous_folder, case.case_id)
             if previous.shape[1:] != case.image.shape[1:]:
                 raise DatasetError(
-                    f"{self.previous_folder / (case.case_id + PREVIOUS_SUFFIX)}: shape {previous.shape[1:]} differs from "
-                    f"the case's {case.image.shape[1:]} in {self.folder}; predict the previous stage again"
+                    f"{self.previous_folder / (case.case_id + PREVIOUS_SUFFIX)}: "
+                    f"shape {previous.shape[1:]} differs from the case's {case.image.shape[1:]} "
+                    f"in {self.folder}; predict the previous stage again"
                 )
         self._open[index] = (case, previous)
         if len(self._open) > self.max_open:
@@ -247,8 +248,8 @@ class PatchBatches(IterableDataset):
         return self._cases
 
     def batch(self, index: int) -> Batch:
-        """Batch number ``index``: ``(B, C, *patch)`` float32 and ``(B, 1, *patch)`` int64 (or None);
-        ``C`` counts the previous-stage channel when there is one."""
+        """Batch number ``index``: ``(B, C, *patch)`` float32 and ``(B, 1, *patch)`` int64
+        (or None); ``C`` counts the previous-stage channel when there is one."""
         rng = np.random.default_rng([self.seed, index])
         image, label, boxes = self.sampler.sample(self.cases, self.batch_size, rng)
         if self.previous_folder is not None:
@@ -390,7 +391,9 @@ def make_loader(
         >>> import tempfile
         >>> folder = tempfile.mkdtemp()
         >>> _ = write_case(folder, "a", np.zeros((1, 8, 8)), np.zeros((8, 8), np.int8))
-        >>> image, label = next(iter(make_loader(folder, patch_size=(4, 4), batch_size=2, num_workers=0)))
+        >>> image, label = next(
+        ...     iter(make_loader(folder, patch_size=(4, 4), batch_size=2, num_workers=0))
+        ... )
         >>> tuple(image.shape), label.dtype
         ((2, 1, 4, 4), torch.int64)
     """

@@ -64,7 +64,8 @@ def case_files(folder: str | Path) -> dict[str, Path]:
         case = path.name[: -len(file_ending(path))]
         if case in cases:
             raise DatasetError(
-                f"{folder}: case '{case}' has two files, {cases[case].name} and {path.name}; keep one"
+                f"{folder}: case '{case}' has two files, {cases[case].name} and {path.name}; "
+                "keep one"
             )
         cases[case] = path
     return cases
@@ -132,8 +133,8 @@ def read_pair(pair: CasePair) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]
     fatal = [p for p in problems if p.split()[0] in ("dimensionality", "shape", "spacing")]
     if fatal:
         raise GeometryError(
-            f"case '{pair.case}': prediction {pair.pred_path} and reference {pair.ref_path} differ in "
-            f"{'; '.join(fatal)}. Resample the prediction onto the reference grid."
+            f"case '{pair.case}': prediction {pair.pred_path} and reference {pair.ref_path} "
+            f"differ in {'; '.join(fatal)}. Resample the prediction onto the reference grid."
         )
     if problems:
         logger.warning(

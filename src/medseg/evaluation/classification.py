@@ -164,7 +164,8 @@ def plot_confusion(matrix: np.ndarray, names: list[str], path: Path) -> None:
 
 
 def plot_roc(prediction: ClassificationPrediction, path: Path) -> None:
-    """ROC curves (one vs rest; the positive class only for two classes) with their AUC, as a PNG."""
+    """ROC curves (one vs rest; the positive class only for two classes) with their AUC, as a
+    PNG."""
     assert prediction.labels is not None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
@@ -177,7 +178,9 @@ def plot_roc(prediction: ClassificationPrediction, path: Path) -> None:
         ax.plot(
             fpr,
             tpr,
-            label=f"{prediction.class_names[k]} (AUC {_auc(positive, prediction.scores[:, k]):.3f})",
+            label=(
+                f"{prediction.class_names[k]} (AUC {_auc(positive, prediction.scores[:, k]):.3f})"
+            ),
         )
     ax.plot([0, 1], [0, 1], color="#999", linestyle=":")
     ax.set_xlabel("1 - specificity (FPR)")

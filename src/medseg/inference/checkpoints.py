@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 def trained_folds(
     results: str | os.PathLike[str], configuration: str, checkpoint: str = "best"
 ) -> list[str]:
-    """Fold names (``"0"``, ``"all"``) of ``configuration`` that have ``checkpoint_<checkpoint>.pt``."""
+    """Fold names (``"0"``, ``"all"``) of ``configuration`` that have
+    ``checkpoint_<checkpoint>.pt``."""
     return sorted(
         p.name.removeprefix("fold_")
         for p in (Path(results) / configuration).glob("fold_*")
@@ -122,7 +123,8 @@ def previous_stage_models(
     if not trained:
         raise ConfigError(
             f"{Path(results) / stage}: the cascade needs the {stage} models it was trained on, "
-            f"but no {stage} fold has checkpoint_{checkpoint}.pt; existing: {_describe_existing(Path(results))}"
+            f"but no {stage} fold has checkpoint_{checkpoint}.pt; "
+            f"existing: {_describe_existing(Path(results))}"
         )
     wanted = (
         [str(f) for f in folds]

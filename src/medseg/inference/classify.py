@@ -143,7 +143,8 @@ def check_images(images: np.ndarray, config: ClassifierConfig, *, source: str) -
     """Raise a ConfigError when ``(N, C, *spatial)`` images do not fit the model of ``source``."""
     if images.ndim != 2 + config.spatial_dims:
         raise ConfigError(
-            f"{source}: the model is {config.spatial_dims}D, the images have shape {images.shape[1:]}"
+            f"{source}: the model is {config.spatial_dims}D, "
+            f"the images have shape {images.shape[1:]}"
         )
     if images.shape[1] != config.in_channels:
         raise ConfigError(

@@ -56,7 +56,8 @@ from medseg.nets.ops import CONV, CONV_TRANSPOSE, interpolation_mode
 
 Target = int | Sequence[int] | Tensor | None
 
-# resample to a fixed size whatever the input (VGG's 7 x 7): the stage after the feature map, never the map
+# resample to a fixed size whatever the input (VGG's 7 x 7): the stage after the feature map,
+# never the map
 ADAPTIVE_POOLS = (
     nn.AdaptiveAvgPool1d,
     nn.AdaptiveAvgPool2d,
@@ -88,14 +89,15 @@ def _check_images(model: nn.Module, images: Tensor) -> Tensor:
     if images.ndim not in (3, 4, 5) or images.shape[0] == 0 or images.shape[1] == 0:
         raise ConfigError(
             f"images must be (B, C, *spatial) with 1, 2 or 3 spatial axes and B, C >= 1; "
-            f"got shape {tuple(images.shape)} (add the batch axis with images[None], the channel axis "
-            "with images[:, None])"
+            f"got shape {tuple(images.shape)} (add the batch axis with images[None], "
+            "the channel axis with images[:, None])"
         )
     conv_dims = {d for m in model.modules() if (d := _spatial_dims_of(m)) is not None}
     if len(conv_dims) == 1 and (dims := conv_dims.pop()) != images.ndim - 2:
         raise ConfigError(
             f"images of shape {tuple(images.shape)} have {images.ndim - 2} spatial axes but "
-            f"{type(model).__name__} uses {dims}D convolutions: pass (B, C, *spatial) with {dims} spatial axes"
+            f"{type(model).__name__} uses {dims}D convolutions: pass (B, C, *spatial) with "
+            f"{dims} spatial axes"
         )
     if torch.is_inference_mode_enabled():
         raise ConfigError("explanations need gradients: call them outside torch.inference_mode()")
@@ -165,8 +167,8 @@ def _target_indices(out: Tensor, target: Target) -> Tensor:
         idx = torch.as_tensor(target, device=out.device)
         if idx.is_floating_point() or idx.dtype == torch.bool or idx.shape not in {(batch,), ()}:
             raise ConfigError(
-                f"target must be None, an int or {batch} ints (one per image), got {tuple(idx.shape)} "
-                f"values of type {idx.dtype}"
+                f"target must be None, an int or {batch} ints (one per image), "
+                f"got {tuple(idx.shape)} values of type {idx.dtype}"
             )
         idx = idx.long().expand(batch)
     if bool(((idx < 0) | (idx >= k)).any()):
@@ -290,15 +292,17 @@ def _forward_capturing(
             else "has no spatial feature map after its first convolution"
         )
         raise ConfigError(
-            f"Grad-CAM needs a convolutional feature map but {kind} {reason} (a transformer or MLP?): "
-            "use saliency() instead, or pass layer= a module returning (B, C, *spatial)"
+            f"Grad-CAM needs a convolutional feature map but {kind} {reason} "
+            "(a transformer or MLP?): use saliency() instead, or pass layer= a module returning "
+            "(B, C, *spatial)"
         )
     name, feature = state["last"]
     if state["attention_after"] is not None and state["convs"] == 1:
         raise ConfigError(
-            f"the only convolution of {kind} ({name!r}, a patch embedding?) is followed by the attention module "
-            f"{state['attention_after']!r}: a transformer, whose decision is not made on that map; use saliency() "
-            f"instead, or pass layer={name!r} to explain that map anyway"
+            f"the only convolution of {kind} ({name!r}, a patch embedding?) is followed by the "
+            f"attention module {state['attention_after']!r}: a transformer, whose decision is not "
+            f"made on that map; use saliency() instead, or pass layer={name!r} to explain that map "
+            "anyway"
         )
     return out, name, feature
 
@@ -535,7 +539,8 @@ def save_overlay(
             picture = picture[0]
         else:
             raise GeometryError(
-                f"image {picture.shape} does not match heatmap {heat.shape}: expected (*spatial) or (C, *spatial)"
+                f"image {picture.shape} does not match heatmap {heat.shape}: "
+                "expected (*spatial) or (C, *spatial)"
             )
     z = peak_slice(heat)
     if z is not None:

@@ -19,8 +19,8 @@ Cascade (``3d_cascade_fullres``, a plan with ``previous_stage``): the previous s
 (``3d_lowres``) predict the case first; their averaged probabilities are resampled linearly
 from their grid to the cascade plan's grid of the same crop box, the argmax is taken, and its
 one-hot channels (one per foreground class) are appended to the preprocessed image
-(``next_stage_segmentation``, ``medseg.data.cascade.foreground_one_hot``). The cascade models are then ensembled
-like any others.
+(``next_stage_segmentation``, ``medseg.data.cascade.foreground_one_hot``). The cascade models are
+then ensembled like any others.
 
 Results-folder layout read by ``predict``: ``RESULTS/<configuration>/fold_<k>/
 checkpoint_<best|latest>.pt`` and, optionally, ``RESULTS/postprocessing.json``.
@@ -159,7 +159,8 @@ def _resampled_mean(
     separate_z: int | None,
     **kwargs: Any,
 ) -> np.ndarray:
-    """The models' mean probabilities on ``array``'s grid, resampled linearly to ``target_shape``."""
+    """The models' mean probabilities on ``array``'s grid, resampled linearly to
+    ``target_shape``."""
     probs = None
     for model, plan in models:
         p = predict_preprocessed(model, plan, array, **kwargs)
@@ -312,8 +313,8 @@ def predict_case(
                     indices = indices[0] if indices.ndim == net_input.ndim else indices
                     if indices.shape != net_input.shape[1:]:
                         raise ConfigError(
-                            f"previous_segmentation {indices.shape} is not on the {plan.configuration} "
-                            f"grid {net_input.shape[1:]}"
+                            f"previous_segmentation {indices.shape} is not on the "
+                            f"{plan.configuration} grid {net_input.shape[1:]}"
                         )
                 else:
                     assert previous_stage is not None

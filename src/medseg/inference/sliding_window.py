@@ -160,8 +160,8 @@ def _predict_tiles(
         pred = predictor(tiles.flip(dims) if dims else tiles)
         if not isinstance(pred, Tensor):
             raise TypeError(
-                f"the predictor must return one tensor (B, K, *spatial), got {type(pred).__name__}; "
-                "call model.eval() on a network with deep supervision"
+                f"the predictor must return one tensor (B, K, *spatial), "
+                f"got {type(pred).__name__}; call model.eval() on a network with deep supervision"
             )
         if (
             pred.ndim != tiles.ndim

@@ -6,8 +6,10 @@
 | NRRD | .nrrd, .nhdr | yes | yes | spacing, origin, direction |
 | MetaImage | .mha, .mhd | yes | yes | spacing, origin, direction |
 | DICOM series | a folder of .dcm files | yes | no | spacing, origin, direction |
-| PNG / JPEG / BMP | .png, .jpg, .jpeg, .bmp | yes | yes (PNG/BMP lossless, JPEG lossy) | none (spacing 1) |
+| PNG / JPEG / BMP | .png, .jpg, .jpeg, .bmp | yes | yes (1) | none (spacing 1) |
 | TIFF | .tif, .tiff | yes | yes | none (spacing 1) |
+
+(1) PNG/BMP lossless, JPEG lossy.
 
 Volumetric formats go through SimpleITK; 2D picture formats through Pillow (and tifffile
 for TIFF) because SimpleITK's handling of RGB and palette PNGs is not what users expect: a

@@ -35,7 +35,9 @@ class DiceCELoss(nn.Module):
 
     Example:
         >>> import torch
-        >>> DiceCELoss()(torch.zeros(1, 2, 4, 4), torch.ones(1, 1, 4, 4, dtype=torch.long)).item() > 0
+        >>> DiceCELoss()(
+        ...     torch.zeros(1, 2, 4, 4), torch.ones(1, 1, 4, 4, dtype=torch.long)
+        ... ).item() > 0
         True
     """
 

@@ -45,8 +45,8 @@ def probabilities(logits: Tensor, activation: Activation) -> Tensor:
     if activation == "softmax":
         if logits.shape[1] < 2:
             raise ValueError(
-                "logits have 1 channel: use activation='sigmoid' for a single-channel binary output, "
-                "or output 2 channels for softmax"
+                "logits have 1 channel: use activation='sigmoid' for a single-channel binary "
+                "output, or output 2 channels for softmax"
             )
         return logits.softmax(dim=1)
     if activation == "sigmoid":
@@ -83,7 +83,8 @@ def one_hot_target(
     if not is_labels:
         if target.shape[1] != num_classes:
             raise ValueError(
-                f"target has {target.shape[1]} channels; expected labels (1 channel) or one-hot ({num_classes})"
+                f"target has {target.shape[1]} channels; expected labels (1 channel) or one-hot "
+                f"({num_classes})"
             )
         if ignore_index is not None:
             raise ValueError(
@@ -99,8 +100,8 @@ def one_hot_target(
     top = 1 if num_classes == 1 else num_classes - 1
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > top):
         raise ValueError(
-            f"target labels span [{int(labels.min())}, {int(labels.max())}] but the logits have {num_classes} "
-            f"channel(s): labels must lie in [0, {top}]"
+            f"target labels span [{int(labels.min())}, {int(labels.max())}] but the logits have "
+            f"{num_classes} channel(s): labels must lie in [0, {top}]"
             + ("" if ignore_index is None else f" or be {ignore_index}")
         )
     if num_classes == 1:

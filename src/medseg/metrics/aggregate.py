@@ -53,7 +53,10 @@ def aggregate(
         many it skipped (``nan_count``).
 
     Example:
-        >>> rows = [{"case": "a", "label": "1", "dice": 0.5}, {"case": "a", "label": "2", "dice": 1.0}]
+        >>> rows = [
+        ...     {"case": "a", "label": "1", "dice": 0.5},
+        ...     {"case": "a", "label": "2", "dice": 1.0},
+        ... ]
         >>> aggregate(rows, metrics=["dice"])["overall"]["dice"]["mean"]
         0.75
     """

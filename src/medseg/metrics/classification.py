@@ -200,7 +200,8 @@ def classification_metrics(
 
 def _scores(c: ConfusionCounts) -> dict[str, float]:
     functions = {"accuracy": cm.accuracy, "precision": cm.precision, "recall": cm.recall,
-                 "specificity": cm.specificity, "npv": cm.npv, "f1": cm.f1, "mcc": cm.mcc}  # fmt: skip
+                 "specificity": cm.specificity, "npv": cm.npv, "f1": cm.f1,
+                 "mcc": cm.mcc}  # fmt: skip
     return {name: functions[name](c) for name in CLASS_METRICS}
 
 
@@ -244,8 +245,8 @@ def validation_metrics(
         ``rmse`` for regression.
 
     Example:
-        >>> validation_metrics(np.array([[0.8, 0.2], [0.3, 0.7]]), np.array([0, 1]), task="classification",
-        ...                    num_outputs=2)
+        >>> validation_metrics(np.array([[0.8, 0.2], [0.3, 0.7]]), np.array([0, 1]),
+        ...                    task="classification", num_outputs=2)
         {'accuracy': 1.0, 'auc': 1.0}
     """
     if task == "regression":

@@ -86,7 +86,8 @@ class SegNet(nn.Module):
         size = tuple(x.shape[2:])
         if any(n < m for n, m in zip(size, self.min_size, strict=True)):
             raise ValueError(
-                f"input spatial shape {size} is too small for SegNet: needs at least {self.min_size}"
+                f"input spatial shape {size} is too small for SegNet: "
+                f"needs at least {self.min_size}"
             )
         trail = []  # (indices, pre-pool size) per stage
         for stage, pool in zip(self.encoder, self.pool_sizes, strict=True):

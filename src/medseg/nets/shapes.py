@@ -73,7 +73,8 @@ def expand_per_stage(
         )
         if len(axes) != spatial_dims:
             raise ConfigError(
-                f"{name}[{i}] = {tuple(entry)} must have one entry per spatial axis ({spatial_dims})"
+                f"{name}[{i}] = {tuple(entry)} must have one entry per spatial axis "
+                f"({spatial_dims})"
             )
         out.append(axes)
     return out

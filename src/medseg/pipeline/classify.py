@@ -233,7 +233,8 @@ def _concatenate(predictions: list[ClassificationPrediction]) -> ClassificationP
 
 
 def _evaluate(prediction: ClassificationPrediction, folder: Path) -> dict[str, Any]:
-    """Evaluate into ``folder`` (the run's own output, so replaced on a rerun); the headline numbers."""
+    """Evaluate into ``folder`` (the run's own output, so replaced on a rerun); the headline
+    numbers."""
     summary = evaluate_classification(prediction, folder, overwrite=True)
     keys = (
         ("accuracy", "roc_auc", "mcc")
@@ -257,7 +258,8 @@ def classify_predict(
     device: str | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Predict ``split`` of ``data`` with the run's models (an ensemble of its folds); writes a CSV."""
+    """Predict ``split`` of ``data`` with the run's models (an ensemble of its folds); writes a
+    CSV."""
     target = check_writable(out, overwrite=overwrite)
     config = load_classifier(find_classifier_checkpoints(run)[0])[1]
     images = load_classification(data, split, task=config.task)  # type: ignore[arg-type]
@@ -319,7 +321,8 @@ def classify_explain(
             dataset.class_names[int(dataset.labels[i])] if config.task == "classification" else ""
         )
         label = (
-            f"reference {truth}, predicted {config.class_names[predicted]} ({float(probs[predicted]):.2f})"
+            f"reference {truth}, predicted {config.class_names[predicted]} "
+            f"({float(probs[predicted]):.2f})"
             if predicted is not None
             else "regression"
         )

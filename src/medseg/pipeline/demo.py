@@ -276,7 +276,10 @@ def _png_html(path: Path, caption: str) -> str:
     from html import escape
 
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<figure><img alt="{escape(caption)}" src="data:image/png;base64,{data}"><figcaption>{escape(caption)}</figcaption></figure>'
+    return (
+        f'<figure><img alt="{escape(caption)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{escape(caption)}</figcaption></figure>"
+    )
 
 
 def _comparison_html(summary: dict[str, Any]) -> str:
@@ -291,7 +294,8 @@ def _comparison_html(summary: dict[str, Any]) -> str:
         f"<td>{summary['otsu_foreground_dice']:.4f}</td></tr>"
     )
     return (
-        f"<p>Evaluated on {escape(summary['evaluated_on'])}; configuration {escape(summary['configuration'])}, "
+        f"<p>Evaluated on {escape(summary['evaluated_on'])}; "
+        f"configuration {escape(summary['configuration'])}, "
         f"{summary['epochs']} epochs / {summary['steps']} steps.</p>"
         f"<table><tr><th>label</th><th>U-Net Dice</th><th>Otsu Dice</th></tr>{rows}</table>"
     )

@@ -261,7 +261,8 @@ def prepare_cascade(
     trained = trained_folds(results, stage, checkpoint)
     if not trained:
         raise ConfigError(
-            f"{results / stage}: no fold has checkpoint_{checkpoint}.pt; train the previous stage first: "
+            f"{results / stage}: no fold has checkpoint_{checkpoint}.pt; "
+            "train the previous stage first: "
             f"'medseg train {results} --config {stage} --fold K' for each fold (or --fold all)"
         )
     out = previous_stage_dir(results, cascade.configuration)
@@ -276,8 +277,8 @@ def prepare_cascade(
                 fallback.append(case_id)
     if fallback:
         log.warning(
-            "%s folds %s are not trained: %d case(s) are predicted by fold %s, which trained on them, so "
-            "their segmentations are better than at test time: %s",
+            "%s folds %s are not trained: %d case(s) are predicted by fold %s, which trained on "
+            "them, so their segmentations are better than at test time: %s",
             stage,
             sorted({str(k) for k in range(len(splits))} - set(trained)),
             len(fallback),

@@ -234,8 +234,8 @@ def _measured(plan: Plan, device: str, forced: bool) -> tuple[Plan, float]:
                 "(drop --precision bf16)"
             )
         log.warning(
-            "%s: a bf16 training step %s in a child process (a native-kernel fault on this CPU); this "
-            "plan trains in float32",
+            "%s: a bf16 training step %s in a child process (a native-kernel fault on this CPU); "
+            "this plan trains in float32",
             plan.configuration,
             failure,
         )
@@ -308,8 +308,8 @@ def fit_to_time_budget(
         affordable[name] = steps
         epochs = max(1, steps // plan.steps_per_epoch)
         reason = (
-            f"measured {seconds:.3f} s per step on {device} ({plan.precision}): {steps} steps ({epochs} epochs "
-            f"of {plan.steps_per_epoch}) fit in {budget_s:.0f} s{narrowed}"
+            f"measured {seconds:.3f} s per step on {device} ({plan.precision}): {steps} steps "
+            f"({epochs} epochs of {plan.steps_per_epoch}) fit in {budget_s:.0f} s{narrowed}"
         )
         configs[name] = replace(
             plan, num_epochs=epochs, reasons={**plan.reasons, "time_budget": reason}

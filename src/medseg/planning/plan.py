@@ -110,7 +110,8 @@ class Plan:
             )
         if self.precision not in PRECISIONS:
             raise ConfigError(
-                f"{self.configuration}: precision must be one of {PRECISIONS}, got '{self.precision}'"
+                f"{self.configuration}: precision must be one of {PRECISIONS}, "
+                f"got '{self.precision}'"
             )
         if len(self.patch_size) != self.spatial_dims:
             raise ConfigError(

@@ -140,8 +140,9 @@ def plan_configuration(
         min_batch=min_batch,
     )
     reasons["patch_size"] = (
-        f"nnU-Net rule: isotropic-in-mm patch clipped to the median shape {tuple(patch_shape)}, rounded up to a "
-        f"multiple of {topo.divisor}, shrunk until batch {min_batch} fits {memory_gb:g} GiB"
+        f"nnU-Net rule: isotropic-in-mm patch clipped to the median shape {tuple(patch_shape)}, "
+        f"rounded up to a multiple of {topo.divisor}, shrunk until batch {min_batch} fits "
+        f"{memory_gb:g} GiB"
     )
     per_sample = estimate_training_bytes(
         topo.patch_size, 1, features, topo.strides, in_channels, num_classes
@@ -152,12 +153,13 @@ def plan_configuration(
     batch_cap = max(min_batch, int(0.05 * dataset_voxels / math.prod(topo.patch_size)))
     batch = min(batch, batch_cap, 64 if device == "cpu" else 512)
     reasons["batch_size"] = (
-        f"largest batch within {memory_gb:g} GiB (estimated {per_sample / 2**20:.0f} MiB per sample), "
-        f"capped at 5 % of the dataset's voxels ({batch_cap}) and 64 on CPU"
+        f"largest batch within {memory_gb:g} GiB (estimated {per_sample / 2**20:.0f} MiB per "
+        f"sample), capped at 5 % of the dataset's voxels ({batch_cap}) and 64 on CPU"
     )
     reasons["network_config"] = (
         f"{topo.num_stages} stages; pooling per axis until ~4 voxels remain, coarse axes wait "
-        f"(nnU-Net); features {features[0]}->{features[-1]} ({'narrow for CPU step time' if device == 'cpu' else 'nnU-Net width'})"
+        f"(nnU-Net); features {features[0]}->{features[-1]} "
+        f"({'narrow for CPU step time' if device == 'cpu' else 'nnU-Net width'})"
     )
     optimizer = "adamw" if device == "cpu" else "sgd"
     reasons["optimizer"] = (
@@ -205,18 +207,23 @@ def plan_cascade(full: Plan, ratio: float, previous_stage: str = "3d_lowres") ->
     reasons = {
         **full.reasons,
         "configuration": (
-            f"cascade stage 2: median case is {ratio:.1f}x the fullres patch, so a {full.configuration} patch sees "
-            f"little of the case; the {previous_stage} segmentation (whole-case context) is added as input (nnU-Net)"
+            f"cascade stage 2: median case is {ratio:.1f}x the fullres patch, so a "
+            f"{full.configuration} patch sees little of the case; the {previous_stage} "
+            f"segmentation (whole-case context) is added as input (nnU-Net)"
         ),
         "in_channels": (
-            f"{full.in_channels} image channel(s) + {extra} one-hot channel(s), one per foreground class of the "
-            f"{previous_stage} segmentation resampled to this spacing"
+            f"{full.in_channels} image channel(s) + {extra} one-hot channel(s), one per "
+            f"foreground class of the {previous_stage} segmentation resampled to this spacing"
         ),
         "previous_stage": (
-            f"training uses {previous_stage}'s cross-validation predictions of the training cases (each case "
-            f"predicted by the fold that did not train on it), so the inputs are as imperfect as at test time"
+            f"training uses {previous_stage}'s cross-validation predictions of the training cases "
+            "(each case predicted by the fold that did not train on it), so the inputs are as "
+            "imperfect as at test time"
         ),
-        "data_configuration": f"same spacing and normalisation as {full.configuration}: its preprocessed cases are shared",
+        "data_configuration": (
+            f"same spacing and normalisation as {full.configuration}: "
+            "its preprocessed cases are shared"
+        ),
     }
     return replace(
         full,

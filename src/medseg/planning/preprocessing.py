@@ -82,7 +82,8 @@ def preprocess_arrays(
     label = label[box.slices] if label is not None else None
     target = case_target_spacing(plan, spacing)
     shape = new_shape_for_spacing(image.shape[1:], spacing, target)
-    # nnU-Net decides "separate z" from the source spacing (or the target's, if that is the anisotropic one)
+    # nnU-Net decides "separate z" from the source spacing (or the target's, if that is the
+    # anisotropic one)
     axis = separate_axis(spacing)
     if axis is None:
         axis = separate_axis(target)
@@ -178,7 +179,8 @@ def preprocess(
         ):
             raise ConfigError(
                 f"{name} shares the preprocessed data of {store} (data_configuration) but their "
-                "spacing or normalisation differ in plans.json; make them equal or unset data_configuration"
+                "spacing or normalisation differ in plans.json; make them equal or unset "
+                "data_configuration"
             )
         if store in done:  # a configuration sharing a store already done in this call
             summary[name] = {"processed": 0, "skipped": len(dataset.cases), "removed": 0}

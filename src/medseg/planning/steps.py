@@ -54,8 +54,8 @@ def plan(
         previous = Plans.from_json(existing)
         if Path(previous.dataset_path).resolve() != dataset_path:
             raise ConfigError(
-                f"{results}: results folder belongs to dataset {previous.dataset_path}, not {dataset_path}; "
-                "use another results folder"
+                f"{results}: results folder belongs to dataset {previous.dataset_path}, "
+                f"not {dataset_path}; use another results folder"
             )
     check_writable(existing, overwrite=overwrite)
     ds = load_dataset(dataset_path)
@@ -64,7 +64,8 @@ def plan(
         listing = "; ".join(str(p) for p in problems[:20])
         more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
         raise DatasetError(
-            f"{dataset_path}: {len(problems)} problem(s) found, run 'medseg data check': {listing}{more}"
+            f"{dataset_path}: {len(problems)} problem(s) found, run 'medseg data check': "
+            f"{listing}{more}"
         )
     results.mkdir(parents=True, exist_ok=True)
     fingerprint = compute_fingerprint(ds, jobs=jobs, progress=progress)
@@ -119,7 +120,9 @@ def explain(plans: Plans) -> str:
             "normalization": p.normalization,
             "patch_size": p.patch_size,
             "batch_size": p.batch_size,
-            "network_config": f"{p.network} features={cfg.get('features')} strides={cfg.get('strides')}",
+            "network_config": (
+                f"{p.network} features={cfg.get('features')} strides={cfg.get('strides')}"
+            ),
             "optimizer": f"{p.optimizer} lr={p.learning_rate} wd={p.weight_decay} {p.lr_schedule}",
             "precision": p.precision,
         }

@@ -145,7 +145,8 @@ def _metrics_section(run: Path) -> str:
         caption = (
             f"Overall accuracy {summary.get('accuracy', float('nan')):.3f}, multi-class MCC "
             f"{summary.get('mcc') if summary.get('mcc') is not None else float('nan'):.3f}, "
-            f"ROC AUC {summary.get('roc_auc') if summary.get('roc_auc') is not None else float('nan'):.3f} "
+            "ROC AUC "
+            f"{summary.get('roc_auc') if summary.get('roc_auc') is not None else float('nan'):.3f} "
             "(one vs rest, macro, for more than two classes). Per-class rows are one vs rest."
         )
         parts.append(
@@ -181,8 +182,8 @@ def _explain_section(run: Path) -> str:
     if not overlays:
         return note("No explanations yet: run `medseg classify explain`.")
     return (
-        "<p>Grad-CAM (or input-gradient saliency) over the image: where the evidence for the predicted "
-        'class lies.</p><div class="figures">'
+        "<p>Grad-CAM (or input-gradient saliency) over the image: where the evidence for the "
+        'predicted class lies.</p><div class="figures">'
         + "".join(_png(p, p.stem) for p in overlays)
         + "</div>"
     )

@@ -265,7 +265,10 @@ def _plans(results: Results) -> str:
     for name, plan in configs.items():
         plan = plan if isinstance(plan, dict) else {}
         net = plan.get("network_config") or {}
-        optimiser = f"{plan.get('optimizer', 'n/a')}, lr {plan.get('learning_rate', 'n/a')} ({plan.get('lr_schedule', 'n/a')})"
+        optimiser = (
+            f"{plan.get('optimizer', 'n/a')}, lr {plan.get('learning_rate', 'n/a')} "
+            f"({plan.get('lr_schedule', 'n/a')})"
+        )
         if plan.get("weight_decay") is not None:
             optimiser += f", weight decay {plan['weight_decay']}"
         budget = (
@@ -290,7 +293,8 @@ def _plans(results: Results) -> str:
                 f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in plan["reasons"].items()
             )
             reasons.append(
-                f"<details><summary>Why these choices ({escape(name)})</summary><dl>{items}</dl></details>"
+                f"<details><summary>Why these choices ({escape(name)})</summary>"
+                f"<dl>{items}</dl></details>"
             )
     header = [
         "configuration",
@@ -337,13 +341,15 @@ def _metric_table(results: Results, evaluation: Evaluation) -> str:
         body += f"<tr{css}><td>{escape(label)}</td>{cells}</tr>"
     options = summary.get("options") or {}
     caption = (
-        f"{escape(summary.get('n_cases', '?'))} cases. NaN: cases where the metric is undefined (for example "
-        "HD95 when the reference or the prediction is empty), left out of mean, std and median. Std is the "
-        f"population std. NSD at {escape(options.get('tolerance_mm', '?'))} mm; HD95 {escape(options.get('hd95_mode', '?'))}."
+        f"{escape(summary.get('n_cases', '?'))} cases. NaN: cases where the metric is undefined "
+        "(for example HD95 when the reference or the prediction is empty), left out of mean, std "
+        f"and median. Std is the population std. NSD at {escape(options.get('tolerance_mm', '?'))} "
+        f"mm; HD95 {escape(options.get('hd95_mode', '?'))}."
     )
     return (
         f"<h3>{escape(evaluation.name)}</h3><table><caption>{caption}</caption><thead>"
-        f'<tr><th rowspan="2">label</th>{top}</tr><tr>{sub}</tr></thead><tbody>{body}</tbody></table>'
+        f'<tr><th rowspan="2">label</th>{top}</tr>'
+        f"<tr>{sub}</tr></thead><tbody>{body}</tbody></table>"
     )
 
 
@@ -372,8 +378,10 @@ def _boxplots(results: Results) -> str:
             evaluation.rows, evaluation.labels, title=evaluation.name, names=names
         )
         parts.append(
-            f'<figure><img src="{figures.to_data_uri(figure)}" alt="Dice per case, {escape(evaluation.name)}">'
-            "<figcaption>One dot per case; boxes: quartiles and median; NaN Dice left out.</figcaption></figure>"
+            f'<figure><img src="{figures.to_data_uri(figure)}" '
+            f'alt="Dice per case, {escape(evaluation.name)}">'
+            "<figcaption>One dot per case; boxes: quartiles and median; NaN Dice left out."
+            "</figcaption></figure>"
         )
     return '<div class="figures">' + "".join(parts) + "</div>"
 
@@ -503,7 +511,10 @@ def _case_figure(
             title=f"{roles}: {case}  (Dice {dice:.3f})",
         )
     except (MedsegError, ValueError) as err:
-        return f"<figure><figcaption>{escape(caption)}</figcaption>{note(f'no overlay: {err}')}</figure>"
+        return (
+            f"<figure><figcaption>{escape(caption)}</figcaption>"
+            f"{note(f'no overlay: {err}')}</figure>"
+        )
     extra = "".join(note(n) for n in notes + more)
     return (
         f'<figure><img src="{figures.to_data_uri(figure)}" alt="{escape(case)}">'

@@ -1,6 +1,7 @@
 """Training: one engine (step, budgets, checkpoints, resume, DDP, logs, curves) and the tasks on it.
 
-- ``engine``: :class:`~medseg.training.engine.Task` and :func:`~medseg.training.engine.run_training`;
+- ``engine``: :class:`~medseg.training.engine.Task` and
+  :func:`~medseg.training.engine.run_training`;
 - ``segmentation``: :func:`fit`, one configuration and fold of a results folder;
 - ``classification``: :func:`fit_classifier`, image classifiers and regressors;
 - ``checkpoint``: the one door for reading weight files (:func:`load_checkpoint`), building

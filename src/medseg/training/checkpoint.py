@@ -157,7 +157,8 @@ def load_checkpoint(
             raise ConfigError(f"{path}: cannot read {what} (corrupt or not a torch file)") from None
         held = f" (it holds {', '.join(names[:5])})" if names else ""
         raise UnsafeFileError(
-            f"{path}: refused: this {what} needs arbitrary code to load{held}; medseg loads only tensors and "
+            f"{path}: refused: this {what} needs arbitrary code to load{held}; "
+            "medseg loads only tensors and "
             f"plain values. If you trust its source, re-save just its state_dict with torch.save"
         ) from None
     except Exception as err:

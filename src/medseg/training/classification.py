@@ -18,6 +18,7 @@ import logging
 import math
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,40 @@ REGRESSION_PANELS = (
 )
 
 
+@dataclass
+class ImageBatches:
+    """An epoch's batches of whole images: index batches in a class-balanced order (or a
+    permutation), then normalised and augmented on the device (:meth:`prepare`)."""
+
+    data: Any
+    config: ClassifierConfig
+    device: torch.device
+
+    def __post_init__(self) -> None:
+        self.targets = training_targets(self.data.labels, self.config)
+        augmentation, dims = self.config.augmentation, self.config.spatial_dims
+        self.augment = (
+            None if augmentation == "none" else build_transform(augmentation, spatial_dims=dims)
+        )
+        self.steps = max(1, math.ceil(len(self.data.labels) / self.config.batch_size))
+
+    def __call__(self, epoch: int) -> Iterator[torch.Tensor]:
+        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+        if self.augment is not None:
+            self.augment.reseed(self.config.seed * 7919 + epoch)
+        order = _epoch_order(self.data.labels, self.config, generator)
+        for start in range(0, len(order), self.config.batch_size):
+            index = order[start : start + self.config.batch_size]
+            if len(index) >= 2 or len(order) == 1:  # a batch of one breaks batch norm
+                yield index
+
+    def prepare(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = normalize_images(self.data.images[index.numpy()], self.config).to(self.device)
+        if self.augment is not None:
+            x = self.augment(x)[0]
+        return x, self.targets[index].to(self.device)
+
+
 def fit_classifier(
     train: Any,
     val: Any | None,
@@ -88,103 +123,21 @@ def fit_classifier(
     Raises:
         ConfigError: existing checkpoints without ``resume``; a resumed run with another config;
             training images that do not match the config.
+        LockedError: another process trains into ``run_dir``.
         MedsegError: on Ctrl-C, after saying how to resume (completed epochs are saved).
     """
-    # setup: device, model (pretrained, frozen backbone), optimiser with backbone/head groups
     if train.images.shape[1] != config.in_channels:
         raise ConfigError(
-            f"training images have {train.images.shape[1]} channels, the config {config.in_channels}"
+            f"training images have {train.images.shape[1]} channels, "
+            f"the config {config.in_channels}"
         )
     dev = resolve_device(device)
-    total_epochs = epochs if epochs is not None else config.epochs
-    torch.manual_seed(config.seed)
-    model = build_classifier(config)
-    if config.pretrained:
-        log.info(
-            "pretrained weights from %s: %s",
-            config.pretrained,
-            load_pretrained(model, config.pretrained).summary(),
-        )
-    if config.freeze == "backbone":
-        freeze_backbone(model)
-    model.to(dev)
-    optimizer = OPTIMIZERS.build(
-        config.optimizer,
-        parameter_groups(model, config.learning_rate, config.backbone_lr_factor),
-        lr=config.learning_rate,
-        weight_decay=config.weight_decay,
-        momentum=0.9,
-    )
-    # the task: batches of whole images, the configured loss, validation scores
-    images, targets = train.images, training_targets(train.labels, config)
-    loss_fn = _loss_function(config, train.labels, dev)
-    augment = (
-        None
-        if config.augmentation == "none"
-        else build_transform(config.augmentation, spatial_dims=config.spatial_dims)
-    )
-    steps_per_epoch = max(1, math.ceil(len(images) / config.batch_size))
-    reconstructs = config.resolved_loss == "margin" and getattr(model, "decoder", None) is not None
-
-    def batches(epoch: int) -> Iterator[torch.Tensor]:
-        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-        if augment is not None:
-            augment.reseed(config.seed * 7919 + epoch)
-        order = _epoch_order(train.labels, config, generator)
-        for start in range(0, len(order), config.batch_size):
-            index = order[start : start + config.batch_size]
-            if len(index) >= 2 or len(order) == 1:  # a batch of one breaks batch norm
-                yield index
-
-    def prepare(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = normalize_images(images[index.numpy()], config).to(dev)
-        return (augment(x)[0] if augment is not None else x), targets[index].to(dev)
-
-    def loss(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        x, y = batch
-        if (
-            reconstructs
-        ):  # capsule network: margin loss + 0.0005 x reconstruction of the [0, 1] image
-            outputs, reconstruction = model.forward_with_reconstruction(x, y)
-            with autocast(dev, False):
-                return capsule_loss(outputs.float(), y, reconstruction.float(), _unit_range(x))
-        outputs = model(x)
-        with autocast(dev, False):  # the loss in float32, whatever the forward pass used
-            return loss_fn(outputs, y)
-
-    def set_learning_rate(step: int, budget_fraction: float | None) -> None:
-        t = (
-            budget_fraction
-            if budget_fraction is not None
-            else step / max(total_epochs * steps_per_epoch, 1)
-        )
-        factor = lr_factor(int(t * 1_000_000), 1_000_000, config.lr_schedule)
-        for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * factor
-
-    task = Task(
-        model=model,
-        optimizer=optimizer,
-        batches=batches,
-        prepare=prepare,
-        loss=loss,
-        set_learning_rate=set_learning_rate,
-        validate=lambda use_bf16, _: validation_row(model, val, config, dev, use_bf16),
-        score=lambda row: _score(
-            row, config, has_validation=val is not None and len(val.labels) > 0
-        ),
-        train_mode=lambda: (model.train(), keep_frozen_in_eval(model)),
-        checkpoint={"classifier_config": config.to_dict()},
-        files={"config.json": config.to_dict()},
-        compatible=lambda checkpoint: _same_config(checkpoint, config),
-        curves=CLASSIFICATION_PANELS if config.task == "classification" else REGRESSION_PANELS,
-        progress_keys=("train_loss", "val_auc", "val_accuracy", "val_mae"),
-    )
+    epochs = config.epochs if epochs is None else epochs
+    task = classification_task(config, ImageBatches(train, config, dev), val, epochs)
     return run_training(
         task,
         run_dir,
-        epochs=total_epochs,
-        device=dev,
+        epochs=epochs,
         use_bf16=bf16_supported(dev) if amp is None else amp,
         time_budget_s=time_budget_s,
         resume=resume,
@@ -193,8 +146,81 @@ def fit_classifier(
     )
 
 
+def classification_task(
+    config: ClassifierConfig, batches: ImageBatches, val: Any | None, epochs: int
+) -> Task:
+    """The classification task on the engine: the config's network (pretrained weights, frozen
+    backbone), its registered loss in float32, the backbone/head optimiser groups, an LR
+    schedule on steps (or on the time budget's clock), validation on ``val``."""
+    model, optimizer = _model_and_optimizer(config, batches.device)
+    loss_fn = _loss_function(config, batches.data.labels, batches.device)
+    reconstructs = config.resolved_loss == "margin" and getattr(model, "decoder", None) is not None
+    dev = batches.device
+
+    def loss(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        if reconstructs:  # capsule network: margin loss + 0.0005 x reconstruction of [0, 1] images
+            outputs, reconstruction = model.forward_with_reconstruction(x, y)
+            with autocast(dev, False):
+                return capsule_loss(outputs.float(), y, reconstruction.float(), _unit_range(x))
+        outputs = model(x)
+        with autocast(dev, False):  # the loss in float32, whatever the forward pass used
+            return loss_fn(outputs, y)
+
+    def set_learning_rate(step: int, budget_fraction: float | None) -> None:
+        fraction = step / max(epochs * batches.steps, 1)
+        t = budget_fraction if budget_fraction is not None else fraction
+        factor = lr_factor(int(t * 1_000_000), 1_000_000, config.lr_schedule)
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+
+    has_validation = val is not None and len(val.labels) > 0
+    return Task(
+        model=model,
+        optimizer=optimizer,
+        batches=batches,
+        prepare=batches.prepare,
+        loss=loss,
+        set_learning_rate=set_learning_rate,
+        validate=lambda use_bf16, _: validation_row(model, val, config, dev, use_bf16),
+        score=lambda row: _score(row, config, has_validation=has_validation),
+        train_mode=lambda: (model.train(), keep_frozen_in_eval(model)),
+        checkpoint={"classifier_config": config.to_dict()},
+        files={"config.json": config.to_dict()},
+        compatible=lambda checkpoint: _same_config(checkpoint, config),
+        curves=CLASSIFICATION_PANELS if config.task == "classification" else REGRESSION_PANELS,
+        progress_keys=("train_loss", "val_auc", "val_accuracy", "val_mae"),
+        device=dev,
+    )
+
+
+def _model_and_optimizer(
+    config: ClassifierConfig, dev: torch.device
+) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """The config's network (seeded; pretrained weights loaded, backbone frozen as asked) on
+    ``dev``, and its optimiser with the backbone's learning rate scaled."""
+    torch.manual_seed(config.seed)
+    model = build_classifier(config)
+    if config.pretrained:
+        report = load_pretrained(model, config.pretrained)
+        log.info("pretrained weights from %s: %s", config.pretrained, report.summary())
+    if config.freeze == "backbone":
+        freeze_backbone(model)
+    model.to(dev)
+    groups = parameter_groups(model, config.learning_rate, config.backbone_lr_factor)
+    optimizer = OPTIMIZERS.build(
+        config.optimizer,
+        groups,
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
+        momentum=0.9,
+    )
+    return model, optimizer
+
+
 def _loss_function(config: ClassifierConfig, labels: np.ndarray, dev: torch.device) -> nn.Module:
-    """The registered loss of the config; class-weighted cross-entropy with ``class_weighting="loss"``."""
+    """The registered loss of the config; class-weighted cross-entropy with
+    ``class_weighting="loss"``."""
     if (
         config.resolved_loss == "ce"
         and config.class_weighting == "loss"

@@ -73,6 +73,8 @@ class Task:
         compatible: ``checkpoint -> bool``: may this run resume from it.
         files: JSON files written into the run folder once the run may start
             (``{"config.json": {...}}``).
+        device: where the task's tensors live (for autocast).
+        rank, world: the DDP rank and world size (rank 0 writes; decisions are all-reduced).
         curves: panels of ``curves.png`` (``medseg.training.curves.plot_curves``).
         progress_keys: log columns shown on the progress bar.
     """
@@ -90,6 +92,9 @@ class Task:
     checkpoint: dict[str, Any] = field(default_factory=dict)
     compatible: Callable[[dict[str, Any]], bool] | None = None
     files: dict[str, Any] = field(default_factory=dict)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    rank: int = 0
+    world: int = 1
     curves: Sequence[Panel] = (("loss", ("train_loss",), "linear"),)
     progress_keys: tuple[str, ...] = ("train_loss",)
 
@@ -239,12 +244,9 @@ def run_training(
     run_dir: str | os.PathLike[str],
     *,
     epochs: int,
-    device: torch.device,
     use_bf16: bool,
     time_budget_s: float | None = None,
     resume: bool = False,
-    rank: int = 0,
-    world: int = 1,
     progress: bool = True,
     description: str = "train",
     resume_hint: str = "the same command plus --resume",
@@ -255,12 +257,10 @@ def run_training(
         task: what to train (see :class:`Task`).
         run_dir: the run's folder (created): checkpoints, ``log.csv``, ``curves.png``.
         epochs: epochs in all (a resumed run continues up to this count).
-        device: where the task's tensors live (for autocast).
-        use_bf16: bf16 autocast (a resumed run keeps its recorded choice).
+        use_bf16: bf16 autocast on ``task.device`` (a resumed run keeps its recorded choice).
         time_budget_s: stop once this many seconds of training (across resumes) are used: an
             epoch that would overrun is not started, a running one ends early.
         resume: continue from ``run_dir/checkpoint_latest.pt``.
-        rank, world: the DDP rank and world size (rank 0 writes).
         resume_hint: how to resume, for the Ctrl-C message.
 
     Raises:
@@ -271,7 +271,7 @@ def run_training(
     """
     if epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {epochs}")
-    run_dir = Path(run_dir)
+    run_dir, rank, world = Path(run_dir), task.rank, task.world
     # one run per folder: a second one is refused, naming the first (the OS drops the lock
     # when a process dies, even by kill -9); then what an interrupted write left is removed
     with run_lock(run_dir, "trained") if rank == 0 else contextlib.nullcontext():
@@ -281,7 +281,7 @@ def run_training(
         if rank == 0:
             for name, contents in task.files.items():
                 write_json_atomic(run_dir / name, contents)
-        precision = Precision(device, state.use_bf16 if state.use_bf16 is not None else use_bf16)
+        precision = Precision(task.device, use_bf16 if state.use_bf16 is None else state.use_bf16)
         budget = TimeBudget(time_budget_s, elapsed_before=state.elapsed_seconds, world=world)
         bar = tqdm(
             total=None if time_budget_s is not None else epochs,

@@ -33,6 +33,7 @@ from torch import nn
 from medseg.data.cascade import check_previous_stage, foreground_one_hot
 from medseg.data.loader import list_cases, make_loader
 from medseg.device import autocast, available_cpus, resolve_device
+from medseg.errors import ConfigError
 from medseg.losses import build_loss
 from medseg.losses.deep_supervision import DeepSupervisionLoss
 from medseg.metrics.confusion import ConfusionCounts, dice
@@ -105,6 +106,50 @@ def segmentation_augmentation(plan: Plan) -> Transform:
     )
 
 
+@dataclass
+class PatchBatches:
+    """An epoch's training patches (a new loader per epoch, seeded by seed, fold, epoch and
+    rank), then the plan's augmentation on the training device (:meth:`prepare`)."""
+
+    data: FoldData
+    plan: Plan
+    device: torch.device
+    steps: int
+    workers: int
+    seed: int
+    fold: int | str
+    rank: int = 0
+    world: int = 1
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ConfigError(f"steps per epoch must be >= 1, got {self.steps}")
+        self.augment = segmentation_augmentation(self.plan)
+
+    def __call__(self, epoch: int) -> Iterable[Any]:
+        self.augment.reseed(self.seed * 100_003 + epoch)
+        fold_seed = (self.seed * 1000 + (0 if self.fold == "all" else int(self.fold))) * 100_000
+        return make_loader(
+            self.data.store,
+            patch_size=self.data.patch_size(self.plan),
+            batch_size=self.plan.batch_size,
+            case_ids=self.data.train_ids,
+            mode="oversample",
+            num_batches=self.steps,
+            oversample_foreground=self.plan.foreground_oversampling,
+            num_workers=self.workers,
+            backend="thread",
+            previous_folder=self.data.previous,
+            seed=fold_seed + epoch * self.world + self.rank,
+        )
+
+    def prepare(
+        self, batch: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        image, label = (t.to(self.device, non_blocking=True) for t in batch)
+        return self.augment(self.data.to_net(image, self.plan), self.data.to_net(label, self.plan))
+
+
 def fit(
     results: str | os.PathLike[str],
     configuration: str,
@@ -128,123 +173,110 @@ def fit(
         configuration: ``2d``, ``3d_fullres``, ``3d_lowres`` or ``3d_cascade_fullres`` (needs
             the ``3d_lowres`` predictions of ``medseg prepare-cascade``).
         fold: a fold index or ``"all"``.
-        epochs, steps_per_epoch: override the plan's budget.
-        time_budget_s: stop before an epoch that would exceed this many seconds.
-        resume: continue from ``checkpoint_latest.pt`` (exactly: weights, optimiser,
-            schedule, RNG, log).
-        device: ``cpu``, ``cuda`` or None (auto).
-        num_workers: loader threads (default: CPU count, at most 4).
-        amp: bf16 autocast (``--precision bf16|fp32``); None: the plan's ``precision``, and for
-            ``"auto"`` bf16 where the device supports it natively and a bf16 step ran in a child
-            process (``medseg.planning.calibrate.decide_bf16``).
+        epochs, steps_per_epoch, time_budget_s: override the plan's budget; stop in time.
+        resume: continue from ``checkpoint_latest.pt`` exactly.
+        device: ``cpu``, ``cuda`` or None (auto); num_workers: loader threads (<= 4 default).
+        amp: bf16 autocast (``--precision``); None: the plan's ``precision`` (``decide_bf16``).
 
     Returns:
-        The run's :class:`~medseg.training.engine.RunResult` (``run_dir`` is the fold folder).
+        The :class:`~medseg.training.engine.RunResult` (``run_dir`` is the fold folder).
 
     Raises:
         ConfigError: the fold has checkpoints and ``resume`` is False; a cascade stage's
             previous-stage predictions are missing (the message names the commands to run).
+        LockedError: another process trains this fold.
     """
-    # setup: the plan, the fold's cases, the device
+    # setup: the plan, the fold's cases, the device and its precision
     results = Path(results)
     plan = Plans.from_json(results / "plans.json")[configuration]
     data = FoldData.open(results, plan, fold)
     rank, world = init_distributed()
     dev = local_device(resolve_device(device), world)
-    use_bf16, why = (
-        (amp, "set by the caller (--precision)") if amp is not None else decide_bf16(plan, dev)
-    )
-    total_epochs = epochs if epochs is not None else plan.num_epochs
-    steps = steps_per_epoch if steps_per_epoch is not None else plan.steps_per_epoch
-    # the model, its optimiser and loss; DDP under torchrun
-    torch.manual_seed(seed)
-    model = build_model(plan).to(dev)
-    optimizer = build_optimizer(model, plan)
-    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    loss_fn = DeepSupervisionLoss(build_loss(plan.loss))
-    augment = segmentation_augmentation(plan)
-    patch, workers = (
-        data.patch_size(plan),
-        num_workers if num_workers is not None else min(4, available_cpus()),
-    )
-    val_loader = list(
-        make_loader(
-            data.store,
-            patch_size=patch,
-            batch_size=plan.batch_size,
-            case_ids=data.val_ids,
-            num_batches=val_batches,
-            num_workers=0,
-            seed=10_000 + seed,
-            previous_folder=data.previous,
-        )
-    )
-    fold_seed = (seed * 1000 + (0 if fold == "all" else int(fold))) * 100_000
-
-    def batches(epoch: int) -> Iterable[Any]:  # patches of this epoch, then the plan's augmentation
-        augment.reseed(seed * 100_003 + epoch)
-        return make_loader(
-            data.store,
-            patch_size=patch,
-            batch_size=plan.batch_size,
-            case_ids=data.train_ids,
-            mode="oversample",
-            oversample_foreground=plan.foreground_oversampling,
-            num_batches=steps,
-            num_workers=workers,
-            backend="thread",
-            previous_folder=data.previous,
-            seed=fold_seed + epoch * world + rank,
-        )
-
-    def prepare(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        image, label = (t.to(dev, non_blocking=True) for t in batch)
-        return augment(data.to_net(image, plan), data.to_net(label, plan))
-
-    task = Task(
-        model=model,
-        optimizer=optimizer,
-        network=net,
-        batches=batches,
-        prepare=prepare,
-        loss=lambda batch: loss_fn(net(batch[0]), batch[1]),
-        set_learning_rate=lambda step, _: set_lr(
-            optimizer, plan.learning_rate, lr_factor(step, total_epochs * steps, plan.lr_schedule)
-        ),
-        validate=lambda use_bf16, rows: validation_row(
-            model, val_loader, plan, data, dev, use_bf16, rows
-        ),
-        score=lambda row: row["val_dice_ema"],
-        curves=SEGMENTATION_PANELS,
-        checkpoint={"plan": plan.to_dict(), "fold": fold, "configuration": configuration},
-        compatible=lambda checkpoint: checkpoint.get("plan") == plan.to_dict(),
-        files={
-            "run.json": {
-                "device": str(dev),
-                "world_size": world,
-                "torch": torch.__version__,
-                "threads": torch.get_num_threads(),
-                "seed": seed,
-                "bf16": use_bf16,
-                "precision_reason": why,
-            }
-        },
-        progress_keys=("train_loss", "val_dice", "data_wait_share"),
-    )
+    use_bf16, why = (amp, "set by --precision") if amp is not None else decide_bf16(plan, dev)
+    workers = num_workers if num_workers is not None else min(4, available_cpus())
+    steps = plan.steps_per_epoch if steps_per_epoch is None else steps_per_epoch
+    epochs = plan.num_epochs if epochs is None else epochs
+    batches = PatchBatches(data, plan, dev, steps, workers, seed, fold, rank=rank, world=world)
+    # the task: the plan's network, loss and optimiser; online validation Dice
+    task = segmentation_task(plan, batches, epochs, val_batches=val_batches)
+    task.files = {
+        "run.json": {
+            "device": str(dev),
+            "world_size": world,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "seed": seed,
+            "bf16": use_bf16,
+            "precision_reason": why,
+        }
+    }
+    task.checkpoint.update(fold=fold, configuration=configuration)
     return run_training(
         task,
         fold_dir(results, configuration, fold),
-        epochs=total_epochs,
-        device=dev,
+        epochs=epochs,
         use_bf16=use_bf16,
         time_budget_s=time_budget_s,
         resume=resume,
-        rank=rank,
-        world=world,
         progress=progress,
         description=f"train {configuration} fold {fold}",
         resume_hint=f"medseg train {results} --config {configuration} --fold {fold} --resume",
     )
+
+
+def segmentation_task(
+    plan: Plan, batches: PatchBatches, epochs: int, *, val_batches: int = 4
+) -> Task:
+    """The segmentation task on the engine: the plan's network (DDP under torchrun), Dice+CE
+    with deep supervision, its optimiser and LR schedule, validation on fixed patches."""
+    torch.manual_seed(batches.seed)
+    model = build_model(plan).to(batches.device)
+    optimizer = build_optimizer(model, plan)
+    net = nn.parallel.DistributedDataParallel(model) if batches.world > 1 else model
+    loss_fn = DeepSupervisionLoss(build_loss(plan.loss))
+    data, dev = batches.data, batches.device
+    validation = list(
+        make_loader(
+            data.store,
+            patch_size=data.patch_size(plan),
+            batch_size=plan.batch_size,
+            case_ids=data.val_ids,
+            num_batches=val_batches,
+            num_workers=0,
+            seed=10_000 + batches.seed,
+            previous_folder=data.previous,
+        )
+    )
+    total_steps = epochs * batches.steps
+
+    def set_learning_rate(step: int, budget_fraction: float | None) -> None:
+        set_lr(optimizer, plan.learning_rate, lr_factor(step, total_steps, plan.lr_schedule))
+
+    return Task(
+        model=model,
+        optimizer=optimizer,
+        network=net,
+        batches=batches,
+        prepare=batches.prepare,
+        loss=lambda batch: loss_fn(net(batch[0]), batch[1]),
+        set_learning_rate=set_learning_rate,
+        validate=lambda bf16, rows: validation_row(model, validation, plan, data, dev, bf16, rows),
+        score=lambda row: row["val_dice_ema"],
+        curves=SEGMENTATION_PANELS,
+        checkpoint={"plan": plan.to_dict()},
+        compatible=lambda ckpt: _same_plan(ckpt, plan),
+        device=dev,
+        rank=batches.rank,
+        world=batches.world,
+        progress_keys=("train_loss", "val_dice", "data_wait_share"),
+    )
+
+
+def _same_plan(checkpoint: dict[str, Any], plan: Plan) -> bool:
+    try:
+        return Plan.from_dict(checkpoint["plan"]) == plan
+    except (KeyError, TypeError, ConfigError):
+        return False
 
 
 def validation_row(

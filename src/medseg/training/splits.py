@@ -42,7 +42,8 @@ def load_or_make_splits(
         known = {c for s in splits for c in s["val"]}
         if known != set(case_ids):
             raise ConfigError(
-                f"{path}: splits do not match the preprocessed cases (new: {sorted(set(case_ids) - known)[:5]}, "
+                f"{path}: splits do not match the preprocessed cases "
+                f"(new: {sorted(set(case_ids) - known)[:5]}, "
                 f"gone: {sorted(known - set(case_ids))[:5]}); delete splits.json to re-split"
             )
         return splits

@@ -39,7 +39,8 @@ class TransferReport:
 
     def summary(self) -> str:
         return (
-            f"loaded {len(self.loaded)} tensors; {len(self.not_in_file)} of the model's left as initialised; "
+            f"loaded {len(self.loaded)} tensors; "
+            f"{len(self.not_in_file)} of the model's left as initialised; "
             f"{len(self.unused_in_file)} in the file unused"
         )
 
@@ -72,7 +73,8 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 def rename(
     state: Mapping[str, torch.Tensor], mapping: Mapping[str, str] | None
 ) -> dict[str, torch.Tensor]:
-    """Replace name prefixes: ``{"module.": ""}`` strips DataParallel's, ``{"encoder.": "backbone.encoder."}``
+    """Replace name prefixes: ``{"module.": ""}`` strips DataParallel's,
+    ``{"encoder.": "backbone.encoder."}``
     moves a block. The first matching prefix wins.
 
     Example:

@@ -7,7 +7,9 @@ Every transform is called as ``image, label = transform(image, label)`` on ``(B,
 Example:
     >>> import torch
     >>> pipeline = nnunet_default(spatial_dims=2, seed=0)
-    >>> image, label = pipeline(torch.randn(4, 1, 32, 32), torch.zeros(4, 1, 32, 32, dtype=torch.long))
+    >>> image, label = pipeline(
+    ...     torch.randn(4, 1, 32, 32), torch.zeros(4, 1, 32, 32, dtype=torch.long)
+    ... )
     >>> tuple(image.shape), label.dtype
     ((4, 1, 32, 32), torch.int64)
 """

@@ -179,7 +179,8 @@ def box_mask(
 
 
 def erase_boxes(image: Tensor, mask: Tensor, fill: Tensor) -> Tensor:
-    """Replace voxels inside ``mask`` ``(B, 1, *spatial)`` by ``fill`` ``(B, C)`` or a tensor like image."""
+    """Replace voxels inside ``mask`` ``(B, 1, *spatial)`` by ``fill`` ``(B, C)`` or a tensor like
+    image."""
     value = fill if fill.shape == image.shape else expand_to(fill, image)
     return torch.where(mask, value, image)
 

@@ -17,7 +17,8 @@ from torch import Tensor
 
 
 def apply_along_axis(x: Tensor, matrix: Tensor, axis: int) -> Tensor:
-    """Multiply ``x`` by ``matrix`` along one axis: ``out[..., i, ...] = sum_j M[i, j] x[..., j, ...]``.
+    """Multiply ``x`` by ``matrix`` along one axis:
+    ``out[..., i, ...] = sum_j M[i, j] x[..., j, ...]``.
 
     Args:
         x: ``(B, C, *spatial)``.

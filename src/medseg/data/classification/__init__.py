@@ -15,8 +15,8 @@
   missing from a split, but a class folder may not be empty).
 * **a CSV file** with a header row::
 
-      path,label[,fold][,split]        # classification
-      path,label,target_x,...          # regression (or path,target_a,target_b; or task="regression")
+      path,label[,fold][,split]   # classification
+      path,label,target_x,...     # regression (or path,target_a,target_b; or task="regression")
 
   ``path`` is relative to the CSV's folder (absolute paths work too); column names are case
   insensitive. Classification labels are either all integers (``1.0`` counts as 1; the label
