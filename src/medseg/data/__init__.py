@@ -1,5 +1,6 @@
 """Datasets: folder layouts, validation, fingerprint, phantoms, sampling and loading."""
 
+from medseg.data.case import Case, read_case
 from medseg.data.check import Problem, check_dataset
 from medseg.data.classification import (
     ClassificationSet,
@@ -9,7 +10,7 @@ from medseg.data.classification import (
     load_classification,
     stratified_folds,
 )
-from medseg.data.dataset import Case, Dataset, load_dataset, read_case
+from medseg.data.dataset import Dataset, load_dataset
 from medseg.data.fingerprint import Fingerprint, compute_fingerprint
 from medseg.data.phantoms_classification import (
     classification_phantom_arrays,

@@ -25,13 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.dataset import (
-    Case,
-    Dataset,
-    channels_first_image,
-    duplicate_cases,
-    missing_channel_files,
-)
+from medseg.data.case import Case, channels_first_image, duplicate_cases, missing_channel_files
+from medseg.data.dataset import Dataset
 from medseg.data.parallel import map_cases
 from medseg.errors import MedsegError
 from medseg.io import Image, grid_mismatches, read_image
@@ -175,6 +170,17 @@ def _check_case(
 ) -> tuple[list[Problem], int | None]:
     """The case's problems and its spatial dimensionality (None when no image was readable)."""
     problems: list[Problem] = []
+    images = _read_channels(case, layout, problems)
+    problems.extend(_channel_problems(case, images, num_channels=num_channels, layout=layout))
+    dims = images[0][1].spatial_dims if images else None
+    if case.label_path is not None:
+        problems.extend(_label_problems(case.label_path, images, label_values))
+    return problems, dims
+
+
+def _read_channels(case: Case, layout: str, problems: list[Problem]) -> list[tuple[Path, Image]]:
+    """The case's readable 2D/3D channel images; the problems of the others (unreadable, 4D
+    and more, bad intensities) go to ``problems``."""
     images: list[tuple[Path, Image]] = []
     for path in case.image_paths:
         image = _read(path, problems)
@@ -193,6 +199,14 @@ def _check_case(
             continue
         images.append((path, image))
         problems.extend(_check_intensities(path, image))
+    return images
+
+
+def _channel_problems(
+    case: Case, images: list[tuple[Path, Image]], *, num_channels: int, layout: str
+) -> list[Problem]:
+    """Channel count, channel file numbering and channel grids of one case."""
+    problems = []
     channel_count = sum(im.num_channels for _, im in images)
     if len(images) == len(case.image_paths) and channel_count != num_channels:
         expected = "the first image has" if layout == "folder2d" else "dataset.json declares"
@@ -218,25 +232,31 @@ def _check_case(
             problems.append(
                 Problem(path, f"channel grid differs from the previous channel: {mismatch}")
             )
-    dims = images[0][1].spatial_dims if images else None
-    if case.label_path is None:
-        return problems, dims
-    label = _read(case.label_path, problems)
+    return problems
+
+
+def _label_problems(
+    label_path: Path, images: list[tuple[Path, Image]], label_values: frozenset[int] | None
+) -> list[Problem]:
+    """The label map's problems: unreadable, not 2D/3D, several channels, a grid other than
+    its first image's, values that cannot be trained on."""
+    problems: list[Problem] = []
+    label = _read(label_path, problems)
     if label is None:
-        return problems, dims
+        return problems
     if label.spatial_dims > 3:
         problems.append(
             Problem(
-                case.label_path,
+                label_path,
                 f"label is {label.spatial_dims}D (array shape {label.array.shape}); "
                 "expected a 2D or 3D label map",
             )
         )
-        return problems, dims
+        return problems
     if label.has_channels and label.num_channels != 1:
         problems.append(
             Problem(
-                case.label_path,
+                label_path,
                 f"label has {label.num_channels} channels, expected a single label map",
             )
         )
@@ -244,14 +264,14 @@ def _check_case(
         for mismatch in grid_mismatches(label, images[0][1]):
             problems.append(
                 Problem(
-                    case.label_path,
+                    label_path,
                     f"label does not match its image {images[0][0].name}: {mismatch}",
                 )
             )
     problem = label_problem(label.array, label_values)
     if problem is not None:
-        problems.append(Problem(case.label_path, problem))
-    return problems, dims
+        problems.append(Problem(label_path, problem))
+    return problems
 
 
 def _mixed_dimensionality(cases: Sequence[Case], dims: list[int | None]) -> list[Problem]:

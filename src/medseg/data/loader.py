@@ -1,23 +1,13 @@
-"""Training batches from a folder of preprocessed cases, with background workers.
+"""Training batches from a case store (``medseg.data.case_store``), with background workers.
 
-Case store format (written once by preprocessing, memory-mapped here)::
-
-    FOLDER/
-      <case>.npy       image, float32, (C, *spatial) -- normalised, resampled, cropped
-      <case>_seg.npy   label, int8 (int16 if values exceed int8), (1, *spatial); absent when
-                       the case is unlabelled
-      <case>.json      properties: {"class_locations": {"<class>": [[z, y, x], ...]}, ...};
-                       any other keys (crop box, original geometry) are kept as they are.
-                       Missing class locations are computed at load (and not written back).
+The case store's format (``<case>.npy``, ``<case>_seg.npy``, ``<case>.json``, memory-mapped)
+is described in ``medseg.data.case_store``; ``write_case``, ``list_cases`` and ``load_case``
+are re-exported here.
 
 A cascade stage's previous-stage segmentations live in a folder of their own
 (``medseg.data.cascade``). Given ``previous_folder``, the loader cuts the same box out of
 ``<case>_prev.npy`` and appends it to the image patch as one more channel (float32 class indices;
 0 outside the case); the training step turns it into one-hot channels (``foreground_one_hot``).
-
-Case ids are the ``.npy`` stems without ``_seg``. Arrays are opened with
-``np.load(mmap_mode="r")``: a batch reads only the voxels of its patches, so memory stays flat
-however large the dataset grows.
 
 Batches: batch ``k`` is drawn with its own ``np.random.default_rng([seed, k])``, so its content
 depends only on ``(seed, k)`` -- not on the number of workers or the backend. ``"thread"``
@@ -30,14 +20,13 @@ Python-heavy transforms.
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -45,109 +34,24 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from medseg.data.cascade import PREVIOUS_SUFFIX, load_previous
-from medseg.data.sampling import CaseArrays, PatchSampler, class_locations, extract_patch
+from medseg.data.case_store import RESERVED_SUFFIXES, list_cases, load_case, write_case
+from medseg.data.sampling import CaseArrays, PatchSampler, extract_patch
 from medseg.errors import DatasetError
-from medseg.fileutil import atomic_path, check_writable, write_json_atomic
+
+__all__ = [
+    "RESERVED_SUFFIXES",
+    "Batch",
+    "BatchTransform",
+    "PatchBatches",
+    "ThreadedBatches",
+    "list_cases",
+    "load_case",
+    "make_loader",
+    "write_case",
+]
 
 Batch = tuple[Tensor, Tensor | None]
-RESERVED_SUFFIXES = ("_seg", "_prev")
 BatchTransform = Callable[..., tuple[Tensor, Tensor | None]]
-
-
-def write_case(
-    folder: str | os.PathLike[str],
-    case_id: str,
-    image: np.ndarray,
-    label: np.ndarray | None = None,
-    *,
-    properties: dict[str, Any] | None = None,
-    max_per_class: int = 10000,
-    overwrite: bool = False,
-) -> Path:
-    """Write one case in the store format (atomic writes), computing its class locations.
-
-    Args:
-        folder: the store folder (created if missing).
-        case_id: file stem; must not end with ``_seg``.
-        image: ``(C, *spatial)``; stored as float32.
-        label: ``(*spatial)`` or ``(1, *spatial)`` integer values in [-32768, 32767], or None.
-        properties: extra JSON-serialisable keys for ``<case>.json``.
-        max_per_class: cap on stored foreground coordinates per class.
-        overwrite: replace an existing case.
-
-    Returns:
-        Path of the image ``.npy``.
-    """
-    folder = Path(folder)
-    if case_id.endswith(RESERVED_SUFFIXES):
-        raise ValueError(
-            f"case id {case_id!r} must not end with {' or '.join(map(repr, RESERVED_SUFFIXES))}"
-        )
-    image = np.asarray(image, dtype=np.float32)
-    image_path, seg_path, json_path = (
-        folder / f"{case_id}{end}" for end in (".npy", "_seg.npy", ".json")
-    )
-    for path in (image_path, seg_path, json_path):
-        check_writable(path, overwrite=overwrite)
-    props = dict(properties or {})
-    if label is None:
-        seg_path.unlink(missing_ok=True)  # an unlabelled case replaces a labelled one whole
-    else:
-        label = np.asarray(label)
-        label = label[None] if label.ndim == image.ndim - 1 else label
-        if label.shape != (1, *image.shape[1:]):
-            raise ValueError(f"{case_id}: label {label.shape} does not match image {image.shape}")
-        low, high = int(label.min()), int(label.max())
-        if low < -32768 or high > 32767:
-            raise ValueError(f"{case_id}: label values [{low}, {high}] do not fit int16")
-        dtype = np.int8 if -128 <= low and high <= 127 else np.int16
-        with atomic_path(seg_path) as tmp:
-            np.save(tmp, label.astype(dtype))
-        locations = class_locations(label, max_per_class=max_per_class, seed=0)
-        props["class_locations"] = {str(k): v.tolist() for k, v in locations.items()}
-    with atomic_path(image_path) as tmp:
-        np.save(tmp, image)
-    write_json_atomic(json_path, props)
-    return image_path
-
-
-def list_cases(folder: str | os.PathLike[str]) -> list[str]:
-    """Sorted case ids of a store folder."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DatasetError(f"{folder}: case store folder does not exist; run preprocessing first")
-    return sorted(
-        p.stem
-        for p in folder.glob("*.npy")
-        if not p.stem.endswith(RESERVED_SUFFIXES) and not p.name.startswith(".")
-    )
-
-
-def load_case(folder: str | os.PathLike[str], case_id: str, *, mmap: bool = True) -> CaseArrays:
-    """Open one case: memory-mapped arrays (``mmap=True``) and its class locations.
-
-    Raises:
-        DatasetError: the image file is missing.
-    """
-    folder = Path(folder)
-    image_path = folder / f"{case_id}.npy"
-    if not image_path.is_file():
-        raise DatasetError(f"{image_path}: case image is missing from the store")
-    mode: Literal["r"] | None = "r" if mmap else None
-    image = np.load(image_path, mmap_mode=mode)
-    seg_path = folder / f"{case_id}_seg.npy"
-    label = np.load(seg_path, mmap_mode=mode) if seg_path.is_file() else None
-    json_path = folder / f"{case_id}.json"
-    props = json.loads(json_path.read_text(encoding="utf-8")) if json_path.is_file() else {}
-    if "class_locations" in props:
-        dims = image.ndim - 1
-        locations = {
-            int(k): np.asarray(v, dtype=np.int64).reshape(-1, dims)
-            for k, v in props["class_locations"].items()
-        }
-    else:
-        locations = class_locations(label, seed=0) if label is not None else {}
-    return CaseArrays(case_id, image, label, locations)
 
 
 class _CaseCache(Sequence[CaseArrays]):
@@ -415,6 +319,19 @@ def make_loader(
         seed=seed,
         previous_folder=previous_folder,
     )
+    return _in_background(dataset, num_workers, backend, start_method, prefetch, pin_memory)
+
+
+def _in_background(
+    dataset: PatchBatches,
+    num_workers: int,
+    backend: str,
+    start_method: str,
+    prefetch: int,
+    pin_memory: bool,
+) -> PatchBatches | DataLoader | ThreadedBatches:
+    """``dataset`` made by ``num_workers`` background workers of ``backend`` (see
+    ``make_loader``); with no workers, ``dataset`` itself."""
     if num_workers == 0:
         return dataset
     if backend == "thread":

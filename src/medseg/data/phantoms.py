@@ -187,6 +187,26 @@ def generate_dataset(
         ConfigError: invalid arguments.
     """
     config = config or PhantomConfig()
+    _check_dataset_args(spatial_dims, num_cases, seed, file_ending)
+    _, spacing = config.grid(spatial_dims)
+    out = Path(out_dir)
+    _clear_own_outputs(out, overwrite=overwrite)
+    if file_ending == ".png" and any(s != 1.0 for s in spacing):
+        logger.warning(
+            "PNG files do not store spacing; %s mm is recorded in phantom.json only", spacing
+        )
+    cases = [
+        _write_case(out, config, index, case_seed(seed, index), spatial_dims, file_ending)
+        for index in range(num_cases)
+    ]
+    _write_records(
+        out, config, cases, spatial_dims=spatial_dims, seed=seed, file_ending=file_ending
+    )
+    logger.debug("wrote %d %dD phantom cases to %s", num_cases, spatial_dims, out)
+    return out
+
+
+def _check_dataset_args(spatial_dims: int, num_cases: int, seed: int, file_ending: str) -> None:
     if not isinstance(num_cases, int) or num_cases < 1:
         raise ConfigError(f"num_cases must be a positive integer, got {num_cases!r}")
     if file_ending not in FILE_ENDINGS:
@@ -195,31 +215,36 @@ def generate_dataset(
         raise ConfigError(f"file_ending '.png' needs spatial_dims=2, got {spatial_dims}")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+
+
+def _write_case(
+    out: Path, config: PhantomConfig, index: int, seed: int, spatial_dims: int, file_ending: str
+) -> dict[str, object]:
+    """Generate and write case ``index``; return its ``phantom.json`` record."""
+    case_id = f"phantom_{index:03d}"
+    image, label = generate_case(config, seed, spatial_dims=spatial_dims)
+    if file_ending == ".png":
+        image = image.with_array(np.clip(np.rint(image.array * PNG_SCALE), 0, 255).astype(np.uint8))
+    write_image(image, out / "imagesTr" / f"{case_id}_0000{file_ending}")
+    write_image(label, out / "labelsTr" / f"{case_id}{file_ending}")
+    present = [name for name, v in config.label_values().items() if v and np.any(label.array == v)]
+    logger.debug("wrote %s (seed %d, labels %s)", case_id, seed, present)
+    return {"case": case_id, "seed": seed, "labels_present": present}
+
+
+def _write_records(
+    out: Path,
+    config: PhantomConfig,
+    cases: list[dict[str, object]],
+    *,
+    spatial_dims: int,
+    seed: int,
+    file_ending: str,
+) -> None:
+    """Write ``phantom.json`` (how the dataset was made), then ``dataset.json``."""
     shape, spacing = config.grid(spatial_dims)
     fov, _ = config.fov_and_spacing(spatial_dims)
-    out = Path(out_dir)
-    _clear_own_outputs(out, overwrite=overwrite)
-    if file_ending == ".png" and any(s != 1.0 for s in spacing):
-        logger.warning(
-            "PNG files do not store spacing; %s mm is recorded in phantom.json only", spacing
-        )
-
-    cases = []
-    for index in range(num_cases):
-        case_id, cseed = f"phantom_{index:03d}", case_seed(seed, index)
-        image, label = generate_case(config, cseed, spatial_dims=spatial_dims)
-        if file_ending == ".png":
-            image = image.with_array(
-                np.clip(np.rint(image.array * PNG_SCALE), 0, 255).astype(np.uint8)
-            )
-        write_image(image, out / "imagesTr" / f"{case_id}_0000{file_ending}")
-        write_image(label, out / "labelsTr" / f"{case_id}{file_ending}")
-        present = [
-            name for name, v in config.label_values().items() if v and np.any(label.array == v)
-        ]
-        cases.append({"case": case_id, "seed": cseed, "labels_present": present})
-        logger.debug("wrote %s (seed %d, labels %s)", case_id, cseed, present)
-
+    num_cases = len(cases)
     write_json_atomic(
         out / "phantom.json",
         {
@@ -248,8 +273,6 @@ def generate_dataset(
             "file_ending": file_ending,
         },
     )
-    logger.debug("wrote %d %dD phantom cases to %s", num_cases, spatial_dims, out)
-    return out
 
 
 def _clear_own_outputs(out: Path, *, overwrite: bool) -> None:

@@ -26,7 +26,8 @@ are quantised to steps of 1/255 exactly as their uint8 PNG files are, so
 
 Determinism: image ``i`` of split ``s`` is drawn from ``SeedSequence([seed, s, i])`` (``s`` = 0
 for train, 1 for test) and has class ``i % 2``, so it does not depend on how many images
-are made: the first images of a larger set equal a smaller one's.
+are made: the first images of a larger set equal a smaller one's. One image is rendered by
+``medseg.data.phantom_lesions.render_phantom``.
 """
 
 from __future__ import annotations
@@ -41,8 +42,7 @@ import numpy as np
 
 from medseg import __version__
 from medseg.data.classification import ClassificationSet
-from medseg.data.phantom_artefacts import add_noise, bias_field, block_mean
-from medseg.data.phantom_shapes import Blob, Body, body_mask, grid_axes, paint
+from medseg.data.phantom_lesions import render_phantom
 from medseg.data.phantoms import clear_generated_outputs
 from medseg.errors import ConfigError
 from medseg.fileutil import write_json_atomic
@@ -69,10 +69,6 @@ CLASS_NAMES: dict[str, tuple[str, str]] = {
 #: Default image edge length per spatial dimensionality.
 DEFAULT_SIZE: dict[int, int] = {2: 64, 3: 32}
 _SPLIT_STREAM = {"train": 0, "test": 1}
-_SUPERSAMPLE = 2
-_NOISE_STD = 0.03
-_BIAS_STRENGTH = 0.25
-_TEXTURE_STRENGTH = 0.06
 
 
 def classification_phantom_arrays(
@@ -118,7 +114,7 @@ def classification_phantom_arrays(
     labels = np.arange(n, dtype=np.int64) % 2
     for i in range(n):
         rng_seed = np.random.SeedSequence([int(seed), _SPLIT_STREAM[split], i])
-        images[i, 0], masks[i] = _render(rng_seed, int(labels[i]), kind, shape)
+        images[i, 0], masks[i] = render_phantom(rng_seed, int(labels[i]), kind, shape)
     data = ClassificationSet(
         images=images,
         labels=labels,
@@ -175,7 +171,6 @@ def make_classification_phantoms(
     out = Path(out_dir)
     _clear_own_outputs(out, overwrite=overwrite)
     ending = ".png" if spatial_dims == 2 else ".nii.gz"
-    names = CLASS_NAMES[kind]
     cases = []
     for split, count in (("train", n_per_class), ("test", n_test)):
         data, masks = classification_phantom_arrays(
@@ -187,36 +182,14 @@ def make_classification_phantoms(
             split=split,
             return_masks=True,
         )
-        for image, label, case_id, mask in zip(
-            data.images, data.labels, data.ids, masks, strict=True
-        ):
-            cls = names[int(label)]
-            pixels = image[0]
-            if ending == ".png":
-                pixels = np.rint(pixels * 255.0).astype(np.uint8)
-            write_image(
-                Image(pixels, (1.0,) * spatial_dims), out / split / cls / f"{case_id}{ending}"
-            )
-            write_image(
-                Image(mask.astype(np.uint8), (1.0,) * spatial_dims),
-                out / "masks" / split / cls / f"{case_id}{ending}",
-            )
-            cases.append(
-                {
-                    "id": case_id,
-                    "split": split,
-                    "label": int(label),
-                    "class": cls,
-                    "lesion_voxels": int(mask.sum()),
-                }
-            )
+        cases += _write_split(out, split, data, masks, ending)
     write_json_atomic(
         out / "phantom.json",
         {
             "generator": "medseg.data.phantoms_classification",
             "medseg_version": __version__,
             "kind": kind,
-            "class_names": list(names),
+            "class_names": list(CLASS_NAMES[kind]),
             "spatial_dims": spatial_dims,
             "shape": list(shape),
             "seed": int(seed),
@@ -231,7 +204,36 @@ def make_classification_phantoms(
     return out
 
 
-# ---------------------------------------------------------------- rendering
+def _write_split(
+    out: Path, split: str, data: ClassificationSet, masks: np.ndarray, ending: str
+) -> list[dict[str, object]]:
+    """Write one split's images and lesion masks (PNG: uint8 ``round(255 * x)``); return the
+    per-image records of ``phantom.json``."""
+    cases = []
+    for image, label, case_id, mask in zip(data.images, data.labels, data.ids, masks, strict=True):
+        cls = data.class_names[int(label)]
+        pixels = image[0]
+        if ending == ".png":
+            pixels = np.rint(pixels * 255.0).astype(np.uint8)
+        spacing = (1.0,) * mask.ndim
+        write_image(Image(pixels, spacing), out / split / cls / f"{case_id}{ending}")
+        write_image(
+            Image(mask.astype(np.uint8), spacing),
+            out / "masks" / split / cls / f"{case_id}{ending}",
+        )
+        cases.append(
+            {
+                "id": case_id,
+                "split": split,
+                "label": int(label),
+                "class": cls,
+                "lesion_voxels": int(mask.sum()),
+            }
+        )
+    return cases
+
+
+# ---------------------------------------------------------------- arguments
 
 
 def _check_args(
@@ -260,134 +262,6 @@ def _check_args(
     if split not in _SPLIT_STREAM:
         raise ConfigError(f"split must be one of {list(_SPLIT_STREAM)}, got {split!r}")
     return (int(size),) * int(spatial_dims)  # type: ignore[call-overload]
-
-
-def _render(
-    seed: np.random.SeedSequence, label: int, kind: str, shape: tuple[int, ...]
-) -> tuple[np.ndarray, np.ndarray]:
-    """One image ``(*shape)`` float32 in [0, 1] and its deciding-lesion mask ``(*shape)`` bool.
-
-    All random draws are made whatever the label, so the two classes share their anatomy
-    distribution and a seed's organ does not depend on whether its lesion is drawn.
-    """
-    anatomy_rng, texture_rng, bias_rng, noise_rng = (
-        np.random.default_rng(s) for s in seed.spawn(4)
-    )
-    d, size = len(shape), float(shape[0])
-    rng = anatomy_rng
-    body = Body((size * rng.uniform(0.42, 0.48), size * rng.uniform(0.42, 0.48)))
-    organ = _blob(
-        rng,
-        rng.uniform(-0.06, 0.06, d) * size,
-        rng.uniform(0.22, 0.32, d) * size,
-        amplitude=rng.uniform(0.1, 0.2),
-        frequencies=(1, 3),
-    )
-    cysts = [
-        _blob(
-            rng,
-            _inside(rng, organ, 0.6),
-            rng.uniform(0.04, 0.07, d) * size,
-            amplitude=rng.uniform(0.0, 0.1),
-            frequencies=(1, 2),
-        )
-        for _ in range(2)
-    ]
-    num_cysts = int(rng.integers(0, 3))
-    if kind == "lesion":
-        radius = np.maximum(rng.uniform(0.05, 0.08, d) * size, 2.0)
-        lesion = _blob(
-            rng,
-            _inside(rng, organ, 0.5),
-            radius,
-            amplitude=rng.uniform(0.0, 0.1),
-            frequencies=(1, 2),
-        )
-        show_lesion = label == 1
-    else:
-        radius = np.full(d, rng.uniform(0.10, 0.15) * size) * rng.uniform(0.85, 1.15, d)
-        centre = _inside(rng, organ, 0.3)
-        smooth = _blob(
-            rng, centre, radius, amplitude=rng.uniform(0.03, 0.08), frequencies=(1, 2), terms=4
-        )
-        spiky = _blob(
-            rng, centre, radius * 0.9, amplitude=rng.uniform(0.3, 0.45), frequencies=(5, 9), terms=6
-        )
-        lesion = spiky if label == 1 else smooth
-        show_lesion = True
-    tissue = rng.uniform(0.32, 0.38)
-    organ_level = tissue + rng.uniform(0.12, 0.2)
-    levels = np.array(
-        [
-            0.0,  # air
-            tissue,  # body
-            organ_level,  # organ
-            organ_level - rng.uniform(0.12, 0.2),  # cyst
-            organ_level + rng.uniform(0.18, 0.28),  # lesion
-        ],
-        dtype=np.float32,
-    )
-    gain = rng.uniform(0.75, 1.25)
-
-    factors = (_SUPERSAMPLE,) * d
-    fine_axes = grid_axes(shape, (1.0,) * d, factors)
-    fine = np.where(body_mask(fine_axes, body), np.uint8(1), np.uint8(0))
-    paint(fine, fine_axes, organ, 2)
-    for cyst in cysts[:num_cysts]:
-        paint(fine, fine_axes, cyst, 3)
-    if show_lesion:
-        paint(fine, fine_axes, lesion, 4)
-    image = block_mean(levels[fine], factors)
-    mask = block_mean((fine == 4).astype(np.float32), factors) > 0
-
-    axes = grid_axes(shape, (1.0,) * d, (1,) * d)
-    from scipy import ndimage  # here: importing scipy.ndimage costs 0.2 s of every CLI start
-
-    texture = ndimage.gaussian_filter(
-        texture_rng.standard_normal(shape, dtype=np.float32), sigma=1.5
-    )
-    texture /= max(float(texture.std()), 1e-6)
-    image = image * (1.0 + np.float32(_TEXTURE_STRENGTH) * texture)
-    image = image * bias_field(bias_rng, axes, shape, _BIAS_STRENGTH) * np.float32(gain)
-    image = np.clip(add_noise(image, noise_rng, kind="gaussian", std=_NOISE_STD), 0.0, 1.0)
-    if d == 2:  # the exact values a uint8 PNG stores
-        image = np.rint(image * 255.0).astype(np.float32) / np.float32(255.0)
-    return image.astype(np.float32), mask
-
-
-def _blob(
-    rng: np.random.Generator,
-    centre: np.ndarray,
-    semi_axes: np.ndarray,
-    *,
-    amplitude: float,
-    frequencies: tuple[int, int],
-    terms: int = 6,
-) -> Blob:
-    """A ``phantom_shapes.Blob`` whose outline wobbles by ``amplitude`` at the given frequencies."""
-    d = len(centre)
-    weights = rng.uniform(-1.0, 1.0, terms)
-    weights *= amplitude / max(np.abs(weights).sum(), 1e-12)
-    q, r = np.linalg.qr(rng.normal(size=(d, d)))
-    directions = rng.normal(size=(terms, d))
-    directions /= np.maximum(np.linalg.norm(directions, axis=1, keepdims=True), 1e-12)
-    return Blob(
-        centre=np.asarray(centre, dtype=float),
-        rotation=q * np.sign(np.diag(r)),
-        semi_axes=np.asarray(semi_axes, dtype=float),
-        directions=directions,
-        frequencies=rng.integers(frequencies[0], frequencies[1] + 1, terms).astype(float),
-        phases=rng.uniform(0.0, 2 * np.pi, terms),
-        weights=weights,
-    )
-
-
-def _inside(rng: np.random.Generator, organ: Blob, reach: float) -> np.ndarray:
-    """A random point within ``reach`` of the organ's semi-axes from its centre."""
-    d = organ.centre.size
-    v = rng.normal(size=d)
-    v /= max(np.linalg.norm(v), 1e-12)
-    return organ.centre + organ.rotation @ (v * rng.uniform(0.0, reach) * organ.semi_axes)
 
 
 # ---------------------------------------------------------------- overwrite rule

@@ -8,6 +8,7 @@ from medseg.inference.classify import (
     read_predictions,
     write_predictions,
 )
+from medseg.inference.ensemble import label_values, predict_case, predict_preprocessed
 from medseg.inference.explain import (
     find_cam_layer,
     grad_cam,
@@ -17,6 +18,7 @@ from medseg.inference.explain import (
     save_overlay,
 )
 from medseg.inference.export import label_image, probabilities_to_label, probabilities_to_original
+from medseg.inference.inputs import find_input_cases
 from medseg.inference.postprocess import (
     POSTPROCESSING_FILE,
     apply_postprocessing,
@@ -26,13 +28,7 @@ from medseg.inference.postprocess import (
     keep_largest_component,
     load_postprocessing,
 )
-from medseg.inference.predict import (
-    find_input_cases,
-    label_values,
-    predict,
-    predict_case,
-    predict_preprocessed,
-)
+from medseg.inference.predict import predict
 from medseg.inference.sliding_window import (
     flip_combinations,
     gaussian_importance,

@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -182,6 +182,85 @@ def _predict_tiles(
     return total.div_(len(flips)) if len(flips) > 1 else total
 
 
+def _check_arguments(
+    image: Tensor, patch: tuple[int, ...], mode: str, output: str, sw_batch_size: int
+) -> None:
+    if image.ndim != len(patch) + 2:
+        raise ValueError(
+            f"image must be (B, C, *spatial) with {len(patch)} spatial axes for patch {patch}, "
+            f"got shape {tuple(image.shape)}"
+        )
+    if mode not in ("gaussian", "constant"):
+        raise ValueError(f"mode must be 'gaussian' or 'constant', got {mode!r}")
+    if output not in ("probabilities", "logits"):
+        raise ValueError(f"output must be 'probabilities' or 'logits', got {output!r}")
+    if sw_batch_size < 1:
+        raise ValueError(f"sw_batch_size must be at least 1, got {sw_batch_size}")
+
+
+def _blend_weights(
+    patch: tuple[int, ...],
+    shape: tuple[int, ...],
+    tiles: list[tuple[slice, ...]],
+    mode: BlendMode,
+    sigma_scale: float,
+    *,
+    device: torch.device,
+    output_device: torch.device,
+) -> tuple[Tensor, Tensor]:
+    """``(weight, weight_sum)``: one tile's importance map ``(*patch)`` on ``device``, and the
+    sum of the maps of all ``tiles`` ``(*shape)`` on ``output_device``."""
+    if mode == "gaussian":
+        weight = gaussian_importance(patch, sigma_scale=sigma_scale, device=device)
+    else:
+        weight = torch.ones(patch, device=device)
+    weight_sum = torch.zeros(shape, dtype=torch.float32, device=output_device)
+    weight_out = weight.to(output_device)
+    for tile in tiles:
+        weight_sum[tile] += weight_out
+    return weight, weight_sum
+
+
+def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast when ``amp`` and ``device`` is CUDA; nothing otherwise."""
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _blend_tiles(
+    padded: Tensor,
+    tiles: list[tuple[slice, ...]],
+    predict: Callable[[Tensor], Tensor],
+    *,
+    sw_batch_size: int,
+    device: torch.device,
+    output_device: torch.device,
+    progress: bool,
+) -> Tensor:
+    """``(B, K, *spatial)`` float32 on ``output_device``: the sum of ``predict`` (weighted
+    predictions ``(n, K, *patch)`` of ``(n, C, *patch)`` tiles) over the ``tiles`` of every
+    batch item of ``padded``, ``sw_batch_size`` tiles per call (mixing batch items)."""
+    items = [(b, tile) for b in range(padded.shape[0]) for tile in tiles]
+    chunks = range(0, len(items), sw_batch_size)
+    result: Tensor | None = None
+    for start in tqdm(chunks, desc="sliding window", disable=not progress):
+        chunk = items[start : start + sw_batch_size]
+        batch = torch.stack([padded[b][(slice(None), *tile)] for b, tile in chunk]).to(device)
+        pred = predict(batch).to(output_device)
+        if result is None:  # a normal tensor (not an inference tensor) so callers may edit it
+            with torch.inference_mode(False):
+                result = torch.zeros(
+                    (padded.shape[0], pred.shape[1], *padded.shape[2:]),
+                    dtype=torch.float32,
+                    device=output_device,
+                )
+        for (b, tile), tile_pred in zip(chunk, pred, strict=True):
+            result[b][(slice(None), *tile)] += tile_pred
+    assert result is not None  # grid_slices returns at least one tile
+    return result
+
+
 def sliding_window_inference(
     image: Tensor,
     predictor: Callable[[Tensor], Tensor],
@@ -233,17 +312,7 @@ def sliding_window_inference(
         True
     """
     patch = tuple(int(p) for p in patch_size)
-    if image.ndim != len(patch) + 2:
-        raise ValueError(
-            f"image must be (B, C, *spatial) with {len(patch)} spatial axes for patch {patch}, "
-            f"got shape {tuple(image.shape)}"
-        )
-    if mode not in ("gaussian", "constant"):
-        raise ValueError(f"mode must be 'gaussian' or 'constant', got {mode!r}")
-    if output not in ("probabilities", "logits"):
-        raise ValueError(f"output must be 'probabilities' or 'logits', got {output!r}")
-    if sw_batch_size < 1:
-        raise ValueError(f"sw_batch_size must be at least 1, got {sw_batch_size}")
+    _check_arguments(image, patch, mode, output, sw_batch_size)
     flips = flip_combinations(mirror_axes, len(patch))
     device = torch.device(device) if device is not None else image.device
     output_device = torch.device(output_device)
@@ -251,42 +320,19 @@ def sliding_window_inference(
     padded, crop = _pad_to_patch(image, patch)
     shape = tuple(padded.shape[2:])
     tiles = _tile_grid(shape, patch, overlap)
-    if mode == "gaussian":
-        weight = gaussian_importance(patch, sigma_scale=sigma_scale, device=device)
-    else:
-        weight = torch.ones(patch, device=device)
-    weight_sum = torch.zeros(shape, dtype=torch.float32, device=output_device)
-    weight_out = weight.to(output_device)
-    for tile in tiles:
-        weight_sum[tile] += weight_out
-
-    items = [(b, tile) for b in range(padded.shape[0]) for tile in tiles]
-    chunks = range(0, len(items), sw_batch_size)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if amp and device.type == "cuda"
-        else contextlib.nullcontext()
+    weight, weight_sum = _blend_weights(
+        patch, shape, tiles, mode, sigma_scale, device=device, output_device=output_device
     )
-    result: Tensor | None = None
-    with torch.inference_mode(), autocast:
-        for start in tqdm(chunks, desc="sliding window", disable=not progress):
-            chunk = items[start : start + sw_batch_size]
-            batch = torch.stack([padded[b][(slice(None), *tile)] for b, tile in chunk]).to(device)
-            pred = (
-                _predict_tiles(predictor, batch, flips, output, patch)
-                .mul_(weight)
-                .to(output_device)
-            )
-            if result is None:  # a normal tensor (not an inference tensor) so callers may edit it
-                with torch.inference_mode(False):
-                    result = torch.zeros(
-                        (padded.shape[0], pred.shape[1], *shape),
-                        dtype=torch.float32,
-                        device=output_device,
-                    )
-            for (b, tile), tile_pred in zip(chunk, pred, strict=True):
-                result[b][(slice(None), *tile)] += tile_pred
-        assert result is not None  # grid_slices returns at least one tile
+    with torch.inference_mode(), _autocast(device, amp):
+        result = _blend_tiles(
+            padded,
+            tiles,
+            lambda batch: _predict_tiles(predictor, batch, flips, output, patch).mul_(weight),
+            sw_batch_size=sw_batch_size,
+            device=device,
+            output_device=output_device,
+            progress=progress,
+        )
         result.div_(weight_sum)
     if any(s.start > 0 or s.stop < n for s, n in zip(crop, shape, strict=True)):
         result = result[(slice(None), slice(None), *crop)].clone()

@@ -4,6 +4,7 @@
 ``prepare_cascade`` between the two stages of the cascade; ``classify_*`` for classification.
 """
 
+from medseg.pipeline.cascade import prepare_cascade
 from medseg.pipeline.classify import (
     classify_demo,
     classify_evaluate,
@@ -16,7 +17,6 @@ from medseg.pipeline.steps import (
     evaluate,
     plan,
     predict,
-    prepare_cascade,
     preprocess,
     report,
     train,

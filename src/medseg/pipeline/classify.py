@@ -9,6 +9,8 @@ The run folder::
     RUN/fold_<k>/{config.json, checkpoint_latest.pt, checkpoint_best.pt, log.csv, curves.png}
     RUN/evaluation/<test|validation|cross_validation>/{metrics.json, confusion.png, roc.png}
     RUN/explain/*.png
+
+``classify_explain`` lives in ``medseg.pipeline.explain`` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -21,8 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from scipy import ndimage
 
 from medseg.data.classification import (
     ClassificationSet,
@@ -44,10 +44,10 @@ from medseg.inference.classify import (
     predict_classification,
     write_predictions,
 )
-from medseg.inference.explain import grad_cam, mass_inside, saliency, save_overlay
-from medseg.planning.classifier import config_for, normalize_images
+from medseg.pipeline.explain import classify_explain, gradcam_localisation
+from medseg.planning.classifier import config_for
 from medseg.report.classification import build_classification_report
-from medseg.training import fit_classifier, load_classifier
+from medseg.training import RunResult, fit_classifier, load_classifier
 from medseg.training.checkpoint import load_checkpoint
 from medseg.training.transfer import read_state_dict
 
@@ -129,6 +129,50 @@ def classify_train(
     splits = available_splits(data)
     if folds < 1:
         raise ConfigError(f"folds must be >= 1, got {folds}")
+    options = {  # the config fields shared by every fold (each adds its seed)
+        **_transfer_options(network, network_config, pretrained, freeze, backbone_lr_factor),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "augmentation": augmentation,
+        "class_weighting": class_weighting,
+        "loss": loss,
+    }
+    plans, validation_kind = _fold_plans(data, train_all, splits, folds, seed)
+
+    # train each fold and predict its validation images
+    budget = None if time_budget_s is None else time_budget_s / len(plans)
+    fit_options = dict(time_budget_s=budget, resume=resume, device=device, progress=progress)
+    results, predictions = [], []
+    for k, train_set, val_set in plans:
+        config = config_for(train_set, network, seed=seed + k, **options)
+        fit = fit_classifier(train_set, val_set, out / f"fold_{k}", config, **fit_options)
+        results.append(_fold_summary(k, fit, train_set, val_set))
+        predictions.append(predict_classification(out / f"fold_{k}", val_set, device=device))
+
+    # evaluate the pooled validation predictions and the test split, then report
+    summary = _run_summary(data, network, train_all, results, time_budget_s, epochs, device)
+    merged = _concatenate(predictions)
+    summary[validation_kind] = _evaluate(merged, out / "evaluation" / validation_kind)
+    if "test" in splits:
+        summary["test"] = _evaluate_test(data, out, train_all.task, device)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    write_json_atomic(out / "run.json", summary)
+    summary["report"] = str(build_classification_report(out, overwrite=True))
+    return summary
+
+
+def _transfer_options(
+    network: str,
+    network_config: dict[str, Any] | None,
+    pretrained: str | None,
+    freeze: str,
+    backbone_lr_factor: float | None,
+) -> dict[str, Any]:
+    """The config fields of fine-tuning: a ``unet_encoder`` takes the U-Net options of its
+    pretrained checkpoint (``network_config`` overrides them), the pretrained file is checked
+    before any training, and by default the backbone learns 10 times slower than the head when
+    pretrained weights are fine-tuned (``freeze="none"``)."""
     network_config = dict(network_config or {})
     if pretrained and network == "unet_encoder":
         network_config = {**_encoder_config_from(pretrained), **network_config}
@@ -136,84 +180,82 @@ def classify_train(
         read_state_dict(pretrained)  # fail now, before any training, if the file is unusable
     if backbone_lr_factor is None:
         backbone_lr_factor = 0.1 if pretrained and freeze == "none" else 1.0
-    if folds == 1:
-        if "val" in splits:
-            plans = [(0, train_all, load_classification(data, "val", task=train_all.task))]
-            validation_kind = "validation"
-        else:
-            held = _fold_assignment(train_all, 5, seed) == 0
-            plans = [(0, train_all.subset(~held), train_all.subset(held))]
-            validation_kind = "validation"
-    else:
+    return {
+        "network_config": network_config,
+        "pretrained": pretrained,
+        "freeze": freeze,
+        "backbone_lr_factor": backbone_lr_factor,
+    }
+
+
+def _fold_plans(
+    data: str | os.PathLike[str],
+    train_all: ClassificationSet,
+    splits: list[str],
+    folds: int,
+    seed: int,
+) -> tuple[list[tuple[int, ClassificationSet, ClassificationSet]], str]:
+    """``(fold, train, validation)`` sets and the evaluation they make: one model validated
+    on the ``val`` split (or a stratified fifth of ``train``), or ``folds`` cross-validation
+    models."""
+    if folds > 1:
         assignment = _fold_assignment(train_all, folds, seed)
         plans = [
             (k, train_all.subset(assignment != k), train_all.subset(assignment == k))
             for k in range(folds)
         ]
-        validation_kind = "cross_validation"
-    budget = None if time_budget_s is None else time_budget_s / len(plans)
-    results, validation_predictions = [], []
-    for k, train_set, val_set in plans:
-        config = config_for(
-            train_set,
-            network,
-            network_config=network_config,
-            pretrained=pretrained,
-            freeze=freeze,
-            backbone_lr_factor=backbone_lr_factor,
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            augmentation=augmentation,
-            class_weighting=class_weighting,
-            loss=loss,
-            seed=seed + k,
-        )
-        fit = fit_classifier(
-            train_set,
-            val_set,
-            out / f"fold_{k}",
-            config,
-            time_budget_s=budget,
-            resume=resume,
-            device=device,
-            progress=progress,
-        )
-        results.append(
-            {
-                "fold": k,
-                "epochs": fit.epochs,
-                "steps": fit.steps,
-                "seconds": round(fit.seconds, 1),
-                "best_metric": fit.best_metric,
-                "stopped_by": fit.stopped_by,
-                "train_images": len(train_set),
-                "val_images": len(val_set),
-            }
-        )
-        validation_predictions.append(
-            predict_classification(out / f"fold_{k}", val_set, device=device)
-        )
-    summary: dict[str, Any] = {
+        return plans, "cross_validation"
+    if "val" in splits:
+        return [(0, train_all, load_classification(data, "val", task=train_all.task))], "validation"
+    held = _fold_assignment(train_all, 5, seed) == 0
+    return [(0, train_all.subset(~held), train_all.subset(held))], "validation"
+
+
+def _fold_summary(
+    k: int, fit: RunResult, train_set: ClassificationSet, val_set: ClassificationSet
+) -> dict[str, Any]:
+    """One fold's line in ``run.json``."""
+    return {
+        "fold": k,
+        "epochs": fit.epochs,
+        "steps": fit.steps,
+        "seconds": round(fit.seconds, 1),
+        "best_metric": fit.best_metric,
+        "stopped_by": fit.stopped_by,
+        "train_images": len(train_set),
+        "val_images": len(val_set),
+    }
+
+
+def _run_summary(
+    data: str | os.PathLike[str],
+    network: str,
+    train_all: ClassificationSet,
+    folds: list[dict[str, Any]],
+    time_budget_s: float | None,
+    epochs: int,
+    device: str | None,
+) -> dict[str, Any]:
+    """The head of ``run.json``: what was trained, how long, on which device."""
+    return {
         "data": str(data),
         "network": network,
         "task": train_all.task,
-        "folds": results,
+        "folds": folds,
         "budget": f"{time_budget_s:.0f} s" if time_budget_s else f"{epochs} epochs",
         "device": str(resolve_device(device)),
         "class_names": train_all.class_names,
     }
-    merged = _concatenate(validation_predictions)
-    summary[validation_kind] = _evaluate(merged, out / "evaluation" / validation_kind)
-    if "test" in splits:
-        test = load_classification(data, "test", task=train_all.task)
-        prediction = predict_classification(out, test, device=device)
-        write_predictions(prediction, out / "test_predictions.csv", overwrite=True)
-        summary["test"] = _evaluate(prediction, out / "evaluation" / "test")
-    summary["seconds"] = round(time.perf_counter() - started, 1)
-    write_json_atomic(out / "run.json", summary)
-    summary["report"] = str(build_classification_report(out, overwrite=True))
-    return summary
+
+
+def _evaluate_test(
+    data: str | os.PathLike[str], out: Path, task: str, device: str | None
+) -> dict[str, Any]:
+    """Predict the ``test`` split with the ensemble of the run's folds and evaluate it."""
+    test = load_classification(data, "test", task=task)  # type: ignore[arg-type]
+    prediction = predict_classification(out, test, device=device)
+    write_predictions(prediction, out / "test_predictions.csv", overwrite=True)
+    return _evaluate(prediction, out / "evaluation" / "test")
 
 
 def _concatenate(predictions: list[ClassificationPrediction]) -> ClassificationPrediction:
@@ -277,80 +319,6 @@ def classify_evaluate(
     return evaluate_classification(predictions, out, overwrite=overwrite)
 
 
-def classify_explain(
-    run: str | os.PathLike[str],
-    data: str | os.PathLike[str],
-    *,
-    split: str = "test",
-    out: str | os.PathLike[str] | None = None,
-    count: int = 8,
-    method: str = "auto",
-    layer: str | None = None,
-    device: str | None = None,
-    overwrite: bool = False,
-) -> list[Path]:
-    """Overlays of where the first model of ``run`` looks, for ``count`` images of ``split``.
-
-    Images are picked round-robin over the reference classes (so every class is shown).
-    ``method``: ``gradcam``, ``saliency`` or ``auto`` (Grad-CAM where the network has
-    convolutions, saliency for a ViT). ``layer``: the module Grad-CAM explains (default the
-    last feature map; an earlier one, e.g. ``backbone.layer3``, is sharper on small images).
-    """
-    if method not in ("auto", "gradcam", "saliency"):
-        raise ConfigError(f"method must be auto, gradcam or saliency, got {method!r}")
-    model, config, _ = load_classifier(find_classifier_checkpoints(run)[0])
-    dataset = load_classification(data, split, task=config.task)  # type: ignore[arg-type]
-    out_dir = Path(out) if out is not None else Path(run) / "explain"
-    picks = _round_robin(dataset, count)
-    dev = resolve_device(device)
-    model.to(dev)
-    if method == "auto":
-        method = "saliency" if config.network in ("vit", "capsnet") else "gradcam"
-    paths = []
-    for i in picks:
-        x = normalize_images(dataset.images[i : i + 1], config).to(dev)
-        heat = grad_cam(model, x, layer=layer) if method == "gradcam" else saliency(model, x)
-        with torch.no_grad():
-            probs = (
-                model(x).float().softmax(1)[0]
-                if config.task == "classification"
-                else model(x).float()[0]
-            )
-        predicted = int(probs.argmax()) if config.task == "classification" else None
-        truth = (
-            dataset.class_names[int(dataset.labels[i])] if config.task == "classification" else ""
-        )
-        label = (
-            f"reference {truth}, predicted {config.class_names[predicted]} "
-            f"({float(probs[predicted]):.2f})"
-            if predicted is not None
-            else "regression"
-        )
-        name = f"{len(paths):02d}_{Path(dataset.ids[i]).stem.replace(':', '_')}.png"
-        paths.append(
-            save_overlay(
-                dataset.images[i],
-                heat[0].cpu(),
-                out_dir / name,
-                title=f"{method}: {label}",
-                overwrite=overwrite,
-            )
-        )
-    return paths
-
-
-def _round_robin(dataset: ClassificationSet, count: int) -> list[int]:
-    if dataset.task != "classification":
-        return list(range(min(count, len(dataset))))
-    queues = [list(np.flatnonzero(dataset.labels == k)) for k in range(dataset.num_classes)]
-    picks: list[int] = []
-    while len(picks) < min(count, len(dataset)):
-        for queue in queues:
-            if queue and len(picks) < count:
-                picks.append(int(queue.pop(0)))
-    return picks
-
-
 def classify_report(run: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
     """(Re)write ``RUN/report.html``."""
     return build_classification_report(run, overwrite=overwrite)
@@ -398,28 +366,11 @@ def classify_demo(
     test, masks = classification_phantom_arrays(
         n_per_class, spatial_dims=spatial_dims, seed=0, split="test", return_masks=True
     )
-    model, config, _ = load_classifier(find_classifier_checkpoints(out / "run")[0])
-    dev = resolve_device(device)
-    model.to(dev)
-    inside, area = [], []
-    for i in np.flatnonzero(test.labels == 1)[:40]:
-        x = normalize_images(test.images[i : i + 1], config).to(dev)
-        heat = grad_cam(model, x, target=1)[0].cpu().numpy()
-        region = _dilate(masks[i], 2)
-        inside.append(mass_inside(heat, region))
-        area.append(float(region.mean()))
-    share, fraction = float(np.nanmean(inside)), float(np.mean(area))
-    summary["localisation"] = {
-        "gradcam_mass_inside_lesion": share,
-        "lesion_area_fraction": fraction,
-        "enrichment": share / fraction,
-        "images": int(np.isfinite(inside).sum()),
-    }
+    lesion = np.flatnonzero(test.labels == 1)[:40]  # up to 40 images with a lesion
+    summary["localisation"] = gradcam_localisation(
+        out / "run", test.images[lesion], masks[lesion], device=device
+    )
     write_json_atomic(out / "run" / "run.json", summary)
     summary["report"] = str(build_classification_report(out / "run", overwrite=True))
     write_json_atomic(out / "summary.json", summary)
     return summary
-
-
-def _dilate(mask: np.ndarray, iterations: int) -> np.ndarray:
-    return ndimage.binary_dilation(mask, iterations=iterations)

@@ -18,6 +18,8 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,7 @@ from medseg.pipeline.steps import (
     train,
 )
 from medseg.planning.calibrate import OVERHEAD, measure_step_seconds
+from medseg.planning.plan import Plan
 from medseg.transforms.preview import preview_dataset
 
 log = logging.getLogger(__name__)
@@ -117,6 +120,50 @@ def run_demo(
             f"epochs and steps_per_epoch must be >= 1, got {epochs} and {steps_per_epoch}"
         )
     out = Path(out)
+    _clear_previous_demo(out, overwrite=overwrite)
+    start = time.perf_counter()
+    data, test_root = _demo_data(out, data, num_cases)
+    timings = {"data": time.perf_counter() - start}
+
+    # what the network will see: a few cases, each with augmented versions and the label
+    preview = preview_dataset(data, out / "augmentation_preview.png", overwrite=True)
+    results = out / "results"
+    configuration, plan_ = _plan_and_preprocess(data, results, configuration, progress, timings)
+
+    # a fixed number of steps, so the result does not depend on the machine's load
+    step_s, estimate_s = _estimate_training(plan_, epochs, steps_per_epoch, device)
+    with _timed(timings, "train_validate"):
+        trained = train(
+            results,
+            configuration,
+            0,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            time_budget_s=time_budget_s,
+            device=device,
+            progress=progress,
+        )
+    evaluate_cross_validation(results, configuration)
+
+    # Dice on cases the network has not seen, against the Otsu baseline on the same cases
+    dice, evaluated_on = _evaluate_unseen(data, test_root, out, configuration, device, timings)
+    summary = {
+        **dice,
+        "configuration": configuration,
+        "evaluated_on": evaluated_on,
+        **_training_summary(trained["fit"], step_s, estimate_s),
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "total_s": round(time.perf_counter() - start, 1),
+        "augmentation_preview": str(preview),
+    }
+    summary["report"] = _write_report(results, out, summary, preview)
+    write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+def _clear_previous_demo(out: Path, *, overwrite: bool) -> None:
+    """Make ``out``; a non-empty one only with ``overwrite``, which removes a previous demo's
+    folders (and nothing else)."""
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise OverwriteError(
@@ -132,39 +179,47 @@ def run_demo(
         ):
             shutil.rmtree(out / name, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
 
-    test_root = None
-    if data is None:
-        data = generate_dataset(
-            out / "phantoms", spatial_dims=3, num_cases=num_cases, seed=0, overwrite=True
-        )
-        test_root = generate_dataset(
-            out / "phantoms_test",
-            spatial_dims=3,
-            num_cases=max(4, num_cases // 4),
-            seed=1,
-            overwrite=True,
-        )
-    data = Path(data)
-    timings["data"] = time.perf_counter() - start
 
-    # what the network will see: a few cases, each with augmented versions and the label
-    preview = preview_dataset(data, out / "augmentation_preview.png", overwrite=True)
-    results = out / "results"
+def _demo_data(
+    out: Path, data: str | os.PathLike[str] | None, num_cases: int
+) -> tuple[Path, Path | None]:
+    """The training dataset and the held-out test set: ``data`` and None, or for None 3D
+    phantoms (``num_cases`` with seed 0, a quarter of them, at least 4, with seed 1)."""
+    if data is not None:
+        return Path(data), None
+    train_root = generate_dataset(
+        out / "phantoms", spatial_dims=3, num_cases=num_cases, seed=0, overwrite=True
+    )
+    test_root = generate_dataset(
+        out / "phantoms_test",
+        spatial_dims=3,
+        num_cases=max(4, num_cases // 4),
+        seed=1,
+        overwrite=True,
+    )
+    return Path(train_root), test_root
+
+
+def _plan_and_preprocess(
+    data: Path, results: Path, configuration: str, progress: bool, timings: dict[str, float]
+) -> tuple[str, Plan]:
+    """Plan ``data`` into ``results`` and preprocess ``configuration`` (``2d`` where it was not
+    planned), timed into ``timings``; the configuration and its plan."""
     plans = plan(data, results, overwrite=True, progress=progress)
     if configuration not in plans.configurations:
         configuration = "2d"
-    t = time.perf_counter()
-    preprocess(results, configurations=[configuration], progress=progress)
-    timings["plan_preprocess"] = time.perf_counter() - t
+    with _timed(timings, "plan_preprocess"):
+        preprocess(results, configurations=[configuration], progress=progress)
+    return configuration, plans.configurations[configuration]
 
-    # a fixed number of steps, so the result does not depend on the machine's load; the time
-    # is estimated from a few timed steps (plus validation and checkpoints, as the planner does)
-    step_s = measure_step_seconds(
-        plans.configurations[configuration], device=str(resolve_device(device))
-    )
+
+def _estimate_training(
+    plan_: Plan, epochs: int, steps_per_epoch: int, device: str | None
+) -> tuple[float, float]:
+    """Seconds per step, timed on a few steps, and the estimated training time in seconds
+    (plus validation and checkpoints, as the planner estimates them), which is logged."""
+    step_s = measure_step_seconds(plan_, device=str(resolve_device(device)))
     estimate_s = epochs * steps_per_epoch * step_s / OVERHEAD
     log.info(
         "training %d epochs x %d steps at %.2f s/step: about %s",
@@ -173,20 +228,20 @@ def run_demo(
         step_s,
         _minutes(estimate_s),
     )
-    t = time.perf_counter()
-    trained = train(
-        results,
-        configuration,
-        0,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        time_budget_s=time_budget_s,
-        device=device,
-        progress=progress,
-    )
-    timings["train_validate"] = time.perf_counter() - t
-    evaluate_cross_validation(results, configuration)
+    return step_s, estimate_s
 
+
+def _evaluate_unseen(
+    data: Path,
+    test_root: Path | None,
+    out: Path,
+    configuration: str,
+    device: str | None,
+    timings: dict[str, float],
+) -> tuple[dict[str, Any], str]:
+    """Dice per label and of the whole foreground, and the Otsu baseline's foreground Dice, on
+    the held-out test set, else (a user's dataset) on the fold-0 validation cases; and which
+    cases those were. Predicting the test set is timed into ``timings``."""
     dataset = load_dataset(data)
     labels = dict(sorted(dataset.foreground_labels.items(), key=lambda kv: kv[1]))
     regions = {
@@ -194,65 +249,91 @@ def run_demo(
         "foreground": tuple(labels.values()),
     }
     if test_root is not None:  # a held-out test set: predict it like a user would
-        t = time.perf_counter()
-        predict(
-            test_root / "imagesTr",
-            out / "test_predictions",
-            results,
-            configurations=[configuration],
-            mirror=False,
-            overwrite=True,
-            device=device,
-        )
-        evaluation = evaluate_folders(
-            out / "test_predictions",
-            test_root / "labelsTr",
-            out / "test_evaluation",
-            labels=regions,
-            overwrite=True,
-            jobs=1,
-        )
-        baseline = _otsu_baseline(
-            test_root, [c.case_id for c in load_dataset(test_root).cases], out / "baseline", regions
-        )
-        timings["predict_test"] = time.perf_counter() - t
+        with _timed(timings, "predict_test"):
+            evaluation, baseline = _evaluate_test_set(
+                test_root, out, configuration, regions, device=device
+            )
         evaluated_on = f"{evaluation['n_cases']} held-out test phantoms"
     else:  # a user's dataset: the fold-0 validation cases are the unseen ones
-        val_dir = results / configuration / "fold_0" / "validation"
-        case_ids = sorted(
-            p.name[: -len(dataset.file_ending)]
-            for p in val_dir.iterdir()
-            if p.name.endswith(dataset.file_ending)
-        )
-        evaluation = evaluate_folders(
-            val_dir,
-            data / "labelsTr",
-            out / "test_evaluation",
-            labels=regions,
-            overwrite=True,
-            jobs=1,
-            cases=case_ids,
-        )
-        baseline = _otsu_baseline(data, case_ids, out / "baseline", regions)
+        evaluation, baseline = _evaluate_validation(data, out, configuration, regions)
         evaluated_on = f"{evaluation['n_cases']} fold-0 validation cases"
-
     per_label = {name: _mean(evaluation, name) for name in labels}
-    summary = {
+    return {
         "mean_dice": float(np.nanmean(list(per_label.values()))),
         "per_label_dice": per_label,
         "foreground_dice": _mean(evaluation, "foreground"),
         "otsu_foreground_dice": _mean(baseline, "foreground"),
-        "configuration": configuration,
-        "evaluated_on": evaluated_on,
-        "epochs": trained["fit"]["epochs"],
-        "steps": trained["fit"]["steps"],
-        "stopped_by": trained["fit"]["stopped_by"],
+    }, evaluated_on
+
+
+def _evaluate_test_set(
+    test_root: Path,
+    out: Path,
+    configuration: str,
+    regions: dict[str, tuple[int, ...]],
+    *,
+    device: str | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Predict the held-out test set with the trained model and evaluate it, and the Otsu
+    baseline on it."""
+    predict(
+        test_root / "imagesTr",
+        out / "test_predictions",
+        out / "results",
+        configurations=[configuration],
+        mirror=False,
+        overwrite=True,
+        device=device,
+    )
+    evaluation = evaluate_folders(
+        out / "test_predictions",
+        test_root / "labelsTr",
+        out / "test_evaluation",
+        labels=regions,
+        overwrite=True,
+        jobs=1,
+    )
+    case_ids = [c.case_id for c in load_dataset(test_root).cases]
+    return evaluation, _otsu_baseline(test_root, case_ids, out / "baseline", regions)
+
+
+def _evaluate_validation(
+    data: Path, out: Path, configuration: str, regions: dict[str, tuple[int, ...]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Evaluate the fold-0 validation predictions of ``data``, and the Otsu baseline on the
+    same cases."""
+    dataset = load_dataset(data)
+    val_dir = out / "results" / configuration / "fold_0" / "validation"
+    case_ids = sorted(
+        p.name[: -len(dataset.file_ending)]
+        for p in val_dir.iterdir()
+        if p.name.endswith(dataset.file_ending)
+    )
+    evaluation = evaluate_folders(
+        val_dir,
+        data / "labelsTr",
+        out / "test_evaluation",
+        labels=regions,
+        overwrite=True,
+        jobs=1,
+        cases=case_ids,
+    )
+    return evaluation, _otsu_baseline(data, case_ids, out / "baseline", regions)
+
+
+def _training_summary(fit: dict[str, Any], step_s: float, estimate_s: float) -> dict[str, Any]:
+    """How long the network trained (``fit``: ``train``'s summary) and the time estimate."""
+    return {
+        "epochs": fit["epochs"],
+        "steps": fit["steps"],
+        "stopped_by": fit["stopped_by"],
         "seconds_per_step": round(step_s, 4),
         "estimated_train_s": round(estimate_s, 1),
-        "timings_s": {k: round(v, 1) for k, v in timings.items()},
-        "total_s": round(time.perf_counter() - start, 1),
-        "augmentation_preview": str(preview),
     }
+
+
+def _write_report(results: Path, out: Path, summary: dict[str, Any], preview: Path) -> str:
+    """``OUT/report.html``: the pipeline report with the comparison and the preview added."""
     extra = [
         ("Demo: network vs Otsu baseline", _comparison_html(summary)),
         (
@@ -261,9 +342,15 @@ def run_demo(
         ),
     ]
     report(results, out=out / "report.html", overwrite=True, extra_sections=extra)
-    summary["report"] = str(out / "report.html")
-    write_json_atomic(out / "summary.json", summary)
-    return summary
+    return str(out / "report.html")
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Record the seconds the block takes as ``timings[name]``."""
+    t = time.perf_counter()
+    yield
+    timings[name] = time.perf_counter() - t
 
 
 def _minutes(seconds: float) -> str:

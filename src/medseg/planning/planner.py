@@ -28,6 +28,7 @@ FEATURE_CAP = {2: 512, 3: 320}
 BASE_FEATURES = {"cpu": 16, "cuda": 32}
 CPU_FEATURE_CAP = 256
 LOWRES_FACTOR = 4.0  # a 3d_lowres configuration is planned when a median case is 4x a patch
+MIN_BATCH = 2  # nnU-Net's smallest batch: the patch shrinks until this many fit in memory
 
 
 def choose_target_spacing(fp: Fingerprint) -> tuple[list[float], str]:
@@ -101,6 +102,36 @@ def _fit_patch_to_budget(
         patch = [min(p, t) for p, t in zip(patch, topo.patch_size, strict=True)]
 
 
+def choose_batch_size(
+    per_sample_bytes: float,
+    patch_size: tuple[int, ...],
+    dataset_voxels: float,
+    *,
+    memory_gb: float,
+    device: str,
+) -> tuple[int, str]:
+    """The largest batch within ``memory_gb``, capped at 5 % of the dataset's voxels (nnU-Net:
+    so one batch does not see the whole dataset at once) and at 64 on CPU (512 elsewhere)."""
+    batch = max(MIN_BATCH, int(memory_gb * 2**30 // per_sample_bytes))
+    batch_cap = max(MIN_BATCH, int(0.05 * dataset_voxels / math.prod(patch_size)))
+    batch = min(batch, batch_cap, 64 if device == "cpu" else 512)
+    return batch, (
+        f"largest batch within {memory_gb:g} GiB (estimated {per_sample_bytes / 2**20:.0f} MiB "
+        f"per sample), capped at 5 % of the dataset's voxels ({batch_cap}) and 64 on CPU"
+    )
+
+
+def choose_optimizer(device: str) -> tuple[str, str]:
+    """AdamW on CPU (a small step budget: it converges in fewer steps), nnU-Net's SGD
+    elsewhere."""
+    if device == "cpu":
+        return "adamw", (
+            "AdamW lr 1e-3: on CPU the step budget is small and AdamW converges in fewer steps "
+            "than SGD"
+        )
+    return "sgd", "SGD Nesterov 0.99, lr 0.01, poly schedule (nnU-Net)"
+
+
 def plan_configuration(
     fp: Fingerprint,
     configuration: str,
@@ -126,8 +157,6 @@ def plan_configuration(
     num_classes = len([v for v in fp.labels.values() if isinstance(v, int)])
     base = BASE_FEATURES.get(device, 32)
     cap = min(FEATURE_CAP[dims], CPU_FEATURE_CAP) if device == "cpu" else FEATURE_CAP[dims]
-    min_batch = 2
-    budget = memory_gb * 2**30
     topo, features = _fit_patch_to_budget(
         initial_patch(patch_spacing, patch_shape),
         patch_spacing,
@@ -136,37 +165,27 @@ def plan_configuration(
         cap=cap,
         in_channels=in_channels,
         num_classes=num_classes,
-        budget_bytes=budget,
-        min_batch=min_batch,
+        budget_bytes=memory_gb * 2**30,
+        min_batch=MIN_BATCH,
     )
     reasons["patch_size"] = (
         f"nnU-Net rule: isotropic-in-mm patch clipped to the median shape {tuple(patch_shape)}, "
-        f"rounded up to a multiple of {topo.divisor}, shrunk until batch {min_batch} fits "
+        f"rounded up to a multiple of {topo.divisor}, shrunk until batch {MIN_BATCH} fits "
         f"{memory_gb:g} GiB"
     )
     per_sample = estimate_training_bytes(
         topo.patch_size, 1, features, topo.strides, in_channels, num_classes
     )
-    batch = max(min_batch, int(budget // per_sample))
-    # nnU-Net caps a batch at 5 % of the dataset's voxels so it does not see everything at once
     dataset_voxels = sum(math.prod(c["shape"]) for c in fp.cases.values()) * float(np.prod(scale))
-    batch_cap = max(min_batch, int(0.05 * dataset_voxels / math.prod(topo.patch_size)))
-    batch = min(batch, batch_cap, 64 if device == "cpu" else 512)
-    reasons["batch_size"] = (
-        f"largest batch within {memory_gb:g} GiB (estimated {per_sample / 2**20:.0f} MiB per "
-        f"sample), capped at 5 % of the dataset's voxels ({batch_cap}) and 64 on CPU"
+    batch, reasons["batch_size"] = choose_batch_size(
+        per_sample, topo.patch_size, dataset_voxels, memory_gb=memory_gb, device=device
     )
     reasons["network_config"] = (
         f"{topo.num_stages} stages; pooling per axis until ~4 voxels remain, coarse axes wait "
         f"(nnU-Net); features {features[0]}->{features[-1]} "
         f"({'narrow for CPU step time' if device == 'cpu' else 'nnU-Net width'})"
     )
-    optimizer = "adamw" if device == "cpu" else "sgd"
-    reasons["optimizer"] = (
-        "AdamW lr 1e-3: on CPU the step budget is small and AdamW converges in fewer steps than SGD"
-        if device == "cpu"
-        else "SGD Nesterov 0.99, lr 0.01, poly schedule (nnU-Net)"
-    )
+    optimizer, reasons["optimizer"] = choose_optimizer(device)
     return Plan(
         configuration=configuration,
         spatial_dims=dims,

@@ -8,7 +8,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from medseg.data import check_dataset, compute_fingerprint, load_dataset
-from medseg.data.fingerprint import Fingerprint
 from medseg.errors import ConfigError, DatasetError
 from medseg.fileutil import check_writable
 from medseg.planning.calibrate import fit_to_time_budget
@@ -97,14 +96,6 @@ def with_precision(plans: Plans, precision: str) -> Plans:
         for name, p in plans.configurations.items()
     }
     return replace(plans, configurations=configs)
-
-
-def load_results_fingerprint(results: str | os.PathLike[str]) -> Fingerprint:
-    """The fingerprint saved by ``plan`` in a results folder."""
-    path = Path(results) / "fingerprint.json"
-    if not path.exists():
-        raise ConfigError(f"{path}: missing; run 'medseg plan DATASET -o {results}' first")
-    return Fingerprint.from_json(path)
 
 
 def explain(plans: Plans) -> str:

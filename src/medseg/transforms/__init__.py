@@ -20,29 +20,25 @@ from typing import Any
 
 from medseg.registry import Registry
 from medseg.transforms.base import Compose, Transform
+from medseg.transforms.flip_crop import CropOrPad, RandomFlip, RandomRot90
 from medseg.transforms.intensity import (
     IntensityTransform,
-    RandomBiasField,
     RandomBrightness,
     RandomContrast,
-    RandomErasing,
     RandomGamma,
     RandomGaussianBlur,
     RandomGaussianNoise,
-    RandomHistogramEqualization,
     RandomLowResolution,
+)
+from medseg.transforms.intensity_extra import (
+    RandomBiasField,
+    RandomErasing,
+    RandomHistogramEqualization,
     RandomRicianNoise,
     RandomSharpen,
 )
 from medseg.transforms.presets import light, nnunet_default
-from medseg.transforms.spatial import (
-    CropOrPad,
-    RandomCropResize,
-    RandomFlip,
-    RandomRot90,
-    RandomSpatial,
-    apply_spatial,
-)
+from medseg.transforms.spatial import RandomCropResize, RandomSpatial, apply_spatial
 
 TRANSFORMS = Registry("transform")
 
