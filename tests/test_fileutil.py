@@ -169,10 +169,13 @@ def test_remove_stale_temporaries_keeps_user_files_links_and_open_temporaries(
 _HOLD = """import os, sys, time
 from medseg.fileutil import run_lock
 with run_lock(sys.argv[1], "trained"):
+    ready, tell = os.pipe()
     child = os.fork()  # like a pool worker
-    if child == 0:
+    if child == 0:  # fork returns here after the at-fork hook closed the child's lock copy
+        os.write(tell, b"x")
         time.sleep(120)
         os._exit(0)
+    os.read(ready, 1)  # print only once the child runs, so the kill below leaves no holder
     print(child, flush=True)
     time.sleep(120)
 """

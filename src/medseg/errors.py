@@ -44,3 +44,16 @@ class UnsafeFileError(MedsegError):
 class LockedError(MedsegError):
     """Another process is working in the same folder (a fold being trained, a prediction
     folder being written); the message names it (pid, command, since when)."""
+
+
+def listing(items: list[str], *, limit: int = 5, sep: str = ", ") -> str:
+    """The first ``limit`` items for a message, then how many more there are.
+
+    Example:
+        >>> listing(["a", "b", "c"], limit=2)
+        'a, b and 1 more'
+    """
+    if len(items) <= limit:
+        return sep.join(items)
+    joiner = " and" if sep == ", " else f"{sep.rstrip()} and"  # "a; b; and 2 more"
+    return f"{sep.join(items[:limit])}{joiner} {len(items) - limit} more"

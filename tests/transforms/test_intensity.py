@@ -175,16 +175,23 @@ def test_rician_noise_is_non_negative() -> None:
     assert (out >= 0).all() and out.mean() > 0.3
 
 
+def _quartile_skew(x: torch.Tensor) -> float:
+    """How far the quartiles sit from those of a flat histogram on ``x``'s range (0: flat)."""
+    low, high = x.min(), x.max()
+    quartiles = torch.quantile(x.flatten(), torch.tensor([0.25, 0.5, 0.75]))
+    return ((quartiles - low) / (high - low) - torch.tensor([0.25, 0.5, 0.75])).abs().max().item()
+
+
 def test_histogram_equalisation_preserves_order_and_range_and_flattens_the_histogram() -> None:
-    image = torch.randn(1, 1, 64, 64).exp()  # skewed intensities
-    out = fn.equalize_histogram(image, num_bins=64)
+    # skewed intensities (quartiles at 2 %, 13 % and 42 % of the range); over 200 seeds the
+    # equalised quartiles stayed within 0.15 of 25/50/75 % with 256 bins
+    image = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(0)) ** 3
+    out = fn.equalize_histogram(image, num_bins=256)
     flat_in, flat_out = image.flatten(), out.flatten()
     order = flat_in.argsort()
     assert (flat_out[order].diff() >= -1e-6).all()
     assert out.max().item() == pytest.approx(image.max().item(), rel=1e-5)
-    counts_in = torch.histc(image, bins=4, min=image.min().item(), max=image.max().item())
-    counts_out = torch.histc(out, bins=4, min=image.min().item(), max=image.max().item())
-    assert counts_out.std() < counts_in.std() / 2
+    assert _quartile_skew(image) > 0.3 and _quartile_skew(out) < 0.15
 
 
 def test_constant_channel_is_unchanged_by_histogram_equalisation() -> None:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from medseg.errors import ConfigError, DatasetError
+from medseg.errors import ConfigError, DatasetError, listing
 from medseg.fileutil import atomic_path, check_writable
 
 log = logging.getLogger(__name__)
@@ -69,13 +69,10 @@ def check_previous_stage(
     folder = previous_stage_dir(results, configuration)
     missing = [c for c in case_ids if not (folder / f"{c}{PREVIOUS_SUFFIX}").is_file()]
     if missing:
-        listing = ", ".join(missing[:5]) + (
-            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        )
         raise ConfigError(
             f"{configuration} trains on the {previous_stage} stage's predictions of the training "
             f"cases, missing in {folder} for {len(missing)} of {len(case_ids)} case(s) "
-            f"({listing}). Train the {previous_stage} folds first "
+            f"({listing(missing)}). Train the {previous_stage} folds first "
             f"('medseg train {results} --config {previous_stage} --fold K' "
             f"for each fold, or --fold all), then run 'medseg prepare-cascade {results}'"
         )

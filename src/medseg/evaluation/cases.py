@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.errors import DatasetError, GeometryError, ImageIOError
+from medseg.errors import DatasetError, GeometryError, ImageIOError, listing
 from medseg.io import IMAGE_EXTENSIONS, Image, file_ending, grid_mismatches, read_image
 from medseg.metrics import evaluate_case, foreground_labels
 
@@ -96,12 +96,10 @@ def match_cases(
         raise DatasetError(f"{ref_dir}: no reference images ({', '.join(IMAGE_EXTENSIONS)})")
     missing = sorted(set(refs) - set(preds))
     if missing:
-        shown = ", ".join(missing[:5]) + (
-            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        )
         raise DatasetError(
-            f"{pred_dir}: no prediction for {len(missing)} reference case(s): {shown}. "
-            f"Predict them, or evaluate against a reference folder without them."
+            f"{pred_dir}: no prediction for {len(missing)} reference case(s): "
+            f"{listing(missing)}. Predict them, or evaluate against a reference folder "
+            "without them."
         )
     extra = sorted(set(preds) - set(refs))
     if extra:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medseg.errors import ConfigError
+from medseg.errors import ConfigError, listing
 from medseg.training.checkpoint import load_checkpoint
 
 #: Tried when no name matches as is: a medseg segmentation U-Net into ``unet_encoder``.
@@ -128,9 +128,7 @@ def load_pretrained(
         if source[k].shape != target[k].shape
     ]
     if mismatched:
-        shown = "; ".join(mismatched[:5]) + (
-            f"; and {len(mismatched) - 5} more" if len(mismatched) > 5 else ""
-        )
+        shown = listing(mismatched, sep="; ")
         raise ConfigError(f"{path}: {len(mismatched)} layer(s) do not match the network: {shown}")
     loaded = sorted(wanted & set(source))
     if not [k for k in loaded if k not in head_names]:

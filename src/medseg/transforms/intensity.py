@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 from medseg.transforms import functional as fn
 from medseg.transforms.base import (
@@ -36,6 +39,16 @@ from medseg.transforms.base import (
 Range = tuple[float, float]
 Shape = tuple[int, ...]
 Params = dict[str, Tensor]
+
+
+class IntensityOptions(TypedDict, total=False):
+    """The options every intensity transform takes (see :class:`IntensityTransform`)."""
+
+    p: float
+    per_channel: bool
+    p_per_channel: float
+    channels: Sequence[int] | None
+    seed: int | None
 
 
 class IntensityTransform(Transform):
@@ -58,6 +71,11 @@ class IntensityTransform(Transform):
     def __init__(
         self,
         *,
+        p: float = 1.0,
+        per_channel: bool = True,
+        p_per_channel: float = 1.0,
+        channels: Sequence[int] | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__(p=p, seed=seed)
         self.channels = None if channels is None else tuple(int(c) for c in channels)
@@ -118,10 +136,9 @@ class RandomBrightness(IntensityTransform):
         *,
         mode: Literal["multiplicative", "additive"] = "multiplicative",
         value_range: Range | None = None,
+        **common: Unpack[IntensityOptions],
     ) -> None:
-        super().__init__(
-            p=p, per_channel=per_channel, p_per_channel=p_per_channel, channels=channels, seed=seed
-        )
+        super().__init__(**common)
         if mode not in ("multiplicative", "additive"):
             raise ValueError(f"mode must be 'multiplicative' or 'additive', got {mode!r}")
         self.mode = mode
@@ -152,10 +169,9 @@ class RandomContrast(IntensityTransform):
         *,
         factor: Range = (0.75, 1.25),
         preserve_range: bool = True,
+        **common: Unpack[IntensityOptions],
     ) -> None:
-        super().__init__(
-            p=p, per_channel=per_channel, p_per_channel=p_per_channel, channels=channels, seed=seed
-        )
+        super().__init__(**common)
         self.factor = check_range("factor", factor, low=0.0)
         self.preserve_range = preserve_range
 
@@ -184,10 +200,9 @@ class RandomGamma(IntensityTransform):
         gamma: Range = (0.7, 1.5),
         invert: bool = False,
         retain_stats: bool = True,
+        **common: Unpack[IntensityOptions],
     ) -> None:
-        super().__init__(
-            p=p, per_channel=per_channel, p_per_channel=p_per_channel, channels=channels, seed=seed
-        )
+        super().__init__(**common)
         self.gamma = check_range("gamma", gamma, low=0.0)
         self.invert, self.retain_stats = invert, retain_stats
 
@@ -210,10 +225,9 @@ class RandomGaussianNoise(IntensityTransform):
         self,
         *,
         std: Range = (0.0, 0.1),
+        **common: Unpack[IntensityOptions],
     ) -> None:
-        super().__init__(
-            p=p, per_channel=per_channel, p_per_channel=p_per_channel, channels=channels, seed=seed
-        )
+        super().__init__(**{"per_channel": False, **common})
         self.std = check_range("std", std, low=0.0)
 
     def sample(self, batch: int, channels: int, shape: Shape, generator: torch.Generator) -> Params:
@@ -241,10 +255,9 @@ class RandomGaussianBlur(IntensityTransform):
         *,
         sigma: Range = (0.5, 1.0),
         isotropic: bool = False,
+        **common: Unpack[IntensityOptions],
     ) -> None:
-        super().__init__(
-            p=p, per_channel=per_channel, p_per_channel=p_per_channel, channels=channels, seed=seed
-        )
+        super().__init__(**common)
         self.sigma = check_range("sigma", sigma, low=0.0)
         self.isotropic = isotropic
 
@@ -270,7 +283,7 @@ class RandomLowResolution(IntensityTransform):
         zoom: Range = (0.5, 1.0),
         **common: Unpack[IntensityOptions],
     ) -> None:
-        super().__init__(**{"per_channel": False, **common})
+        super().__init__(**common)
         self.zoom = check_range("zoom", zoom, low=math.ulp(0.0))
         if self.zoom[1] > 1.0:
             raise ValueError(f"zoom must lie in (0, 1], got {zoom}")

@@ -7,15 +7,18 @@ bit-for-bit unchanged) are those of ``medseg.transforms.intensity.IntensityTrans
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 from medseg.transforms import functional as fn
 from medseg.transforms.base import check_range, expand_to, uniform
 from medseg.transforms.intensity import (
+    IntensityOptions,
     IntensityTransform,
     Params,
     RandomGaussianBlur,
@@ -45,21 +48,9 @@ class RandomSharpen(RandomGaussianBlur):
         sigma: Range = (0.5, 1.0),
         amount: Range = (0.1, 1.0),
         isotropic: bool = True,
-        p: float = 1.0,
-        per_channel: bool = True,
-        p_per_channel: float = 1.0,
-        channels: Sequence[int] | None = None,
-        seed: int | None = None,
+        **common: Unpack[IntensityOptions],
     ) -> None:
-        super().__init__(
-            sigma=sigma,
-            isotropic=isotropic,
-            p=p,
-            per_channel=per_channel,
-            p_per_channel=p_per_channel,
-            channels=channels,
-            seed=seed,
-        )
+        super().__init__(sigma=sigma, isotropic=isotropic, **common)
         self.amount = check_range("amount", amount, low=0.0)
 
     def sample(self, batch: int, channels: int, shape: Shape, generator: torch.Generator) -> Params:
@@ -81,14 +72,9 @@ class RandomHistogramEqualization(IntensityTransform):
         self,
         *,
         num_bins: int = 256,
-        p: float = 1.0,
-        p_per_channel: float = 1.0,
-        channels: Sequence[int] | None = None,
-        seed: int | None = None,
+        **common: Unpack[IntensityOptions],
     ) -> None:
-        super().__init__(
-            p=p, per_channel=False, p_per_channel=p_per_channel, channels=channels, seed=seed
-        )
+        super().__init__(**{**common, "per_channel": False})
         self.num_bins = int(num_bins)
 
     def sample(self, batch: int, channels: int, shape: Shape, generator: torch.Generator) -> Params:
@@ -111,15 +97,9 @@ class RandomBiasField(IntensityTransform):
         *,
         order: int = 3,
         coefficients: Range = (-0.5, 0.5),
-        p: float = 1.0,
-        per_channel: bool = True,
-        p_per_channel: float = 1.0,
-        channels: Sequence[int] | None = None,
-        seed: int | None = None,
+        **common: Unpack[IntensityOptions],
     ) -> None:
-        super().__init__(
-            p=p, per_channel=per_channel, p_per_channel=p_per_channel, channels=channels, seed=seed
-        )
+        super().__init__(**common)
         self.order = int(order)
         self.coefficients = check_range("coefficients", coefficients)
 
@@ -155,11 +135,9 @@ class RandomErasing(IntensityTransform):
         num_boxes: tuple[int, int] = (1, 3),
         box_fraction: Range = (0.1, 0.3),
         fill: Literal["zero", "mean", "noise"] = "zero",
-        p: float = 1.0,
-        channels: Sequence[int] | None = None,
-        seed: int | None = None,
+        **common: Unpack[IntensityOptions],
     ) -> None:
-        super().__init__(p=p, per_channel=False, p_per_channel=1.0, channels=channels, seed=seed)
+        super().__init__(**{**common, "per_channel": False, "p_per_channel": 1.0})
         if not 1 <= num_boxes[0] <= num_boxes[1]:
             raise ValueError(f"num_boxes must be (min, max) with 1 <= min <= max, got {num_boxes}")
         self.num_boxes = (int(num_boxes[0]), int(num_boxes[1]))
