@@ -321,7 +321,7 @@ def test_cli_predict_prints_a_summary(phantom_results, tmp_path) -> None:
     ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "predicted 3 case(s)" in result.output and str(out) in result.output
+    assert "3 case(s) done" in result.output and str(out) in result.output
     assert len(list(out.glob("*.nii.gz"))) == 3
     stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.nii.gz")}
     again = CliRunner().invoke(app, args)  # the same run again: every output verifies and is kept

@@ -99,4 +99,5 @@ def predict(
         nan_to_num=nan_to_num,
     )
     seconds = time.perf_counter() - start
-    typer.echo(f"predicted {len(written)} case(s) in {seconds:.1f} s -> {output_dir}")
+    # counts the cases an interrupted earlier run had already predicted (kept; see the log)
+    typer.echo(f"{len(written)} case(s) done in {seconds:.1f} s -> {output_dir}")

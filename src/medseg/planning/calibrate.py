@@ -44,6 +44,8 @@ OVERHEAD = 0.85  # share of the budget left for steps after validation and check
 #: A float32 probe that has not answered by then is taken as hung (a real CPU step takes seconds).
 PROBE_TIMEOUT_S = 600.0
 BF16_TIMEOUT_MIN_S = 60.0
+#: a working bf16 step is at most a few times slower than float32 (and usually faster)
+BF16_TIMEOUT_FACTOR = 5.0
 
 
 def measure_step_seconds(
@@ -117,8 +119,9 @@ def probe_step_seconds(
     so a crash in a native kernel (a segmentation fault, an abort) or a hang cannot take this
     process down.
 
-    The float32 step is the trusted baseline (``timeout_s``); the bf16 step gets at most 20 times
-    its time (at least 60 s), so a hung kernel is noticed in about a minute. The child is spawned:
+    The float32 step is the trusted baseline (``timeout_s``); the bf16 steps get at most
+    ``BF16_TIMEOUT_FACTOR`` (5) times its time, at least 60 s (a JIT warm-up), so a hung kernel is
+    noticed in minutes rather than never. The child is spawned:
     a forked child of a process that has used OpenMP can hang in its first parallel region.
     Results are remembered per plan shape, device and steps.
 
@@ -165,10 +168,8 @@ def _run_probe(
         results[precision] = (
             ProbeResult(value) if kind == "ok" else ProbeResult(None, f"failed ({value})")
         )
-        if (
-            kind == "ok"
-        ):  # a bf16 step is never 20 times slower than a float32 one; allow a JIT warm-up
-            timeout = max(BF16_TIMEOUT_MIN_S, 20 * value * (steps + 1))
+        if kind == "ok":  # the next (bf16) measurement: a few times the float32 one at most
+            timeout = max(BF16_TIMEOUT_MIN_S, BF16_TIMEOUT_FACTOR * value * (steps + 1))
     child.join(timeout=5 if len(results) == len(precisions) else 1)
     hung = child.is_alive()
     if hung:
@@ -210,8 +211,8 @@ def decide_bf16(plan: Plan, device: torch.device) -> tuple[bool, str]:
     probe = probe_step_seconds(plan, device=str(device), steps=1)["bf16"]
     if probe.seconds is None:
         log.warning(
-            "%s: a bf16 training step %s in a child process (a native-kernel fault on this CPU); "
-            "training in float32 instead",
+            "%s: a bf16 training step %s in a child process (a native-kernel fault or hang on "
+            "this CPU); training in float32 instead",
             plan.configuration,
             probe.failure,
         )
@@ -234,14 +235,14 @@ def _measured(plan: Plan, device: str, forced: bool) -> tuple[Plan, float]:
                 "(drop --precision bf16)"
             )
         log.warning(
-            "%s: a bf16 training step %s in a child process (a native-kernel fault on this CPU); "
-            "this plan trains in float32",
+            "%s: a bf16 training step %s in a child process (a native-kernel fault or hang on "
+            "this CPU); this plan trains in float32",
             plan.configuration,
             failure,
         )
         reason = (
-            f"a bf16 step {failure} in a child process on {device} (a native-kernel fault); "
-            "float32 instead (override with --precision)"
+            f"a bf16 step {failure} in a child process on {device} (a native-kernel fault or "
+            "hang); float32 instead (override with --precision)"
         )
         plan, use_bf16 = (
             replace(plan, precision="fp32", reasons={**plan.reasons, "precision": reason}),

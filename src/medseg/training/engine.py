@@ -281,6 +281,14 @@ def run_training(
         if rank == 0:
             for name, contents in task.files.items():
                 write_json_atomic(run_dir / name, contents)
+        if state.epoch >= epochs:
+            log.warning(
+                "%s: already trained %d epoch(s), not fewer than the %d asked; nothing to train "
+                "(ask for more epochs to continue)",
+                run_dir,
+                state.epoch,
+                epochs,
+            )
         precision = Precision(task.device, use_bf16 if state.use_bf16 is None else state.use_bf16)
         budget = TimeBudget(time_budget_s, elapsed_before=state.elapsed_seconds, world=world)
         bar = tqdm(
