@@ -22,8 +22,7 @@ from medseg.data.phantoms import generate_dataset
 from medseg.errors import ConfigError, OverwriteError
 from medseg.inference.predict import predict_case
 from medseg.io import Image, read_image, write_image
-from medseg.pipeline import plan, predict, preprocess, train
-from medseg.pipeline.steps import prepare_cascade
+from medseg.pipeline import plan, predict, prepare_cascade, preprocess, train
 from medseg.planning import planner
 from medseg.planning.plan import Plan, Plans
 from medseg.training.checkpoint import build_model

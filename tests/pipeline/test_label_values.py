@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from medseg.cli.data import app as data_app
 from medseg.io import Image, read_image, write_image
-from medseg.pipeline.steps import plan, predict, preprocess, train
+from medseg.pipeline import plan, predict, preprocess, train
 from medseg.planning import Plans
 from medseg.training.checkpoint import load_checkpoint, save_checkpoint
 

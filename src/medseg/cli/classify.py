@@ -10,14 +10,13 @@ from rich.console import Console
 from rich.table import Table
 
 from medseg.cli.options import (
-    DEVICE_HELP,
     Split,
-    device,
-    duration,
+    device_option,
     json_object,
+    number_option,
     output_file,
     output_folder,
-    positive_float,
+    time_budget_option,
 )
 
 console = Console()
@@ -66,11 +65,9 @@ def train_command(
     freeze: Literal["none", "backbone"] = typer.Option(
         "none", "--freeze", help="backbone: train the head only."
     ),
-    backbone_lr: float = typer.Option(
+    backbone_lr: float = number_option(
         None,
         "--backbone-lr-factor",
-        parser=positive_float,
-        metavar="FLOAT",
         help="Backbone learning rate relative to the head (default 0.1 when fine-tuning "
         "pretrained weights).",
     ),
@@ -86,17 +83,9 @@ def train_command(
         min=1,
         help="Epochs per model (default 30; an upper bound with --time-budget).",
     ),
-    time_budget: float = typer.Option(
-        None,
-        "--time-budget",
-        parser=duration,
-        metavar="DURATION",
-        help="Total training time, e.g. 10m (shared by the folds).",
-    ),
+    time_budget: float = time_budget_option("Total training time, e.g. 10m (shared by the folds)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
-    lr: float = typer.Option(
-        1e-3, "--lr", parser=positive_float, metavar="FLOAT", help="Learning rate (AdamW)."
-    ),
+    lr: float = number_option(1e-3, "--lr", help="Learning rate (AdamW)."),
     augmentation: Literal["none", "light", "nnunet_default"] = typer.Option(
         "light", "--augmentation"
     ),
@@ -113,9 +102,7 @@ def train_command(
     resume: bool = typer.Option(
         False, "--resume", help="Continue from the run's checkpoint_latest.pt files."
     ),
-    device_name: str = typer.Option(
-        None, "--device", parser=device, metavar="DEVICE", help=DEVICE_HELP
-    ),
+    device_name: str = device_option(),
     seed: int = typer.Option(0, "--seed", min=0),
 ) -> None:
     """Train a classifier (or regressor) on DATA; evaluate its test split if it has one; write
@@ -165,9 +152,7 @@ def predict_command(
     mirror: bool = typer.Option(
         False, "--mirror", help="Average over mirrored copies (test-time augmentation)."
     ),
-    device_name: str = typer.Option(
-        None, "--device", parser=device, metavar="DEVICE", help=DEVICE_HELP
-    ),
+    device_name: str = device_option(),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing CSV."),
 ) -> None:
     """Predict a split of DATA with the run's models (fold ensemble); one row per image."""
@@ -244,9 +229,7 @@ def explain_command(
         "--layer",
         help="Module Grad-CAM explains, e.g. backbone.layer3 (default: the last feature map).",
     ),
-    device_name: str = typer.Option(
-        None, "--device", parser=device, metavar="DEVICE", help=DEVICE_HELP
-    ),
+    device_name: str = device_option(),
     overwrite: bool = typer.Option(False, "--overwrite"),
 ) -> None:
     """Write Grad-CAM (or saliency) overlays: where the network finds its evidence."""
@@ -325,9 +308,7 @@ def demo_command(
     dims: int = typer.Option(2, "--dims", min=2, max=3),
     epochs: int = typer.Option(8, "--epochs", min=1),
     n_per_class: int = typer.Option(150, "--n-per-class", min=1),
-    device_name: str = typer.Option(
-        None, "--device", parser=device, metavar="DEVICE", help=DEVICE_HELP
-    ),
+    device_name: str = device_option(),
     overwrite: bool = typer.Option(False, "--overwrite"),
 ) -> None:
     """Phantoms -> train -> evaluate -> Grad-CAM -> report, with the Grad-CAM localisation

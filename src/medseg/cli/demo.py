@@ -34,17 +34,11 @@ def register(app: typer.Typer) -> None:
         steps_per_epoch: int = typer.Option(
             DEMO_STEPS_PER_EPOCH, "--steps-per-epoch", min=1, help="Training steps per epoch."
         ),
-        time_budget: float = typer.Option(
-            None,
-            "--time-budget",
-            parser=options.duration,
-            metavar="DURATION",
-            help="Optional cap, e.g. 4m: stops early on a slow or busy machine, so the Dice "
-            "then depends on it. Default: none.",
+        time_budget: float = options.time_budget_option(
+            "Optional cap, e.g. 4m: stops early on a slow or busy machine, so the Dice "
+            "then depends on it. Default: none."
         ),
-        device: str = typer.Option(
-            None, "--device", parser=options.device, metavar="DEVICE", help=options.DEVICE_HELP
-        ),
+        device: str = options.device_option(),
         overwrite: bool = typer.Option(
             False, "--overwrite", help="Replace a previous demo in OUT."
         ),

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import typer
 
-from medseg.cli.options import non_negative_float, output_folder
+from medseg.cli.options import non_negative_float, number_option, output_folder
 
 _SHOWN = ("dice", "hd95", "assd", "nsd")
 
@@ -38,8 +38,8 @@ def evaluate(
     ignore_label: int | None = typer.Option(
         None, min=0, help="Reference value to leave out of every metric."
     ),
-    tolerance: float = typer.Option(
-        2.0, parser=non_negative_float, metavar="MM", help="NSD tolerance in mm (>= 0)."
+    tolerance: float = number_option(
+        2.0, help="NSD tolerance in mm (>= 0).", parser=non_negative_float, metavar="MM"
     ),
     hd95_mode: Literal["max_directed", "pooled"] = typer.Option(
         "max_directed",

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -189,3 +190,27 @@ def _items(text: str, what: str) -> list[str]:
     if not items:
         raise typer.BadParameter(f"expected comma-separated {what}, got {text!r}")
     return items
+
+
+# ---------------------------------------------------------------- options checked by a parser
+
+
+def device_option(help: str = DEVICE_HELP) -> Any:
+    """``--device``: auto, cpu, cuda or cuda:N (default None: CUDA when available)."""
+    return typer.Option(None, "--device", parser=device, metavar="DEVICE", help=help)
+
+
+def time_budget_option(help: str) -> Any:
+    """``--time-budget``: a duration such as ``20m`` (default None: no budget)."""
+    return typer.Option(None, "--time-budget", parser=duration, metavar="DURATION", help=help)
+
+
+def number_option(
+    default: float | None,
+    *flags: str,
+    help: str,
+    parser: Callable[[str], float] = positive_float,
+    metavar: str = "FLOAT",
+) -> Any:
+    """A number checked by ``parser`` (default: finite and > 0) when the command is parsed."""
+    return typer.Option(default, *flags, parser=parser, metavar=metavar, help=help)

@@ -9,7 +9,12 @@ from typing import Literal
 
 import typer
 
-from medseg.cli.options import non_negative_float, output_folder, positive_float, probability
+from medseg.cli.options import (
+    non_negative_float,
+    number_option,
+    output_folder,
+    probability,
+)
 from medseg.data.phantom_artefacts import NoiseKind
 from medseg.data.phantoms import PhantomConfig, generate_dataset
 
@@ -31,41 +36,36 @@ def phantoms(
     cases: int = typer.Option(20, "--cases", min=1, help="Number of training cases."),
     seed: int = typer.Option(0, "--seed", min=0, help="Dataset seed (same seed, same files)."),
     noise: NoiseKind = typer.Option(_DEFAULT.noise, "--noise", help="Noise model."),
-    noise_std: float = typer.Option(
+    noise_std: float = number_option(
         _DEFAULT.noise_std,
         "--noise-std",
-        parser=non_negative_float,
-        metavar="FLOAT",
         help="Noise std (intensity units; tissue is 0.5).",
+        parser=non_negative_float,
     ),
-    bias: float = typer.Option(
+    bias: float = number_option(
         _DEFAULT.bias_strength,
         "--bias",
-        parser=non_negative_float,
-        metavar="FLOAT",
         help="Bias field strength (max |log field|).",
+        parser=non_negative_float,
     ),
-    streaks: float = typer.Option(
+    streaks: float = number_option(
         _DEFAULT.streak_strength,
         "--streaks",
-        parser=non_negative_float,
-        metavar="FLOAT",
         help="CT-like streak amplitude (0: none).",
+        parser=non_negative_float,
     ),
-    contrast: float = typer.Option(
+    contrast: float = number_option(
         _DEFAULT.contrast,
         "--contrast",
-        parser=non_negative_float,
-        metavar="FLOAT",
         help="Contrast between structures (1: default, 0: none).",
+        parser=non_negative_float,
     ),
-    anisotropy: float = typer.Option(
+    anisotropy: float = number_option(
         None,
         "--anisotropy",
-        parser=positive_float,
-        metavar="MM",
         help="Slice spacing in mm along the first axis (z); in-plane stays 1 mm. "
         "Default: 2 mm in 3D, 1 mm in 2D.",
+        metavar="MM",
     ),
     supersample: int = typer.Option(
         _DEFAULT.supersample,

@@ -24,20 +24,12 @@ def register(app: typer.Typer) -> None:
             ..., "--output", "-o", callback=options.output_folder, help="Results folder (created)."
         ),
         device: Literal["cpu", "cuda"] = typer.Option("cpu", help="Device the plan is sized for."),
-        memory_gb: float = typer.Option(
-            4.0,
-            "--memory-gb",
-            parser=options.positive_float,
-            metavar="GB",
-            help="Memory budget of one training step (> 0).",
+        memory_gb: float = options.number_option(
+            4.0, "--memory-gb", help="Memory budget of one training step (> 0).", metavar="GB"
         ),
-        time_budget: float = typer.Option(
-            None,
-            "--time-budget",
-            parser=options.duration,
-            metavar="DURATION",
-            help="Training time budget (e.g. 20m): measure step times, set epochs, recommend a "
-            "configuration.",
+        time_budget: float = options.time_budget_option(
+            "Training time budget (e.g. 20m): measure step times, set epochs, recommend a "
+            "configuration."
         ),
         precision: Literal["bf16", "fp32"] | None = typer.Option(
             None,
@@ -124,17 +116,9 @@ def register(app: typer.Typer) -> None:
         steps_per_epoch: int = typer.Option(
             None, "--steps-per-epoch", min=1, help="Steps per epoch."
         ),
-        time_budget: float = typer.Option(
-            None,
-            "--time-budget",
-            parser=options.duration,
-            metavar="DURATION",
-            help="Stop in time, e.g. 20m.",
-        ),
+        time_budget: float = options.time_budget_option("Stop in time, e.g. 20m."),
         resume: bool = typer.Option(False, "--resume", help="Continue from checkpoint_latest.pt."),
-        device: str = typer.Option(
-            None, "--device", parser=options.device, metavar="DEVICE", help=options.DEVICE_HELP
-        ),
+        device: str = options.device_option(),
         workers: int = typer.Option(
             None, "--workers", min=0, help="Data loader workers (0: none)."
         ),
@@ -201,16 +185,14 @@ def register(app: typer.Typer) -> None:
         mirror: bool = typer.Option(
             True, "--mirror/--no-mirror", help="Test-time mirroring along every axis."
         ),
-        device: str = typer.Option(
-            None, "--device", parser=options.device, metavar="DEVICE", help=options.DEVICE_HELP
-        ),
+        device: str = options.device_option(),
         overwrite: bool = typer.Option(
             False, "--overwrite", help="Replace existing previous-stage predictions."
         ),
     ) -> None:
         """Predict every training case with the 3d_lowres fold that held it out, on the
         full-resolution grid (what 3d_cascade_fullres trains on)."""
-        from medseg.pipeline.steps import prepare_cascade
+        from medseg.pipeline import prepare_cascade
 
         out = prepare_cascade(
             results,

@@ -68,9 +68,7 @@ def predict(
         "--postprocess/--no-postprocess",
         help="Apply RESULTS/postprocessing.json when present.",
     ),
-    device: str | None = typer.Option(
-        None, "--device", parser=options.device, metavar="DEVICE", help=options.DEVICE_HELP
-    ),
+    device: str | None = options.device_option(),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     nan_to_num: bool = typer.Option(
         False,

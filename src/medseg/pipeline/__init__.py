@@ -4,6 +4,8 @@
 ``prepare_cascade`` between the two stages of the cascade; ``classify_*`` for classification.
 """
 
+from medseg.evaluation import evaluate_folders as evaluate
+from medseg.inference.predict import predict
 from medseg.pipeline.cascade import prepare_cascade
 from medseg.pipeline.classify import (
     classify_demo,
@@ -13,15 +15,10 @@ from medseg.pipeline.classify import (
     classify_report,
     classify_train,
 )
-from medseg.pipeline.steps import (
-    evaluate,
-    plan,
-    predict,
-    preprocess,
-    report,
-    train,
-    validate_fold,
-)
+from medseg.pipeline.steps import train, validate_fold
+from medseg.planning.preprocessing import preprocess
+from medseg.planning.steps import plan
+from medseg.report import build_report as report
 
 __all__ = [
     "classify_demo",

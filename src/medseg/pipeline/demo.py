@@ -32,17 +32,14 @@ from medseg.device import resolve_device
 from medseg.errors import ConfigError, OverwriteError
 from medseg.evaluation import evaluate_folders
 from medseg.fileutil import write_json_atomic
+from medseg.inference.predict import predict
 from medseg.io import write_image
-from medseg.pipeline.steps import (
-    evaluate_cross_validation,
-    plan,
-    predict,
-    preprocess,
-    report,
-    train,
-)
+from medseg.pipeline.steps import evaluate_cross_validation, train
 from medseg.planning.calibrate import OVERHEAD, measure_step_seconds
 from medseg.planning.plan import Plan
+from medseg.planning.preprocessing import preprocess
+from medseg.planning.steps import plan
+from medseg.report import build_report as report
 from medseg.transforms.preview import preview_dataset
 
 log = logging.getLogger(__name__)

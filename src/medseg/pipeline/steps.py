@@ -23,14 +23,9 @@ from medseg.data.loader import list_cases
 from medseg.device import resolve_device
 from medseg.evaluation import evaluate_folders
 from medseg.inference.postprocess import POSTPROCESSING_FILE, choose_postprocessing
-from medseg.inference.predict import predict as _predict
 from medseg.inference.predict import predict_case
 from medseg.io import write_image
-from medseg.pipeline.cascade import prepare_cascade
 from medseg.planning.plan import Plans
-from medseg.planning.preprocessing import preprocess
-from medseg.planning.steps import plan
-from medseg.report import build_report
 from medseg.training import (
     fit,
     fold_cases,
@@ -39,63 +34,39 @@ from medseg.training import (
     model_from_checkpoint,
 )
 
-__all__ = [
-    "evaluate",
-    "evaluate_cross_validation",
-    "plan",
-    "predict",
-    "prepare_cascade",
-    "preprocess",
-    "report",
-    "train",
-    "validate_fold",
-]
-
-predict = _predict
-evaluate = evaluate_folders
-report = build_report
-
 
 def train(
     results: str | os.PathLike[str],
     configuration: str,
     fold: int | str = 0,
     *,
-    epochs: int | None = None,
-    steps_per_epoch: int | None = None,
-    time_budget_s: float | None = None,
-    resume: bool = False,
-    device: str | None = None,
-    num_workers: int | None = None,
     precision: str | None = None,
+    device: str | None = None,
     validate: bool = True,
     mirror: bool = False,
-    seed: int = 0,
     progress: bool = True,
+    **fit_options: Any,
 ) -> dict[str, Any]:
-    """Train one fold, then predict and evaluate its validation cases.
+    """Train one fold (:func:`medseg.training.fit`), then predict and evaluate its validation
+    cases.
 
-    ``precision``: ``"bf16"`` or ``"fp32"`` autocast; None: the plan's decision
-    (``medseg.planning.calibrate.decide_bf16``).
+    Args:
+        precision: ``"bf16"`` or ``"fp32"`` autocast; None: the plan's decision
+            (``medseg.planning.calibrate.decide_bf16``).
+        device: ``cpu``, ``cuda`` or None (auto), for training and validation.
+        validate: predict and evaluate the fold's validation cases after training.
+        mirror: test-time mirroring in that validation.
+        **fit_options: the rest of :func:`medseg.training.fit`'s options (``epochs``,
+            ``steps_per_epoch``, ``time_budget_s``, ``resume``, ``num_workers``, ``seed``).
 
     Returns:
         ``{"fit": RunResult fields (``fold_dir`` for its ``run_dir``), "validation": summary dict
         or None}``.
     """
     results = Path(results)
+    amp = None if precision is None else precision == "bf16"
     result = fit(
-        results,
-        configuration,
-        fold,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        time_budget_s=time_budget_s,
-        resume=resume,
-        device=device,
-        num_workers=num_workers,
-        amp=None if precision is None else precision == "bf16",
-        seed=seed,
-        progress=progress,
+        results, configuration, fold, amp=amp, device=device, progress=progress, **fit_options
     )
     is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 validates
     summary = None

@@ -42,13 +42,15 @@ from medseg.planning.classifier import ClassifierConfig
 from medseg.planning.plan import Plan
 
 
-def build_model(plan: Plan) -> nn.Module:
-    """The plan's network, freshly initialised."""
+def build_model(plan: Plan | ClassifierConfig) -> nn.Module:
+    """The network of a segmentation plan or a classifier config, freshly initialised
+    (``(B, C, *spatial) -> (B, K, *spatial)`` or ``(B, C, *spatial) -> (B, num_outputs)``)."""
+    outputs = plan.num_classes if isinstance(plan, Plan) else plan.num_outputs
     return build_network(
         plan.network,
         spatial_dims=plan.spatial_dims,
         in_channels=plan.in_channels,
-        out_channels=plan.num_classes,
+        out_channels=outputs,
         **plan.network_config,
     )
 
@@ -191,13 +193,7 @@ def model_from_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, Plan
 
 def build_classifier(config: ClassifierConfig) -> nn.Module:
     """The config's network, freshly initialised (``(B, C, *spatial) -> (B, num_outputs)``)."""
-    return build_network(
-        config.network,
-        spatial_dims=config.spatial_dims,
-        in_channels=config.in_channels,
-        out_channels=config.num_outputs,
-        **config.network_config,
-    )
+    return build_model(config)
 
 
 def load_classifier(

@@ -13,17 +13,9 @@
   warning, hidden entries (``.name``) silently. Class names are the folder names over *all*
   splits, sorted as strings, so a class index is the same in every split (a class may be
   missing from a split, but a class folder may not be empty).
-* **a CSV file** with a header row::
-
-      path,label[,fold][,split]   # classification
-      path,label,target_x,...     # regression (or path,target_a,target_b; or task="regression")
-
-  ``path`` is relative to the CSV's folder (absolute paths work too); column names are case
-  insensitive. Classification labels are either all integers (``1.0`` counts as 1; the label
-  *is* the class index, class names are ``"0" .. str(max)`` over all rows) or class-name
-  strings (sorted over all rows -> indices). ``fold`` is an integer; ``split`` is
-  ``train``/``val``/``test`` (without it every row is split ``"train"``). Regression targets
-  are ``label`` (if present) followed by the ``target_*`` columns in file order.
+* **a CSV file** with a header row ``path,label[,fold][,split]`` (classification) or
+  ``path,label,target_x,...`` (regression), paths relative to the CSV's folder: see
+  :mod:`medseg.data.classification.csv_table` for labels, folds, splits and targets.
 * **a ``.npz`` in MedMNIST layout**: ``<split>_images`` ``(N, H, W)``, ``(N, H, W, C)``
   (C in 1, 3, 4) or ``(N, D, H, W)`` (``(N, D, H, W, C)``) and ``<split>_labels`` ``(N, 1)``
   or ``(N,)`` integers; an optional ``class_names`` string array, else ``"0", "1", ...``.
