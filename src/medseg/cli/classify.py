@@ -105,8 +105,7 @@ def train_command(
     device_name: str = device_option(),
     seed: int = typer.Option(0, "--seed", min=0),
 ) -> None:
-    """Train a classifier (or regressor) on DATA; evaluate its test split if it has one; write
-    the report."""
+    """Train a classifier (or regressor) on DATA; evaluate its test split; write the report."""
     from medseg.pipeline.classify import classify_train
 
     summary = classify_train(
@@ -178,8 +177,10 @@ def evaluate_command(
     ),
     overwrite: bool = typer.Option(False, "--overwrite"),
 ) -> None:
-    """Confusion matrix; ACC, sensitivity, specificity, PPV, NPV, F1, MCC per class and macro;
-    ROC AUC."""
+    """Confusion matrix, ROC AUC; ACC, sensitivity, specificity, PPV, NPV, F1, MCC per class.
+
+    Per-class values and their macro averages.
+    """
     from medseg.pipeline.classify import classify_evaluate
 
     summary = classify_evaluate(predictions, output, overwrite=overwrite)
@@ -311,8 +312,7 @@ def demo_command(
     device_name: str = device_option(),
     overwrite: bool = typer.Option(False, "--overwrite"),
 ) -> None:
-    """Phantoms -> train -> evaluate -> Grad-CAM -> report, with the Grad-CAM localisation
-    measured."""
+    """Phantoms -> train -> evaluate -> Grad-CAM -> report; measures Grad-CAM localisation."""
     from medseg.pipeline.classify import classify_demo
 
     summary = classify_demo(

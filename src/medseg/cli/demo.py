@@ -43,8 +43,7 @@ def register(app: typer.Typer) -> None:
             False, "--overwrite", help="Replace a previous demo in OUT."
         ),
     ) -> None:
-        """Generate phantoms, plan, train (a fixed number of steps), predict, evaluate and
-        report, in a few CPU minutes."""
+        """Phantoms, plan, train (fixed steps), predict, evaluate, report: a few CPU minutes."""
         from medseg.pipeline.demo import run_demo
 
         summary = run_demo(

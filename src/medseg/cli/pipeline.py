@@ -14,199 +14,195 @@ from medseg.cli import options
 console = Console()
 
 
+def plan_command(
+    dataset: Path = typer.Argument(..., help="Dataset folder."),
+    output: Path = typer.Option(
+        ..., "--output", "-o", callback=options.output_folder, help="Results folder (created)."
+    ),
+    device: Literal["cpu", "cuda"] = typer.Option("cpu", help="Device the plan is sized for."),
+    memory_gb: float = options.number_option(
+        4.0, "--memory-gb", help="Memory budget of one training step (> 0).", metavar="GB"
+    ),
+    time_budget: float = options.time_budget_option(
+        "Training time budget (e.g. 20m): measure step times, set epochs, recommend a "
+        "configuration."
+    ),
+    precision: Literal["bf16", "fp32"] | None = typer.Option(
+        None,
+        "--precision",
+        help="Train every configuration in bf16 or fp32 (default: bf16 where the device "
+        "supports it natively and a bf16 step does not crash or hang in a child process).",
+    ),
+    explain: bool = typer.Option(False, "--explain", help="Print why each value was chosen."),
+    jobs: int = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing plans."),
+) -> None:
+    """Check and fingerprint DATASET, then plan every configuration into RESULTS."""
+    from medseg.pipeline import plan
+    from medseg.planning.steps import explain as explain_plans
+
+    plans = plan(
+        dataset,
+        output,
+        device=device,
+        memory_gb=memory_gb,
+        time_budget_s=time_budget,
+        precision=precision,
+        jobs=jobs,
+        overwrite=overwrite,
+    )
+    if explain:
+        typer.echo(explain_plans(plans))
+    for name, p in plans.configurations.items():
+        console.print(
+            f"{name}: patch {p.patch_size}, batch {p.batch_size}, "
+            f"spacing {tuple(round(s, 3) for s in p.spacing)}, "
+            f"features {p.network_config['features']}"
+        )
+    if plans.recommended:
+        console.print(f"recommended configuration: {plans.recommended}")
+    console.print(f"wrote {output / 'plans.json'}")
+
+
+def preprocess_command(
+    results: Path = typer.Argument(..., help="Results folder with plans.json."),
+    config: str = typer.Option(
+        None,
+        "--config",
+        "-c",
+        callback=options.configurations,
+        help="Comma-separated configurations, e.g. 2d,3d_fullres,3d_lowres "
+        "(default all; 3d_cascade_fullres shares the 3d_fullres data).",
+    ),
+    jobs: int = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes."),
+) -> None:
+    """Resample, normalise and store the training cases (skips unchanged cases)."""
+    from medseg.pipeline import preprocess
+
+    summary = preprocess(results, configurations=config.split(",") if config else None, jobs=jobs)
+    for name, counts in summary.items():
+        console.print(
+            f"{name}: {counts['processed']} processed, {counts['skipped']} unchanged, "
+            f"{counts['removed']} removed"
+        )
+
+
+def train_command(
+    results: Path = typer.Argument(..., help="Results folder (planned and preprocessed)."),
+    config: options.Configuration | None = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="3d_cascade_fullres after the 3d_lowres folds and 'medseg prepare-cascade'; "
+        "default: the plan's recommendation, else 3d_fullres, else 2d.",
+    ),
+    fold: str = typer.Option(
+        "0",
+        "--fold",
+        "-f",
+        parser=options.fold,
+        metavar="FOLD",
+        help="Fold index (>= 0) or 'all'.",
+    ),
+    epochs: int = typer.Option(
+        None, "--epochs", min=1, help="Number of epochs (default: the plan's)."
+    ),
+    steps_per_epoch: int = typer.Option(None, "--steps-per-epoch", min=1, help="Steps per epoch."),
+    time_budget: float = options.time_budget_option("Stop in time, e.g. 20m."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from checkpoint_latest.pt."),
+    device: str = options.device_option(),
+    workers: int = typer.Option(None, "--workers", min=0, help="Data loader workers (0: none)."),
+    precision: Literal["bf16", "fp32"] | None = typer.Option(
+        None, "--precision", help="bf16 or fp32 autocast (default: the plan's decision)."
+    ),
+    no_validate: bool = typer.Option(False, "--no-validate", help="Skip the full-case validation."),
+) -> None:
+    """Train one fold, then predict and evaluate its validation cases."""
+    from medseg.pipeline import train
+    from medseg.planning import Plans
+    from medseg.training import leave_distributed_run
+
+    plans = Plans.from_json(results / "plans.json")
+    if config is None:
+        config = plans.recommended or (
+            "3d_fullres" if "3d_fullres" in plans.configurations else "2d"
+        )
+    out = train(
+        results,
+        config,
+        fold if fold == "all" else int(fold),
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        time_budget_s=time_budget,
+        resume=resume,
+        device=device,
+        num_workers=workers,
+        precision=precision,
+        validate=not no_validate,
+    )
+    fit = out["fit"]
+    console.print(
+        f"trained {fit['epochs']} epoch(s), {fit['steps']} steps in {fit['seconds']:.0f} s "
+        f"(stopped by {fit['stopped_by']}); checkpoints in {fit['fold_dir']}"
+    )
+    if out["validation"]:
+        overall = out["validation"]["overall"]["dice"]
+        console.print(
+            f"validation mean Dice {overall['mean']:.4f} over "
+            f"{out['validation']['n_cases']} case(s)"
+        )
+    cascades = [n for n, p in plans.configurations.items() if p.previous_stage == config]
+    if cascades:
+        console.print(
+            f"when every {config} fold is trained: medseg prepare-cascade {results}, "
+            f"then medseg train {results} --config {cascades[0]} --fold K"
+        )
+    leave_distributed_run()  # under torchrun: exit before gloo's teardown can abort the process
+
+
+def prepare_cascade_command(
+    results: Path = typer.Argument(..., help="Results folder whose 3d_lowres folds are trained."),
+    config: options.Configuration = typer.Option(
+        "3d_cascade_fullres", "--config", "-c", help="The cascade stage to prepare."
+    ),
+    checkpoint: options.Checkpoint = typer.Option(
+        "best", "--checkpoint", help="Which previous-stage checkpoints."
+    ),
+    mirror: bool = typer.Option(
+        True, "--mirror/--no-mirror", help="Test-time mirroring along every axis."
+    ),
+    device: str = options.device_option(),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace existing previous-stage predictions."
+    ),
+) -> None:
+    """Predict the training cases with the 3d_lowres folds (what 3d_cascade_fullres trains on).
+
+    Each case is predicted by the fold that held it out, on the full-resolution grid.
+    """
+    from medseg.pipeline import prepare_cascade
+
+    out = prepare_cascade(
+        results,
+        config,
+        checkpoint=checkpoint,
+        mirror=mirror,
+        device=device,
+        overwrite=overwrite,
+    )
+    folds = ", ".join(f"fold {k}: {n}" for k, n in out["folds"].items())
+    console.print(f"predicted {out['cases']} case(s) ({folds}) -> {out['folder']}")
+    if out["fallback"]:
+        console.print(
+            f"[yellow]{len(out['fallback'])} case(s) predicted by a fold that trained on "
+            "them[/yellow]"
+        )
+    console.print(f"next: medseg train {results} --config {config} --fold K")
+
+
 def register(app: typer.Typer) -> None:
     """Mount the pipeline commands on the main app."""
-
-    @app.command("plan")
-    def plan_command(
-        dataset: Path = typer.Argument(..., help="Dataset folder."),
-        output: Path = typer.Option(
-            ..., "--output", "-o", callback=options.output_folder, help="Results folder (created)."
-        ),
-        device: Literal["cpu", "cuda"] = typer.Option("cpu", help="Device the plan is sized for."),
-        memory_gb: float = options.number_option(
-            4.0, "--memory-gb", help="Memory budget of one training step (> 0).", metavar="GB"
-        ),
-        time_budget: float = options.time_budget_option(
-            "Training time budget (e.g. 20m): measure step times, set epochs, recommend a "
-            "configuration."
-        ),
-        precision: Literal["bf16", "fp32"] | None = typer.Option(
-            None,
-            "--precision",
-            help="Train every configuration in bf16 or fp32 (default: bf16 where the device "
-            "supports it natively and a bf16 step does not crash or hang in a child process).",
-        ),
-        explain: bool = typer.Option(False, "--explain", help="Print why each value was chosen."),
-        jobs: int = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing plans."),
-    ) -> None:
-        """Check and fingerprint DATASET, then plan every configuration into RESULTS."""
-        from medseg.pipeline import plan
-        from medseg.planning.steps import explain as explain_plans
-
-        plans = plan(
-            dataset,
-            output,
-            device=device,
-            memory_gb=memory_gb,
-            time_budget_s=time_budget,
-            precision=precision,
-            jobs=jobs,
-            overwrite=overwrite,
-        )
-        if explain:
-            typer.echo(explain_plans(plans))
-        for name, p in plans.configurations.items():
-            console.print(
-                f"{name}: patch {p.patch_size}, batch {p.batch_size}, "
-                f"spacing {tuple(round(s, 3) for s in p.spacing)}, "
-                f"features {p.network_config['features']}"
-            )
-        if plans.recommended:
-            console.print(f"recommended configuration: {plans.recommended}")
-        console.print(f"wrote {output / 'plans.json'}")
-
-    @app.command("preprocess")
-    def preprocess_command(
-        results: Path = typer.Argument(..., help="Results folder with plans.json."),
-        config: str = typer.Option(
-            None,
-            "--config",
-            "-c",
-            callback=options.configurations,
-            help="Comma-separated configurations, e.g. 2d,3d_fullres,3d_lowres "
-            "(default all; 3d_cascade_fullres shares the 3d_fullres data).",
-        ),
-        jobs: int = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes."),
-    ) -> None:
-        """Resample, normalise and store the training cases (skips unchanged cases)."""
-        from medseg.pipeline import preprocess
-
-        summary = preprocess(
-            results, configurations=config.split(",") if config else None, jobs=jobs
-        )
-        for name, counts in summary.items():
-            console.print(
-                f"{name}: {counts['processed']} processed, {counts['skipped']} unchanged, "
-                f"{counts['removed']} removed"
-            )
-
-    @app.command("train")
-    def train_command(
-        results: Path = typer.Argument(..., help="Results folder (planned and preprocessed)."),
-        config: options.Configuration | None = typer.Option(
-            None,
-            "--config",
-            "-c",
-            help="3d_cascade_fullres after the 3d_lowres folds and 'medseg prepare-cascade'; "
-            "default: the plan's recommendation, else 3d_fullres, else 2d.",
-        ),
-        fold: str = typer.Option(
-            "0",
-            "--fold",
-            "-f",
-            parser=options.fold,
-            metavar="FOLD",
-            help="Fold index (>= 0) or 'all'.",
-        ),
-        epochs: int = typer.Option(
-            None, "--epochs", min=1, help="Number of epochs (default: the plan's)."
-        ),
-        steps_per_epoch: int = typer.Option(
-            None, "--steps-per-epoch", min=1, help="Steps per epoch."
-        ),
-        time_budget: float = options.time_budget_option("Stop in time, e.g. 20m."),
-        resume: bool = typer.Option(False, "--resume", help="Continue from checkpoint_latest.pt."),
-        device: str = options.device_option(),
-        workers: int = typer.Option(
-            None, "--workers", min=0, help="Data loader workers (0: none)."
-        ),
-        precision: Literal["bf16", "fp32"] | None = typer.Option(
-            None, "--precision", help="bf16 or fp32 autocast (default: the plan's decision)."
-        ),
-        no_validate: bool = typer.Option(
-            False, "--no-validate", help="Skip the full-case validation."
-        ),
-    ) -> None:
-        """Train one fold, then predict and evaluate its validation cases."""
-        from medseg.pipeline import train
-        from medseg.planning import Plans
-        from medseg.training import leave_distributed_run
-
-        plans = Plans.from_json(results / "plans.json")
-        if config is None:
-            config = plans.recommended or (
-                "3d_fullres" if "3d_fullres" in plans.configurations else "2d"
-            )
-        out = train(
-            results,
-            config,
-            fold if fold == "all" else int(fold),
-            epochs=epochs,
-            steps_per_epoch=steps_per_epoch,
-            time_budget_s=time_budget,
-            resume=resume,
-            device=device,
-            num_workers=workers,
-            precision=precision,
-            validate=not no_validate,
-        )
-        fit = out["fit"]
-        console.print(
-            f"trained {fit['epochs']} epoch(s), {fit['steps']} steps in {fit['seconds']:.0f} s "
-            f"(stopped by {fit['stopped_by']}); checkpoints in {fit['fold_dir']}"
-        )
-        if out["validation"]:
-            overall = out["validation"]["overall"]["dice"]
-            console.print(
-                f"validation mean Dice {overall['mean']:.4f} over "
-                f"{out['validation']['n_cases']} case(s)"
-            )
-        cascades = [n for n, p in plans.configurations.items() if p.previous_stage == config]
-        if cascades:
-            console.print(
-                f"when every {config} fold is trained: medseg prepare-cascade {results}, "
-                f"then medseg train {results} --config {cascades[0]} --fold K"
-            )
-        leave_distributed_run()  # under torchrun: exit before gloo's teardown can abort the process
-
-    @app.command("prepare-cascade")
-    def prepare_cascade_command(
-        results: Path = typer.Argument(
-            ..., help="Results folder whose 3d_lowres folds are trained."
-        ),
-        config: options.Configuration = typer.Option(
-            "3d_cascade_fullres", "--config", "-c", help="The cascade stage to prepare."
-        ),
-        checkpoint: options.Checkpoint = typer.Option(
-            "best", "--checkpoint", help="Which previous-stage checkpoints."
-        ),
-        mirror: bool = typer.Option(
-            True, "--mirror/--no-mirror", help="Test-time mirroring along every axis."
-        ),
-        device: str = options.device_option(),
-        overwrite: bool = typer.Option(
-            False, "--overwrite", help="Replace existing previous-stage predictions."
-        ),
-    ) -> None:
-        """Predict every training case with the 3d_lowres fold that held it out, on the
-        full-resolution grid (what 3d_cascade_fullres trains on)."""
-        from medseg.pipeline import prepare_cascade
-
-        out = prepare_cascade(
-            results,
-            config,
-            checkpoint=checkpoint,
-            mirror=mirror,
-            device=device,
-            overwrite=overwrite,
-        )
-        folds = ", ".join(f"fold {k}: {n}" for k, n in out["folds"].items())
-        console.print(f"predicted {out['cases']} case(s) ({folds}) -> {out['folder']}")
-        if out["fallback"]:
-            console.print(
-                f"[yellow]{len(out['fallback'])} case(s) predicted by a fold that trained on "
-                "them[/yellow]"
-            )
-        console.print(f"next: medseg train {results} --config {config} --fold K")
+    app.command("plan")(plan_command)
+    app.command("preprocess")(preprocess_command)
+    app.command("train")(train_command)
+    app.command("prepare-cascade")(prepare_cascade_command)
