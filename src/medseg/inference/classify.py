@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from medseg.device import autocast, bf16_supported, resolve_device
+from medseg.device import bf16_supported, resolve_device
 from medseg.errors import ConfigError
 from medseg.fileutil import atomic_path, check_writable, csv_restore, csv_safe
-from medseg.planning.classifier import ClassifierConfig, normalize_images, scores_from_outputs
+from medseg.planning.classifier import ClassifierConfig, score_images
 from medseg.training.checkpoint import load_classifier
 
 
@@ -58,15 +58,9 @@ def predict_scores(
     """
     dev = torch.device(device)
     use_amp = bf16_supported(dev) if amp is None else amp
-    was_training = model.training
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = normalize_images(images[start : start + batch_size], config).to(dev)
-        with autocast(dev, use_amp):
-            out.append(scores_from_outputs(model(x), config).cpu())
-    model.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros((0, config.num_outputs), np.float32)
+    return score_images(
+        model, images, config, device=dev, use_bf16=use_amp, batch_size=batch_size
+    ).numpy()
 
 
 def find_classifier_checkpoints(run: str | os.PathLike[str], *, which: str = "best") -> list[Path]:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medseg.device import autocast
 from medseg.errors import ConfigError
 from medseg.planning.config_io import config_from_dict, config_to_dict, json_values
 
@@ -164,6 +165,30 @@ def scores_from_outputs(outputs: torch.Tensor, config: ClassifierConfig) -> torc
     if config.resolved_loss == "margin":
         return outputs / outputs.sum(1, keepdim=True).clamp_min(1e-8)
     return outputs.softmax(1)
+
+
+@torch.no_grad()
+def score_images(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    config: ClassifierConfig,
+    *,
+    device: torch.device,
+    use_bf16: bool,
+    batch_size: int = 64,
+) -> torch.Tensor:
+    """:func:`scores_from_outputs` of ``(N, C, *spatial)`` images, in batches, the model in eval
+    mode (its mode restored afterwards): ``(N, K)`` float32 on the CPU. Shared by validation
+    during training and by ``medseg.inference.classify.predict_scores``."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = normalize_images(images[start : start + batch_size], config).to(device)
+        with autocast(device, use_bf16):
+            out.append(scores_from_outputs(model(x), config).cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros((0, config.num_outputs))
 
 
 def training_targets(labels: np.ndarray, config: ClassifierConfig) -> torch.Tensor:

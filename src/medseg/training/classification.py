@@ -36,7 +36,7 @@ from medseg.planning.classifier import (
     LOSS_NAMES,
     ClassifierConfig,
     normalize_images,
-    scores_from_outputs,
+    score_images,
     training_targets,
 )
 from medseg.training.checkpoint import build_classifier
@@ -257,21 +257,11 @@ def validation_row(
     config: ClassifierConfig,
     dev: torch.device,
     use_bf16: bool,
-    batch_size: int = 64,
 ) -> dict[str, float]:
     """Validation loss (cross-entropy runs), accuracy and AUC (or MAE and RMSE) of ``val``."""
     if val is None or not len(val.labels):
         return {}
-    model.eval()
-    scores = []
-    for start in range(0, len(val.images), batch_size):
-        with autocast(dev, use_bf16):
-            outputs = model(
-                normalize_images(val.images[start : start + batch_size], config).to(dev)
-            )
-        scores.append(scores_from_outputs(outputs, config).cpu())
-    model.train()
-    probabilities = torch.cat(scores)
+    probabilities = score_images(model, val.images, config, device=dev, use_bf16=use_bf16)
     row: dict[str, float] = {}
     if config.task == "classification" and config.resolved_loss == "ce":
         row["val_loss"] = float(
