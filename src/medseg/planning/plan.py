@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from medseg.planning.config_io import config_from_dict, config_to_dict, json_val
 SCHEMA_VERSION = 1
 CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres")
 PRECISIONS = ("auto", "bf16", "fp32")
+SAMPLING_MODES = ("oversample", "balanced", "uniform")
+VARIANT_NAME = re.compile(r"[a-z0-9][a-z0-9_]{0,31}")
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,24 @@ class Plan:
             checked by one step in a child process when training starts.
         data_configuration: the configuration whose preprocessed case store this one trains
             on, when it shares it (the cascade shares ``3d_fullres``'s: same spacing and
-            normalisation); None: its own, ``preprocessed/<configuration>``.
+            normalisation; a variant its base configuration's when preprocessing is the same);
+            None: its own, ``preprocessed/<name>``.
+        variant: a name for one of several plans of the same configuration (``--variant
+            attn``): the plan is stored, trained and predicted as ``<configuration>-<variant>``
+            (:attr:`name`); None: the configuration's main plan.
+        loss_config: keyword options of the loss (e.g. Tversky's ``alpha``/``beta``).
+        sampling: patch sampling, ``oversample`` (nnU-Net: ``foreground_oversampling`` of each
+            batch centred on foreground), ``balanced`` (every patch on a class drawn
+            uniformly) or ``uniform``.
+        mirror_axes: patch axes (0 = first axis of the network's patch) that may be mirrored,
+            in training and test-time augmentation alike; None: every axis.
+        elastic: probability of elastic deformation per sample (0: off, nnU-Net v2's default).
+        ignore_label: the value of the ``ignore`` label of ``dataset.json`` (sparse
+            annotations): its voxels count in no loss, sampler or metric; None: dense labels.
+        n4_channels: image channels given N4 bias-field correction before normalisation.
+        histogram_landmarks: channel index (str) -> the dataset's reference intensity
+            landmarks (Nyul-Udupa percentiles); those channels are histogram-matched to it
+            before normalisation.
     """
 
     configuration: str
@@ -89,6 +109,14 @@ class Plan:
     previous_stage: str | None = None
     data_configuration: str | None = None
     precision: str = "auto"
+    variant: str | None = None
+    loss_config: dict[str, Any] = field(default_factory=dict)
+    sampling: str = "oversample"
+    mirror_axes: tuple[int, ...] | None = None
+    elastic: float = 0.0
+    ignore_label: int | None = None
+    n4_channels: tuple[int, ...] = ()
+    histogram_landmarks: dict[str, list[float]] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -96,13 +124,23 @@ class Plan:
             raise ConfigError(
                 f"configuration must be one of {CONFIGURATIONS}, got '{self.configuration}'"
             )
-        for name in ("previous_stage", "data_configuration"):
-            value = getattr(self, name)
-            if value is not None and (value not in CONFIGURATIONS or value == self.configuration):
-                raise ConfigError(
-                    f"{self.configuration}: {name} must be another configuration of "
-                    f"{CONFIGURATIONS} or null, got '{value}'"
-                )
+        if self.variant is not None and not VARIANT_NAME.fullmatch(self.variant):
+            raise ConfigError(
+                f"variant must be lower-case letters, digits and '_' (at most 32), "
+                f"got {self.variant!r}"
+            )
+        if self.previous_stage is not None and (
+            self.previous_stage not in CONFIGURATIONS or self.previous_stage == self.configuration
+        ):
+            raise ConfigError(
+                f"{self.name}: previous_stage must be another configuration of "
+                f"{CONFIGURATIONS} or null, got '{self.previous_stage}'"
+            )
+        if self.data_configuration is not None and self.data_configuration == self.name:
+            raise ConfigError(
+                f"{self.name}: data_configuration must name another plan or be null, "
+                f"got '{self.data_configuration}'"
+            )
         if self.previous_stage is not None and self.in_channels <= self.previous_stage_channels:
             raise ConfigError(
                 f"{self.configuration}: in_channels {self.in_channels} must exceed the "
@@ -113,14 +151,57 @@ class Plan:
                 f"{self.configuration}: precision must be one of {PRECISIONS}, "
                 f"got '{self.precision}'"
             )
+        self._check_choices()
         if len(self.patch_size) != self.spatial_dims:
             raise ConfigError(
                 f"patch_size {self.patch_size} does not have {self.spatial_dims} entries"
             )
         # JSON gives lists; keep tuples so plans compare equal after a round trip
-        for name in ("spacing", "median_shape", "patch_size", "normalization"):
+        for name in ("spacing", "median_shape", "patch_size", "normalization", "n4_channels"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        object.__setattr__(self, "network_config", json_values(dict(self.network_config)))
+        if self.mirror_axes is not None:
+            object.__setattr__(self, "mirror_axes", tuple(int(a) for a in self.mirror_axes))
+        for name in ("network_config", "loss_config", "histogram_landmarks"):
+            object.__setattr__(self, name, json_values(dict(getattr(self, name))))
+
+    def _check_choices(self) -> None:
+        """The sampling, mirroring, elastic, ignore-label and N4 fields are in range."""
+        if self.sampling not in SAMPLING_MODES:
+            raise ConfigError(
+                f"{self.name}: sampling must be one of {', '.join(SAMPLING_MODES)}, "
+                f"got '{self.sampling}'"
+            )
+        axes = self.mirror_axes or ()
+        if len(set(axes)) != len(axes) or any(not 0 <= a < self.spatial_dims for a in axes):
+            raise ConfigError(
+                f"{self.name}: mirror_axes must be distinct patch axes in "
+                f"0..{self.spatial_dims - 1}, got {list(axes)}"
+            )
+        if not 0.0 <= self.elastic <= 1.0:
+            raise ConfigError(
+                f"{self.name}: elastic is a probability in [0, 1], got {self.elastic}"
+            )
+        clash = [k for k, v in self.labels.items() if k != "ignore" and v == self.ignore_label]
+        if self.ignore_label is not None and clash:
+            raise ConfigError(
+                f"{self.name}: ignore label {self.ignore_label} collides with class "
+                f"'{clash[0]}' of the same value"
+            )
+        channels = range(self.in_channels - self.previous_stage_channels)
+        bad = [
+            c for c in (*self.n4_channels, *map(int, self.histogram_landmarks)) if c not in channels
+        ]
+        if bad:
+            raise ConfigError(
+                f"{self.name}: N4/histogram channel(s) {bad} are not image channels "
+                f"(0..{len(channels) - 1})"
+            )
+
+    @property
+    def name(self) -> str:
+        """The key of this plan in ``plans.json`` and its results folder:
+        ``<configuration>`` or ``<configuration>-<variant>``."""
+        return f"{self.configuration}-{self.variant}" if self.variant else self.configuration
 
     @property
     def previous_stage_channels(self) -> int:
@@ -136,7 +217,7 @@ class Plan:
     def store_configuration(self) -> str:
         """Name of the preprocessed case store this configuration trains on
         (``RESULTS/preprocessed/<store_configuration>``)."""
-        return self.data_configuration or self.configuration
+        return self.data_configuration or self.name
 
     @property
     def patch_spacing(self) -> tuple[float, ...]:
