@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Literal, get_args, get_origin
+from typing import Literal, get_args, get_origin, get_type_hints
 
 import pytest
 import typer
@@ -38,6 +38,9 @@ REJECTED = [
     (["train", "results", "--time-budget", "-5m"], "--time-budget", "> 0"),
     (["train", "results", "--time-budget", "soon"], "--time-budget", "20m"),
     (["train", "results", "--config", "4d"], "--config", "3d_fullres"),
+    (["train", "results", "--config", "2d-Attn"], "--config", "<configuration>-<variant>"),
+    (["train", "results", "--config", "4d-attn"], "--config", "<configuration>-<variant>"),
+    (["prepare-cascade", "results", "--config", "3d"], "--config", "3d_cascade_fullres"),
     (["train", "results", "--workers", "-1"], "--workers", GE + "0"),
     (["train", "results", "--precision", "fp16"], "--precision", "bf16"),
     (["plan", "ds", "-o", "out", "--precision", "half"], "--precision", "fp32"),
@@ -58,6 +61,7 @@ REJECTED = [
     (["predict", "-i", "in", "-o", "FILE", "-m", "results"], "--output", "is an existing file"),
     ([*PREDICT, "--folds", "0,x"], "--folds", ">= 0 or 'all'"),
     ([*PREDICT, "--config", "3d"], "--config", "3d"),
+    ([*PREDICT, "--config", "2d,2d-"], "--config", "2d-"),
     ([*PREDICT, "--device", "cuda:x"], "--device", "cuda:N"),
     ([*PREDICT, "--checkpoint", "final"], "--checkpoint", "latest"),
     ([*EVALUATE, "--tolerance", "nan"], "--tolerance", ">= 0"),
@@ -202,6 +206,8 @@ def test_accepted_values_come_back_normalised() -> None:
     assert options.folds("0, 2") == "0,2" and options.folds(None) is None
     assert options.device("CUDA:1") == "cuda:1" and options.device("auto") == "auto"
     assert options.configurations("2d, 3d_lowres") == "2d,3d_lowres"
+    assert options.configurations("2d,2d-attn_v2") == "2d,2d-attn_v2"
+    assert options.plan_name(" 3d_fullres-dice ") == "3d_fullres-dice"
     assert options.overlap("0") == 0.0 and options.probability("1") == 1.0
     assert options.json_object('{"dropout": 0.2}') == {"dropout": 0.2}
 
@@ -219,6 +225,20 @@ def test_cli_choices_match_the_library() -> None:
     from medseg.planning.plan import CONFIGURATIONS
 
     assert get_args(options.Configuration) == CONFIGURATIONS
+    from medseg.planning.plan import VARIANT_NAME
+
+    assert options.VARIANT_NAME.pattern == VARIANT_NAME.pattern
+    from medseg.cli.pipeline import plan_command
+    from medseg.planning.choices import OPTIMIZER_NAMES
+    from medseg.planning.plan import SAMPLING_MODES
+    from medseg.planning.recipe import AUGMENTATION_PRESETS
+    from medseg.training.schedule import OPTIMIZERS
+
+    hints = get_type_hints(plan_command)
+    assert get_args(get_args(hints["sampling"])[0]) == SAMPLING_MODES
+    assert get_args(get_args(hints["augment"])[0]) == AUGMENTATION_PRESETS
+    assert set(get_args(get_args(hints["optimizer"])[0])) == set(OPTIMIZER_NAMES)
+    assert tuple(OPTIMIZERS.names()) == OPTIMIZER_NAMES
     assert get_args(options.Split) == SPLITS
     assert (demo_cli.DEMO_EPOCHS, demo_cli.DEMO_STEPS_PER_EPOCH) == (
         DEMO_EPOCHS,
@@ -229,7 +249,7 @@ def test_cli_choices_match_the_library() -> None:
 # values only the command can judge (an input must exist, a network must be registered, a
 # layer must be in the model): each fails there with one line naming it (exit code 1)
 CHECKED_BY_THE_COMMAND = {
-    "plan": {"dataset"},
+    "plan": {"dataset", "network", "loss", "settings", "variant", "n4", "histogram_matching"},
     "preprocess": {"results"},
     "train": {"results"},
     "prepare-cascade": {"results"},
@@ -238,6 +258,7 @@ CHECKED_BY_THE_COMMAND = {
     "report": {"results", "title"},
     "demo": {"data"},
     "data check": {"dataset"},
+    "data sparsify": {"dataset"},
     "data fingerprint": {"dataset"},
     "augment preview": {"dataset"},
     "classify train": {"data", "net"},

@@ -145,3 +145,16 @@ def test_no_postprocessing_file_means_none(tmp_path: Path) -> None:
     (tmp_path / "postprocessing.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(ConfigError, match="postprocessing.json"):
         load_postprocessing(tmp_path)
+
+
+def test_choose_postprocessing_counts_no_unannotated_voxel(tmp_path: Path) -> None:
+    ref = _blob_volume()
+    pred = ref.copy()
+    pred[0, 10:12, 10:12] = 1  # an island where the reference is unannotated (value 9)
+    ref[0] = 9
+    _write(tmp_path / "ref", "c.nii.gz", ref)
+    _write(tmp_path / "pred", "c.nii.gz", pred)
+    counted = choose_postprocessing(tmp_path / "pred", tmp_path / "ref", [1])
+    ignored = choose_postprocessing(tmp_path / "pred", tmp_path / "ref", [1], ignore_label=9)
+    assert counted["dice"]["1"]["before"] < 1.0  # the island counted as a false positive
+    assert ignored["dice"]["1"] == {"before": 1.0, "after": 1.0}

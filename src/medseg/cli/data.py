@@ -1,4 +1,4 @@
-"""``medseg data ...``: check, fingerprint and generate datasets."""
+"""``medseg data ...``: check, fingerprint, sparsify and generate datasets."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from medseg.cli import phantoms as phantoms_cli
-from medseg.cli.options import output_file
+from medseg.cli.options import output_file, output_folder
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -62,6 +62,42 @@ def fingerprint(
     fp.to_json(output)
     print_fingerprint(fp)
     console.print(f"wrote {output} in {time.perf_counter() - start:.1f} s")
+
+
+@app.command("sparsify")
+def sparsify(
+    dataset: Path = typer.Argument(..., help="nnU-Net v2 dataset folder to copy."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", callback=output_folder, help="Folder of the sparse copy."
+    ),
+    every_nth_slice: int = typer.Option(
+        ..., "--every-nth-slice", min=1, help="Keep the labels of slices 0, n, 2n, ..."
+    ),
+    axis: int = typer.Option(0, "--axis", min=0, help="Array axis of the slices (0: z)."),
+    copy_images: bool = typer.Option(
+        False, "--copy-images", help="Copy the images instead of hard-linking them."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT dataset."),
+) -> None:
+    """Copy a dataset keeping the labels of every n-th slice only; the rest becomes 'ignore'."""
+    from medseg.data.sparsify import sparsify_dataset
+
+    summary = sparsify_dataset(
+        dataset,
+        out,
+        every_nth_slice=every_nth_slice,
+        axis=axis,
+        overwrite=overwrite,
+        copy_images=copy_images,
+    )
+    tests = f" (+{summary.num_test_cases} imagesTs copied)" if summary.num_test_cases else ""
+    typer.echo(
+        f"wrote {summary.out}: {summary.num_cases} case(s){tests}, slices 0, "
+        f"{every_nth_slice}, {2 * every_nth_slice}, ... along axis {axis} annotated "
+        f"({summary.annotated_slices} of {summary.total_slices} slices, "
+        f"{summary.annotated_share:.1%} of voxels); the rest is 'ignore' = "
+        f"{summary.ignore_label}"
+    )
 
 
 def print_fingerprint(fp: object) -> None:

@@ -36,7 +36,11 @@ def evaluate(
         "Default: all non-zero reference values.",
     ),
     ignore_label: int | None = typer.Option(
-        None, min=0, help="Reference value to leave out of every metric."
+        None,
+        "--ignore-label",
+        min=0,
+        help="Reference value whose voxels count in no metric. Default: the 'ignore' label "
+        "(sparse annotations) of the dataset.json in --ref or its parent folder, if any.",
     ),
     tolerance: float = number_option(
         2.0, help="NSD tolerance in mm (>= 0).", parser=non_negative_float, metavar="MM"
@@ -61,7 +65,7 @@ def evaluate(
         ref,
         out,
         labels=parse_labels(labels) if labels else None,
-        ignore_label=ignore_label,
+        ignore_label="auto" if ignore_label is None else ignore_label,
         tolerance_mm=tolerance,
         hd95_mode=hd95_mode,
         surface=surface,

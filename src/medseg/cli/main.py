@@ -61,7 +61,7 @@ def main(
     )
 
 
-app.add_typer(data_cli.app, name="data", help="Check, fingerprint and generate datasets.")
+app.add_typer(data_cli.app, name="data", help="Check, fingerprint, sparsify and generate datasets.")
 app.add_typer(augment_cli.app, name="augment", help="Preview data augmentation.")
 app.add_typer(
     nets_cli.app, name="nets", help="Inspect the networks (segmentation and classification)."

@@ -6,13 +6,16 @@ option, e.g. ``Invalid value for '--overlap': must be in [0, 1), got 1.0``, no t
 How each kind of value is checked:
 
 * integers: typer's ``min=`` / ``max=`` (``min=1`` for counts, ``min=0`` for seeds);
-* a fixed set of names: a ``Literal`` (its values show in ``--help``), e.g. :data:`Configuration`;
+* a fixed set of names: a ``Literal`` (its values show in ``--help``), e.g. :data:`Checkpoint`;
+  a plan name (a configuration or ``<configuration>-<variant>``): ``parser=`` :func:`plan_name`
+  (one) or ``callback=`` :func:`configurations` (comma-separated);
 * other text: ``parser=`` one of the functions below (text -> value), e.g.
   ``typer.Option(None, "--time-budget", parser=duration, metavar="DURATION")``;
 * paths (typer converts them first): ``callback=`` :func:`output_folder` or :func:`output_file`.
 
-Whether a path exists, a fold exists in the splits or a network suits the data is checked
-later, by the function the command calls, with a ``MedsegError`` (one line, exit code 1).
+Whether a path exists, a plan is in ``plans.json``, a fold exists in the splits or a network
+suits the data is checked later, by the function the command calls, with a ``MedsegError``
+(one line, exit code 1).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from medseg.errors import ConfigError
 
 #: The planned configurations (``medseg.planning.plan.CONFIGURATIONS``).
 Configuration = Literal["2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres"]
+#: A variant's name (``medseg.planning.plan.VARIANT_NAME``): its plan is ``<configuration>-<name>``.
+VARIANT_NAME = re.compile(r"[a-z0-9][a-z0-9_]{0,31}")
 #: Which checkpoint of a fold to load.
 Checkpoint = Literal["best", "latest"]
 #: The splits of a classification dataset (``medseg.data.classification.SPLITS``).
@@ -39,6 +44,10 @@ DEVICE_HELP = "auto, cpu, cuda or cuda:N (default: cuda when available)."
 _DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 _FOLD = re.compile(r"all|\d+")
+_PLAN_NAMES = (
+    f"use {', '.join(get_args(Configuration))} or a variant <configuration>-<variant> "
+    "(e.g. 2d-attn)"
+)
 
 
 def _number(text: str) -> float:
@@ -134,19 +143,59 @@ def folds(text: str | None) -> str | None:
     return ",".join(fold(item) for item in _items(text, "folds, e.g. 0,1"))
 
 
+def plan_name(text: str) -> str:
+    """A plan name: a configuration (``2d``, ``3d_fullres``, ``3d_lowres``,
+    ``3d_cascade_fullres``) or a variant of one, ``<configuration>-<variant>`` (``2d-attn``:
+    ``medseg plan --variant``). Whether ``plans.json`` has it is checked by the command.
+
+    Example:
+        >>> plan_name("2d-attn")
+        '2d-attn'
+    """
+    clean = text.strip()
+    configuration, dash, variant = clean.partition("-")
+    if configuration in get_args(Configuration) and (not dash or VARIANT_NAME.fullmatch(variant)):
+        return clean
+    raise typer.BadParameter(f"unknown configuration {text!r}; {_PLAN_NAMES}")
+
+
 def configurations(text: str | None) -> str | None:
-    """``callback=`` for comma-separated configurations, e.g. ``2d,3d_fullres`` (None stays
-    None)."""
+    """``callback=`` for comma-separated plan names (:func:`plan_name`), e.g.
+    ``2d,3d_fullres`` or ``2d,2d-attn`` (None stays None)."""
     if text is None:
         return None
-    known = get_args(Configuration)
     items = _items(text, "configurations, e.g. 2d,3d_fullres")
-    unknown = [item for item in items if item not in known]
+    unknown = []
+    for item in items:
+        try:
+            plan_name(item)
+        except typer.BadParameter:
+            unknown.append(item)
     if unknown:
-        raise typer.BadParameter(
-            f"unknown configuration(s) {', '.join(unknown)}; use {', '.join(known)}"
-        )
+        raise typer.BadParameter(f"unknown configuration(s) {', '.join(unknown)}; {_PLAN_NAMES}")
     return ",".join(items)
+
+
+def mirror_axes(text: str | None) -> str | None:
+    """``callback=`` for ``--mirror-axes``: comma-separated image axes (``0,1``), ``none`` or
+    ``all`` (None stays None); whether the images have those axes is checked by ``plan``."""
+    if text is None:
+        return None
+    clean = text.strip().lower()
+    if clean in ("none", "all"):
+        return clean
+    items = _items(clean, "axes like 0,1, or none, or all")
+    if not all(item.isdigit() for item in items):
+        raise typer.BadParameter(f"expected axes like 0,1 (>= 0), none or all, got {text!r}")
+    return ",".join(items)
+
+
+def mirror_axes_value(text: str | None) -> tuple[int, ...] | str | None:
+    """:func:`mirror_axes`'s text as ``PlanChoices.mirror_axes``: ``"all"``, ``()`` for
+    ``none``, a tuple of axes, or None."""
+    if text is None or text == "all":
+        return text
+    return tuple(int(a) for a in text.split(",") if a != "none")
 
 
 def device(text: str) -> str:

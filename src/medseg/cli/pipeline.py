@@ -14,6 +14,63 @@ from medseg.cli import options
 console = Console()
 
 
+# medseg plan's choices (issue 13), defined here so the command reads as a list
+NETWORK_OPTION = typer.Option(
+    None, "--network", help="Segmentation network (medseg nets list; default unet)."
+)
+LOSS_OPTION = typer.Option(None, "--loss", help="Loss (default dice_ce); e.g. dice, focal.")
+SAMPLING_OPTION = typer.Option(
+    None, "--sampling", help="Patch sampling (default oversample: a third on foreground)."
+)
+OPTIMIZER_OPTION = typer.Option(
+    None, "--optimizer", help="Optimiser (default: adamw on CPU, sgd on CUDA)."
+)
+AUGMENT_OPTION = typer.Option(
+    None, "--augment", help="Augmentation preset (default nnunet_default)."
+)
+MIRROR_AXES_OPTION = typer.Option(
+    None,
+    "--mirror-axes",
+    callback=options.mirror_axes,
+    metavar="AXES",
+    help="Image axes to mirror in training and test-time augmentation: 0,1 | none | all "
+    "(default: all but left-right where labels say left/right).",
+)
+ELASTIC_OPTION = options.number_option(
+    None,
+    "--elastic",
+    help="Probability of elastic deformation per sample, 0-1 (default 0).",
+    parser=options.probability,
+    metavar="P",
+)
+SETTINGS_OPTION = typer.Option(
+    None,
+    "--set",
+    metavar="KEY=VALUE",
+    help="Set any plan field (JSON value), e.g. batch_size=4, loss_config.alpha=0.3; repeatable.",
+)
+N4_OPTION = typer.Option(
+    "",
+    "--n4",
+    metavar="CHANNELS",
+    help="N4 bias-field correction of these image channels before normalisation: 0,1 | "
+    "all (MRI; off by default).",
+)
+HISTOGRAM_MATCHING_OPTION = typer.Option(
+    "",
+    "--histogram-matching",
+    metavar="CHANNELS",
+    help="Match these channels' histograms to the dataset's landmarks (Nyul-Udupa): "
+    "0,1 | all (off by default).",
+)
+VARIANT_OPTION = typer.Option(
+    None,
+    "--variant",
+    help="Add these choices as a variant <configuration>-<variant> next to the plans "
+    "already in RESULTS (e.g. --variant attn --network attention_unet).",
+)
+
+
 def plan_command(
     dataset: Path = typer.Argument(..., help="Dataset folder."),
     output: Path = typer.Option(
@@ -33,14 +90,36 @@ def plan_command(
         help="Train every configuration in bf16 or fp32 (default: bf16 where the device "
         "supports it natively and a bf16 step does not crash or hang in a child process).",
     ),
+    network: str = NETWORK_OPTION,
+    loss: str = LOSS_OPTION,
+    sampling: Literal["oversample", "balanced", "uniform"] | None = SAMPLING_OPTION,
+    optimizer: Literal["sgd", "adam", "adamw"] | None = OPTIMIZER_OPTION,
+    augment: Literal["nnunet_default", "light", "none"] | None = AUGMENT_OPTION,
+    mirror_axes: str = MIRROR_AXES_OPTION,
+    elastic: float = ELASTIC_OPTION,
+    settings: list[str] = SETTINGS_OPTION,
+    n4: str = N4_OPTION,
+    histogram_matching: str = HISTOGRAM_MATCHING_OPTION,
+    variant: str = VARIANT_OPTION,
     explain: bool = typer.Option(False, "--explain", help="Print why each value was chosen."),
     jobs: int = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing plans."),
 ) -> None:
     """Check and fingerprint DATASET, then plan every configuration into RESULTS."""
     from medseg.pipeline import plan
+    from medseg.planning.choices import PlanChoices
     from medseg.planning.steps import explain as explain_plans
 
+    choices = PlanChoices(
+        network=network,
+        loss=loss,
+        sampling=sampling,
+        optimizer=optimizer,
+        augmentation=augment,
+        mirror_axes=options.mirror_axes_value(mirror_axes),
+        elastic=elastic,
+        settings=tuple(settings or ()),
+    )
     plans = plan(
         dataset,
         output,
@@ -48,6 +127,10 @@ def plan_command(
         memory_gb=memory_gb,
         time_budget_s=time_budget,
         precision=precision,
+        choices=choices,
+        variant=variant,
+        n4=n4,
+        histogram=histogram_matching,
         jobs=jobs,
         overwrite=overwrite,
     )
@@ -55,9 +138,9 @@ def plan_command(
         typer.echo(explain_plans(plans))
     for name, p in plans.configurations.items():
         console.print(
-            f"{name}: patch {p.patch_size}, batch {p.batch_size}, "
+            f"{name}: {p.network}, {p.loss}, patch {p.patch_size}, batch {p.batch_size}, "
             f"spacing {tuple(round(s, 3) for s in p.spacing)}, "
-            f"features {p.network_config['features']}"
+            f"mirror axes {list(p.mirror_axes) if p.mirror_axes is not None else 'all'}"
         )
     if plans.recommended:
         console.print(f"recommended configuration: {plans.recommended}")
@@ -72,7 +155,8 @@ def preprocess_command(
         "-c",
         callback=options.configurations,
         help="Comma-separated configurations, e.g. 2d,3d_fullres,3d_lowres "
-        "(default all; 3d_cascade_fullres shares the 3d_fullres data).",
+        "(default all; 3d_cascade_fullres shares the 3d_fullres data, a variant such as "
+        "2d-attn its configuration's).",
     ),
     jobs: int = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes."),
 ) -> None:
@@ -89,12 +173,15 @@ def preprocess_command(
 
 def train_command(
     results: Path = typer.Argument(..., help="Results folder (planned and preprocessed)."),
-    config: options.Configuration | None = typer.Option(
+    config: str | None = typer.Option(
         None,
         "--config",
         "-c",
-        help="3d_cascade_fullres after the 3d_lowres folds and 'medseg prepare-cascade'; "
-        "default: the plan's recommendation, else 3d_fullres, else 2d.",
+        parser=options.plan_name,
+        metavar="CONFIG",
+        help="A planned configuration (2d, 3d_fullres, 3d_lowres, 3d_cascade_fullres) or "
+        "variant (e.g. 2d-attn); 3d_cascade_fullres after the 3d_lowres folds and 'medseg "
+        "prepare-cascade'; default: the plan's recommendation, else 3d_fullres, else 2d.",
     ),
     fold: str = typer.Option(
         "0",
@@ -162,14 +249,19 @@ def train_command(
 
 def prepare_cascade_command(
     results: Path = typer.Argument(..., help="Results folder whose 3d_lowres folds are trained."),
-    config: options.Configuration = typer.Option(
-        "3d_cascade_fullres", "--config", "-c", help="The cascade stage to prepare."
+    config: str = typer.Option(
+        "3d_cascade_fullres",
+        "--config",
+        "-c",
+        parser=options.plan_name,
+        metavar="CONFIG",
+        help="The cascade stage to prepare.",
     ),
     checkpoint: options.Checkpoint = typer.Option(
         "best", "--checkpoint", help="Which previous-stage checkpoints."
     ),
     mirror: bool = typer.Option(
-        True, "--mirror/--no-mirror", help="Test-time mirroring along every axis."
+        True, "--mirror/--no-mirror", help="Test-time mirroring along the plan's mirror axes."
     ),
     device: str = options.device_option(),
     overwrite: bool = typer.Option(

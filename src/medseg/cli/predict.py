@@ -40,8 +40,8 @@ def predict(
         None,
         "--config",
         callback=options.configurations,
-        help="Configurations to ensemble, e.g. '2d,3d_fullres' or '3d_cascade_fullres' (runs its "
-        "trained 3d_lowres folds first). Default: every trained one.",
+        help="Plans to ensemble: '2d,3d_fullres', '2d,2d-attn' (a variant), '3d_cascade_fullres' "
+        "(runs its 3d_lowres folds first). Default: every trained configuration, not variants.",
     ),
     folds: str | None = typer.Option(
         None,
@@ -51,7 +51,7 @@ def predict(
     ),
     checkpoint: options.Checkpoint = typer.Option("best", "--checkpoint"),
     mirror: bool = typer.Option(
-        True, "--mirror/--no-mirror", help="Test-time mirroring along every axis."
+        True, "--mirror/--no-mirror", help="Test-time mirroring along the plan's mirror axes."
     ),
     overlap: float = typer.Option(
         0.5,

@@ -5,7 +5,8 @@ Format::
     FOLDER/
       <case>.npy       image, float32, (C, *spatial) -- normalised, resampled, cropped
       <case>_seg.npy   label, int8 (int16 if values exceed int8), (1, *spatial); absent when
-                       the case is unlabelled
+                       the case is unlabelled; -1 marks unannotated voxels (the ``ignore``
+                       label of sparse annotations), which are in no class's locations
       <case>.json      properties: {"class_locations": {"<class>": [[z, y, x], ...]}, ...};
                        any other keys (crop box, original geometry) are kept as they are.
                        Missing class locations are computed at load (and not written back).

@@ -17,6 +17,11 @@ Three layouts are recognised by ``load_dataset``:
 * **2D folder** (no ``dataset.json``): ``DATASET/images/<name>.<png|tif|jpg>`` with masks of the
   same stem in ``DATASET/masks/`` (or ``labels/``). Label values are read from the masks.
 
+Sparse annotations (nnU-Net v2): a label named exactly ``ignore`` in ``labels`` (e.g.
+``{"background": 0, "hippocampus": 1, "ignore": 2}``) marks voxels that were not annotated.
+It is not a class: ``foreground_labels`` leaves it out and ``ignore_label`` holds its value,
+which must be an integer above every other label value (``medseg.data.labels``).
+
 ``load_dataset`` raises ``DatasetError`` only when the folder cannot be understood at all;
 everything else (missing files, bad values, geometry) is reported by ``check_dataset``. A
 case's files and how they are read (``Case``, ``read_case``) live in ``medseg.data.case``.
@@ -39,15 +44,19 @@ from medseg.data.case import (
     missing_channel_files,
     read_case,
 )
+from medseg.data.labels import IGNORE, declared_ignore_label, ignore_value, labels_from_meta
 from medseg.errors import DatasetError
 from medseg.io import IMAGE_EXTENSIONS, read_image
 
 __all__ = [
+    "IGNORE",
     "Case",
     "Dataset",
     "Layout",
     "channels_first_image",
+    "declared_ignore_label",
     "duplicate_cases",
+    "ignore_value",
     "load_dataset",
     "missing_channel_files",
     "read_case",
@@ -100,8 +109,16 @@ class Dataset:
 
     @property
     def foreground_labels(self) -> dict[str, int]:
-        """Name -> value for the plain (non-region) labels other than background."""
-        return {k: v for k, v in self.labels.items() if isinstance(v, int) and v != 0}
+        """Name -> value for the plain (non-region) labels other than background and
+        ``ignore``."""
+        return {
+            k: v for k, v in self.labels.items() if isinstance(v, int) and v != 0 and k != IGNORE
+        }
+
+    @property
+    def ignore_label(self) -> int | None:
+        """The value of the ``ignore`` label (unannotated voxels), or None (dense labels)."""
+        return ignore_value(self.labels)
 
     def case(self, case_id: str) -> Case:
         for case in self.cases + self.test_cases:
@@ -142,26 +159,6 @@ def load_dataset(root: str | os.PathLike[str]) -> Dataset:
 # ---------------------------------------------------------------- layouts
 
 
-def _labels_from_meta(meta: dict, meta_path: Path) -> dict[str, int | list[int]]:
-    raw = meta.get("labels")
-    if not isinstance(raw, dict) or not raw:
-        raise DatasetError(
-            f"{meta_path}: 'labels' must be a non-empty object, "
-            'e.g. {"background": 0, "organ": 1}'
-        )
-    labels: dict[str, int | list[int]] = {}
-    for key, value in raw.items():
-        if isinstance(value, list):
-            labels[str(key)] = [int(v) for v in value]
-        elif isinstance(value, int | float) and float(value).is_integer():
-            labels[str(key)] = int(value)
-        elif str(key).lstrip("-").isdigit() and isinstance(value, str):  # MSD: {"0": "background"}
-            labels[value] = int(key)
-        else:
-            raise DatasetError(f"{meta_path}: label '{key}': {value!r} is not an integer value")
-    return labels
-
-
 def _load_nnunet_v2(root: Path, meta: dict) -> Dataset:
     meta_path = root / "dataset.json"
     missing = [k for k in ("channel_names", "labels", "file_ending") if k not in meta]
@@ -181,7 +178,7 @@ def _load_nnunet_v2(root: Path, meta: dict) -> Dataset:
         layout="nnunet_v2",
         name=str(meta.get("name", root.name)),
         channel_names=channel_names,
-        labels=_labels_from_meta(meta, meta_path),
+        labels=labels_from_meta(meta, meta_path),
         file_ending=ending,
         cases=cases,
         test_cases=test_cases,
@@ -272,7 +269,7 @@ def _load_msd(root: Path, meta: dict) -> Dataset:
         layout="msd",
         name=str(meta.get("name", root.name)),
         channel_names={str(k): str(v) for k, v in modality.items()},
-        labels=_labels_from_meta(meta, meta_path),
+        labels=labels_from_meta(meta, meta_path),
         file_ending=ending or ".nii.gz",
         cases=tuple(sorted(cases, key=lambda c: c.case_id)),
         test_cases=test_cases,

@@ -2,7 +2,9 @@
 
 Follows nnU-Net's fingerprint: per-case shape and spacing, their medians and percentiles,
 per-channel intensity statistics over **foreground** voxels (up to 10,000 sampled per case,
-so large cases do not dominate), and class voxel fractions. Shapes and spacings are in the
+so large cases do not dominate), and class voxel fractions. The ``ignore`` label (sparse
+annotations) is no class: its voxels are neither foreground nor counted in the class
+statistics, whose fractions are shares of the annotated voxels. Shapes and spacings are in the
 array axis order of ``medseg.io`` (``(z, y, x)`` in 3D).
 """
 
@@ -31,13 +33,14 @@ class Fingerprint:
     """Statistics of a dataset (see the module docstring). JSON keys equal field names.
 
     Attributes:
-        cases: case id -> ``{"shape", "spacing", "class_voxels"}``.
+        cases: case id -> ``{"shape", "spacing", "class_voxels"}`` (``ignore`` not counted).
         median_spacing: per-axis median spacing in mm.
         median_shape: per-axis median shape in voxels.
         spacing_percentiles: ``{"p05", "p10", "p50", "p90", "p95"}`` -> per-axis spacing.
         intensity: channel index (str) -> ``{"mean", "std", "median", "min", "max",
             "percentile_00_5", "percentile_99_5"}`` over sampled foreground voxels.
-        class_fractions: label name -> share of all voxels (background included).
+        class_fractions: label name -> share of all annotated voxels (background included,
+            ``ignore`` voxels left out).
         anisotropy: largest / smallest median spacing (3 or more: treat as anisotropic).
     """
 
@@ -86,8 +89,14 @@ def compute_fingerprint(
     """
     if not dataset.cases:
         raise ConfigError(f"{dataset.root}: no labelled cases to fingerprint")
-    label_values = sorted(v for v in dataset.label_values)
-    work = partial(_case_stats, num_channels=dataset.num_channels, label_values=tuple(label_values))
+    ignore = dataset.ignore_label
+    label_values = sorted(v for v in dataset.label_values if v != ignore)
+    work = partial(
+        _case_stats,
+        num_channels=dataset.num_channels,
+        label_values=tuple(label_values),
+        ignore=ignore,
+    )
     items = [(i, case) for i, case in enumerate(dataset.cases)]
     stats = map_cases(work, items, jobs=jobs, desc="fingerprint", progress=progress)
 
@@ -120,7 +129,7 @@ def compute_fingerprint(
         },
         intensity={str(c): _intensity_stats(samples[c]) for c in range(dataset.num_channels)},
         class_fractions={
-            value_to_name.get(v, str(v)): float(n / voxels.sum())
+            value_to_name.get(v, str(v)): float(n / max(voxels.sum(), 1.0))
             for v, n in zip(label_values, voxels, strict=True)
         },
         anisotropy=float(median_spacing.max() / median_spacing.min()),
@@ -128,13 +137,19 @@ def compute_fingerprint(
 
 
 def _case_stats(
-    item: tuple[int, Case], *, num_channels: int, label_values: tuple[int, ...]
+    item: tuple[int, Case],
+    *,
+    num_channels: int,
+    label_values: tuple[int, ...],
+    ignore: int | None = None,
 ) -> dict[str, Any]:
     index, case = item
     image, label = read_case(case, num_channels=num_channels)
     array = image.channels_first()
     if label is not None:
         foreground = label.array > 0
+        if ignore is not None:  # unannotated voxels are not foreground
+            foreground &= label.array != ignore
     else:
         foreground = np.ones(image.spatial_shape, dtype=bool)
     if not foreground.any():  # no foreground: fall back to all voxels so stats stay defined

@@ -7,6 +7,9 @@ Resampling follows nnU-Net: images with third-order splines, labels through one-
 interpolation (no label values are invented), and for anisotropic data ("separate z") the
 coarse axis is interpolated with nearest neighbour after in-plane spline resampling, so
 thick slices are never blended into each other.
+
+Sparse annotations: the ``ignore`` label's voxels become ``IGNORE_INDEX`` (-1) in the class
+indices (``labels_to_indices``) and stay -1 through resampling (``resample_label``).
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from medseg.data.labels import IGNORE
 from medseg.errors import DatasetError
 
 ANISOTROPY = 3.0
+#: The class index of unannotated voxels (the ``ignore`` label) in the case store.
+IGNORE_INDEX = -1
 
 
 @dataclass(frozen=True)
@@ -94,39 +100,59 @@ def resample_image(
 
 def class_values(labels: dict[str, Any]) -> list[int]:
     """The label value of each class index: the integer values of ``labels`` (name -> value,
-    as in ``dataset.json``), sorted; region lists are not classes.
+    as in ``dataset.json``), sorted; region lists and the ``ignore`` label (unannotated
+    voxels, ``IGNORE_INDEX`` in the case store) are not classes.
 
     Class ``k`` of the case store and of the network's output is the ``k``-th smallest value.
 
     Example:
         >>> class_values({"background": 0, "tumour": 10, "organ": 1, "both": [1, 10]})
         [0, 1, 10]
+        >>> class_values({"background": 0, "organ": 1, "ignore": 2})
+        [0, 1]
     """
-    return sorted(v for v in labels.values() if isinstance(v, int))
+    return sorted(v for k, v in labels.items() if isinstance(v, int) and k != IGNORE)
 
 
-def labels_to_indices(label: np.ndarray, values: list[int]) -> np.ndarray:
+def labels_to_indices(
+    label: np.ndarray, values: list[int], *, ignore_value: int | None = None
+) -> np.ndarray:
     """Map a label map's values to class indices ``0..K-1`` (``values[k]`` becomes ``k``).
 
     Args:
         label: ``(*spatial)`` label values (any integer or integral float dtype).
         values: the sorted class values (``class_values``).
+        ignore_value: the value of the ``ignore`` label (unannotated voxels), which becomes
+            ``IGNORE_INDEX`` (-1); None: dense labels.
 
     Returns:
         ``(*spatial)`` indices, int8 for up to 128 classes, else int16 or int32.
 
     Raises:
-        DatasetError: the label holds a value that is not in ``values``.
+        DatasetError: the label holds a value that is not in ``values`` (nor
+            ``ignore_value``).
 
     Example:
         >>> labels_to_indices(np.array([0, 10, 2, 1]), [0, 1, 2, 10]).tolist()
         [0, 3, 2, 1]
+        >>> labels_to_indices(np.array([0, 1, 2, 2]), [0, 1], ignore_value=2).tolist()
+        [0, 1, -1, -1]
     """
     dtype = np.int8 if len(values) <= 128 else np.int16 if len(values) <= 2**15 else np.int32
+    ignored = None
+    if ignore_value is not None:
+        ignored = label == ignore_value
+        if ignored.any():
+            label = np.where(ignored, values[0], label)
+        else:
+            ignored = None
     if values == list(range(len(values))) and label.dtype.kind in "iu":  # already indices
         low, high = (int(label.min()), int(label.max())) if label.size else (0, 0)
         if low >= 0 and high < len(values):
-            return label.astype(dtype, copy=False)
+            out = label.astype(dtype, copy=ignored is not None)
+            if ignored is not None:
+                out[ignored] = IGNORE_INDEX
+            return out
     table = np.asarray(values)
     index = np.clip(np.searchsorted(table, label), 0, len(values) - 1)
     unknown = table[index] != label
@@ -136,25 +162,58 @@ def labels_to_indices(label: np.ndarray, values: list[int]) -> np.ndarray:
             f"label values {bad} are not among the planned labels {values}; fix "
             "the mask, or declare them in dataset.json and run 'medseg plan' again"
         )
-    return index.astype(dtype)
+    out = index.astype(dtype)
+    if ignored is not None:
+        out[ignored] = IGNORE_INDEX
+    return out
 
 
 def resample_label(
     label: np.ndarray, new_shape: tuple[int, ...], *, separate_z: int | None = None
 ) -> np.ndarray:
-    """Resample an integer label map ``(*spatial)`` by one-hot linear interpolation + argmax."""
+    """Resample an integer label map ``(*spatial)`` by one-hot linear interpolation + argmax.
+
+    Negative values (``IGNORE_INDEX``: unannotated voxels) are not classes: a voxel is
+    ignored only where more than half of its interpolated weight comes from ignored voxels,
+    and takes the best class otherwise, so a single annotated slice survives resampling
+    wherever it is the nearer neighbour (with plain argmax, ignored voxels would win every
+    tie, as they are the majority of a sparsely annotated case).
+
+    Example:
+        >>> resample_label(np.array([-1, 1, -1, -1]), (2,)).tolist()  # 2:1, ties to the slice
+        [1, -1]
+    """
     if tuple(label.shape) == tuple(new_shape):
         return label
     values = np.unique(label)
     best = np.full(new_shape, -1.0, dtype=np.float32)
     out = np.zeros(new_shape, dtype=label.dtype)
-    for value in values:
-        onehot = (label == value).astype(np.float32)[None]
-        prob = resample_image(onehot, new_shape, order=1, separate_z=separate_z)[0]
+    for value in values[values >= 0]:
+        prob = _resampled_mask(label == value, new_shape, separate_z)
         better = prob > best
         out[better] = value
         best[better] = prob[better]
+    ignored = values[values < 0]
+    if ignored.size:
+        share = _resampled_mask(label < 0, new_shape, separate_z)
+        which = np.full(new_shape, ignored[0], dtype=label.dtype)
+        if ignored.size > 1:  # several negative values: the one with the most weight
+            top = np.full(new_shape, -1.0, dtype=np.float32)
+            for value in ignored:
+                prob = _resampled_mask(label == value, new_shape, separate_z)
+                better = prob > top
+                which[better] = value
+                top[better] = prob[better]
+        out[share > 0.5] = which[share > 0.5]
     return out
+
+
+def _resampled_mask(
+    mask: np.ndarray, new_shape: tuple[int, ...], separate_z: int | None
+) -> np.ndarray:
+    return resample_image(mask.astype(np.float32)[None], new_shape, order=1, separate_z=separate_z)[
+        0
+    ]
 
 
 def resample_probabilities(

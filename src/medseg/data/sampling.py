@@ -15,6 +15,10 @@ Training patches (``PatchSampler``):
   background scheme of Kamnitsas et al. (DeepMedic, 2017).
 * ``mode="uniform"``: patches placed uniformly at random.
 
+Sparse annotations: negative label values (-1, the ``ignore`` label) are never a centre: class
+locations hold values >= 1 only and a background centre is a voxel labelled 0, so
+"foreground" always means *annotated* foreground.
+
 With ``keep_inside=True`` (nnU-Net) a patch is shifted to lie inside the image wherever the
 image is at least as large as the patch; the chosen voxel stays inside the patch but is no
 longer exactly central. ``keep_inside=False`` centres exactly and pads at borders.

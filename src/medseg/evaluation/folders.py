@@ -12,14 +12,16 @@ import io
 import logging
 import math
 import multiprocessing
+import numbers
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tqdm import tqdm
 
+from medseg.data.labels import declared_ignore_label
 from medseg.data.parallel import exit_with_parent
 from medseg.device import available_cpus
 from medseg.errors import ConfigError, DatasetError
@@ -51,7 +53,7 @@ def evaluate_folders(
     out_dir: str | os.PathLike[str],
     *,
     labels: Labels | None = None,
-    ignore_label: int | None = None,
+    ignore_label: int | Literal["auto"] | None = "auto",
     tolerance_mm: float = DEFAULT_TOLERANCE_MM,
     hd95_mode: Hd95Mode = "max_directed",
     surface: SurfaceMode = "voxel",
@@ -69,7 +71,10 @@ def evaluate_folders(
         out_dir: where ``per_case.csv`` and ``summary.json`` go (created if needed).
         labels: labels/regions (see ``medseg.metrics.label_regions``); default every
             non-zero value found in the references (a case lacking one gets its empty row).
-        ignore_label: reference value to leave out (see ``evaluate_case``).
+        ignore_label: reference value whose voxels count in no metric (see
+            ``evaluate_case``); ``"auto"`` (default): the ``ignore`` label (sparse
+            annotations) of the ``dataset.json`` in ``ref_dir`` or its parent folder (as for
+            ``DATASET/labelsTr``), None when there is none; None: no value is ignored.
         tolerance_mm: NSD tolerance in mm.
         hd95_mode: ``"max_directed"`` (default) or ``"pooled"``.
         surface: ``"voxel"`` (default) or ``"surfel"``.
@@ -92,6 +97,12 @@ def evaluate_folders(
     out_dir = Path(out_dir)
     csv_path = check_writable(out_dir / PER_CASE_FILE, overwrite=overwrite)
     json_path = check_writable(out_dir / SUMMARY_FILE, overwrite=overwrite)
+    if isinstance(ignore_label, str):
+        if ignore_label != "auto":
+            raise ConfigError(
+                f"ignore_label must be an integer, 'auto' or None, got {ignore_label!r}"
+            )
+        ignore_label = _dataset_ignore_label(Path(ref_dir))
     options = _options(labels, ignore_label, tolerance_mm, hd95_mode, surface, connectivity)
     pairs = match_cases(pred_dir, ref_dir, cases=cases)
     results = _run(pairs, options, _jobs(jobs, len(pairs)), show_progress)
@@ -114,6 +125,15 @@ def evaluate_folders(
     return summary
 
 
+def _dataset_ignore_label(ref_dir: Path) -> int | None:
+    """The ``ignore`` label of the dataset ``ref_dir`` belongs to (``DATASET/labelsTr``), or
+    None."""
+    for folder in (ref_dir, ref_dir.parent):
+        if (folder / "dataset.json").is_file():
+            return declared_ignore_label(folder)
+    return None
+
+
 def _options(
     labels: Labels | None,
     ignore_label: int | None,
@@ -129,6 +149,10 @@ def _options(
         raise ConfigError(f"surface must be one of {', '.join(SURFACE_MODES)}, got {surface!r}")
     if not (math.isfinite(tolerance_mm) and tolerance_mm >= 0):
         raise ConfigError(f"tolerance must be a finite number of mm >= 0, got {tolerance_mm}")
+    if ignore_label is not None:
+        if isinstance(ignore_label, bool) or not isinstance(ignore_label, numbers.Integral):
+            raise ConfigError(f"ignore_label must be an integer or None, got {ignore_label!r}")
+        ignore_label = int(ignore_label)
     return {
         "labels": label_regions(labels) if labels is not None else None,
         "ignore_label": ignore_label,

@@ -91,9 +91,23 @@ def _check_previous_stage(
 
 
 def _preprocessing_key(plan: Plan, spacing: tuple[float, ...]) -> str:
-    """Equal keys mean identical preprocessing (same target spacing and normalisation)."""
-    parts = [case_target_spacing(plan, spacing), plan.normalization, plan.intensity]
+    """Equal keys mean identical preprocessing (same target spacing, intensity corrections and
+    normalisation)."""
+    parts = [
+        case_target_spacing(plan, spacing),
+        plan.normalization,
+        plan.intensity,
+        plan.n4_channels,
+        plan.histogram_landmarks,
+    ]
     return json.dumps(parts, sort_keys=True, default=list)
+
+
+def tta_mirror_axes(plan: Plan) -> tuple[int, ...]:
+    """The patch axes test-time augmentation mirrors: those training mirrored (the plan's
+    ``mirror_axes``; every axis when the plan names none). A structure never seen mirrored
+    in training (left/right labels) is never mirrored at test time either."""
+    return tuple(range(plan.spatial_dims)) if plan.mirror_axes is None else plan.mirror_axes
 
 
 def predict_preprocessed(
@@ -115,7 +129,8 @@ def predict_preprocessed(
         array: ``(C, *spatial)`` preprocessed image; for a ``2d`` plan it may be 3D, then
             every slice along axis 0 is predicted as a 2D image.
         overlap: sliding-window overlap.
-        mirror: average over mirroring along every spatial axis of the network.
+        mirror: average over mirroring along the plan's ``mirror_axes`` (the axes training
+            mirrored; every axis of the network by default).
         device: where the network runs (default: CUDA when available).
         patch_size: tile size (default: the plan's training patch).
         sw_batch_size: tiles (or slices' tiles) per forward pass.
@@ -135,7 +150,7 @@ def predict_preprocessed(
             f"network's required divisor {divisor}"
         )
     model.eval().to(dev)
-    axes = tuple(range(plan.spatial_dims)) if mirror else None
+    axes = tta_mirror_axes(plan) if mirror else None
     image = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     slices = plan.spatial_dims == 2 and image.ndim == 4
     batch = image.permute(1, 0, 2, 3) if slices else image[None]  # (Z, C, y, x) or (1, C, *spatial)
@@ -323,7 +338,7 @@ def predict_case(
             share the labels. Networks are put in eval mode and moved to ``device``.
         image: the input, ``(C, *spatial)`` or ``(*spatial)``, with its geometry.
         overlap: sliding-window overlap in ``[0, 1)``.
-        mirror: test-time mirroring along every spatial axis.
+        mirror: test-time mirroring along the plan's mirror_axes (every axis by default).
         device: ``"cpu"``, ``"cuda"``, a ``torch.device``, or None (CUDA when available).
         patch_size: tile size for every model (default: each plan's training patch).
         sw_batch_size: tiles per forward pass.

@@ -153,6 +153,7 @@ def choose_postprocessing(
     *,
     connectivity: int | None = None,
     out_path: str | os.PathLike[str] | None = None,
+    ignore_label: int | None = None,
 ) -> dict[str, Any]:
     """Decide per label whether keep-largest-component helps, on cross-validation predictions.
 
@@ -169,6 +170,8 @@ def choose_postprocessing(
         connectivity: as in ``keep_largest_component``.
         out_path: if given, the decision is written there as JSON (atomically), normally
             ``RESULTS/postprocessing.json``.
+        ignore_label: reference value of unannotated voxels (sparse labels): they count in
+            no Dice, so a prediction there is neither right nor wrong.
 
     Returns:
         ``{"keep_largest_component": [chosen values], "fill_holes": [], "connectivity": c,
@@ -188,11 +191,12 @@ def choose_postprocessing(
             raise DatasetError(
                 f"{pred_path}: shape {pred.shape} differs from the reference {ref.shape}"
             )
+        annotated = np.ones(ref.shape, bool) if ignore_label is None else ref != ignore_label
         for value in values:
-            target = ref == value
-            before[value].append(dice_score(pred == value, target))
+            target = (ref == value) & annotated
+            before[value].append(dice_score((pred == value) & annotated, target))
             processed = keep_largest_component(pred, [value], connectivity=connectivity)
-            after[value].append(dice_score(processed == value, target))
+            after[value].append(dice_score((processed == value) & annotated, target))
     means = {
         str(v): {"before": _mean_dice(before[v]), "after": _mean_dice(after[v])} for v in values
     }

@@ -211,7 +211,7 @@ def predict(
         configurations, folds, checkpoint: which models (see ``find_checkpoints``). A cascade
             configuration (``3d_cascade_fullres``) also loads its previous stage's models
             (``previous_stage_models``: the same folds where trained, else all its folds).
-        mirror: test-time mirroring along every spatial axis.
+        mirror: test-time mirroring along the plan's mirror_axes (every axis by default).
         overlap: sliding-window overlap in ``[0, 1)``.
         save_probabilities: also write ``CASE.npz`` with ``probabilities`` ``(K, *spatial)``
             float32 on the input grid, ``label_values`` and ``spacing``.

@@ -6,10 +6,10 @@ per-image losses, built by name::
     value = loss(logits, target)   # logits (B, K, *spatial); target (B, 1, *spatial) labels
 
 Modules: ``inputs`` (targets, probabilities, masks), ``cross_entropy``, ``weight_map``
-(U-Net border weights), ``dice`` (soft, Milletari, Generalized), ``tversky``, ``focal``,
-``boundary`` (signed distance maps), ``compound`` (Dice + CE), ``deep_supervision``, ``vae``
-(Myronenko's L2 + KL terms), ``margin`` (capsule networks), ``classification`` (per-image
-cross-entropy, MSE, L1) and ``registry``.
+(U-Net border weights), ``dice`` (soft, Milletari, Generalized), ``jaccard`` (IoU),
+``tversky``, ``focal``, ``boundary`` (signed distance maps), ``compound`` (Dice + CE),
+``deep_supervision``, ``vae`` (Myronenko's L2 + KL terms), ``margin`` (capsule networks),
+``classification`` (per-image cross-entropy, MSE, L1) and ``registry``.
 """
 
 from medseg.losses.boundary import BoundaryLoss, signed_distance_map
@@ -30,6 +30,7 @@ from medseg.losses.dice import (
 )
 from medseg.losses.focal import FocalLoss, focal_loss
 from medseg.losses.inputs import one_hot_target, prepare, probabilities
+from medseg.losses.jaccard import JaccardLoss, soft_jaccard
 from medseg.losses.margin import MarginLoss, capsule_loss, margin_loss
 from medseg.losses.registry import LOSSES, build_loss, list_losses, loss_options, milletari_dice
 from medseg.losses.tversky import TverskyLoss, tversky_index
@@ -49,6 +50,7 @@ __all__ = [
     "DiceLoss",
     "FocalLoss",
     "GeneralizedDiceLoss",
+    "JaccardLoss",
     "L1Loss",
     "MSELoss",
     "OverlapLoss",
@@ -70,6 +72,7 @@ __all__ = [
     "reconstruction_l2",
     "signed_distance_map",
     "soft_dice",
+    "soft_jaccard",
     "tversky_index",
     "unet_weight_map",
     "vae_kl",

@@ -24,6 +24,7 @@ from medseg.losses.compound import DiceCELoss
 from medseg.losses.cross_entropy import CrossEntropyLoss, WeightedCrossEntropyLoss
 from medseg.losses.dice import DiceLoss, GeneralizedDiceLoss
 from medseg.losses.focal import FocalLoss
+from medseg.losses.jaccard import JaccardLoss
 from medseg.losses.margin import MarginLoss
 from medseg.losses.tversky import TverskyLoss
 from medseg.registry import Registry
@@ -39,6 +40,7 @@ for _name, _builder, _task, _description in [
         "Cross-entropy with U-Net border weight maps (Ronneberger 2015)",
     ),
     ("dice", DiceLoss, "segmentation", "Soft Dice, 1 - mean Dice over classes"),
+    ("iou", JaccardLoss, "segmentation", "Soft Jaccard (IoU), 1 - mean IoU over classes"),
     (
         "generalized_dice",
         GeneralizedDiceLoss,

@@ -125,6 +125,7 @@ def validate_fold(
         out / "evaluation",
         cases=val_ids,
         labels=sorted(dataset.foreground_labels.values()),
+        ignore_label=dataset.ignore_label,
         overwrite=True,
         jobs=1,
     )
@@ -158,6 +159,10 @@ def evaluate_cross_validation(
             jobs=1,
         )
         choose_postprocessing(
-            tmp, dataset.root / "labelsTr", labels, out_path=results / POSTPROCESSING_FILE
+            tmp,
+            dataset.root / "labelsTr",
+            labels,
+            out_path=results / POSTPROCESSING_FILE,
+            ignore_label=dataset.ignore_label,
         )
         return summary

@@ -29,10 +29,9 @@ import torch
 
 from medseg.device import autocast, bf16_supported
 from medseg.errors import MedsegError
-from medseg.losses import build_loss
-from medseg.losses.deep_supervision import DeepSupervisionLoss
 from medseg.nets import build_network
 from medseg.planning.plan import Plan, Plans
+from medseg.planning.recipe import plan_loss
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ def measure_step_seconds(
         **plan.network_config,
     ).to(dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    loss_fn = DeepSupervisionLoss(build_loss(plan.loss))
+    loss_fn = plan_loss(plan)
     image = torch.randn(plan.batch_size, plan.in_channels, *plan.patch_size, device=dev)
     label = torch.randint(0, plan.num_classes, (plan.batch_size, 1, *plan.patch_size), device=dev)
     times = []
@@ -71,7 +70,7 @@ def measure_step_seconds(
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         with autocast(dev, use_bf16):
-            loss = loss_fn(model(image), label)
+            loss = loss_fn(model(image), label, image)
         loss.backward()
         optimizer.step()
         if dev.type == "cuda":
@@ -139,6 +138,7 @@ def probe_step_seconds(
         plan.in_channels,
         plan.num_classes,
         plan.loss,
+        repr(plan.loss_config),
         str(device),
         steps,
         precisions,

@@ -7,14 +7,20 @@ rules follow nnU-Net (Isensee et al., Nat. Methods 2021) where it has one, and s
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
 from medseg.data.fingerprint import Fingerprint
+from medseg.data.labels import ignore_value
+from medseg.data.preprocess import class_values
 from medseg.nets.shapes import stage_features
+from medseg.planning.laterality import default_mirror_axes
 from medseg.planning.memory import estimate_training_bytes
 from medseg.planning.plan import Plan, Plans
+from medseg.planning.recipe import describe_augmentation
 from medseg.planning.topology import Topology, plan_topology
 
 ANISOTROPY = 3.0
@@ -28,6 +34,12 @@ FEATURE_CAP = {2: 512, 3: 320}
 BASE_FEATURES = {"cpu": 16, "cuda": 32}
 CPU_FEATURE_CAP = 256
 LOWRES_FACTOR = 4.0  # a 3d_lowres configuration is planned when a median case is 4x a patch
+#: Why the planner's default loss and sampling (the ``Plan`` defaults).
+RECIPE_REASONS = {
+    "loss": "Dice + cross-entropy, deep supervision weights 1, 1/2, 1/4, ... (nnU-Net)",
+    "sampling": "oversample: a third of each batch centred on foreground, the rest anywhere "
+    "(nnU-Net)",
+}
 MIN_BATCH = 2  # nnU-Net's smallest batch: the patch shrinks until this many fit in memory
 
 
@@ -121,6 +133,26 @@ def choose_batch_size(
     )
 
 
+def choose_network_config(
+    topo: Topology, features: Sequence[int], device: str
+) -> tuple[dict[str, Any], str]:
+    """The U-Net of the topology: nnU-Net's kernels and strides, batch norm on CPU (batches
+    are larger there), instance norm elsewhere, leaky ReLU, deep supervision."""
+    config = {
+        "features": list(features),
+        "kernel_sizes": [list(k) for k in topo.kernel_sizes],
+        "strides": [list(s) for s in topo.strides],
+        "norm": "batch" if device == "cpu" else "instance",
+        "act": "leakyrelu",
+        "deep_supervision": True,
+    }
+    return config, (
+        f"{topo.num_stages} stages; pooling per axis until ~4 voxels remain, coarse axes wait "
+        f"(nnU-Net); features {features[0]}->{features[-1]} "
+        f"({'narrow for CPU step time' if device == 'cpu' else 'nnU-Net width'})"
+    )
+
+
 def choose_optimizer(device: str) -> tuple[str, str]:
     """AdamW on CPU (a small step budget: it converges in fewer steps), nnU-Net's SGD
     elsewhere."""
@@ -132,6 +164,18 @@ def choose_optimizer(device: str) -> tuple[str, str]:
     return "sgd", "SGD Nesterov 0.99, lr 0.01, poly schedule (nnU-Net)"
 
 
+def choose_ignore_label(fp: Fingerprint, reasons: dict[str, str]) -> int | None:
+    """The ``ignore`` label of ``dataset.json`` (sparse annotations; nnU-Net v2), with its
+    sentence in ``reasons``; None (no sentence) for dense labels."""
+    value = ignore_value(fp.labels)
+    if value is not None:
+        reasons["ignore_label"] = (
+            f"dataset.json declares 'ignore' = {value}: sparse annotations; those voxels are "
+            "stored as -1 and count in no loss, sampled foreground or metric; not a class"
+        )
+    return value
+
+
 def plan_configuration(
     fp: Fingerprint,
     configuration: str,
@@ -139,30 +183,31 @@ def plan_configuration(
     device: str = "cpu",
     memory_gb: float = 4.0,
     spacing: list[float] | None = None,
+    lateral_axis: int | None = None,
+    laterality: str | None = None,
 ) -> Plan:
-    """Plan one configuration (``2d``, ``3d_fullres``, ``3d_lowres``) for ``device``."""
+    """Plan one configuration (``2d``, ``3d_fullres``, ``3d_lowres``) for ``device``;
+    ``lateral_axis``, ``laterality``: see :func:`medseg.planning.laterality.find_laterality`
+    (None: every axis is mirrored)."""
     reasons: dict[str, str] = {}
     target, reasons["spacing"] = choose_target_spacing(fp)
     if spacing is not None:
-        target, reasons["spacing"] = (
-            list(spacing),
-            "lowres: spacing enlarged until a median case is ~4 patches",
-        )
+        target = list(spacing)
+        reasons["spacing"] = "lowres: spacing enlarged until a median case is ~4 patches"
     scale = np.asarray(fp.median_spacing) / np.asarray(target)
     median_shape = [max(1, int(round(s * f))) for s, f in zip(fp.median_shape, scale, strict=True)]
     dims = 2 if configuration == "2d" else 3
     patch_spacing, patch_shape = target[-dims:], median_shape[-dims:]
     normalization, reasons["normalization"] = choose_normalization(fp)
     in_channels = len(fp.channel_names)
-    num_classes = len([v for v in fp.labels.values() if isinstance(v, int)])
-    base = BASE_FEATURES.get(device, 32)
-    cap = min(FEATURE_CAP[dims], CPU_FEATURE_CAP) if device == "cpu" else FEATURE_CAP[dims]
+    num_classes = len(class_values(fp.labels))  # the ignore label is no class
+    ignore_label = choose_ignore_label(fp, reasons)
     topo, features = _fit_patch_to_budget(
         initial_patch(patch_spacing, patch_shape),
         patch_spacing,
         patch_shape,
-        base=base,
-        cap=cap,
+        base=BASE_FEATURES.get(device, 32),
+        cap=min(FEATURE_CAP[dims], CPU_FEATURE_CAP) if device == "cpu" else FEATURE_CAP[dims],
         in_channels=in_channels,
         num_classes=num_classes,
         budget_bytes=memory_gb * 2**30,
@@ -180,13 +225,13 @@ def plan_configuration(
     batch, reasons["batch_size"] = choose_batch_size(
         per_sample, topo.patch_size, dataset_voxels, memory_gb=memory_gb, device=device
     )
-    reasons["network_config"] = (
-        f"{topo.num_stages} stages; pooling per axis until ~4 voxels remain, coarse axes wait "
-        f"(nnU-Net); features {features[0]}->{features[-1]} "
-        f"({'narrow for CPU step time' if device == 'cpu' else 'nnU-Net width'})"
-    )
+    network_config, reasons["network_config"] = choose_network_config(topo, features, device)
     optimizer, reasons["optimizer"] = choose_optimizer(device)
-    return Plan(
+    mirror_axes, reasons["mirror_axes"] = default_mirror_axes(
+        dims, fp.spatial_dims, lateral_axis, laterality
+    )
+    reasons.update(RECIPE_REASONS)
+    plan = Plan(
         configuration=configuration,
         spatial_dims=dims,
         spacing=tuple(target),
@@ -199,19 +244,16 @@ def plan_configuration(
         in_channels=in_channels,
         labels=dict(fp.labels),
         network="unet",
-        network_config={
-            "features": list(features),
-            "kernel_sizes": [list(k) for k in topo.kernel_sizes],
-            "strides": [list(s) for s in topo.strides],
-            "norm": "batch" if device == "cpu" else "instance",
-            "act": "leakyrelu",
-            "deep_supervision": True,
-        },
+        network_config=network_config,
         optimizer=optimizer,
         learning_rate=1e-3 if device == "cpu" else 1e-2,
         weight_decay=1e-4 if device == "cpu" else 3e-5,
+        mirror_axes=mirror_axes,
+        ignore_label=ignore_label,
         reasons=reasons,
     )
+    reasons["augmentation"] = describe_augmentation(plan)
+    return plan
 
 
 def plan_cascade(full: Plan, ratio: float, previous_stage: str = "3d_lowres") -> Plan:
@@ -260,6 +302,8 @@ def plan_dataset(
     *,
     device: str = "cpu",
     memory_gb: float = 4.0,
+    lateral_axis: int | None = None,
+    laterality: str | None = None,
 ) -> Plans:
     """Plan every configuration that makes sense for the dataset.
 
@@ -267,10 +311,17 @@ def plan_dataset(
     than ``LOWRES_FACTOR`` times the full-resolution patch, and with it ``3d_cascade_fullres``
     (nnU-Net's cascade): ``3d_fullres`` whose input also holds the ``3d_lowres`` segmentation,
     one-hot per foreground class, so each full-resolution patch knows the whole-case context.
+    ``lateral_axis``, ``laterality``: see :func:`plan_configuration`.
     """
-    configs = {"2d": plan_configuration(fp, "2d", device=device, memory_gb=memory_gb)}
+    common = {
+        "device": device,
+        "memory_gb": memory_gb,
+        "lateral_axis": lateral_axis,
+        "laterality": laterality,
+    }
+    configs = {"2d": plan_configuration(fp, "2d", **common)}
     if fp.spatial_dims == 3:
-        full = plan_configuration(fp, "3d_fullres", device=device, memory_gb=memory_gb)
+        full = plan_configuration(fp, "3d_fullres", **common)
         configs["3d_fullres"] = full
         ratio = math.prod(full.median_shape) / math.prod(full.patch_size)
         if ratio > LOWRES_FACTOR:
@@ -279,9 +330,7 @@ def plan_dataset(
                 np.divide(full.spacing, spacing)
             ) > LOWRES_FACTOR * math.prod(full.patch_size):
                 spacing = [s * 1.01 for s in spacing]
-            low = plan_configuration(
-                fp, "3d_lowres", device=device, memory_gb=memory_gb, spacing=spacing
-            )
+            low = plan_configuration(fp, "3d_lowres", spacing=spacing, **common)
             configs["3d_lowres"] = replace(
                 low,
                 reasons={

@@ -1,8 +1,9 @@
 """``preprocess``: turn a dataset into memory-mappable training arrays for each configuration.
 
-For each case: read, crop to the non-zero region, resample to the plan's spacing, normalise,
-and store in ``RESULTS/preprocessed/<config>/`` (``<data_configuration>`` for a
-configuration that shares another's data, as ``3d_cascade_fullres`` shares ``3d_fullres``'s):
+For each case: read, crop to the non-zero region, apply the plan's intensity corrections (N4,
+histogram matching; off by default), resample to the plan's spacing, normalise, and store in
+``RESULTS/preprocessed/<config>/`` (``<data_configuration>`` for a configuration that shares
+another's data, as ``3d_cascade_fullres`` shares ``3d_fullres``'s):
 
 the case store format of ``medseg.data.loader`` (``<case>.npy`` image, ``<case>_seg.npy``
 label, ``<case>.json`` with ``class_locations``) plus, in the JSON, the geometry needed to undo
@@ -11,9 +12,11 @@ it all (original shape/spacing/origin/direction, crop box, shape after crop).
 The stored label holds class indices ``0..K-1``, not the values of ``dataset.json``: index
 ``k`` is the ``k``-th smallest declared value (``class_values``), so labels ``{0, 1, 2, 10}``
 or ``{0, 40000, 65536}`` train like ``{0, 1, 2, 3}``; ``predict`` maps indices back to the
-values. Input that cannot be trained on is refused with the message ``medseg data check``
-gives: label values that are negative or not declared, NaN/inf voxels, two cases with one
-name, and (from ``read_image``) a header over the memory budget or with an unusable spacing.
+values. Voxels of the ``ignore`` label (``plan.ignore_label``, sparse annotations) are stored
+as -1 (``medseg.data.preprocess.IGNORE_INDEX``). Input that cannot be trained on is refused
+with the message ``medseg data check`` gives: label values that are negative or not declared,
+NaN/inf voxels, two cases with one name, and (from ``read_image``) a header over the memory
+budget or with an unusable spacing.
 
 Idempotent: ``manifest.json`` records each case's source files (size, mtime) and the plan;
 a second run redoes only cases whose inputs or plan changed, and drops cases that vanished.
@@ -32,6 +35,7 @@ import numpy as np
 
 from medseg.data.check import label_problem, nonfinite_problems
 from medseg.data.dataset import Case, Dataset, duplicate_cases, load_dataset, read_case
+from medseg.data.intensity_correction import correct_intensities
 from medseg.data.loader import write_case
 from medseg.data.parallel import map_cases
 from medseg.data.preprocess import (
@@ -62,7 +66,8 @@ def case_target_spacing(plan: Plan, spacing: tuple[float, ...]) -> tuple[float, 
 def preprocess_arrays(
     image: np.ndarray, label: np.ndarray | None, spacing: tuple[float, ...], plan: Plan
 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
-    """Crop, resample and normalise one case.
+    """Crop, correct intensities (the plan's N4 / histogram matching, if any), resample and
+    normalise one case: ``medseg preprocess`` and ``medseg predict`` both call it.
 
     Args:
         image: ``(C, *spatial)``.
@@ -71,8 +76,8 @@ def preprocess_arrays(
 
     Returns:
         ``(image, label, properties)``: the label as class indices (int8 up to 128 classes;
-        index ``k`` is the ``k``-th smallest value of ``plan.labels``); properties hold what
-        ``undo`` needs.
+        index ``k`` is the ``k``-th smallest value of ``plan.labels``, -1 for the ``ignore``
+        label); properties hold what ``undo`` needs.
 
     Raises:
         DatasetError: the label holds a value that is not among ``plan.labels``.
@@ -80,6 +85,15 @@ def preprocess_arrays(
     box = nonzero_box(image)
     image = image[(slice(None), *box.slices)]
     label = label[box.slices] if label is not None else None
+    # N4 / histogram matching (off by default): at the original spacing, where the bias field
+    # is a smooth physical field, before resampling blurs it; after the crop, which they
+    # cannot move (the box is taken first) and which makes N4 cheaper
+    image = correct_intensities(
+        image,
+        spacing,
+        n4_channels=plan.n4_channels,
+        histogram_landmarks=plan.histogram_landmarks,
+    )
     target = case_target_spacing(plan, spacing)
     shape = new_shape_for_spacing(image.shape[1:], spacing, target)
     # nnU-Net decides "separate z" from the source spacing (or the target's, if that is the
@@ -90,7 +104,9 @@ def preprocess_arrays(
     image = resample_image(image, shape, separate_z=axis)
     image = normalize(image, plan.normalization, plan.intensity)
     if label is not None:
-        indices = labels_to_indices(label, class_values(plan.labels))
+        indices = labels_to_indices(
+            label, class_values(plan.labels), ignore_value=plan.ignore_label
+        )
         label = resample_label(indices, shape, separate_z=axis)
     props = {
         "crop_start": list(box.start),
@@ -108,9 +124,14 @@ def _fingerprint_sources(case: Case) -> list[list[Any]]:
     return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in paths]
 
 
-def _plan_hash(plan: Plan) -> str:
+def preprocessing_hash(plan: Plan) -> str:
+    """What the case store of ``plan`` depends on (plans with equal hashes can share one)."""
     keys = ("spacing", "normalization", "intensity", "spatial_dims", "labels")
     fields = {k: getattr(plan, k) for k in keys} | {"label_store": "class_indices"}
+    # only when set, so stores preprocessed before these options existed stay valid
+    for key in ("n4_channels", "histogram_landmarks"):
+        if getattr(plan, key):
+            fields[key] = getattr(plan, key)
     blob = json.dumps(fields, sort_keys=True, default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -175,7 +196,7 @@ def preprocess(
         if (
             store != name
             and store in plans.configurations
-            and _plan_hash(plans[store]) != _plan_hash(plan)
+            and preprocessing_hash(plans[store]) != preprocessing_hash(plan)
         ):
             raise ConfigError(
                 f"{name} shares the preprocessed data of {store} (data_configuration) but their "
@@ -206,7 +227,7 @@ def _preprocess_store(
     manifest: dict[str, Any] = {}
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    plan_hash = _plan_hash(plan)
+    plan_hash = preprocessing_hash(plan)
     if manifest.get("plan_hash") != plan_hash:
         manifest = {"plan_hash": plan_hash, "cases": {}}
     todo = [

@@ -29,6 +29,7 @@ table{border-collapse:collapse;margin:.6em 0;font-size:.88em}
 th,td{border:1px solid #dde1e6;padding:.3em .6em;text-align:left;vertical-align:top}
 th{background:#f3f5f7}tr:nth-child(even) td{background:#fafbfc}td.num{text-align:right;
 font-variant-numeric:tabular-nums;white-space:nowrap}tr.all td{font-weight:600}
+tr.best td{font-weight:600;background:#eef7ee}
 table.meta th{width:14em}caption{caption-side:bottom;text-align:left;color:#666;font-size:.9em;
 padding-top:.3em}details{margin:.4em 0}summary{cursor:pointer;color:#1f5fa8}dl{margin:.4em 1em}
 dt{font-weight:600}dd{margin:0 0 .4em 1em}.note{color:#8a5300;background:#fff7e6;

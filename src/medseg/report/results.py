@@ -8,6 +8,7 @@ Layout read (see ARCHITECTURE.md)::
 
     RESULTS/plans.json  dataset.json  [run.json]
     RESULTS/<config>/fold_<k>/log.csv  [run.json]  validation/<case><ending>
+    RESULTS/<config>/fold_<k>/evaluation/summary.json   (the fold's validation cases)
     RESULTS/evaluation/<name>/per_case.csv  summary.json   (one per configuration/ensemble)
     RESULTS/evaluation/per_case.csv  summary.json          (a single evaluation, also read)
 """
@@ -38,16 +39,24 @@ class Fold:
     """One trained fold.
 
     Attributes:
-        configuration: the configuration folder name (``3d_fullres``).
+        configuration: the plan's folder name (``3d_fullres``, or a variant's ``2d-attn``).
         name: the fold folder name (``fold_0``, ``fold_all``).
         path: the fold folder.
         log: ``log.csv`` rows with every value as float (NaN where empty); empty if absent.
+        evaluation: ``evaluation/summary.json`` of the fold's validation cases (written by
+            ``medseg.pipeline.validate_fold``), ``null`` as NaN; None if absent.
     """
 
     configuration: str
     name: str
     path: Path
     log: list[dict[str, float]] = field(default_factory=list)
+    evaluation: dict[str, Any] | None = None
+
+    @property
+    def trained(self) -> bool:
+        """Whether the fold has a checkpoint (``checkpoint_best.pt`` or ``_latest.pt``)."""
+        return any(self.path.glob("checkpoint_*.pt"))
 
 
 @dataclass(frozen=True)
@@ -179,8 +188,15 @@ def _find_folds(root: Path, problems: list[str]) -> list[Fold]:
     for config in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in _SKIP_DIRS):
         for path in sorted(config.glob("fold_*"), key=lambda p: _natural_key(p.name)):
             if path.is_dir():
+                summary = _read_json(path / EVALUATION_DIR / "summary.json", problems)
                 folds.append(
-                    Fold(config.name, path.name, path, _read_log(path / "log.csv", problems))
+                    Fold(
+                        config.name,
+                        path.name,
+                        path,
+                        _read_log(path / "log.csv", problems),
+                        None if summary is None else _nan_for_null(summary),
+                    )
                 )
     return folds
 

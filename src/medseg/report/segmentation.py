@@ -3,8 +3,10 @@
 The file has inline CSS and every figure as a base64 PNG, so it opens offline, can be mailed
 and archived, and refers to nothing outside itself. Sections: header (dataset, date, medseg
 version, configurations trained, device if recorded), plans (with the reasons behind each
-choice), metrics per evaluation, per-case Dice boxplots, training curves per fold, and
-overlays of the best, median and worst case (``medseg.report.overlays``); then the caller's
+choice), a comparison of every trained plan (configurations and variants: Dice over folds,
+``medseg.report.comparison``), metrics per evaluation, per-case Dice boxplots, training
+curves per fold, and overlays of the best, median and worst case
+(``medseg.report.overlays``); then the caller's
 ``extra_sections``. A piece that is missing (no plans, no folds, no evaluation yet) is stated
 in its section instead.
 """
@@ -22,6 +24,7 @@ from medseg import __version__
 from medseg.errors import ConfigError
 from medseg.fileutil import check_writable
 from medseg.report import figures
+from medseg.report.comparison import comparison_html
 from medseg.report.html import REPORT_FILE, escape, format_number, note, page, table, write_html
 from medseg.report.overlays import case_overlays
 from medseg.report.results import Evaluation, Results, load_results
@@ -83,6 +86,7 @@ def render_report(
     title = title or f"medseg report: {results.dataset_name}"
     sections = [
         ("plans", "Plans", _plans(results)),
+        ("comparison", "Trained plans compared", comparison_html(results)),
         ("metrics", "Metrics", _metrics(results)),
         ("dice", "Per-case Dice", _boxplots(results)),
         ("training", "Training", _training(results)),

@@ -2,10 +2,11 @@
 
 ``fit`` describes the task and :func:`medseg.training.engine.run_training` runs it:
 
-* batches: patches from the preprocessed case store (foreground oversampling), a new loader
-  per epoch seeded by ``(seed, fold, epoch, rank)``, so a resumed run sees exactly the batches
-  an uninterrupted run would; the plan's augmentation preset on the training device;
-* loss: Dice + cross-entropy with deep supervision;
+* batches: patches from the preprocessed case store (the plan's sampling: foreground
+  oversampling by default), a new loader per epoch seeded by ``(seed, fold, epoch, rank)``, so
+  a resumed run sees exactly the batches an uninterrupted run would; the plan's augmentation
+  preset (its mirror axes, elastic probability) on the training device;
+* loss: the plan's loss (Dice + cross-entropy by default) with deep supervision;
 * validation: nnU-Net's online pseudo Dice on fixed validation patches; the best checkpoint
   follows its exponential moving average.
 
@@ -34,18 +35,17 @@ from medseg.data.cascade import check_previous_stage, foreground_one_hot
 from medseg.data.loader import list_cases, make_loader
 from medseg.device import autocast, available_cpus, resolve_device
 from medseg.errors import ConfigError
-from medseg.losses import build_loss
-from medseg.losses.deep_supervision import DeepSupervisionLoss
 from medseg.metrics.confusion import ConfusionCounts, dice
 from medseg.planning.calibrate import decide_bf16
 from medseg.planning.plan import Plan, Plans
+from medseg.planning.recipe import build_augmentation, plan_loss
 from medseg.training.checkpoint import build_model
 from medseg.training.curves import SEGMENTATION_PANELS
 from medseg.training.distributed import init_distributed, local_device
 from medseg.training.engine import RunResult, Task, run_training
 from medseg.training.schedule import build_optimizer, lr_factor, set_lr
 from medseg.training.splits import fold_cases, load_or_make_splits
-from medseg.transforms import Compose, Transform, build_transform
+from medseg.transforms import Compose, Transform
 from medseg.transforms.masks import ForegroundOneHot, RandomMaskMorphology
 
 EMA = 0.9  # smoothing of the validation Dice that picks the best checkpoint (nnU-Net)
@@ -89,14 +89,12 @@ class FoldData:
 
 
 def segmentation_augmentation(plan: Plan) -> Transform:
-    """The plan's preset; for a cascade stage also the previous stage's one-hot masks (moved by
-    the spatial transforms only, then re-binarised and perturbed)."""
+    """The plan's preset with its mirror axes and elastic probability; for a cascade stage also
+    the previous stage's one-hot masks (moved by the spatial transforms only, then
+    re-binarised and perturbed)."""
     if not plan.previous_stage:
-        return build_transform(plan.augmentation, spatial_dims=plan.spatial_dims)
-    images = range(plan.image_channels)
-    preset = build_transform(
-        plan.augmentation, spatial_dims=plan.spatial_dims, intensity_channels=images
-    )
+        return build_augmentation(plan)
+    preset = build_augmentation(plan, intensity_channels=range(plan.image_channels))
     return Compose(
         [
             ForegroundOneHot(plan.num_classes),
@@ -134,7 +132,7 @@ class PatchBatches:
             patch_size=self.data.patch_size(self.plan),
             batch_size=self.plan.batch_size,
             case_ids=self.data.train_ids,
-            mode="oversample",
+            mode=self.plan.sampling,
             num_batches=self.steps,
             oversample_foreground=self.plan.foreground_oversampling,
             num_workers=self.workers,
@@ -227,13 +225,14 @@ def fit(
 def segmentation_task(
     plan: Plan, batches: PatchBatches, epochs: int, *, val_batches: int = 4
 ) -> Task:
-    """The segmentation task on the engine: the plan's network (DDP under torchrun), Dice+CE
-    with deep supervision, its optimiser and LR schedule, validation on fixed patches."""
+    """The segmentation task on the engine: the plan's network (DDP under torchrun), its loss
+    (``medseg.planning.choices.PlanLoss``: deep supervision, the VAE terms, the ignore label),
+    its optimiser and LR schedule, validation on fixed patches."""
     torch.manual_seed(batches.seed)
     model = build_model(plan).to(batches.device)
     optimizer = build_optimizer(model, plan)
     net = nn.parallel.DistributedDataParallel(model) if batches.world > 1 else model
-    loss_fn = DeepSupervisionLoss(build_loss(plan.loss))
+    loss_fn = plan_loss(plan)
     data, dev = batches.data, batches.device
     validation = list(
         make_loader(
@@ -258,7 +257,7 @@ def segmentation_task(
         network=net,
         batches=batches,
         prepare=batches.prepare,
-        loss=lambda batch: loss_fn(net(batch[0]), batch[1]),
+        loss=lambda batch: loss_fn(net(batch[0]), batch[1], batch[0]),
         set_learning_rate=set_learning_rate,
         validate=lambda bf16, rows: validation_row(model, validation, plan, data, dev, bf16, rows),
         score=lambda row: row["val_dice_ema"],
@@ -305,7 +304,8 @@ def _validate(
     model: nn.Module, batches: list, plan: Plan, data: FoldData, dev: torch.device, use_bf16: bool
 ) -> np.ndarray:
     """Dice per foreground class from (TP, FP, FN) summed over the validation patches
-    (nnU-Net's pseudo Dice)."""
+    (nnU-Net's pseudo Dice). Voxels whose target is negative (-1: the ``ignore`` label of
+    sparse annotations) count nowhere."""
     model.eval()
     stats = np.zeros((plan.num_classes - 1, 3))
     for image, label in batches:
@@ -317,8 +317,9 @@ def _validate(
         with autocast(dev, use_bf16):
             logits = model(image)
         pred, target = logits.float().argmax(1), data.to_net(label, plan).to(dev)[:, 0]
+        annotated = target >= 0
         for k in range(1, plan.num_classes):
-            p, t = pred == k, target == k
+            p, t = (pred == k) & annotated, target == k
             stats[k - 1] += [(p & t).sum().item(), (p & ~t).sum().item(), (~p & t).sum().item()]
     model.train()
     return np.array([dice(ConfusionCounts(tp, fp, fn, 0)) for tp, fp, fn in stats])

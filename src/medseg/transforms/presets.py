@@ -53,6 +53,7 @@ def nnunet_default(
     mirror_axes: Sequence[int] | None = None,
     label_mode: LabelMode = "nearest",
     intensity_channels: Sequence[int] | None = None,
+    p_elastic: float = 0.0,
     seed: int | None = None,
 ) -> Compose:
     """nnU-Net v2's default training augmentation (``nnUNetTrainer.get_training_transforms``).
@@ -62,7 +63,8 @@ def nnunet_default(
     (std 0-0.1, 0.1); Gaussian blur (sigma 0.5-1 per axis, 0.2, per channel 0.5);
     multiplicative brightness (0.75-1.25, 0.15); contrast (0.75-1.25, 0.15); low resolution
     (zoom 0.5-1, 0.25, per channel 0.5); inverted gamma (0.7-1.5, 0.1); gamma (0.7-1.5, 0.3);
-    mirroring of each axis (0.5). Elastic deformation is off, as in nnU-Net v2.
+    mirroring of each axis (0.5). Elastic deformation is off, as in nnU-Net v2, unless
+    ``p_elastic`` > 0 (U-Net's key augmentation for few training images, Ronneberger 2015).
 
     Differences from nnU-Net: factor ranges are sampled uniformly (nnU-Net's ``BGContrast``
     draws below and above 1 with equal chance); labels are resampled with ``label_mode``
@@ -77,6 +79,9 @@ def nnunet_default(
         label_mode: "nearest" or "linear" label resampling.
         intensity_channels: the channels intensity transforms change (None: all); e.g. only
             the image channels of a cascade stage's input, not its previous-stage masks.
+        p_elastic: per-sample probability of an elastic deformation (random displacements
+            of 5 control points per axis, std 2-5 voxels, cubic B-spline), in the same
+            resampling as rotation and scaling.
         seed: seed of the pipeline's generator.
 
     Returns:
@@ -91,6 +96,7 @@ def nnunet_default(
             rotation_deg=rotation,
             p_scale=prob(0.2),
             scale=(0.7, 1.4),
+            p_elastic=p_elastic,
             label_mode=label_mode,
         ),
         RandomGaussianNoise(std=(0.0, 0.1), p=prob(0.1), channels=intensity_channels),
@@ -120,6 +126,7 @@ def light(
     patch_size: Sequence[int] | None = None,
     mirror_axes: Sequence[int] | None = None,
     intensity_channels: Sequence[int] | None = None,
+    p_elastic: float = 0.0,
     seed: int | None = None,
 ) -> Compose:
     """A light pipeline for small or fragile datasets (and quick CPU runs).
@@ -129,7 +136,7 @@ def light(
     0.1).
 
     Args:
-        spatial_dims, patch_size, mirror_axes, intensity_channels, seed: as
+        spatial_dims, patch_size, mirror_axes, intensity_channels, p_elastic, seed: as
             :func:`nnunet_default`.
         p: None for the probabilities above; a number replaces every probability.
 
@@ -144,6 +151,7 @@ def light(
             rotation_deg=(-15.0, 15.0),
             p_scale=prob(0.2),
             scale=(0.9, 1.1),
+            p_elastic=p_elastic,
         ),
         RandomBrightness(
             mode="multiplicative", value_range=(0.9, 1.1), p=prob(0.15), channels=intensity_channels
