@@ -41,7 +41,7 @@ from medseg.planning.classifier import (
 )
 from medseg.training.checkpoint import build_classifier
 from medseg.training.engine import RunResult, Task, run_training
-from medseg.training.schedule import OPTIMIZERS, lr_factor
+from medseg.training.schedule import OPTIMIZERS, run_lr_factor
 from medseg.training.transfer import (
     freeze_backbone,
     keep_frozen_in_eval,
@@ -168,9 +168,7 @@ def classification_task(
             return loss_fn(outputs, y)
 
     def set_learning_rate(step: int, budget_fraction: float | None) -> None:
-        fraction = step / max(epochs * batches.steps, 1)
-        t = budget_fraction if budget_fraction is not None else fraction
-        factor = lr_factor(int(t * 1_000_000), 1_000_000, config.lr_schedule)
+        factor = run_lr_factor(step, epochs * batches.steps, config.lr_schedule, budget_fraction)
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
 

@@ -43,7 +43,7 @@ from medseg.training.checkpoint import build_model
 from medseg.training.curves import SEGMENTATION_PANELS
 from medseg.training.distributed import init_distributed, local_device
 from medseg.training.engine import RunResult, Task, run_training
-from medseg.training.schedule import build_optimizer, lr_factor, set_lr
+from medseg.training.schedule import build_optimizer, run_lr_factor, set_lr
 from medseg.training.splits import fold_cases, load_or_make_splits
 from medseg.transforms import Compose, Transform
 from medseg.transforms.masks import ForegroundOneHot, RandomMaskMorphology
@@ -249,7 +249,8 @@ def segmentation_task(
     total_steps = epochs * batches.steps
 
     def set_learning_rate(step: int, budget_fraction: float | None) -> None:
-        set_lr(optimizer, plan.learning_rate, lr_factor(step, total_steps, plan.lr_schedule))
+        factor = run_lr_factor(step, total_steps, plan.lr_schedule, budget_fraction)
+        set_lr(optimizer, plan.learning_rate, factor)
 
     return Task(
         model=model,
