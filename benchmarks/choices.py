@@ -92,6 +92,7 @@ class Setup:
     cases: int  # subset size for hippocampus (0: all)
     cxr_cases: int  # subset size for montgomery_cxr (0: all)
     small_cases: int = 0  # subset size for drive / isbi2012_em (0: all; --quick: 10)
+    datasets: tuple[str, ...] = ()  # only these datasets in the networks experiment (): all
 
 
 def say(message: str) -> None:
@@ -349,6 +350,8 @@ def exp_networks(setup: Setup) -> None:
     nets = ("unet", "attention_unet", "residual_unet", "unet_plusplus")
     rows = []
     for name, config in (("hippocampus", "3d_fullres"), ("montgomery_cxr", "2d")):
+        if setup.datasets and name not in setup.datasets:
+            continue
         if not (SHARED / name).is_dir():
             say(f"networks: {SHARED / name} absent, skipped")
             continue
@@ -502,8 +505,9 @@ def write_doc(setup: Setup, experiments: list[str], doc: Path) -> None:
         f"vary); torch {torch.__version__}; {dt.date.today().isoformat()}.",
         "",
         f"- Training budget: **{setup.budget:g} s per fold for every row** "
-        f"(`time_budget_s`; `--epochs {setup.epochs}` is only an upper bound, so the poly "
-        'learning-rate schedule hardly decays); float32 (`precision="fp32"`: the bf16 '
+        f"(`time_budget_s`; `--epochs {setup.epochs}` is only an upper bound; the poly "
+        "learning-rate schedule follows the share of the budget used (`run_lr_factor`)); "
+        'float32 (`precision="fp32"`: the bf16 '
         f"autocast path on this CPU can be slow or unstable); {setup.threads} torch "
         "thread(s) (`--threads`: with other jobs on the 2 cores, two threads made a "
         f"Hippocampus step ~2.7x slower than one) and {setup.workers} loader worker(s) "
@@ -564,6 +568,9 @@ def main() -> None:
         default=1,
         help="torch threads (1: on a shared 2-core machine two threads wait on each other)",
     )
+    parser.add_argument(
+        "--datasets", default="", help="networks experiment: only these (e.g. montgomery_cxr)"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke: 5 s, fold 0, 10 cases")
     parser.add_argument("--work", default="/tmp/medseg_bench_choices")
     parser.add_argument("--doc", default=str(DOC), help="where the combined tables go")
@@ -588,6 +595,7 @@ def main() -> None:
         cases=10 if args.quick else args.cases,
         cxr_cases=10 if args.quick else args.cxr_cases,
         small_cases=10 if args.quick else 0,
+        datasets=tuple(d for d in args.datasets.split(",") if d),
     )
     setup.work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(setup.threads)
