@@ -88,3 +88,32 @@ def _seeded_global_generators():
     np.random.seed(0)
     torch.manual_seed(0)
     yield
+
+
+def _shrink_2d_plan(results: Path, *, patch_size: tuple[int, int] | None = None) -> None:
+    """Keep only the ``2d`` plan of ``results``, as a 2-stage 4->8 feature U-Net with batch 2
+    (training steps take milliseconds)."""
+    from dataclasses import replace
+
+    from medseg.planning.plan import Plans
+
+    plans = Plans.from_json(results / "plans.json")
+    p = plans["2d"]
+    small = replace(
+        p,
+        patch_size=patch_size or p.patch_size,
+        batch_size=2,
+        network_config={
+            **p.network_config,
+            "features": [4, 8],
+            "kernel_sizes": [[3, 3], [3, 3]],
+            "strides": [[1, 1], [2, 2]],
+        },
+    )
+    Plans(plans.dataset_name, plans.dataset_path, {"2d": small}).to_json(results / "plans.json")
+
+
+@pytest.fixture
+def shrink_2d_plan():
+    """``shrink_2d_plan(results, patch_size=None)``: the results' ``2d`` plan as a tiny U-Net."""
+    return _shrink_2d_plan

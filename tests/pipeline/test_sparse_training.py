@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,37 +13,19 @@ import pytest
 from medseg.data.phantoms import PhantomConfig, generate_dataset
 from medseg.data.sparsify import sparsify_dataset
 from medseg.pipeline import plan, preprocess, train
-from medseg.planning import Plans
 
 pytestmark = pytest.mark.slow
 
 CONFIG = PhantomConfig(fov_mm=(24.0, 32.0, 32.0), spacing=(3.0, 1.0, 1.0))  # (8, 32, 32)
 
 
-def _shrink(results: Path) -> None:
-    """A 2-stage 4->8 feature U-Net so that training steps take milliseconds."""
-    plans = Plans.from_json(results / "plans.json")
-    p = plans["2d"]
-    small = replace(
-        p,
-        batch_size=2,
-        network_config={
-            **p.network_config,
-            "features": [4, 8],
-            "kernel_sizes": [[3, 3], [3, 3]],
-            "strides": [[1, 1], [2, 2]],
-        },
-    )
-    Plans(plans.dataset_name, plans.dataset_path, {"2d": small}).to_json(results / "plans.json")
-
-
-def test_training_on_every_third_slice_runs_and_validates(tmp_path: Path) -> None:
+def test_training_on_every_third_slice_runs_and_validates(tmp_path: Path, shrink_2d_plan) -> None:
     dense = generate_dataset(tmp_path / "dense", spatial_dims=3, num_cases=4, config=CONFIG)
     sparse = tmp_path / "sparse"
     sparsify_dataset(dense, sparse, every_nth_slice=3, axis=0)
     results = tmp_path / "results"
     plan(sparse, results, memory_gb=0.25, jobs=1, progress=False)
-    _shrink(results)
+    shrink_2d_plan(results)
     preprocess(results, configurations=["2d"], jobs=1, progress=False)
     assert np.load(results / "preprocessed" / "2d" / "phantom_000_seg.npy").min() == -1
     out = train(
