@@ -90,9 +90,11 @@ def _seeded_global_generators():
     yield
 
 
-def _shrink_2d_plan(results: Path, *, patch_size: tuple[int, int] | None = None) -> None:
+def _shrink_2d_plan(
+    results: Path, *, patch_size: tuple[int, int] | None = None, **changes: object
+) -> None:
     """Keep only the ``2d`` plan of ``results``, as a 2-stage 4->8 feature U-Net with batch 2
-    (training steps take milliseconds)."""
+    (training steps take milliseconds); ``changes``: other plan fields to set."""
     from dataclasses import replace
 
     from medseg.planning.plan import Plans
@@ -109,6 +111,7 @@ def _shrink_2d_plan(results: Path, *, patch_size: tuple[int, int] | None = None)
             "kernel_sizes": [[3, 3], [3, 3]],
             "strides": [[1, 1], [2, 2]],
         },
+        **changes,
     )
     Plans(plans.dataset_name, plans.dataset_path, {"2d": small}).to_json(results / "plans.json")
 

@@ -5,7 +5,6 @@ the case store holds class indices 0..K-1 and the predicted files hold the decla
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,6 @@ from typer.testing import CliRunner
 from medseg.cli.data import app as data_app
 from medseg.io import Image, read_image, write_image
 from medseg.pipeline import plan, predict, preprocess, train
-from medseg.planning import Plans
 from medseg.training.checkpoint import load_checkpoint, save_checkpoint
 
 SQUARES = (
@@ -53,25 +51,6 @@ def _dataset(root: Path, values: list[int], *, num_cases: int = 4) -> Path:
     return root
 
 
-def _shrink(results: Path) -> None:
-    """A 2-stage 4->8 feature U-Net so that training steps take milliseconds."""
-    plans = Plans.from_json(results / "plans.json")
-    p = plans["2d"]
-    small = replace(
-        p,
-        patch_size=(24, 24),
-        batch_size=2,
-        learning_rate=0.05,
-        network_config={
-            **p.network_config,
-            "features": [4, 8],
-            "kernel_sizes": [[3, 3], [3, 3]],
-            "strides": [[1, 1], [2, 2]],
-        },
-    )
-    Plans(plans.dataset_name, plans.dataset_path, {"2d": small}).to_json(results / "plans.json")
-
-
 def _favour_last_class(checkpoint: Path) -> None:
     """Make the trained network predict its last class everywhere (a large output bias)."""
     data = load_checkpoint(checkpoint)
@@ -84,14 +63,14 @@ def _favour_last_class(checkpoint: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("values", [[0, 1, 2, 10], [0, 40000, 65536]], ids=["gaps", "past_int16"])
 def test_declared_label_values_train_and_come_back_from_predict(
-    tmp_path: Path, values: list[int]
+    tmp_path: Path, values: list[int], shrink_2d_plan
 ) -> None:
     root = _dataset(tmp_path / "ds", values)
     check = CliRunner().invoke(data_app, ["check", str(root), "-j", "1"])
     assert check.exit_code == 0, check.output
     results = tmp_path / "results"
     plan(root, results, progress=False)
-    _shrink(results)
+    shrink_2d_plan(results, patch_size=(24, 24), learning_rate=0.05)
     preprocess(results, jobs=1, progress=False)
     seg = np.load(results / "preprocessed" / "2d" / "case_1_seg.npy")
     assert seg.dtype == np.int8 and set(np.unique(seg).tolist()) == set(

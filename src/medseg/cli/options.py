@@ -244,6 +244,12 @@ def _items(text: str, what: str) -> list[str]:
 # ---------------------------------------------------------------- options checked by a parser
 
 
+def plan_name_option(default: str | None, help: str) -> Any:
+    """``--config``/``-c``: a configuration or ``<configuration>-<variant>`` (:func:`plan_name`;
+    whether it is planned is checked by the command)."""
+    return typer.Option(default, "--config", "-c", parser=plan_name, metavar="CONFIG", help=help)
+
+
 def device_option(help: str = DEVICE_HELP) -> Any:
     """``--device``: auto, cpu, cuda or cuda:N (default None: CUDA when available)."""
     return typer.Option(None, "--device", parser=device, metavar="DEVICE", help=help)

@@ -173,13 +173,9 @@ def preprocess_command(
 
 def train_command(
     results: Path = typer.Argument(..., help="Results folder (planned and preprocessed)."),
-    config: str | None = typer.Option(
+    config: str | None = options.plan_name_option(
         None,
-        "--config",
-        "-c",
-        parser=options.plan_name,
-        metavar="CONFIG",
-        help="A planned configuration (2d, 3d_fullres, 3d_lowres, 3d_cascade_fullres) or "
+        "A planned configuration (2d, 3d_fullres, 3d_lowres, 3d_cascade_fullres) or "
         "variant (e.g. 2d-attn); 3d_cascade_fullres after the 3d_lowres folds and 'medseg "
         "prepare-cascade'; default: the plan's recommendation, else 3d_fullres, else 2d.",
     ),
@@ -249,14 +245,7 @@ def train_command(
 
 def prepare_cascade_command(
     results: Path = typer.Argument(..., help="Results folder whose 3d_lowres folds are trained."),
-    config: str = typer.Option(
-        "3d_cascade_fullres",
-        "--config",
-        "-c",
-        parser=options.plan_name,
-        metavar="CONFIG",
-        help="The cascade stage to prepare.",
-    ),
+    config: str = options.plan_name_option("3d_cascade_fullres", "The cascade stage to prepare."),
     checkpoint: options.Checkpoint = typer.Option(
         "best", "--checkpoint", help="Which previous-stage checkpoints."
     ),
