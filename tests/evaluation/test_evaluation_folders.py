@@ -48,7 +48,8 @@ def test_per_case_csv_has_exactly_the_documented_columns(folders, tmp_path) -> N
     header = (tmp_path / "out" / "per_case.csv").read_text(encoding="utf-8").splitlines()[0]
     assert header == (
         "case,label,tp,fp,fn,tn,dice,iou,precision,recall,specificity,npv,accuracy,f1,mcc,"
-        "vs,hd,hd95,assd,masd,nsd"
+        "vs,hd,hd95,assd,masd,nsd,vol_pred_ml,vol_ref_ml,vol_diff_ml,vol_rel_err,"
+        "area_pred_mm2,area_ref_mm2,area_diff_mm2,area_rel_err"
     )
     assert tuple(header.split(",")) == CSV_COLUMNS
 

@@ -20,7 +20,9 @@ REFERENCE_COLOUR = "#ffd400"  # yellow and blue stay distinct for colour-blind r
 PREDICTION_COLOUR = "#1e90ff"
 
 
-def _figure(width: float, height: float) -> Any:
+def new_figure(width: float, height: float) -> Any:
+    """A matplotlib ``Figure`` of ``width`` x ``height`` inches on the Agg canvas (no pyplot
+    state, safe in worker threads and without a display)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -62,7 +64,7 @@ def dice_boxplot(
         ]
         for label in labels
     ]
-    figure = _figure(max(3.0, 0.9 * len(labels) + 1.5), 3.2)
+    figure = new_figure(max(3.0, 0.9 * len(labels) + 1.5), 3.2)
     ax = figure.add_subplot()
     positions = [i + 1 for i, v in enumerate(values) if v]
     if positions:
@@ -96,7 +98,7 @@ def training_curves(log: Sequence[Mapping[str, float]], *, title: str) -> Any:
     def column(name: str) -> list[float]:
         return [row.get(name, math.nan) for row in log]
 
-    figure = _figure(13.0, 3.0)
+    figure = new_figure(13.0, 3.0)
     loss, dice, norm, wait = figure.subplots(1, 4)
     loss.plot(epochs, column("train_loss"), color="#333")
     loss.set_title("training loss")
@@ -209,7 +211,7 @@ def case_overlay(
             f"image shape {image.array.shape} does not match the label map {reference.array.shape}"
         )
     spacing = reference.spacing[-2:]
-    figure = _figure(4.0, 4.0)
+    figure = new_figure(4.0, 4.0)
     ax = figure.add_subplot()
     if rgb is not None:
         ax.imshow(rgb, interpolation="nearest")
