@@ -13,6 +13,66 @@ from medseg.cli.options import non_negative_float, number_option, output_folder
 _SHOWN = ("dice", "hd95", "assd", "nsd")
 
 
+def _parse_size_bins(text: str) -> list[float]:
+    """``"0.5,2,10"`` -> ``[0.5, 2.0, 10.0]`` (order and sign are checked by the library)."""
+    try:
+        return [float(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"cannot read {text!r}; give mL values like 0.5,2,10") from None
+
+
+def _check_size_bins(text: str | None) -> str | None:
+    """Parse-time check of ``--size-bins`` (the text is kept; the command parses it again)."""
+    if text:
+        _parse_size_bins(text)
+    return text
+
+
+# the size and lesion-wise options (module constants keep the command's signature short)
+SIZE_BINS_OPTION = typer.Option(
+    None,
+    "--size-bins",
+    callback=_check_size_bins,
+    metavar="ML,ML,...",
+    help="Reference-volume edges in mL for the size strata of summary.json, e.g. "
+    "'0.5,2,10' (3D only). Default: tertiles of each label's reference volumes.",
+)
+LESION_WISE_OPTION = typer.Option(
+    False,
+    "--lesion-wise",
+    help="Also score lesion by lesion (BraTS 2023: detection TP/FP/FN and F1, lesion-wise "
+    "Dice and HD95 with misses and false positives penalised); writes lesions.csv.",
+)
+LESION_LABELS_OPTION = typer.Option(
+    None,
+    "--lesion-labels",
+    help="Lesion-wise: only these labels, e.g. '2' or 'et,tc' (names as in --labels). "
+    "Default: every evaluated label.",
+)
+LESION_DILATION_OPTION = number_option(
+    3.0,
+    "--lesion-dilation",
+    help="Lesion-wise: reference lesions closer than this merge, and a predicted component "
+    "within it matches (mm, >= 0).",
+    parser=non_negative_float,
+    metavar="MM",
+)
+LESION_MIN_VOLUME_OPTION = number_option(
+    50.0,
+    "--lesion-min-volume",
+    help="Lesion-wise: reference lesions of at most this volume are left out (mm^3, or "
+    "mm^2 in 2D; BraTS: 50).",
+    parser=non_negative_float,
+    metavar="MM3",
+)
+LESION_FOOTPRINT_OPTION = typer.Option(
+    "ellipsoid",
+    "--lesion-footprint",
+    help="Lesion-wise dilation shape: ellipsoid (true mm distance) or brats (BraTS's "
+    "repeated 18-neighbour dilation, for BraTS-comparable numbers).",
+)
+
+
 def register(app: typer.Typer) -> None:
     """Mount the ``evaluate`` command on the main app."""
     app.command("evaluate")(evaluate)
@@ -52,6 +112,12 @@ def evaluate(
     surface: Literal["voxel", "surfel"] = typer.Option(
         "voxel", help="voxel (MONAI/MedPy surface voxels) or surfel (DeepMind)."
     ),
+    size_bins: str | None = SIZE_BINS_OPTION,
+    lesion_wise: bool = LESION_WISE_OPTION,
+    lesion_labels: str | None = LESION_LABELS_OPTION,
+    lesion_dilation: float = LESION_DILATION_OPTION,
+    lesion_min_volume: float = LESION_MIN_VOLUME_OPTION,
+    lesion_footprint: Literal["ellipsoid", "brats"] = LESION_FOOTPRINT_OPTION,
     jobs: int | None = typer.Option(
         None, "--jobs", "-j", min=1, help="Worker processes (default: CPU count)."
     ),
@@ -72,8 +138,18 @@ def evaluate(
         jobs=jobs,
         overwrite=overwrite,
         show_progress=True,
+        size_bins_ml=_parse_size_bins(size_bins) if size_bins else None,  # checked at parse
+        lesion_wise=lesion_wise,
+        lesion_options={
+            "dilation_mm": lesion_dilation,
+            "min_volume_mm3": lesion_min_volume,
+            "footprint": lesion_footprint,
+            "labels": [n.strip() for n in lesion_labels.split(",")] if lesion_labels else None,
+        },
     )
     _print_table(summary)
+    if lesion_wise:
+        _print_lesions(summary["lesion_wise"])
     typer.echo(
         f"wrote {out / 'per_case.csv'} and {out / 'summary.json'} ({summary['n_cases']} cases)"
     )
@@ -95,6 +171,29 @@ def _print_table(summary: dict[str, Any]) -> None:
     for label, stats in summary["per_label"].items():
         table.add_row(label, *(_cell(stats[name]) for name in _SHOWN))
     table.add_row("all", *(_cell(summary["overall"][name]) for name in _SHOWN), style="bold")
+    Console().print(table)
+
+
+def _print_lesions(lesion_summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title="lesion-wise (BraTS 2023): detection over all cases, Dice and HD95 per case",
+        caption="Misses and false positives count as Dice 0 and HD95 at the penalty; "
+        "lesions.csv lists every lesion.",
+    )
+    for name in ("label", "ref lesions", "TP", "FP", "FN", "F1", "lesion Dice", "lesion HD95"):
+        table.add_column(name, justify="left" if name == "label" else "right")
+    for label, stats in lesion_summary["per_label"].items():
+        f1 = stats["f1"]
+        table.add_row(
+            label,
+            *(str(stats[key]) for key in ("n_ref", "tp", "fp", "fn")),
+            "nan" if f1 is None or math.isnan(f1) else f"{f1:.3f}",
+            _cell(stats["lesion_dice"]),
+            _cell(stats["lesion_hd95"]),
+        )
     Console().print(table)
 
 

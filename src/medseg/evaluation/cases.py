@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import DatasetError, GeometryError, ImageIOError, listing
+from medseg.evaluation.lesions import evaluate_lesions
 from medseg.io import IMAGE_EXTENSIONS, Image, file_ending, grid_mismatches, read_image
-from medseg.metrics import evaluate_case, foreground_labels
+from medseg.metrics import LesionWiseResult, evaluate_case, label_regions
+from medseg.metrics.measure import label_values, size_columns
 
 logger = logging.getLogger(__name__)
 
@@ -36,15 +38,20 @@ class CaseResult:
 
     Attributes:
         case: the case id.
-        metrics: ``{label name: {metric: value}}`` for the labels evaluated.
+        metrics: ``{label name: {column: value}}`` for the labels evaluated: the metrics
+            (``METRIC_COLUMNS``) and sizes (``SIZE_COLUMNS``) of the ``per_case.csv`` row.
         ref_labels: non-zero reference values (without the ignore label).
         n_voxels: voxels that count (all minus ignored), for rows of absent labels.
+        spacing: the case's voxel size in mm (array axis order), for sizes of absent labels.
+        lesions: ``{label name: lesion-wise result}`` when lesion-wise evaluation was asked.
     """
 
     case: str
     metrics: dict[str, dict[str, float]]
     ref_labels: list[int] = field(default_factory=list)
     n_voxels: int = 0
+    spacing: tuple[float, ...] = ()
+    lesions: dict[str, LesionWiseResult] = field(default_factory=dict)
 
 
 def case_files(folder: str | Path) -> dict[str, Path]:
@@ -139,13 +146,13 @@ def read_pair(pair: CasePair) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]
             "case '%s': prediction and reference differ in %s", pair.case, "; ".join(problems)
         )
     return (
-        _label_array(pred_image, pair.pred_path),
-        _label_array(ref_image, pair.ref_path),
+        label_array(pred_image, pair.pred_path),
+        label_array(ref_image, pair.ref_path),
         ref_image.spacing,
     )
 
 
-def _label_array(image: Image, path: Path) -> np.ndarray:
+def label_array(image: Image, path: Path) -> np.ndarray:
     array = image.array
     if np.issubdtype(array.dtype, np.integer) or array.dtype == bool:
         return array
@@ -157,21 +164,9 @@ def _label_array(image: Image, path: Path) -> np.ndarray:
 
 
 def present_labels(array: np.ndarray, *, ignore_label: int | None = None) -> list[int]:
-    """Sorted non-zero values of a label map, without ``ignore_label``.
-
-    Small non-negative labels are counted with ``bincount`` in chunks (no full sort and no
-    full-size int64 copy), much faster than ``np.unique`` on large volumes.
-    """
-    if array.size and array.dtype != bool and 0 <= array.min() and array.max() < 65536:
-        flat, size = array.reshape(-1), int(array.max()) + 1
-        counts = np.zeros(size, dtype=np.int64)
-        for start in range(0, flat.size, _CHUNK):
-            counts += np.bincount(flat[start : start + _CHUNK], minlength=size)
-        return [int(v) for v in np.flatnonzero(counts) if v != 0 and v != ignore_label]
-    return foreground_labels(array, ignore_label=ignore_label)
-
-
-_CHUNK = 1 << 22
+    """Sorted non-zero values of a label map, without ``ignore_label`` (see
+    ``medseg.metrics.measure.label_values``: fast on large volumes)."""
+    return label_values(array, ignore_label=ignore_label)
 
 
 def evaluate_pair(pair: CasePair, options: dict[str, Any]) -> CaseResult:
@@ -180,14 +175,42 @@ def evaluate_pair(pair: CasePair, options: dict[str, Any]) -> CaseResult:
     Args:
         pair: the case.
         options: ``evaluate_case`` keywords; ``labels=None`` means every non-zero value of
-            this case's reference or prediction.
+            this case's reference or prediction. ``lesion_wise``: None, or the keywords of
+            ``medseg.evaluation.lesions.evaluate_lesions`` (dilation, minimum volume, ...)
+            plus ``labels``: the region names to score lesion by lesion (None: all).
+
+    Returns:
+        The case's metrics and sizes per label (``CaseResult``).
     """
     pred, ref, spacing = read_pair(pair)
     ignore = options.get("ignore_label")
     ref_labels = present_labels(ref, ignore_label=ignore)
     kwargs = dict(options)
+    lesion_options = kwargs.pop("lesion_wise", None)
     if kwargs.get("labels") is None:
         kwargs["labels"] = sorted(set(ref_labels) | set(present_labels(pred, ignore_label=ignore)))
     n_voxels = int(ref.size if ignore is None else np.count_nonzero(ref != ignore))
     metrics = evaluate_case(pred, ref, spacing, **kwargs) if kwargs["labels"] else {}
-    return CaseResult(pair.case, metrics, ref_labels, n_voxels)
+    for row in metrics.values():  # sizes from the counts: ignored voxels are already out
+        row.update(size_columns(row["tp"], row["fp"], row["fn"], spacing))
+    lesions = {}
+    if lesion_options is not None and kwargs["labels"]:
+        lesion_options = dict(lesion_options)
+        chosen = lesion_options.pop("labels", None)  # region names; None: every one
+        regions = label_regions(kwargs["labels"])
+        if chosen is not None:
+            regions = {name: values for name, values in regions.items() if name in chosen}
+        lesions = evaluate_lesions(
+            pred,
+            ref,
+            spacing,
+            regions,
+            case=pair.case,
+            ignore_label=ignore,
+            hd95_mode=kwargs.get("hd95_mode", "max_directed"),
+            surface=kwargs.get("surface", "voxel"),
+            surface_connectivity=kwargs.get("connectivity", 1),
+            threads=kwargs.get("threads"),
+            **lesion_options,
+        )
+    return CaseResult(pair.case, metrics, ref_labels, n_voxels, tuple(spacing), lesions)
