@@ -116,3 +116,11 @@ def phantom_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
     for path in sorted((dataset / "imagesTr").iterdir()):
         shutil.copyfile(path, images / path.name)
     return {"dataset": dataset, "results": results, "images": images}
+
+
+def predict_cli_args(images: Path, out: Path, results: Path, *extra: str) -> list[str]:
+    """``medseg predict`` arguments for one fold of the phantom results, no mirroring, on the
+    CPU, plus ``extra``."""
+    args = ["predict", "-i", str(images), "-o", str(out), "-m", str(results)]
+    one_fold = ["--config", "3d_fullres", "--folds", "0", "--no-mirror", "--device", "cpu"]
+    return [*args, *one_fold, *extra]

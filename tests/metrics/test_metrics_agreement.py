@@ -1,4 +1,4 @@
-"""Rater agreement, majority-vote consensus and robustness sweeps."""
+"""Rater agreement, majority-vote consensus and annotation-noise sweeps."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import pytest
 
 from medseg.errors import ConfigError, GeometryError
 from medseg.metrics import (
-    PERTURBATIONS,
+    MASK_PERTURBATIONS,
+    annotation_noise_sweep,
     majority_vote,
     rater_agreement,
-    robustness_sweep,
-    summarize_sweep,
+    summarize_annotation_sweep,
 )
 
 
@@ -59,26 +59,28 @@ def test_agreement_needs_two_raters_of_equal_shape() -> None:
 def test_dice_falls_as_boundary_noise_grows() -> None:
     ref = np.zeros((24, 24), bool)
     ref[4:20, 4:20] = True
-    rows = robustness_sweep(ref, (1.0, 1.0), [0.0, 0.2, 0.6], perturbation="boundary", repeats=3)
-    means = [stats["mean"] for stats in summarize_sweep(rows, "dice").values()]
+    rows = annotation_noise_sweep(
+        ref, (1.0, 1.0), [0.0, 0.2, 0.6], perturbation="boundary", repeats=3
+    )
+    means = [stats["mean"] for stats in summarize_annotation_sweep(rows, "dice").values()]
     assert means[0] == 1.0 and means[0] > means[1] > means[2]
 
 
 def test_a_sweep_is_reproducible_from_its_seed() -> None:
     ref = np.zeros((16, 16), bool)
     ref[4:12, 4:12] = True
-    first = robustness_sweep(ref, (1.0, 1.0), [0.1], perturbation="flip", seed=3)
-    assert first == robustness_sweep(ref, (1.0, 1.0), [0.1], perturbation="flip", seed=3)
+    first = annotation_noise_sweep(ref, (1.0, 1.0), [0.1], perturbation="flip", seed=3)
+    assert first == annotation_noise_sweep(ref, (1.0, 1.0), [0.1], perturbation="flip", seed=3)
 
 
 def test_dilating_by_one_step_gives_hd_of_one_voxel() -> None:
     ref = np.zeros((12, 12), bool)
     ref[4:8, 4:8] = True
-    rows = robustness_sweep(ref, (2.0, 2.0), [1], perturbation="dilate", repeats=1)
+    rows = annotation_noise_sweep(ref, (2.0, 2.0), [1], perturbation="dilate", repeats=1)
     assert rows[0]["hd"] == 2.0
 
 
 def test_unknown_perturbation_lists_the_valid_names() -> None:
     with pytest.raises(ConfigError, match="boundary"):
-        robustness_sweep(np.ones((3, 3), bool), (1.0, 1.0), [0.1], perturbation="blur")
-    assert set(PERTURBATIONS.names()) == {"boundary", "dilate", "flip", "shift"}
+        annotation_noise_sweep(np.ones((3, 3), bool), (1.0, 1.0), [0.1], perturbation="blur")
+    assert set(MASK_PERTURBATIONS.names()) == {"boundary", "dilate", "flip", "shift"}

@@ -10,12 +10,16 @@ import pytest
 MODULES = [
     "medseg.metrics.aggregate",
     "medseg.metrics.agreement",
+    "medseg.metrics.annotation_noise",
     "medseg.metrics.case",
     "medseg.metrics.classification",
     "medseg.metrics.confusion",
     "medseg.metrics.distance",
-    "medseg.metrics.robustness",
     "medseg.metrics.surface",
+    "medseg.metrics.uncertainty",
+    "medseg.transforms.degrade",
+    "medseg.evaluation.robustness",
+    "medseg.evaluation.robustness_summary",
     "medseg.evaluation.labels",
 ]
 

@@ -4,8 +4,14 @@ folder (``predict``).
 ``predict`` finds the input cases (``medseg.inference.inputs``), loads the ensemble of
 trained folds/configurations, predicts every case with ``predict_case`` (preprocessing,
 sliding window, ensembling and the cascade: ``medseg.inference.ensemble``), post-processes
-the label map and writes it (with the probabilities, if asked) in the input's geometry. An
-interrupted run continues where it stopped (``medseg.inference.resume``).
+the label map and writes it (with the probabilities and the uncertainty map, if asked) in the
+input's geometry. An interrupted run continues where it stopped (``medseg.inference.resume``).
+
+Uncertainty (``save_uncertainty``): ``uncertainty/CASE<ending>`` is the per-voxel entropy of
+the ensemble's mean softmax (over test-time mirrors, tiles and models), divided by ``log K``
+so it lies in [0, 1] (``medseg.metrics.uncertainty.entropy_map``); ``OUT/uncertainty.csv``
+summarises each case (``summarize_entropy``: mean entropy over the image and over the
+predicted foreground plus its 1-voxel dilation, and the foreground volume in voxels).
 
 Results-folder layout read by ``predict``: ``RESULTS/<configuration>/fold_<k>/
 checkpoint_<best|latest>.pt`` and, optionally, ``RESULTS/postprocessing.json``.
@@ -28,7 +34,12 @@ from tqdm.auto import tqdm
 from medseg.data.dataset import Case, read_case
 from medseg.device import resolve_device
 from medseg.errors import ConfigError, MedsegError
-from medseg.fileutil import atomic_path, remove_stale_temporaries, run_lock
+from medseg.fileutil import (
+    atomic_path,
+    remove_stale_temporaries,
+    run_lock,
+    write_text_atomic,
+)
 from medseg.inference.checkpoints import find_checkpoints, previous_stage_models
 from medseg.inference.ensemble import (
     label_values,
@@ -39,11 +50,21 @@ from medseg.inference.ensemble import (
 from medseg.inference.inputs import checked_input, find_input_cases, warn_spacing
 from medseg.inference.postprocess import apply_postprocessing, load_postprocessing
 from medseg.inference.resume import models_fingerprint, output_problem, outputs_to_verify
-from medseg.io import Image, file_ending, write_image
+from medseg.io import Image, file_ending, grid_mismatches, read_image, write_image
+from medseg.metrics.uncertainty import (
+    entropy_map,
+    summarize_entropy,
+    uncertainty_csv,
+)
 from medseg.planning.plan import Plan
 from medseg.training import model_from_checkpoint
 
 log = logging.getLogger(__name__)
+
+#: Sub-folder of the uncertainty maps: kept apart so the prediction folder holds label maps
+#: only (``medseg evaluate`` and ``medseg measure`` read every image in it).
+UNCERTAINTY_FOLDER = "uncertainty"
+UNCERTAINTY_CSV = "uncertainty.csv"
 
 
 @dataclass(frozen=True)
@@ -59,6 +80,7 @@ class _Run:
     device: torch.device
     save_probabilities: bool
     nan_to_num: bool
+    save_uncertainty: bool = False
 
     @property
     def values(self) -> list[int]:
@@ -103,11 +125,24 @@ def _predict_cases(
 ) -> None:
     """Predict every case into its target, keeping what an interrupted same run wrote."""
     npz = [output_dir / f"{case.case_id}.npz" for case in cases] if run.save_probabilities else []
+    maps = (
+        [
+            uncertainty_path(target, case.case_id)
+            for case, target in zip(cases, targets, strict=True)
+        ]
+        if run.save_uncertainty
+        else []
+    )
+    csv_path = output_dir / UNCERTAINTY_CSV
+    extra = [*npz, *maps, *([csv_path] if run.save_uncertainty else [])]
+    rows: list[dict[str, Any]] = []
     kept = 0
     with run_lock(output_dir, "written"):
         remove_stale_temporaries(output_dir)
+        if run.save_uncertainty:
+            remove_stale_temporaries(output_dir / UNCERTAINTY_FOLDER)
         existing = outputs_to_verify(
-            output_dir, [*targets, *npz], run.identity(), overwrite=overwrite
+            output_dir, [*targets, *extra], run.identity(), overwrite=overwrite
         )
         for case, target in tqdm(
             list(zip(cases, targets, strict=True)), desc="predict", disable=not progress
@@ -121,18 +156,27 @@ def _predict_cases(
                     run.values,
                     probabilities_path if run.save_probabilities else None,
                 )
+                if problem is None and run.save_uncertainty:
+                    problem, row = _kept_uncertainty(target, uncertainty_path(target, case.case_id))
                 if problem is None:
                     kept += 1
+                    if run.save_uncertainty:
+                        rows.append({"case": case.case_id, **row})
                     continue
                 log.warning("%s: %s; predicting case %s again", target, problem, case.case_id)
-            _predict_one(
+            row = _predict_one(
                 run,
                 case,
                 image,
                 target,
                 probabilities_path,
                 overwrite=overwrite or target in existing,
+                overwrite_map=overwrite or uncertainty_path(target, case.case_id) in existing,
             )
+            if row is not None:
+                rows.append({"case": case.case_id, **row})
+        if run.save_uncertainty:
+            write_text_atomic(csv_path, uncertainty_csv(rows))
     if kept:
         log.info(
             "%d of %d case(s) were already predicted in %s by the same models and options: "
@@ -143,10 +187,41 @@ def _predict_cases(
         )
 
 
+def uncertainty_path(target: Path, case_id: str) -> Path:
+    """``OUT/uncertainty/CASE<ending>`` for the label map ``target`` (``OUT/CASE<ending>``)."""
+    return target.parent / UNCERTAINTY_FOLDER / target.name
+
+
+def _kept_uncertainty(target: Path, path: Path) -> tuple[str | None, dict[str, Any]]:
+    """Why a kept case's uncertainty map cannot be kept (None if it can), and its CSV row
+    recomputed from the map and the label map already written."""
+    name = f"{UNCERTAINTY_FOLDER}/{path.name}"
+    if not path.is_file():
+        return f"{name} is missing", {}
+    try:
+        entropy, label = read_image(path), read_image(target)
+    except MedsegError as err:
+        return f"{name} cannot be read ({err})", {}
+    mismatches = grid_mismatches(entropy, label)
+    if mismatches or entropy.num_channels != 1:
+        return f"{name}'s grid differs from the label map's", {}
+    return None, summarize_entropy(entropy.array, label.array)
+
+
 def _predict_one(
-    run: _Run, case: Case, image: Image, target: Path, probabilities_path: Path, *, overwrite: bool
-) -> None:
-    """Check ``case``'s ``image``, predict it and write its (post-processed) label map."""
+    run: _Run,
+    case: Case,
+    image: Image,
+    target: Path,
+    probabilities_path: Path,
+    *,
+    overwrite: bool,
+    overwrite_map: bool = False,
+) -> dict[str, Any] | None:
+    """Check ``case``'s ``image``, predict it and write its (post-processed) label map, and
+    its uncertainty map when asked (then return its ``summarize_entropy`` row, else None).
+    ``overwrite``/``overwrite_map``: replace an existing label map / uncertainty map (one this
+    run's record owns, or ``--overwrite``)."""
     image = checked_input(
         case,
         image,
@@ -171,6 +246,15 @@ def _predict_one(
     write_image(label, target, overwrite=overwrite)
     if run.save_probabilities:
         _write_probabilities(probabilities_path, probs, run.values, image)
+    if not run.save_uncertainty:
+        return None
+    entropy = entropy_map(probs)
+    write_image(
+        label.with_array(entropy),
+        uncertainty_path(target, case.case_id),
+        overwrite=overwrite_map,
+    )
+    return summarize_entropy(entropy, label.array)
 
 
 def _write_probabilities(path: Path, probs: np.ndarray, values: list[int], image: Image) -> None:
@@ -194,6 +278,7 @@ def predict(
     mirror: bool = True,
     overlap: float = 0.5,
     save_probabilities: bool = False,
+    save_uncertainty: bool = False,
     postprocess: bool = True,
     device: torch.device | str | None = None,
     overwrite: bool = False,
@@ -215,6 +300,11 @@ def predict(
         overlap: sliding-window overlap in ``[0, 1)``.
         save_probabilities: also write ``CASE.npz`` with ``probabilities`` ``(K, *spatial)``
             float32 on the input grid, ``label_values`` and ``spacing``.
+        save_uncertainty: also write ``uncertainty/CASE<ending>`` (float32, the input's
+            geometry: the mean softmax's entropy divided by ``log K``, in [0, 1]) and
+            ``output_dir/uncertainty.csv`` (module docstring). Like the ``.npz``, not part of
+            the run's identity (the maps follow from the models and options that are): a
+            kept case whose map is missing or does not verify is predicted again.
         postprocess: apply ``RESULTS/postprocessing.json`` when it exists.
         device: ``"cpu"``, ``"cuda"`` or None (CUDA when available).
         overwrite: predict every case again, replacing existing outputs. Without it, an
@@ -251,6 +341,7 @@ def predict(
         device=resolve_device(device),
         save_probabilities=save_probabilities,
         nan_to_num=nan_to_num,
+        save_uncertainty=save_uncertainty,
     )
     targets = [output_dir / f"{case.case_id}{file_ending(case.image_paths[0])}" for case in cases]
     _predict_cases(run, cases, targets, output_dir, overwrite=overwrite, progress=progress)

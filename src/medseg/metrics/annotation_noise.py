@@ -1,9 +1,12 @@
-"""Robustness sweeps: how metrics respond to a growing perturbation of the reference.
+"""Annotation-noise sweeps: how metrics respond to a growing perturbation of the reference mask.
 
-A perturbation is a registered function ``(mask, level, rng) -> mask`` that never mutates
-its input; ``robustness_sweep`` applies it at each level (several seeded repeats) and scores
-the result against the unperturbed reference, giving "metric vs noise level" curves such as
-the seed lecture's "effect of annotation noise".
+A mask perturbation is a registered function ``(mask, level, rng) -> mask`` that never
+mutates its input; ``annotation_noise_sweep`` applies it at each level (several seeded
+repeats) and scores the result against the unperturbed reference, giving "metric vs
+annotation noise" curves such as the seed lecture's "effect of annotation noise". This
+measures how a metric reacts to rater disagreement, not how a model copes with degraded
+images: that is ``medseg.evaluation.robustness`` (image perturbations of
+``medseg.transforms.degrade``).
 """
 
 from __future__ import annotations
@@ -20,17 +23,17 @@ from medseg.metrics.case import binary_metrics
 from medseg.metrics.distance import DEFAULT_TOLERANCE_MM, Hd95Mode
 from medseg.registry import Registry
 
-PERTURBATIONS = Registry("perturbation")
+MASK_PERTURBATIONS = Registry("mask perturbation")
 
 
-@PERTURBATIONS.register("flip")
+@MASK_PERTURBATIONS.register("flip")
 def flip_voxels(mask: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
     """Flip every voxel independently with probability ``level`` (salt-and-pepper noise)."""
     _check_probability(level)
     return mask ^ (rng.random(mask.shape) < level)
 
 
-@PERTURBATIONS.register("boundary")
+@MASK_PERTURBATIONS.register("boundary")
 def flip_boundary(mask: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
     """Flip voxels of the two-voxel band around the boundary with probability ``level``.
 
@@ -42,13 +45,13 @@ def flip_boundary(mask: np.ndarray, level: float, rng: np.random.Generator) -> n
     return mask ^ (band & (rng.random(mask.shape) < level))
 
 
-@PERTURBATIONS.register("shift")
+@MASK_PERTURBATIONS.register("shift")
 def shift_mask(mask: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
     """Translate the mask by ``round(level)`` voxels along the last axis (zeros enter)."""
     return ndimage.shift(mask, [0] * (mask.ndim - 1) + [round(level)], order=0, cval=0)
 
 
-@PERTURBATIONS.register("dilate")
+@MASK_PERTURBATIONS.register("dilate")
 def dilate_mask(mask: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
     """Dilate by ``round(level)`` face-connected steps (erode when ``level`` < 0)."""
     steps = round(level)
@@ -63,7 +66,7 @@ def _check_probability(level: float) -> None:
         raise ConfigError(f"a flip probability must be in [0, 1], got {level}")
 
 
-def robustness_sweep(
+def annotation_noise_sweep(
     ref: np.ndarray,
     spacing: Sequence[float],
     levels: Sequence[float],
@@ -81,7 +84,7 @@ def robustness_sweep(
         spacing: voxel size in mm per array axis.
         levels: perturbation strengths (a probability for ``flip``/``boundary``, voxels for
             ``shift``/``dilate``).
-        perturbation: a name in ``PERTURBATIONS`` (``boundary``, ``dilate``, ``flip``,
+        perturbation: a name in ``MASK_PERTURBATIONS`` (``boundary``, ``dilate``, ``flip``,
             ``shift``).
         repeats: seeded repetitions per level.
         seed: seed of the random generator (the sweep is reproducible).
@@ -92,11 +95,11 @@ def robustness_sweep(
 
     Example:
         >>> ref = np.zeros((9, 9), bool); ref[2:7, 2:7] = True
-        >>> rows = robustness_sweep(ref, (1.0, 1.0), [0, 1], perturbation="shift", repeats=1)
+        >>> rows = annotation_noise_sweep(ref, (1.0, 1.0), [0, 1], perturbation="shift", repeats=1)
         >>> [row["dice"] for row in rows]
         [1.0, 0.8]
     """
-    perturb = PERTURBATIONS.get(perturbation)
+    perturb = MASK_PERTURBATIONS.get(perturbation)
     if repeats < 1:
         raise ConfigError(f"repeats must be >= 1, got {repeats}")
     ref = np.asarray(ref, dtype=bool)
@@ -112,7 +115,7 @@ def robustness_sweep(
     return rows
 
 
-def summarize_sweep(
+def summarize_annotation_sweep(
     rows: Sequence[dict[str, Any]], metric: str
 ) -> dict[float, dict[str, float | int]]:
     """``{level: describe(metric values)}`` of sweep rows, in level order."""
