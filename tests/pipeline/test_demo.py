@@ -30,6 +30,15 @@ def test_demo_writes_report_summary_and_preview_and_refuses_a_full_folder(
     assert 0.0 <= saved["otsu_foreground_dice"] <= 1.0
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "Otsu" in html and "Augmentation preview" in html
+    # the answers beside the overlaps: volumes with Bland-Altman, the phantoms' lesions scored
+    # lesion by lesion, and the validation uncertainty against Dice
+    for section in ("Volumes and agreement", "Bland-Altman", "Lesion-wise evaluation"):
+        assert section in html
+    assert "Uncertainty" in html and "Spearman" in html
+    evaluation = out / "results" / "evaluation" / saved["configuration"]
+    lesion_summary = json.loads((evaluation / "summary.json").read_text(encoding="utf-8"))
+    assert list(lesion_summary["lesion_wise"]["per_label"]) == ["2"]  # the "lesion" label
+    assert (evaluation / "lesions.csv").is_file()
     assert (out / "augmentation_preview.png").stat().st_size > 0
     with pytest.raises(OverwriteError, match="--overwrite"):
         run_demo(out, num_cases=4, epochs=1, steps_per_epoch=3, progress=False)

@@ -44,10 +44,12 @@ def test_report_refers_to_nothing_outside_itself(report: str) -> None:
     assert sources and all(s.startswith(PNG_URI) for s in sources)
 
 
-def test_figures_are_inline_png(report: str) -> None:
+def test_figures_are_inline_png(shared_results: Path, report: str) -> None:
     uris = re.findall(r'src="data:image/png;base64,([^"]+)"', report)
-    # one boxplot, one training-curve figure, three overlays (best, median, worst)
-    assert len(uris) == 5
+    # one boxplot, one training-curve figure, three overlays (best, median, worst), and one
+    # Bland-Altman plot of predicted against reference volume per label
+    assert len(uris) == 5 + len(_summary(shared_results)["per_label"])
+    assert "Bland-Altman" in report
     assert all(base64.b64decode(u)[:8] == b"\x89PNG\r\n\x1a\n" for u in uris)
 
 
@@ -141,7 +143,7 @@ def test_missing_image_still_draws_contours_with_a_note(results: Path, dataset: 
     shutil.rmtree(dataset / "imagesTr")
     report = build_report(results).read_text(encoding="utf-8")
     assert "image not found in the dataset folder" in report
-    assert report.count(PNG_URI) == 5
+    assert report.count(PNG_URI) == 5 + len(_summary(results)["per_label"])
 
 
 def test_missing_predictions_are_stated(results: Path) -> None:

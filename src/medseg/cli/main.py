@@ -17,13 +17,16 @@ import typer
 from medseg import __version__
 from medseg.cli import augment as augment_cli
 from medseg.cli import classify as classify_cli
+from medseg.cli import clinical as clinical_cli
 from medseg.cli import data as data_cli
 from medseg.cli import demo as demo_cli
 from medseg.cli import evaluate as evaluate_cli
+from medseg.cli import measure as measure_cli
 from medseg.cli import nets as nets_cli
 from medseg.cli import pipeline as pipeline_cli
 from medseg.cli import predict as predict_cli
 from medseg.cli import report as report_cli
+from medseg.cli import robustness as robustness_cli
 from medseg.errors import MedsegError
 from medseg.fileutil import disk_full_message
 
@@ -74,7 +77,10 @@ app.add_typer(
 pipeline_cli.register(app)
 predict_cli.register(app)
 evaluate_cli.register(app)
+measure_cli.register(app)
 report_cli.register(app)
+robustness_cli.register(app)
+clinical_cli.register(app)
 demo_cli.register(app)
 
 

@@ -7,14 +7,26 @@ Main entry points:
 - ``aggregate(rows)``: mean, std, median and NaN count per label and overall.
 - ``binary_metrics``, ``distance_metrics``, ``surface_distances``: the building blocks.
 - ``classification_metrics``, ``roc_auc``: classifier scores matching scikit-learn.
-- ``rater_agreement``, ``majority_vote``, ``robustness_sweep``.
+- ``rater_agreement``, ``majority_vote``, ``annotation_noise_sweep``.
 
 Definitions, defaults and the empty-mask conventions are documented in the modules
 ``confusion``, ``surface`` and ``distance`` and in docs/evaluation.md.
 """
 
-from medseg.metrics.aggregate import aggregate, describe
+from medseg.metrics.aggregate import (
+    aggregate,
+    bland_altman,
+    describe,
+    per_image_summary,
+    pooled_overlap,
+    stratify_by_size,
+)
 from medseg.metrics.agreement import majority_vote, rater_agreement
+from medseg.metrics.annotation_noise import (
+    MASK_PERTURBATIONS,
+    annotation_noise_sweep,
+    summarize_annotation_sweep,
+)
 from medseg.metrics.case import (
     METRIC_COLUMNS,
     binary_metrics,
@@ -61,7 +73,17 @@ from medseg.metrics.distance import (
     percentile_hausdorff,
     summarize_distances,
 )
-from medseg.metrics.robustness import PERTURBATIONS, robustness_sweep, summarize_sweep
+from medseg.metrics.lesions import LesionWiseResult, is_single_component, lesion_wise
+from medseg.metrics.measure import (
+    SIZE_COLUMNS,
+    Measurements,
+    measure_label_map,
+    size_columns,
+    structure_volume,
+    structure_volume_ml,
+    surface_area,
+    voxel_volume,
+)
 from medseg.metrics.surface import (
     SURFACE_MODES,
     SurfaceDistances,
@@ -71,13 +93,29 @@ from medseg.metrics.surface import (
     surfel_area_table,
     surfel_codes,
 )
+from medseg.metrics.uncertainty import case_uncertainty, entropy_map, foreground_band
 
 __all__ = [
+    "SIZE_COLUMNS",
+    "Measurements",
+    "bland_altman",
+    "measure_label_map",
+    "per_image_summary",
+    "pooled_overlap",
+    "size_columns",
+    "stratify_by_size",
+    "structure_volume",
+    "structure_volume_ml",
+    "surface_area",
+    "voxel_volume",
+    "LesionWiseResult",
+    "is_single_component",
+    "lesion_wise",
     "DEFAULT_TOLERANCE_MM",
     "HD95_MODES",
     "METRIC_COLUMNS",
     "OVERLAP_METRICS",
-    "PERTURBATIONS",
+    "MASK_PERTURBATIONS",
     "SURFACE_MODES",
     "ConfusionCounts",
     "Hd95Mode",
@@ -85,10 +123,12 @@ __all__ = [
     "SurfaceMode",
     "accuracy",
     "aggregate",
+    "annotation_noise_sweep",
     "assd",
     "average_symmetric_surface_distance",
     "binary_metrics",
     "case_rows",
+    "case_uncertainty",
     "classification_metrics",
     "confusion_counts",
     "confusion_matrix",
@@ -96,9 +136,11 @@ __all__ = [
     "dice",
     "distance_metrics",
     "empty_metrics",
+    "entropy_map",
     "evaluate_case",
     "f1",
     "foreground_labels",
+    "foreground_band",
     "hausdorff",
     "hausdorff_distance",
     "iou",
@@ -115,11 +157,10 @@ __all__ = [
     "precision",
     "rater_agreement",
     "recall",
-    "robustness_sweep",
     "roc_auc",
     "specificity",
+    "summarize_annotation_sweep",
     "summarize_distances",
-    "summarize_sweep",
     "surface_distances",
     "surface_voxels",
     "surfel_area_table",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from medseg.data.cascade import check_previous_stage, load_previous
 from medseg.data.dataset import load_dataset, read_case
 from medseg.data.loader import list_cases
 from medseg.device import resolve_device
+from medseg.errors import ConfigError
 from medseg.evaluation import evaluate_folders
 from medseg.inference.postprocess import POSTPROCESSING_FILE, choose_postprocessing
 from medseg.inference.predict import predict_case
@@ -92,7 +94,14 @@ def validate_fold(
 
     A cascade stage is given each case's stored previous-stage prediction (``prepare_cascade``:
     made by the previous stage's model that held the case out, when that fold was trained).
+    ``validation/uncertainty.csv`` holds each case's mean predictive entropy
+    (``medseg.metrics.uncertainty.summarize_entropy``; the maps themselves are not written, so
+    the folder holds label maps only).
     """
+    # local: the rest of the module does not need them
+    from medseg.fileutil import write_text_atomic
+    from medseg.metrics.uncertainty import case_uncertainty, uncertainty_csv
+
     results = Path(results)
     plans = Plans.from_json(results / "plans.json")
     dataset = load_dataset(plans.dataset_path)
@@ -109,16 +118,19 @@ def validate_fold(
     model.to(dev)
     pred_dir = out / "validation"
     pred_dir.mkdir(exist_ok=True)
+    uncertainty_rows = []
     for case_id in val_ids:
         case = dataset.case(case_id)
         image, _ = read_case(case, num_channels=dataset.num_channels)
         segmentation = (
             load_previous(previous, case_id, mmap=False)[0] if previous is not None else None
         )
-        _, label = predict_case(
+        probs, label = predict_case(
             [(model, plan_)], image, mirror=mirror, device=dev, previous_segmentation=segmentation
         )
         write_image(label, pred_dir / f"{case_id}{dataset.file_ending}", overwrite=True)
+        uncertainty_rows.append({"case": case_id, **case_uncertainty(probs, label.array)})
+    write_text_atomic(pred_dir / "uncertainty.csv", uncertainty_csv(uncertainty_rows))
     return evaluate_folders(
         pred_dir,
         dataset.root / "labelsTr",
@@ -132,11 +144,17 @@ def validate_fold(
 
 
 def evaluate_cross_validation(
-    results: str | os.PathLike[str], configuration: str
+    results: str | os.PathLike[str],
+    configuration: str,
+    *,
+    lesion_labels: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Pool the validation predictions of every trained fold into ``evaluation/<config>/``, and
     decide the post-processing (largest component per label where it does not lower the
-    cross-validation Dice) into ``RESULTS/postprocessing.json``, which ``predict`` applies."""
+    cross-validation Dice) into ``RESULTS/postprocessing.json``, which ``predict`` applies.
+
+    ``lesion_labels``: dataset label names to also score lesion by lesion (``lesions.csv``;
+    see ``evaluate_folders``), e.g. ``["lesion"]``; default none."""
     results = Path(results)
     plans = Plans.from_json(results / "plans.json")
     dataset = load_dataset(plans.dataset_path)
@@ -149,6 +167,15 @@ def evaluate_cross_validation(
                     shutil.copyfile(path, Path(tmp) / path.name)
                     cases.append(path.name[: -len(dataset.file_ending)])
         labels = sorted(dataset.foreground_labels.values())
+        lesion_values = None
+        if lesion_labels:
+            unknown = sorted(set(lesion_labels) - set(dataset.foreground_labels))
+            if unknown:
+                raise ConfigError(
+                    f"lesion labels {', '.join(unknown)} are not in the dataset's labels "
+                    f"({', '.join(dataset.foreground_labels)})"
+                )
+            lesion_values = [str(dataset.foreground_labels[name]) for name in lesion_labels]
         summary = evaluate_folders(
             tmp,
             dataset.root / "labelsTr",
@@ -157,6 +184,8 @@ def evaluate_cross_validation(
             labels=labels,
             overwrite=True,
             jobs=1,
+            lesion_wise=lesion_values is not None,
+            lesion_options={"labels": lesion_values},
         )
         choose_postprocessing(
             tmp,

@@ -6,9 +6,11 @@ version, configurations trained, device if recorded), plans (with the reasons be
 choice), a comparison of every trained plan (configurations and variants: Dice over folds,
 ``medseg.report.comparison``), metrics per evaluation, per-case Dice boxplots, training
 curves per fold, and overlays of the best, median and worst case
-(``medseg.report.overlays``); then the caller's
-``extra_sections``. A piece that is missing (no plans, no folds, no evaluation yet) is stated
-in its section instead.
+(``medseg.report.overlays``); then, when the folder has them, volumes with Bland-Altman and
+size strata (``medseg.report.measures``), lesion-wise results (``medseg.report.lesions``),
+uncertainty against Dice and the robustness curves (``medseg.report.uncertainty``); then the
+caller's ``extra_sections``. A piece of the main sections that is missing (no plans, no folds,
+no evaluation yet) is stated in its section instead; the optional ones are left out.
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ from medseg.fileutil import check_writable
 from medseg.report import figures
 from medseg.report.comparison import comparison_html
 from medseg.report.html import REPORT_FILE, escape, format_number, note, page, table, write_html
+from medseg.report.lesions import lesion_sections
+from medseg.report.measures import measures_html
 from medseg.report.overlays import case_overlays
 from medseg.report.results import Evaluation, Results, load_results
+from medseg.report.uncertainty import robustness_html, uncertainty_html
 
 TABLE_METRICS: tuple[str, ...] = ("dice", "iou", "hd95", "assd", "nsd")
 _METRIC_NAMES = {
@@ -92,6 +97,17 @@ def render_report(
         ("training", "Training", _training(results)),
         ("cases", "Best, median and worst case", _cases(results)),
     ]
+    optional = [
+        ("sizes", "Volumes and agreement", measures_html(results)),
+        ("lesions", "Lesion-wise evaluation", lesion_sections(results)),
+        ("uncertainty", "Uncertainty", uncertainty_html(results)),
+        (
+            "robustness",
+            "Robustness to image degradation",
+            robustness_html(results.root / "robustness"),
+        ),
+    ]
+    sections += [section for section in optional if section[2]]
     sections += [
         (f"extra-{i}", name, fragment) for i, (name, fragment) in enumerate(extra_sections, 1)
     ]
