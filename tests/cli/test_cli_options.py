@@ -270,6 +270,8 @@ CHECKED_BY_THE_COMMAND = {
     "classify explain": {"run", "data", "layer"},
     "classify report": {"run"},
     "classify demo": {"net"},
+    "classic run": {"method", "input_path", "output_path", "init", "atlases"},
+    "classic benchmark": {"dataset"},
 }
 
 

@@ -28,8 +28,18 @@ def test_demo_writes_report_summary_and_preview_and_refuses_a_full_folder(
     assert "1 epochs x 3 steps" in caplog.text and "about" in caplog.text
     assert set(saved["per_label_dice"]) == {"organ", "lesion", "vessel"}
     assert 0.0 <= saved["otsu_foreground_dice"] <= 1.0
+    # the multi-atlas row: every label, evaluated by the same evaluator on the same cases
+    assert set(saved["multi_atlas_per_label_dice"]) == {"organ", "lesion", "vessel"}
+    assert saved["multi_atlas_atlases"] == 3 and saved["timings_s"]["multi_atlas"] > 0
+    atlas_eval = json.loads((out / "baseline_multi_atlas" / "summary.json").read_text("utf-8"))
+    assert atlas_eval["n_cases"] == 4  # the held-out test phantoms
+    assert saved["multi_atlas_foreground_dice"] == pytest.approx(
+        atlas_eval["per_label"]["foreground"]["dice"]["mean"]
+    )
+    # phantom organs vary in place and shape, yet affine atlases overlap them well
+    assert saved["multi_atlas_per_label_dice"]["organ"] > 0.5
     html = (out / "report.html").read_text(encoding="utf-8")
-    assert "Otsu" in html and "Augmentation preview" in html
+    assert "Otsu" in html and "multi-atlas Dice" in html and "Augmentation preview" in html
     # the answers beside the overlaps: volumes with Bland-Altman, the phantoms' lesions scored
     # lesion by lesion, and the validation uncertainty against Dice
     for section in ("Volumes and agreement", "Bland-Altman", "Lesion-wise evaluation"):

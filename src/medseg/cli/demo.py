@@ -64,6 +64,7 @@ def register(app: typer.Typer) -> None:
         )
         console.print(
             f"mean Dice {summary['mean_dice']:.4f} on {summary['evaluated_on']} "
+            f"(multi-atlas baseline {summary['multi_atlas_mean_dice']:.4f}) "
             f"({summary['epochs']} epochs, {summary['steps']} steps; "
             f"{summary['total_s']:.0f} s in all)"
         )

@@ -16,6 +16,7 @@ import typer
 
 from medseg import __version__
 from medseg.cli import augment as augment_cli
+from medseg.cli import classic as classic_cli
 from medseg.cli import classify as classify_cli
 from medseg.cli import clinical as clinical_cli
 from medseg.cli import data as data_cli
@@ -82,6 +83,12 @@ report_cli.register(app)
 robustness_cli.register(app)
 clinical_cli.register(app)
 demo_cli.register(app)
+app.add_typer(
+    classic_cli.app,
+    name="classic",
+    help="Classical baselines: thresholds, region growing, graph cuts, level sets, "
+    "multi-atlas, random forests; their benchmark.",
+)
 
 
 def run() -> None:

@@ -1,7 +1,8 @@
 """``medseg demo``: the whole chain on generated phantoms (or any dataset) in a few CPU minutes.
 
 phantoms -> check -> fingerprint -> plan -> preprocess -> train (fold 0, a fixed number of
-steps) -> validate -> predict a held-out test set -> evaluate -> Otsu baseline -> report.
+steps) -> validate -> predict a held-out test set -> evaluate -> Otsu and multi-atlas
+baselines -> report.
 
 The demo trains a fixed number of steps (:data:`DEMO_EPOCHS` x :data:`DEMO_STEPS_PER_EPOCH`),
 not for a time budget, so its Dice does not depend on how busy the machine is (a 4-minute
@@ -9,7 +10,11 @@ budget gave Dice 0.91 on a quiet 2-core CPU and 0.77 while another process share
 time is an estimate instead: a few steps are timed first and logged as "about N min".
 
 Writes ``OUT/report.html`` and ``OUT/summary.json`` (``mean_dice``, per-label means, the Otsu
-baseline on the same cases, steps, timings) and returns the summary.
+and multi-atlas baselines on the same cases, steps, timings) and returns the summary.
+
+The multi-atlas baseline registers :data:`DEMO_ATLASES` training cases to each evaluated case
+(affine, SimpleITK) and fuses their labels by majority vote (``medseg.classic.multi_atlas``);
+unlike Otsu it segments every label, so it has per-label Dice like the network.
 """
 
 from __future__ import annotations
@@ -25,15 +30,19 @@ from typing import Any
 
 import numpy as np
 
-from medseg.classic import otsu_segmentation
-from medseg.data.dataset import load_dataset, read_case
+from medseg.data.dataset import load_dataset
 from medseg.data.phantoms import generate_dataset
 from medseg.device import resolve_device
 from medseg.errors import ConfigError, OverwriteError
 from medseg.evaluation import evaluate_folders
 from medseg.fileutil import write_json_atomic
 from medseg.inference.predict import predict
-from medseg.io import write_image
+from medseg.pipeline.demo_baselines import DEMO_ATLASES as DEMO_ATLASES  # noqa: F401
+from medseg.pipeline.demo_baselines import (
+    _multi_atlas_unseen,
+    _otsu_baseline,
+    _validation_ids,
+)
 from medseg.pipeline.steps import evaluate_cross_validation, train
 from medseg.planning.calibrate import OVERHEAD, measure_step_seconds
 from medseg.planning.plan import Plan
@@ -48,30 +57,6 @@ log = logging.getLogger(__name__)
 #: quiet 2-core CPU (29 epochs of 50 steps at 0.16 s/step). Short epochs give the curves points.
 DEMO_EPOCHS = 30
 DEMO_STEPS_PER_EPOCH = 50
-
-
-def _otsu_baseline(
-    dataset_root: Path, case_ids: list[str], out: Path, regions: dict[str, tuple[int, ...]]
-) -> dict[str, Any]:
-    """Otsu threshold of the first channel as a whole-foreground prediction."""
-    dataset = load_dataset(dataset_root)
-    pred_dir = out / "predictions"
-    pred_dir.mkdir(parents=True, exist_ok=True)
-    for case_id in case_ids:
-        image, _ = read_case(dataset.case(case_id), num_channels=dataset.num_channels)
-        mask = otsu_segmentation(image.channels_first()[0])
-        write_image(
-            image.with_array(mask), pred_dir / f"{case_id}{dataset.file_ending}", overwrite=True
-        )
-    return evaluate_folders(
-        pred_dir,
-        dataset.root / "labelsTr",
-        out,
-        cases=case_ids,
-        labels={"foreground": regions["foreground"]},
-        overwrite=True,
-        jobs=1,
-    )
 
 
 def _mean(summary: dict[str, Any], label: str) -> float:
@@ -104,7 +89,8 @@ def run_demo(
 
     Returns:
         The summary also written to ``OUT/summary.json``: ``mean_dice``, ``per_label_dice``,
-        ``foreground_dice``, ``otsu_foreground_dice``, ``epochs``, ``steps``,
+        ``foreground_dice``, ``otsu_foreground_dice``, ``multi_atlas_mean_dice``,
+        ``multi_atlas_per_label_dice``, ``multi_atlas_foreground_dice``, ``epochs``, ``steps``,
         ``seconds_per_step`` (measured before training), ``estimated_train_s``,
         ``timings_s``, ``total_s``, ``report``.
 
@@ -112,10 +98,7 @@ def run_demo(
         ConfigError: ``epochs`` or ``steps_per_epoch`` below 1.
         OverwriteError: ``out`` is not empty and ``overwrite`` is False.
     """
-    if epochs < 1 or steps_per_epoch < 1:
-        raise ConfigError(
-            f"epochs and steps_per_epoch must be >= 1, got {epochs} and {steps_per_epoch}"
-        )
+    _check_training_length(epochs, steps_per_epoch)
     out = Path(out)
     _clear_previous_demo(out, overwrite=overwrite)
     start = time.perf_counter()
@@ -144,7 +127,8 @@ def run_demo(
     lesions = [name for name in ("lesion",) if name in load_dataset(data).foreground_labels]
     evaluate_cross_validation(results, configuration, lesion_labels=lesions or None)
 
-    # Dice on cases the network has not seen, against the Otsu baseline on the same cases
+    # Dice on cases the network has not seen, against the Otsu and multi-atlas baselines on
+    # the same cases
     dice, evaluated_on = _evaluate_unseen(data, test_root, out, configuration, device, timings)
     summary = {
         **dice,
@@ -160,6 +144,14 @@ def run_demo(
     return summary
 
 
+def _check_training_length(epochs: int, steps_per_epoch: int) -> None:
+    """Raise ConfigError for ``epochs`` or ``steps_per_epoch`` below 1."""
+    if epochs < 1 or steps_per_epoch < 1:
+        raise ConfigError(
+            f"epochs and steps_per_epoch must be >= 1, got {epochs} and {steps_per_epoch}"
+        )
+
+
 def _clear_previous_demo(out: Path, *, overwrite: bool) -> None:
     """Make ``out``; a non-empty one only with ``overwrite``, which removes a previous demo's
     folders (and nothing else)."""
@@ -173,6 +165,7 @@ def _clear_previous_demo(out: Path, *, overwrite: bool) -> None:
             "phantoms_test",
             "results",
             "baseline",
+            "baseline_multi_atlas",
             "test_predictions",
             "test_evaluation",
         ):
@@ -238,9 +231,10 @@ def _evaluate_unseen(
     device: str | None,
     timings: dict[str, float],
 ) -> tuple[dict[str, Any], str]:
-    """Dice per label and of the whole foreground, and the Otsu baseline's foreground Dice, on
-    the held-out test set, else (a user's dataset) on the fold-0 validation cases; and which
-    cases those were. Predicting the test set is timed into ``timings``."""
+    """Dice per label and of the whole foreground, the Otsu baseline's foreground Dice and the
+    multi-atlas baseline's Dice, on the held-out test set, else (a user's dataset) on the
+    fold-0 validation cases (atlases: training cases of fold 0); and which cases those were.
+    Predicting the test set and the multi-atlas baseline are timed into ``timings``."""
     dataset = load_dataset(data)
     labels = dict(sorted(dataset.foreground_labels.items(), key=lambda kv: kv[1]))
     regions = {
@@ -256,12 +250,19 @@ def _evaluate_unseen(
     else:  # a user's dataset: the fold-0 validation cases are the unseen ones
         evaluation, baseline = _evaluate_validation(data, out, configuration, regions)
         evaluated_on = f"{evaluation['n_cases']} fold-0 validation cases"
+    with _timed(timings, "multi_atlas"):
+        atlas, n_atlases = _multi_atlas_unseen(data, test_root, out, configuration, regions)
     per_label = {name: _mean(evaluation, name) for name in labels}
+    atlas_per_label = {name: _mean(atlas, name) for name in labels}
     return {
         "mean_dice": float(np.nanmean(list(per_label.values()))),
         "per_label_dice": per_label,
         "foreground_dice": _mean(evaluation, "foreground"),
         "otsu_foreground_dice": _mean(baseline, "foreground"),
+        "multi_atlas_mean_dice": float(np.nanmean(list(atlas_per_label.values()))),
+        "multi_atlas_per_label_dice": atlas_per_label,
+        "multi_atlas_foreground_dice": _mean(atlas, "foreground"),
+        "multi_atlas_atlases": n_atlases,
     }, evaluated_on
 
 
@@ -301,15 +302,9 @@ def _evaluate_validation(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Evaluate the fold-0 validation predictions of ``data``, and the Otsu baseline on the
     same cases."""
-    dataset = load_dataset(data)
-    val_dir = out / "results" / configuration / "fold_0" / "validation"
-    case_ids = sorted(
-        p.name[: -len(dataset.file_ending)]
-        for p in val_dir.iterdir()
-        if p.name.endswith(dataset.file_ending)
-    )
+    case_ids = _validation_ids(data, out, configuration)
     evaluation = evaluate_folders(
-        val_dir,
+        out / "results" / configuration / "fold_0" / "validation",
         data / "labelsTr",
         out / "test_evaluation",
         labels=regions,
@@ -334,7 +329,7 @@ def _training_summary(fit: dict[str, Any], step_s: float, estimate_s: float) -> 
 def _write_report(results: Path, out: Path, summary: dict[str, Any], preview: Path) -> str:
     """``OUT/report.html``: the pipeline report with the comparison and the preview added."""
     extra = [
-        ("Demo: network vs Otsu baseline", _comparison_html(summary)),
+        ("Demo: network vs Otsu and multi-atlas baselines", _comparison_html(summary)),
         (
             "Augmentation preview",
             _png_html(preview, "training cases (left) and augmented versions, label overlaid"),
@@ -371,17 +366,24 @@ def _png_html(path: Path, caption: str) -> str:
 def _comparison_html(summary: dict[str, Any]) -> str:
     from html import escape
 
+    atlas = summary["multi_atlas_per_label_dice"]
     rows = "".join(
-        f"<tr><td>{escape(name)}</td><td>{value:.4f}</td><td>-</td></tr>"
+        f"<tr><td>{escape(name)}</td><td>{value:.4f}</td><td>-</td><td>{atlas[name]:.4f}</td></tr>"
         for name, value in summary["per_label_dice"].items()
     )
     rows += (
         f"<tr><td>foreground (all labels)</td><td>{summary['foreground_dice']:.4f}</td>"
-        f"<td>{summary['otsu_foreground_dice']:.4f}</td></tr>"
+        f"<td>{summary['otsu_foreground_dice']:.4f}</td>"
+        f"<td>{summary['multi_atlas_foreground_dice']:.4f}</td></tr>"
+        f"<tr><td>mean over labels</td><td>{summary['mean_dice']:.4f}</td><td>-</td>"
+        f"<td>{summary['multi_atlas_mean_dice']:.4f}</td></tr>"
     )
     return (
         f"<p>Evaluated on {escape(summary['evaluated_on'])}; "
         f"configuration {escape(summary['configuration'])}, "
         f"{summary['epochs']} epochs / {summary['steps']} steps.</p>"
-        f"<table><tr><th>label</th><th>U-Net Dice</th><th>Otsu Dice</th></tr>{rows}</table>"
+        "<table><tr><th>label</th><th>U-Net Dice</th><th>Otsu Dice</th>"
+        f"<th>multi-atlas Dice</th></tr>{rows}</table>"
+        f"<p>Multi-atlas: {summary['multi_atlas_atlases']} training cases as atlases, affine "
+        "registration (SimpleITK), majority-vote fusion; Otsu segments the whole foreground.</p>"
     )
