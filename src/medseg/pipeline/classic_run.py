@@ -203,25 +203,16 @@ def _name(hint: Any) -> str:
 
 
 def find_images(folder: Path) -> list[tuple[str, list[Path]]]:
-    """``(case id, channel files)`` of a folder of images (``CASE_0000<ending>``... or plain
-    names, as ``medseg predict`` reads them), sorted by case id.
+    """``(case id, channel files)`` of a folder of images, read as ``medseg predict`` reads
+    them (``medseg.inference.find_input_cases``: ``CASE_0000<ending>``... or plain names, or
+    a dataset folder's ``imagesTs``), sorted by case id.
 
     Raises:
         DatasetError: no image in the folder.
     """
-    from medseg.io import IMAGE_EXTENSIONS, file_ending
+    from medseg.inference.inputs import find_input_cases
 
-    channels: dict[str, list[Path]] = {}
-    for path in sorted(folder.iterdir()):
-        ending = file_ending(path)
-        if path.name.startswith(".") or not path.is_file() or ending not in IMAGE_EXTENSIONS:
-            continue
-        stem = path.name[: -len(ending)]
-        has_suffix = len(stem) > 5 and stem[-5] == "_" and stem[-4:].isdigit()
-        channels.setdefault(stem[:-5] if has_suffix else stem, []).append(path)
-    if not channels:
-        raise DatasetError(f"{folder}: no images found (expected CASE_0000.nii.gz, ...)")
-    return sorted(channels.items())
+    return [(case.case_id, list(case.image_paths)) for case in find_input_cases(folder)]
 
 
 def atlas_pairs(dataset: str | os.PathLike[str], *, channel: int = 0) -> list[tuple[Image, Image]]:
