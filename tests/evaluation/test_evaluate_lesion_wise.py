@@ -41,16 +41,15 @@ def _write(root) -> None:
         write_image(Image(ref, SPACING), root / "ref" / f"{case}.nii.gz")
 
 
+def _lesion_wise(root, out="out", **options):
+    return evaluate_folders(
+        root / "pred", root / "ref", root / out, lesion_wise=True, jobs=1, **options
+    )
+
+
 def test_folder_lesion_results_equal_the_metric_case_by_case(tmp_path):
     _write(tmp_path)
-    summary = evaluate_folders(
-        tmp_path / "pred",
-        tmp_path / "ref",
-        tmp_path / "out",
-        lesion_wise=True,
-        lesion_options=OPTIONS,
-        jobs=1,
-    )
+    summary = _lesion_wise(tmp_path, lesion_options=OPTIONS)
     direct = {
         case: lesion_wise(pred == 1, ref == 1, SPACING, **OPTIONS)
         for case, (pred, ref) in _cases().items()

@@ -14,12 +14,11 @@ import torch
 
 from medseg.errors import MedsegError
 from medseg.fileutil import check_writable
-from medseg.inference.checkpoints import find_checkpoints, previous_stage_models
 from medseg.inference.ensemble import label_values, predict_case
 from medseg.inference.postprocess import apply_postprocessing, load_postprocessing
+from medseg.inference.predict import load_models
 from medseg.io.dicom import read_dicom_series, write_dicom_seg
 from medseg.planning.plan import Plan
-from medseg.training import model_from_checkpoint
 
 
 def segment_names(plan: Plan) -> dict[int, str]:
@@ -61,8 +60,8 @@ def predict_dicom_series(
         series_dir: the folder of the series' DICOM files.
         out_path: the SEG file to write (``.dcm``).
         results: the results folder with the trained folds.
-        configurations, folds, checkpoint: which models (``find_checkpoints``); a cascade
-            also loads its previous stage (``previous_stage_models``).
+        configurations, folds, checkpoint: which models (``predict.load_models``); a
+            cascade also loads its previous stage.
         mirror, overlap, device: as ``medseg.inference.predict``.
         postprocess: apply ``RESULTS/postprocessing.json`` when it exists.
         series_uid: which series when ``series_dir`` holds several.
@@ -82,13 +81,7 @@ def predict_dicom_series(
     """
     target = check_writable(out_path, overwrite=overwrite)  # D: fail before minutes of work
     image, files = read_dicom_series(series_dir, series_uid=series_uid)
-    models = [
-        model_from_checkpoint(path)
-        for path in find_checkpoints(
-            results, configurations=configurations, folds=folds, checkpoint=checkpoint
-        )
-    ]
-    previous = previous_stage_models(results, models, folds=folds, checkpoint=checkpoint)
+    models, previous = load_models(results, configurations, folds, checkpoint)
     try:
         _, label = predict_case(
             models,

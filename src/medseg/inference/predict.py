@@ -98,7 +98,7 @@ class _Run:
         }
 
 
-def _load_models(
+def load_models(
     results: str | os.PathLike[str],
     configurations: Sequence[str] | None,
     folds: Sequence[int | str] | None,
@@ -331,7 +331,7 @@ def predict(
     cases = find_input_cases(input_dir)
     if output_dir.resolve() == input_dir.resolve():
         raise ConfigError(f"{output_dir}: the output folder must differ from the input folder")
-    models, previous = _load_models(results, configurations, folds, checkpoint)
+    models, previous = load_models(results, configurations, folds, checkpoint)
     run = _Run(
         models=models,
         previous=previous,
