@@ -21,6 +21,9 @@ SMALL: dict[str, dict[str, Any]] = {
     "segnet": {"features": (4, 8, 16)},
     "multiscale_unet": {"features": (4, 8, 16)},
     "vae_unet": {"features": (4, 8, 16), "blocks_per_stage": 1},
+    "transunet": {"image_size": 16},
+    "swin_unet": {},
+    "unetr": {"image_size": 16},
 }
 
 
@@ -52,3 +55,29 @@ def small_network() -> Callable[..., nn.Module]:
         )
 
     return build
+
+
+@pytest.fixture
+def assert_onnx_matches() -> Callable[[nn.Module, torch.Tensor], None]:
+    """``assert_onnx_matches(net, x)``: export ``net`` (legacy exporter, opset 17), run it in
+    onnxruntime on ``x`` and compare with torch to 1e-4 (skips without onnx/onnxruntime)."""
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+
+    def check(net: nn.Module, x: torch.Tensor) -> None:
+        import io
+        import warnings
+
+        import numpy as np
+
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # legacy (TorchScript) exporter deprecation notices
+            torch.onnx.export(net, (x,), buffer, dynamo=False, opset_version=17)
+        session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+        (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+        with torch.no_grad():
+            expected = net(x).numpy()
+        np.testing.assert_allclose(out, expected, atol=1e-4, rtol=0)
+
+    return check

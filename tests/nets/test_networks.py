@@ -28,6 +28,9 @@ NAMES = [
     "segnet",
     "multiscale_unet",
     "vae_unet",
+    "transunet",
+    "swin_unet",
+    "unetr",
 ]
 
 

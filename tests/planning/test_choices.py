@@ -199,7 +199,7 @@ def test_network_config_is_translated_for_each_network(base_plan) -> None:
 @pytest.mark.parametrize(
     ("choices", "message"),
     [
-        (PlanChoices(network="transunet"), "unknown network 'transunet'; valid: attention_unet"),
+        (PlanChoices(network="nnformer"), "unknown network 'nnformer'; valid: attention_unet"),
         (PlanChoices(loss="lovasz"), "unknown loss 'lovasz'; valid: boundary"),
         (PlanChoices(sampling="random"), "valid: oversample, balanced, uniform"),
         (PlanChoices(optimizer="lamb"), "valid: adam, adamw, sgd"),
@@ -226,6 +226,20 @@ def test_a_network_that_cannot_take_the_patch_says_which_sizes_it_can(base_plan)
     with pytest.raises(ConfigError) as err:
         apply_choices(base_plan, PlanChoices(settings=("patch_size=[40, 64]",)))
     assert "nearest sizes per axis: [[32, 48], [64]]" in str(err.value)
+
+
+@pytest.mark.parametrize("network", ["transunet", "unetr", "swin_unet"])
+def test_a_transformer_gets_the_nearest_patch_it_can_take(base_plan, network) -> None:
+    planned = replace(base_plan, patch_size=(40, 56))
+    p = apply_choices(planned, PlanChoices(network=network))
+    divisor = {"transunet": 16, "unetr": 16, "swin_unet": 8}[network]
+    expected = {16: [48, 64], 8: [40, 56]}[divisor]  # nearest multiples, ties rounded up
+    assert list(p.patch_size) == expected
+    if divisor == 16:
+        assert "rounded to multiples of [16, 16]" in p.reasons["patch_size"]
+        assert p.network_config["image_size"] == expected  # position embeddings at the patch
+    with pytest.raises(ConfigError, match=r"divisible by \(16, 16\)|\[\[32, 48\], \[48, 64\]\]"):
+        apply_choices(planned, PlanChoices(network="unetr", settings=("patch_size=[40, 56]",)))
 
 
 def test_elastic_appears_in_batches_when_on(base_plan) -> None:
@@ -293,7 +307,7 @@ def test_cli_plan_writes_the_choices_and_explains_them(phantoms: Path, tmp_path:
 @pytest.mark.parametrize(
     "args",
     [
-        ["--network", "transunet"],
+        ["--network", "nnformer"],
         ["--loss", "lovasz"],
         ["--mirror-axes", "3"],
         ["--set", "colour=red"],

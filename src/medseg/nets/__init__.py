@@ -67,6 +67,8 @@ from medseg.nets.sampling import (
 )
 from medseg.nets.segnet import SegNet
 from medseg.nets.shapes import check_divisible, required_divisor, stage_features
+from medseg.nets.swin_unet import SwinUNet
+from medseg.nets.transunet import TransUNet
 from medseg.nets.unet import (
     UNET_PRESETS,
     AttentionUNet,
@@ -76,6 +78,7 @@ from medseg.nets.unet import (
     unet_from_preset,
 )
 from medseg.nets.unet_plusplus import UNetPlusPlus
+from medseg.nets.unetr import UNETR
 from medseg.nets.vae_unet import VAEOutput, VAEUNet
 from medseg.nets.vit import VisionTransformer
 
@@ -120,6 +123,9 @@ __all__ = [
     "ResidualBlock",
     "ResidualUNet",
     "SegNet",
+    "SwinUNet",
+    "TransUNet",
+    "UNETR",
     "SeparableConv",
     "SpatialSelfAttention",
     "UNet",

@@ -33,8 +33,11 @@ from medseg.nets.encoder_classifier import UNetEncoderClassifier
 from medseg.nets.fcn import FCN
 from medseg.nets.multiscale import MultiScaleUNet
 from medseg.nets.segnet import SegNet
+from medseg.nets.swin_unet import SwinUNet
+from medseg.nets.transunet import TransUNet
 from medseg.nets.unet import AttentionUNet, DilatedUNet, ResidualUNet, UNet
 from medseg.nets.unet_plusplus import UNetPlusPlus
+from medseg.nets.unetr import UNETR
 from medseg.nets.vae_unet import VAEUNet
 from medseg.nets.vit import VisionTransformer
 from medseg.registry import Registry
@@ -71,6 +74,21 @@ for _task, _networks in {
             "Two U-Net pathways, full and down-sampled input, fused",
         ),
         ("vae_unet", VAEUNet, "U-Net + VAE reconstruction branch (Myronenko 2018)"),
+        (
+            "swin_unet",
+            SwinUNet,
+            "Swin-Unet: shifted-window transformer U-Net, patch merging/expanding (Cao 2021)",
+        ),
+        (
+            "transunet",
+            TransUNet,
+            "TransUNet: ResNet v2 encoder, ViT on its 1/16 map, cascaded upsampler (Chen 2021)",
+        ),
+        (
+            "unetr",
+            UNETR,
+            "UNETR: ViT on 16^d patches, layers 3/6/9/12 decoded as skips (Hatamizadeh 2022)",
+        ),
     ],
     "classification": [
         ("lenet5", LeNet5, "Classifier: LeNet-5, conv5-pool-conv5-pool-fc120-fc84 (LeCun 1998)"),

@@ -101,6 +101,27 @@ class TransformerBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def encoder_blocks(
+    dim: int, depth: int, heads: int, mlp_dim: int, dropout: float, attention_dropout: float
+) -> nn.ModuleList:
+    """``depth`` :class:`TransformerBlock` s with ViT's initialisation (linear weights from a
+    truncated normal, std 0.02; zero biases).
+
+    Example:
+        >>> len(encoder_blocks(8, 3, 2, 16, 0.0, 0.0))
+        3
+    """
+    blocks = nn.ModuleList(
+        TransformerBlock(dim, heads, mlp_dim, dropout=dropout, attention_dropout=attention_dropout)
+        for _ in range(depth)
+    )
+    for module in blocks.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+    return blocks
+
+
 class ViTEncoder(nn.Module):
     """Everything of :class:`VisionTransformer` except the head: ``(B, C, *spatial) -> (B, dim)``.
 
@@ -134,18 +155,9 @@ class ViTEncoder(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.position_embedding = nn.Parameter(torch.zeros(1, 1 + self.num_patches, dim))
         self.dropout = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(
-            TransformerBlock(
-                dim, heads, mlp_dim, dropout=dropout, attention_dropout=attention_dropout
-            )
-            for _ in range(depth)
-        )
+        self.blocks = encoder_blocks(dim, depth, heads, mlp_dim, dropout, attention_dropout)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         nn.init.trunc_normal_(self.position_embedding, std=0.02)
-        for module in self.blocks.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                nn.init.zeros_(module.bias)
 
     def embed(self, x: Tensor) -> Tensor:
         """Input tokens ``(B, 1 + N, dim)``: ``[CLS]`` + patch embeddings, plus positions."""

@@ -130,8 +130,45 @@ def apply_choices(plan: Plan, choices: PlanChoices) -> Plan:
         )
     reasons["augmentation"] = describe_augmentation(plan)
     plan = replace(plan, reasons=reasons)
+    explicit_patch = any(t.split("=", 1)[0].strip() == "patch_size" for t in choices.settings)
+    if choices.network is not None and not explicit_patch:
+        plan = fit_patch_to_network(plan)
     check_plan_choices(plan)
     return plan
+
+
+def meta_network(plan: Plan) -> torch.nn.Module:
+    """The plan's network built on the ``meta`` device (no memory, no initialisation)."""
+    with torch.device("meta"):
+        return build_network(
+            plan.network,
+            spatial_dims=plan.spatial_dims,
+            in_channels=plan.in_channels,
+            out_channels=plan.num_classes,
+            **plan.network_config,
+        )
+
+
+def fit_patch_to_network(plan: Plan) -> Plan:
+    """The plan with its patch rounded to the nearest multiples (ties up) of the network's
+    ``required_divisor`` (a transformer's patch and window sizes), with the reason; and the
+    network's nominal ``image_size`` (position embeddings) set to the patch when it has one.
+    An explicit ``--set patch_size=...`` is never changed: it is refused if it does not fit.
+    """
+    divisor = tuple(getattr(meta_network(plan), "required_divisor", (1,) * plan.spatial_dims))
+    patch = tuple(
+        max(d, (p + d // 2) // d * d) for p, d in zip(plan.patch_size, divisor, strict=True)
+    )
+    reasons = dict(plan.reasons)
+    if patch != tuple(plan.patch_size):
+        reasons["patch_size"] = (
+            f"{list(patch)}: the planned {list(plan.patch_size)} rounded to multiples of "
+            f"{list(divisor)}, which {plan.network} needs"
+        )
+    config = dict(plan.network_config)
+    if "image_size" in network_options(plan.network):
+        config["image_size"] = list(patch)
+    return replace(plan, patch_size=patch, network_config=config, reasons=reasons)
 
 
 def check_choice_names(choices: PlanChoices) -> None:
@@ -230,14 +267,7 @@ def check_plan_choices(plan: Plan) -> None:
     plan_loss(plan)
     build_augmentation(plan)
     try:
-        with torch.device("meta"):
-            net = build_network(
-                plan.network,
-                spatial_dims=plan.spatial_dims,
-                in_channels=plan.in_channels,
-                out_channels=plan.num_classes,
-                **plan.network_config,
-            )
+        net = meta_network(plan)
     except (TypeError, ValueError) as err:
         raise ConfigError(
             f"{plan.name}: network {plan.network} cannot be built from its network_config: {err}"
