@@ -28,6 +28,7 @@ LAYERS = {
     "inference": 7,
     "evaluation": 8,
     "report": 8,
+    "prompt": 8,
     "pipeline": 9,
     "cli": 10,
 }

@@ -272,6 +272,10 @@ CHECKED_BY_THE_COMMAND = {
     "classify demo": {"net"},
     "classic run": {"method", "input_path", "output_path", "init", "atlases"},
     "classic benchmark": {"dataset"},
+    "prompt finetune": {"dataset", "weights", "encoder", "configuration"},
+    "prompt predict": {"image", "model"},
+    "prompt auto": {"image", "model"},
+    "prompt evaluate": {"model", "dataset"},
 }
 
 

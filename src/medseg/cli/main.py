@@ -26,6 +26,7 @@ from medseg.cli import measure as measure_cli
 from medseg.cli import nets as nets_cli
 from medseg.cli import pipeline as pipeline_cli
 from medseg.cli import predict as predict_cli
+from medseg.cli import prompt as prompt_cli
 from medseg.cli import report as report_cli
 from medseg.cli import robustness as robustness_cli
 from medseg.errors import MedsegError
@@ -83,6 +84,7 @@ report_cli.register(app)
 robustness_cli.register(app)
 clinical_cli.register(app)
 demo_cli.register(app)
+prompt_cli.register(app)
 app.add_typer(
     classic_cli.app,
     name="classic",

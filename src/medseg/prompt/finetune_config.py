@@ -1,0 +1,94 @@
+"""The configuration of a prompt fine-tuning run, saved as ``config.json`` and in every
+checkpoint so that the model can be rebuilt from the run folder alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from medseg.errors import ConfigError
+from medseg.planning.config_io import config_from_dict, config_to_dict
+
+#: Where the image encoder comes from.
+SOURCES = ("scratch", "sam", "medsam", "encoder")
+FREEZE = ("image_encoder", "none")
+OBJECTS = ("label", "component")
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """A promptable model and how to fine-tune it (MedSAM's recipe by default).
+
+    Attributes:
+        source: ``scratch`` (medseg's small promptable model), ``sam`` / ``medsam`` (official
+            checkpoint ``weights``), ``encoder`` (a trained medseg U-Net's encoder from the
+            results folder ``encoder``, configuration ``encoder_configuration``).
+        variant: SAM's image encoder (``vit_b``, ``vit_l``, ``vit_h``; MedSAM is ``vit_b``).
+        image_size: the model's square input; images are resized to it (MedSAM's rule).
+        labels: label values to segment (empty: every foreground label).
+        objects: one object per label value, or per connected component of it.
+        freeze: ``image_encoder`` (MedSAM: embeddings computed once and cached, only the
+            prompt encoder and mask decoder train) or ``none``.
+        box_jitter: the most a box coordinate moves, in voxels of ``image_size`` (MedSAM:
+            0-20 px at 1024, i.e. 5 at 256).
+        intensity: ``zscore``, ``minmax``, ``medsam`` ([0, 1] RGB) or ``sam`` (SAM's RGB
+            mean and std); empty: decided by ``source``.
+    """
+
+    dataset: str
+    source: str = "scratch"
+    weights: str | None = None
+    variant: str = "vit_b"
+    encoder: str | None = None
+    encoder_configuration: str | None = None
+    spatial_dims: int = 2
+    image_size: tuple[int, ...] = (256, 256)
+    in_channels: int = 1
+    labels: tuple[int, ...] = ()
+    objects: str = "label"
+    slices_per_case: int = 8
+    freeze: str = "image_encoder"
+    box_jitter: int = 5
+    intensity: str = ""
+    batch_size: int = 8
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    epochs: int = 50
+    steps_per_epoch: int = 50
+    val_fraction: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, value, valid in [
+            ("source", self.source, SOURCES),
+            ("freeze", self.freeze, FREEZE),
+            ("objects", self.objects, OBJECTS),
+            ("intensity", self.intensity, ("", "zscore", "minmax", "medsam", "sam")),
+        ]:
+            if value not in valid:
+                raise ConfigError(f"{name} '{value}' is not one of {', '.join(valid)}")
+        if self.source in ("sam", "medsam") and not self.weights:
+            raise ConfigError(f"source {self.source} needs the checkpoint file (--weights)")
+        if self.source == "encoder" and not self.encoder:
+            raise ConfigError("source encoder needs a medseg results folder (--encoder RESULTS)")
+        if len(self.image_size) != self.spatial_dims:
+            raise ConfigError(
+                f"image_size {tuple(self.image_size)} has {len(self.image_size)} axes, "
+                f"the model {self.spatial_dims}"
+            )
+        if not 0 <= self.val_fraction < 1 or self.batch_size < 1 or not self.learning_rate > 0:
+            raise ConfigError("need 0 <= val_fraction < 1, batch_size >= 1, learning_rate > 0")
+
+    @property
+    def resolved_intensity(self) -> str:
+        """``intensity`` or the source's own normalisation."""
+        if self.intensity:
+            return self.intensity
+        return {"sam": "sam", "medsam": "medsam"}.get(self.source, "zscore")
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> PromptConfig:
+        return config_from_dict(cls, data, source=source, kind="prompt config")
