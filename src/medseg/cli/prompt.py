@@ -113,6 +113,16 @@ OBJECTS_OPTION = typer.Option(
     callback=_one_of("--objects", ("label", "component")),
     help="One object per label value, or per connected component.",
 )
+POINT_FRACTION_OPTION = typer.Option(
+    0.5,
+    "--point-fraction",
+    min=0.0,
+    max=1.0,
+    help="Share of steps prompted by one click instead of a box (0: MedSAM, boxes only).",
+)
+TRAIN_CLICKS_OPTION = typer.Option(
+    1, "--train-clicks", min=0, help="Correction clicks per step, previous mask fed back."
+)
 LABELS_OPTION = typer.Option(
     None, "--labels", callback=_check_labels, help="Label values (default: all)."
 )
@@ -139,6 +149,8 @@ def finetune(
     labels: str | None = LABELS_OPTION,
     objects: str = OBJECTS_OPTION,
     box_jitter: int = typer.Option(5, "--box-jitter", min=0, help="Box jitter in voxels."),
+    point_fraction: float = POINT_FRACTION_OPTION,
+    train_clicks: int = TRAIN_CLICKS_OPTION,
     epochs: int = typer.Option(
         50, "--epochs", min=1, help="Epochs (an upper bound with a budget)."
     ),
@@ -173,6 +185,8 @@ def finetune(
         objects=objects,
         freeze=freeze,
         box_jitter=box_jitter,
+        point_fraction=point_fraction,
+        clicks=train_clicks,
         batch_size=batch_size,
         learning_rate=lr,
         epochs=epochs,

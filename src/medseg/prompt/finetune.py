@@ -1,7 +1,8 @@
-"""Fine-tuning a promptable model as MedSAM does, a trainer on the shared engine.
+"""Fine-tuning a promptable model as MedSAM (and SAM) do, a trainer on the shared engine.
 
 Boxes come from the ground truth with a random jitter of up to ``box_jitter`` voxels per
-coordinate; the loss is Dice + binary cross-entropy on the single-mask output. With the image
+coordinate, clicks from inside the objects and from the errors of the previous mask; the loss
+is Dice + binary cross-entropy plus the IoU head's error (:mod:`.finetune_prompts`). With the image
 encoder frozen (the default) every image is embedded once before training and the cached
 embeddings feed the prompt encoder and mask decoder, the only parts that train; the encoder's
 weights stay bit-identical. Validation: mean Dice of the held-out objects with exact boxes,
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,10 @@ from torch import Tensor, nn
 from medseg.data.dataset import load_dataset
 from medseg.device import autocast, bf16_supported, resolve_device
 from medseg.errors import ConfigError
-from medseg.losses import build_loss
 from medseg.prompt.finetune_config import PromptConfig
-from medseg.prompt.finetune_data import PromptSamples, jitter_box, load_samples, mask_box
+from medseg.prompt.finetune_data import PromptSamples, load_samples, mask_box
 from medseg.prompt.finetune_model import CONFIG_KEY, ENCODER_PLAN_KEY, build_prompt_model
+from medseg.prompt.finetune_prompts import PromptBatch, interactive_loss, prompt_batches
 from medseg.training.engine import RunResult, Task, run_training
 from medseg.training.schedule import run_lr_factor
 
@@ -103,36 +103,19 @@ def prompt_data(config: PromptConfig, model: nn.Module, device: torch.device) ->
     )
 
 
-def _box_batches(
-    config: PromptConfig, train: PromptSamples, epoch: int
-) -> Iterator[tuple[Tensor, Tensor]]:
-    """``(object indices (B,), jittered boxes (B, 2D))`` for one epoch, seeded by it."""
-    generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-    shape = tuple(train.masks.shape[1:])
-    for _ in range(config.steps_per_epoch):
-        index = torch.randint(len(train), (config.batch_size,), generator=generator)
-        boxes = [
-            jitter_box(mask_box(train.masks[i]), shape, config.box_jitter, generator) for i in index
-        ]
-        yield index, torch.stack(boxes)
-
-
-def _object_logits(
+def _embeddings(
     model: nn.Module,
     samples: PromptSamples,
     embeddings: Tensor | None,
     index: Tensor,
-    boxes: Tensor,
     device: torch.device,
 ) -> Tensor:
-    """Single-mask logits ``(B, *image_size)`` of objects ``index`` prompted by ``boxes``."""
+    """The image embeddings of objects ``index``: from the cache, or computed (an encoder
+    that trains)."""
     images = samples.image_of[index]
     if embeddings is not None:
-        embedding = embeddings[images].to(device)
-    else:
-        embedding = model.embed(samples.images[images].to(device))
-    result = model.predict(embedding, box=boxes.to(device), multimask=False)
-    return result.logits[:, 0]
+        return embeddings[images].to(device)
+    return model.embed(samples.images[images].to(device))
 
 
 @torch.no_grad()
@@ -152,8 +135,9 @@ def validation_dice(
         index = torch.arange(start, min(start + 8, len(samples)))
         boxes = torch.stack([mask_box(samples.masks[i]) for i in index])
         with autocast(device, use_bf16):
-            logits = _object_logits(model, samples, embeddings, index, boxes, device)
-        pred, truth = logits.float().cpu() > 0, samples.masks[index]
+            embedding = _embeddings(model, samples, embeddings, index, device)
+            result = model.predict(embedding, box=boxes.to(device), multimask=False)
+        pred, truth = result.logits[:, 0].float().cpu() > 0, samples.masks[index]
         inter = (pred & truth).flatten(1).sum(1).float()
         total = (pred.flatten(1).sum(1) + truth.flatten(1).sum(1)).float()
         scores.append(2 * inter / total.clamp_min(1))
@@ -167,23 +151,20 @@ def prompt_task(
     dev: torch.device,
     encoder_plan: dict[str, Any] | None,
 ) -> Task:
-    """The fine-tuning task on the engine: AdamW on the trainable parts, Dice + BCE on the
-    single-mask output of jittered boxes, cosine decay to the end of the epochs or budget."""
+    """The fine-tuning task on the engine: AdamW on the trainable parts, the interactive loss
+    of :mod:`medseg.prompt.finetune_prompts`, cosine decay to the end of the epochs or
+    budget."""
     frozen = config.freeze == "image_encoder"
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         trainable, lr=config.learning_rate, weight_decay=config.weight_decay
     )
-    loss_fn = build_loss("dice_ce", activation="sigmoid")
     total_steps = config.epochs * config.steps_per_epoch
 
-    def loss(batch: tuple[Tensor, Tensor]) -> Tensor:
-        index, boxes = batch
-        logits = _object_logits(model, data.train, data.train_embeddings, index, boxes, dev)
-        with autocast(dev, False):  # the loss in float32, whatever the forward pass used
-            return loss_fn(
-                logits.float()[:, None], data.train.masks[index][:, None].float().to(dev)
-            )
+    def loss(batch: PromptBatch) -> Tensor:
+        embedding = _embeddings(model, data.train, data.train_embeddings, batch.index, dev)
+        target = data.train.masks[batch.index].to(dev)
+        return interactive_loss(model, embedding, batch, target, config.clicks)
 
     def set_learning_rate(step: int, fraction: float | None) -> None:
         factor = run_lr_factor(step, total_steps, "cosine", fraction)
@@ -198,7 +179,7 @@ def prompt_task(
     return Task(
         model=model,
         optimizer=optimizer,
-        batches=lambda epoch: _box_batches(config, data.train, epoch),
+        batches=lambda epoch: prompt_batches(config, data.train, epoch),
         loss=loss,
         validate=lambda use_bf16, _: validation_dice(
             model, data.val, data.val_embeddings, dev, use_bf16

@@ -23,6 +23,8 @@ class PromptConfig:
         source: ``scratch`` (medseg's small promptable model), ``sam`` / ``medsam`` (official
             checkpoint ``weights``), ``encoder`` (a trained medseg U-Net's encoder from the
             results folder ``encoder``, configuration ``encoder_configuration``).
+        encoder_stride: ``encoder`` source: embed the deepest U-Net stage whose
+            down-sampling is at most this (SAM: 16).
         variant: SAM's image encoder (``vit_b``, ``vit_l``, ``vit_h``; MedSAM is ``vit_b``).
         image_size: the model's square input; images are resized to it (MedSAM's rule).
         labels: label values to segment (empty: every foreground label).
@@ -31,6 +33,9 @@ class PromptConfig:
             prompt encoder and mask decoder train) or ``none``.
         box_jitter: the most a box coordinate moves, in voxels of ``image_size`` (MedSAM:
             0-20 px at 1024, i.e. 5 at 256).
+        point_fraction: share of steps prompted by one click instead of a box (SAM's
+            interactive training; 0: MedSAM's boxes only).
+        clicks: correction clicks per step, each with the previous mask fed back (0: none).
         intensity: ``zscore``, ``minmax``, ``medsam`` ([0, 1] RGB) or ``sam`` (SAM's RGB
             mean and std); empty: decided by ``source``.
     """
@@ -41,6 +46,7 @@ class PromptConfig:
     variant: str = "vit_b"
     encoder: str | None = None
     encoder_configuration: str | None = None
+    encoder_stride: int = 16
     spatial_dims: int = 2
     image_size: tuple[int, ...] = (256, 256)
     in_channels: int = 1
@@ -49,6 +55,8 @@ class PromptConfig:
     slices_per_case: int = 8
     freeze: str = "image_encoder"
     box_jitter: int = 5
+    point_fraction: float = 0.5
+    clicks: int = 1
     intensity: str = ""
     batch_size: int = 8
     learning_rate: float = 1e-4
@@ -78,6 +86,8 @@ class PromptConfig:
             )
         if not 0 <= self.val_fraction < 1 or self.batch_size < 1 or not self.learning_rate > 0:
             raise ConfigError("need 0 <= val_fraction < 1, batch_size >= 1, learning_rate > 0")
+        if not 0 <= self.point_fraction <= 1 or self.clicks < 0:
+            raise ConfigError("need 0 <= point_fraction <= 1 and clicks >= 0")
 
     @property
     def resolved_intensity(self) -> str:

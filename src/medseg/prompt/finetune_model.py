@@ -5,6 +5,7 @@ checkpoint alone (the architecture from the config, the weights from the checkpo
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,25 @@ def encoder_checkpoint(config: PromptConfig) -> Path:
         return path
     configurations = [config.encoder_configuration] if config.encoder_configuration else None
     return find_checkpoints(path, configurations=configurations)[0]
+
+
+def embedding_stage(strides: Sequence[Sequence[int]], max_stride: int) -> int:
+    """The deepest encoder stage whose total down-sampling stays within ``max_stride`` on
+    every axis (SAM embeds at 1/16: a deeper U-Net stage would leave a few voxels of grid,
+    and the masks the decoder draws at 4x that grid would be coarse).
+
+    Example:
+        >>> embedding_stage([[1, 1], [2, 2], [2, 2], [2, 2], [2, 2], [2, 2]], 16)
+        4
+    """
+    total = [1] * len(strides[0])
+    stage = 0
+    for index, step in enumerate(strides):
+        total = [t * s for t, s in zip(total, step, strict=True)]
+        if max(total) > max_stride:
+            break
+        stage = index
+    return stage
 
 
 def build_prompt_model(
@@ -71,7 +91,8 @@ def build_prompt_model(
     else:
         unet = build_model(Plan.from_dict(encoder_plan, source="checkpoint"))
     spec = PROMPT_PRESETS.build(PRESET)
-    image_encoder = unet_image_encoder(unet, embed_dim=spec.embed_dim)
+    stage = embedding_stage(unet.encoder.strides, config.encoder_stride)
+    image_encoder = unet_image_encoder(unet, embed_dim=spec.embed_dim, stage=stage)
     model = promptable_from_encoder(image_encoder, image_size=config.image_size, preset=PRESET)
     return model, encoder_plan
 
