@@ -14,6 +14,8 @@ Experiments (run in the order given; default ``sparse,networks,losses,elastic``)
   (``3d_fullres``) and Montgomery CXR (``2d``), a subset of ``--cases`` cases of each.
 * ``losses``: dice_ce / dice / focal / tversky on DRIVE (``2d``, its 20 training cases).
 * ``elastic``: elastic deformation probability 0 vs 0.5 on DRIVE and ISBI 2012 EM (``2d``).
+* ``transformers``: unet / transunet / swin_unet / unetr (``cpu`` presets) on Hippocampus and
+  ACDC (``3d_fullres``; ``--datasets hippocampus`` for one), a subset of ``--cases`` cases.
 * ``sparse``: Hippocampus (``3d_fullres``) with dense labels vs every 5th slice along axis 0
   annotated (``medseg.data.sparsify``: other voxels ``ignore``); the sparse model's
   validation predictions are scored against the DENSE labels.
@@ -58,12 +60,13 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "choices_benchmarks.md"
 VAL_BATCHES = 1
 #: Heading of the hand-written reading in the doc, which ``write_doc`` keeps.
 READING = "## Reading"
-EXPERIMENTS = ("sparse", "networks", "losses", "elastic")
+EXPERIMENTS = ("sparse", "networks", "losses", "elastic", "transformers")
 TITLES = {
     "sparse": "Sparse annotation: Hippocampus, dense vs every 5th axial slice",
     "networks": "Networks",
     "losses": "Losses: DRIVE",
     "elastic": "Elastic deformation: DRIVE and ISBI 2012 EM",
+    "transformers": "Transformers: U-Net vs TransUNet, Swin-UNet, UNETR (cpu presets)",
 }
 
 
@@ -373,6 +376,31 @@ def exp_networks(setup: Setup) -> None:
         emit("networks", table_markdown(rows, setup), setup, subset_note(setup, "networks"))
 
 
+def exp_transformers(setup: Setup) -> None:
+    """The seeds' Synapse question on our data: does a transformer beat the U-Net at the same
+    plan and CPU budget? The transformers' ``cpu`` presets; ``--network`` rounds the planned
+    patch to each network's divisor (16 for TransUNet and UNETR, 8 for Swin-UNet)."""
+    nets = ("unet", "transunet", "swin_unet", "unetr")
+    rows = []
+    for name in ("hippocampus", "acdc"):
+        if (setup.datasets and name not in setup.datasets) or not (SHARED / name).is_dir():
+            continue
+        root = setup.work / f"{name}_n{setup.cases}"
+        subset_dataset(SHARED / name, root / "data", setup.cases)
+        table_rows = [
+            Row(
+                net,
+                "3d_fullres",
+                None if net == "unet" else net.replace("_", ""),
+                PlanChoices(network=net),
+            )
+            for net in nets
+        ]
+        rows += run_rows(name, root / "data", root / "results", table_rows, setup)
+    if rows:
+        emit("transformers", table_markdown(rows, setup), setup, subset_note(setup, "transformers"))
+
+
 def exp_losses(setup: Setup) -> None:
     if not (SHARED / "drive").is_dir():
         say("losses: drive absent, skipped")
@@ -474,6 +502,11 @@ def subset_note(setup: Setup, experiment: str) -> list[str]:
             "validation = 1/5 of the subset per fold."
         ],
         "losses": ["DRIVE `2d`, its 20 official training cases (16 train / 4 validation)."],
+        "transformers": [
+            f"Hippocampus and ACDC `3d_fullres`, subsets of {n} cases evenly spaced over the "
+            "sorted cases; validation = 1/5 of the subset per fold; each network at its "
+            "`cpu` preset, the patch rounded to its divisor (the reason is in plans.json)."
+        ],
         "elastic": [
             "DRIVE (20 cases) and ISBI 2012 EM (30 cases) `2d`. ISBI's cases are consecutive "
             "sections of one stack and the folds are shuffled, so neighbouring sections leak "
@@ -609,6 +642,7 @@ def main() -> None:
         "losses": exp_losses,
         "elastic": exp_elastic,
         "sparse": exp_sparse,
+        "transformers": exp_transformers,
     }
     if args.doc_only:
         write_doc(setup, experiments, doc)
