@@ -3,6 +3,7 @@ regression trains, checkpoints, resumes exactly, stops on a time budget, skips a
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,46 @@ def test_a_non_finite_step_is_skipped_and_too_many_switch_bf16_off(tmp_path: Pat
 def test_zero_epochs_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="epochs must be >= 1"):
         _train(tmp_path / "run", 0)
+
+
+@pytest.mark.parametrize("step_seconds", [0.02, 0.07, 0.13])
+def test_the_budget_schedule_ends_its_decay_when_the_budget_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step_seconds: float
+) -> None:
+    """With a fake clock (each step takes ``step_seconds``), 15-step epochs and a 0.5 s
+    budget: training runs into the epoch that crosses the budget and stops within one step
+    of it, and the clock-driven cosine schedule is then within one step of zero."""
+    from medseg.training import engine
+    from medseg.training.schedule import run_lr_factor
+
+    now = [0.0]
+    monkeypatch.setattr(engine.time, "perf_counter", lambda: now[0])
+    task = line_fit_task()
+    factors: list[float] = []
+    loss = task.loss
+
+    def timed_loss(batch):
+        now[0] += step_seconds
+        return loss(batch)
+
+    def batches(epoch: int):
+        generator = torch.Generator().manual_seed(epoch)
+        for _ in range(15):
+            x = torch.rand(4, 1, generator=generator)
+            yield x, 3 * x - 1
+
+    task.loss, task.batches = timed_loss, batches
+    task.set_learning_rate = lambda step, fraction: factors.append(
+        run_lr_factor(step, 10_000 * 15, "cosine", fraction)
+    )
+    result = run_training(
+        task, tmp_path / "run", epochs=10_000, use_bf16=False, time_budget_s=0.5, progress=False
+    )
+    assert result.stopped_by == "time_budget"
+    steps = result.steps
+    assert steps * step_seconds >= 0.5 > (steps - 1) * step_seconds  # stopped at the budget
+    # the last step's factor: the schedule at (budget - one step) / budget, near zero
+    last_fraction = (steps - 1) * step_seconds / 0.5
+    assert factors[-1] == pytest.approx(run_lr_factor(0, 1, "cosine", last_fraction), abs=1e-6)
+    assert factors[-1] <= run_lr_factor(0, 1, "cosine", 1 - step_seconds / 0.5) + 1e-9
+    assert result.epochs == math.ceil(steps / 15)  # the crossing epoch was started

@@ -115,7 +115,7 @@ def fit_classifier(
 
     Args:
         epochs: overrides ``config.epochs``; with ``time_budget_s`` it is an upper bound.
-        time_budget_s: stop before an epoch would overrun this many seconds of training.
+        time_budget_s: stop after this many seconds of training (the last epoch ends early).
         resume: continue from ``checkpoint_latest.pt`` (the config must be the same).
         device: "cpu", "cuda", or None/"auto".
         amp: bf16 autocast; None = where it is faster (CUDA with bf16, AVX-512 BF16 CPUs).

@@ -157,7 +157,6 @@ class TimeBudget:
             raise ConfigError(f"time budget must be a positive number of seconds, got {seconds}")
         self.seconds, self.elapsed_before, self.world = seconds, elapsed_before, world
         self.started = time.perf_counter()
-        self.epoch_seconds: list[float] = []
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.started
@@ -168,13 +167,6 @@ class TimeBudget:
 
     def exhausted(self) -> bool:
         return self.seconds is not None and any_rank(self.elapsed() > self.seconds, self.world)
-
-    def next_epoch_would_overrun(self) -> bool:
-        """An epoch as long as the last three would end past the budget."""
-        if self.seconds is None or not self.epoch_seconds:
-            return False
-        expected = self.elapsed() + float(np.mean(self.epoch_seconds[-3:]))
-        return any_rank(expected > self.seconds, self.world)
 
 
 def train_step(
@@ -259,7 +251,8 @@ def run_training(
         epochs: epochs in all (a resumed run continues up to this count).
         use_bf16: bf16 autocast on ``task.device`` (a resumed run keeps its recorded choice).
         time_budget_s: stop once this many seconds of training (across resumes) are used: an
-            epoch that would overrun is not started, a running one ends early.
+            epoch ends early at the budget (then it is validated and saved), so the
+            clock-driven learning-rate schedule ends its decay with the run.
         resume: continue from ``run_dir/checkpoint_latest.pt``.
         resume_hint: how to resume, for the Ctrl-C message.
 
@@ -332,8 +325,12 @@ def _run_epochs(
     rank: int,
 ) -> str:
     """Train, validate and save epoch after epoch; returns what stopped the run."""
+    first = state.epoch
     for epoch in range(state.epoch, epochs):
-        if budget.next_epoch_would_overrun():
+        # an epoch starts whenever budget is left, and stops at the budget: the run trains to
+        # its end and the clock-driven schedule finishes its decay (a rule "start no epoch
+        # that would overrun" left up to one epoch of budget unused, at a high learning rate)
+        if epoch > first and budget.exhausted():
             return "time_budget"
         epoch_start = time.perf_counter()
         row, out_of_time = _train_epoch(task, epoch, state, precision, budget)
@@ -341,7 +338,6 @@ def _run_epochs(
         seconds = time.perf_counter() - epoch_start
         row["epoch_seconds"] = seconds
         row["data_wait_share"] = row.pop("data_wait_seconds") / max(seconds, 1e-9)
-        budget.epoch_seconds.append(seconds)
         state.end_epoch(row, task.score(row), use_bf16=precision.use_bf16, elapsed=budget.elapsed())
         if rank == 0:
             save_epoch(task, run_dir, state)
