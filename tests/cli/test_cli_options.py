@@ -251,7 +251,7 @@ def test_cli_choices_match_the_library() -> None:
 CHECKED_BY_THE_COMMAND = {
     "plan": {"dataset", "network", "loss", "settings", "variant", "n4", "histogram_matching"},
     "preprocess": {"results"},
-    "train": {"results"},
+    "train": {"results", "pretrained", "weight_map"},
     "prepare-cascade": {"results"},
     "predict": {"input_dir", "results", "series_uid"},
     "evaluate": {"pred", "ref", "labels", "lesion_labels"},

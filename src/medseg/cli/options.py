@@ -234,6 +234,17 @@ def output_file(value: Path | None) -> Path | None:
     return value
 
 
+def one_of(flag: str, valid: tuple[str, ...]) -> Callable[[str], str]:
+    """``callback=`` accepting one of ``valid`` (else a one-line usage error naming them)."""
+
+    def check(value: str) -> str:
+        if value not in valid:
+            raise typer.BadParameter(f"{flag} {value!r}: one of {', '.join(valid)}")
+        return value
+
+    return check
+
+
 def _items(text: str, what: str) -> list[str]:
     items = [item.strip() for item in text.split(",") if item.strip()]
     if not items:

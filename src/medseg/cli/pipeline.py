@@ -171,6 +171,27 @@ def preprocess_command(
         )
 
 
+PRETRAINED_OPTION = typer.Option(
+    None,
+    "--pretrained",
+    help="Start from this medseg checkpoint (another dataset or configuration) or state dict: "
+    "matching layers are copied, layers of another shape re-initialised and named.",
+)
+FREEZE_OPTION = typer.Option(
+    "none",
+    "--freeze",
+    callback=options.one_of("--freeze", ("none", "encoder")),
+    help="none, or encoder: train the decoder only (with --pretrained).",
+)
+MAP_OPTION = typer.Option(
+    [],
+    "--map",
+    metavar="OLD=NEW",
+    help="Rename a prefix of --pretrained's layer names "
+    "(repeatable), e.g. module.= for a DataParallel file.",
+)
+
+
 def train_command(
     results: Path = typer.Argument(..., help="Results folder (planned and preprocessed)."),
     config: str | None = options.plan_name_option(
@@ -199,11 +220,15 @@ def train_command(
         None, "--precision", help="bf16 or fp32 autocast (default: the plan's decision)."
     ),
     no_validate: bool = typer.Option(False, "--no-validate", help="Skip the full-case validation."),
+    pretrained: Path | None = PRETRAINED_OPTION,
+    freeze: str = FREEZE_OPTION,
+    weight_map: list[str] = MAP_OPTION,
 ) -> None:
     """Train one fold, then predict and evaluate its validation cases."""
     from medseg.pipeline import train
     from medseg.planning import Plans
     from medseg.training import leave_distributed_run
+    from medseg.training.segmentation_transfer import parse_mapping
 
     plans = Plans.from_json(results / "plans.json")
     if config is None:
@@ -222,6 +247,9 @@ def train_command(
         num_workers=workers,
         precision=precision,
         validate=not no_validate,
+        pretrained=pretrained,
+        freeze=freeze,
+        weight_mapping=parse_mapping(weight_map) or None,
     )
     fit = out["fit"]
     console.print(

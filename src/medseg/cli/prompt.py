@@ -20,6 +20,7 @@ import typer
 from medseg.cli.options import (
     device_option,
     number_option,
+    one_of,
     output_file,
     output_folder,
     time_budget_option,
@@ -84,33 +85,22 @@ def _check_labels(value: str | None) -> str | None:
     return value
 
 
-def _one_of(flag: str, valid: tuple[str, ...]):
-    """``callback=`` accepting one of ``valid``."""
-
-    def check(value: str) -> str:
-        if value not in valid:
-            raise typer.BadParameter(f"{flag} {value!r}: one of {', '.join(valid)}")
-        return value
-
-    return check
-
-
 VARIANT_OPTION = typer.Option(
     "vit_b",
     "--variant",
-    callback=_one_of("--variant", ("vit_b", "vit_l", "vit_h", "tiny")),
+    callback=one_of("--variant", ("vit_b", "vit_l", "vit_h", "tiny")),
     help="SAM's encoder: vit_b, vit_l, vit_h (tiny: tests).",
 )
 FREEZE_OPTION = typer.Option(
     "image_encoder",
     "--freeze",
-    callback=_one_of("--freeze", ("image_encoder", "none")),
+    callback=one_of("--freeze", ("image_encoder", "none")),
     help="image_encoder (embeddings cached) or none.",
 )
 OBJECTS_OPTION = typer.Option(
     "label",
     "--objects",
-    callback=_one_of("--objects", ("label", "component")),
+    callback=one_of("--objects", ("label", "component")),
     help="One object per label value, or per connected component.",
 )
 POINT_FRACTION_OPTION = typer.Option(

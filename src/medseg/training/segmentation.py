@@ -22,7 +22,7 @@ intensity transforms leave alone, then randomly perturbed (``medseg.transforms.m
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from medseg.training.curves import SEGMENTATION_PANELS
 from medseg.training.distributed import init_distributed, local_device
 from medseg.training.engine import RunResult, Task, run_training
 from medseg.training.schedule import build_optimizer, run_lr_factor, set_lr
+from medseg.training.segmentation_transfer import starting_weights, train_unfrozen
 from medseg.training.splits import fold_cases, load_or_make_splits
 from medseg.transforms import Compose, Transform
 from medseg.transforms.masks import ForegroundOneHot, RandomMaskMorphology
@@ -163,6 +164,9 @@ def fit(
     amp: bool | None = None,
     seed: int = 0,
     progress: bool = True,
+    pretrained: str | os.PathLike[str] | None = None,
+    freeze: str = "none",
+    weight_mapping: dict[str, str] | None = None,
 ) -> RunResult:
     """Train ``configuration`` on ``fold`` of the preprocessed data in ``results``.
 
@@ -175,6 +179,8 @@ def fit(
         resume: continue from ``checkpoint_latest.pt`` exactly.
         device: ``cpu``, ``cuda`` or None (auto); num_workers: loader threads (<= 4 default).
         amp: bf16 autocast (``--precision``); None: the plan's ``precision`` (``decide_bf16``).
+        pretrained, freeze, weight_mapping: start from another model's weights, train the
+            decoder only (:func:`~.segmentation_transfer.starting_weights`).
 
     Returns:
         The :class:`~medseg.training.engine.RunResult` (``run_dir`` is the fold folder).
@@ -196,7 +202,8 @@ def fit(
     epochs = plan.num_epochs if epochs is None else epochs
     batches = PatchBatches(data, plan, dev, steps, workers, seed, fold, rank=rank, world=world)
     # the task: the plan's network, loss and optimiser; online validation Dice
-    task = segmentation_task(plan, batches, epochs, val_batches=val_batches)
+    start_from, transfer = starting_weights(pretrained, freeze, weight_mapping)
+    task = segmentation_task(plan, batches, epochs, val_batches=val_batches, prepare=start_from)
     task.files = {
         "run.json": {
             "device": str(dev),
@@ -206,6 +213,7 @@ def fit(
             "seed": seed,
             "bf16": use_bf16,
             "precision_reason": why,
+            **transfer,
         }
     }
     task.checkpoint.update(fold=fold, configuration=configuration)
@@ -223,13 +231,22 @@ def fit(
 
 
 def segmentation_task(
-    plan: Plan, batches: PatchBatches, epochs: int, *, val_batches: int = 4
+    plan: Plan,
+    batches: PatchBatches,
+    epochs: int,
+    *,
+    val_batches: int = 4,
+    prepare: Callable[[nn.Module], None] | None = None,
 ) -> Task:
     """The segmentation task on the engine: the plan's network (DDP under torchrun), its loss
     (``medseg.planning.choices.PlanLoss``: deep supervision, the VAE terms, the ignore label),
-    its optimiser and LR schedule, validation on fixed patches."""
+    its optimiser and LR schedule, validation on fixed patches. ``prepare`` gets the fresh
+    network first (pretrained weights, a frozen encoder)."""
     torch.manual_seed(batches.seed)
-    model = build_model(plan).to(batches.device)
+    model = build_model(plan)
+    if prepare is not None:
+        prepare(model)
+    model = model.to(batches.device)
     optimizer = build_optimizer(model, plan)
     net = nn.parallel.DistributedDataParallel(model) if batches.world > 1 else model
     loss_fn = plan_loss(plan)
@@ -256,6 +273,7 @@ def segmentation_task(
         model=model,
         optimizer=optimizer,
         network=net,
+        train_mode=lambda: train_unfrozen(net, model),
         batches=batches,
         prepare=batches.prepare,
         loss=lambda batch: loss_fn(net(batch[0]), batch[1], batch[0]),
