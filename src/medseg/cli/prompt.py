@@ -146,7 +146,9 @@ def finetune(
     ),
     steps: int = typer.Option(50, "--steps-per-epoch", min=1, help="Steps per epoch."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Objects per step."),
-    lr: float = number_option(1e-4, "--lr", help="AdamW learning rate (MedSAM: 1e-4)."),
+    lr: float | None = number_option(
+        None, "--lr", help="AdamW rate (default: 1e-4 for SAM/MedSAM weights, else 1e-3)."
+    ),
     time_budget: float | None = time_budget_option("Stop training after this long, e.g. 30m."),
     val_fraction: float = typer.Option(
         0.2, "--val-fraction", min=0.0, max=0.9, help="Share of the cases held out."
@@ -178,7 +180,7 @@ def finetune(
         point_fraction=point_fraction,
         clicks=train_clicks,
         batch_size=batch_size,
-        learning_rate=lr,
+        learning_rate=lr or 0.0,
         epochs=epochs,
         steps_per_epoch=steps,
         val_fraction=val_fraction,

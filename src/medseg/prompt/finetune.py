@@ -157,7 +157,7 @@ def prompt_task(
     frozen = config.freeze == "image_encoder"
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
-        trainable, lr=config.learning_rate, weight_decay=config.weight_decay
+        trainable, lr=config.resolved_learning_rate, weight_decay=config.weight_decay
     )
     total_steps = config.epochs * config.steps_per_epoch
 
@@ -169,7 +169,7 @@ def prompt_task(
     def set_learning_rate(step: int, fraction: float | None) -> None:
         factor = run_lr_factor(step, total_steps, "cosine", fraction)
         for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate * factor
+            group["lr"] = config.resolved_learning_rate * factor
 
     def train_mode() -> None:
         model.train()

@@ -36,6 +36,7 @@ class PromptConfig:
         point_fraction: share of steps prompted by one click instead of a box (SAM's
             interactive training; 0: MedSAM's boxes only).
         clicks: correction clicks per step, each with the previous mask fed back (0: none).
+        learning_rate: AdamW's rate; 0: by source (:attr:`resolved_learning_rate`).
         intensity: ``zscore``, ``minmax``, ``medsam`` ([0, 1] RGB) or ``sam`` (SAM's RGB
             mean and std); empty: decided by ``source``.
     """
@@ -59,7 +60,7 @@ class PromptConfig:
     clicks: int = 1
     intensity: str = ""
     batch_size: int = 8
-    learning_rate: float = 1e-4
+    learning_rate: float = 0.0
     weight_decay: float = 0.01
     epochs: int = 50
     steps_per_epoch: int = 50
@@ -84,10 +85,18 @@ class PromptConfig:
                 f"image_size {tuple(self.image_size)} has {len(self.image_size)} axes, "
                 f"the model {self.spatial_dims}"
             )
-        if not 0 <= self.val_fraction < 1 or self.batch_size < 1 or not self.learning_rate > 0:
-            raise ConfigError("need 0 <= val_fraction < 1, batch_size >= 1, learning_rate > 0")
+        if not 0 <= self.val_fraction < 1 or self.batch_size < 1 or not self.learning_rate >= 0:
+            raise ConfigError("need 0 <= val_fraction < 1, batch_size >= 1, learning_rate >= 0")
         if not 0 <= self.point_fraction <= 1 or self.clicks < 0:
             raise ConfigError("need 0 <= point_fraction <= 1 and clicks >= 0")
+
+    @property
+    def resolved_learning_rate(self) -> float:
+        """``learning_rate``, or by source: 1e-4 to fine-tune SAM's or MedSAM's trained
+        decoder (MedSAM's rate), 1e-3 for a decoder that starts from scratch."""
+        if self.learning_rate > 0:
+            return self.learning_rate
+        return 1e-4 if self.source in ("sam", "medsam") else 1e-3
 
     @property
     def resolved_intensity(self) -> str:
