@@ -105,11 +105,16 @@ def say(message: str) -> None:
 # ---------------------------------------------------------------- datasets
 
 
-def subset_dataset(source: Path, target: Path, num_cases: int) -> list[str]:
+def subset_dataset(
+    source: Path, target: Path, num_cases: int, case_ids: list[str] | None = None
+) -> list[str]:
     """Symlink ``num_cases`` cases of ``source`` (evenly spaced over the sorted cases; all when
-    ``num_cases`` is 0 or larger) into the nnU-Net v2 folder ``target``; returns their ids."""
+    ``num_cases`` is 0 or larger), or the cases ``case_ids``, into the nnU-Net v2 folder
+    ``target``; returns their ids."""
     cases = load_dataset(source).cases
-    if 0 < num_cases < len(cases):
+    if case_ids is not None:
+        cases = tuple(c for c in cases if c.case_id in set(case_ids))
+    elif 0 < num_cases < len(cases):
         cases = [cases[i * len(cases) // num_cases] for i in range(num_cases)]
     if (target / "dataset.json").is_file():
         return [c.case_id for c in cases]

@@ -19,12 +19,12 @@ held-out lungs.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
 from pathlib import Path
 
 import torch
+from choices import subset_dataset  # benchmarks/choices.py, beside this script
 
 from medseg.data import load_dataset
 from medseg.data.phantoms import generate_dataset
@@ -39,27 +39,6 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def subset(source: Path, target: Path, case_ids: list[str]) -> Path:
-    """Symlink the cases ``case_ids`` of ``source`` into a new nnU-Net v2 folder."""
-    if (target / "dataset.json").is_file():
-        return target
-    shutil.rmtree(target, ignore_errors=True)
-    (target / "imagesTr").mkdir(parents=True)
-    (target / "labelsTr").mkdir()
-    wanted = set(case_ids)
-    for case in load_dataset(source).cases:
-        if case.case_id in wanted:
-            for path in case.image_paths:
-                (target / "imagesTr" / path.name).symlink_to(path)
-            (target / "labelsTr" / case.label_path.name).symlink_to(case.label_path)
-    meta = json.loads((source / "dataset.json").read_text(encoding="utf-8"))
-    for key in ("training", "test", "numTest"):
-        meta.pop(key, None)
-    meta["numTraining"] = len(wanted)
-    (target / "dataset.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    return target
 
 
 def unet_results(data: Path, results: Path, budget: float) -> Path:
@@ -129,7 +108,8 @@ def main() -> None:
     ids = [c.case_id for c in load_dataset(source).cases]
     train_ids, val_ids = split_cases(ids, args.val_fraction, args.seed)
     say(f"Montgomery: {len(train_ids)} fine-tuning cases, {len(val_ids)} held out")
-    lungs = subset(source, work / "montgomery_train", train_ids)
+    lungs = work / "montgomery_train"
+    subset_dataset(source, lungs, 0, case_ids=train_ids)
     phantoms = work / "phantoms2d"
     if not (phantoms / "dataset.json").is_file():
         generate_dataset(phantoms, spatial_dims=2, num_cases=60, seed=args.seed)
