@@ -123,3 +123,18 @@ def test_global_threshold_dice_falls_as_bias_field_strength_rises() -> None:
     assert dice[0] > 0.98  # homogeneous regions: Otsu is nearly perfect
     assert all(a > b for a, b in zip(dice, dice[1:], strict=False)), dice
     assert dice[-1] < 0.9
+
+
+def test_otsu_dark_foreground_reverses_the_classes_inside_the_mask() -> None:
+    array = np.array([[0.0, 0.0, 10.0, 10.0, 1000.0, 2000.0]])
+    mask = np.array([[True, True, True, True, False, False]])
+    dark = otsu(_image(array), mask=mask, foreground="dark")
+    np.testing.assert_array_equal(dark.array, [[1, 1, 0, 0, 0, 0]])  # outside stays 0
+    rng = np.random.default_rng(3)
+    levels = rng.normal(0, 1, (20, 20)) + 30 * rng.integers(0, 3, (20, 20))
+    bright = otsu(_image(levels), classes=3).array
+    np.testing.assert_array_equal(
+        otsu(_image(levels), classes=3, foreground="dark").array, 2 - bright
+    )
+    with pytest.raises(ConfigError, match="bright or dark"):
+        otsu(_image(array), foreground="grey")

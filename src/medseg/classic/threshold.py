@@ -94,8 +94,16 @@ def threshold(image: Image, *, lower: float | None = None, upper: float | None =
 @CLASSIC.register(
     "otsu", description="Otsu threshold (multi-Otsu for classes > 2)", task="segmentation"
 )
-def otsu(image: Image, *, mask: np.ndarray | Image | None = None, classes: int = 2) -> Image:
-    """Otsu's global threshold(s): labels ``0..classes-1`` by increasing intensity.
+def otsu(
+    image: Image,
+    *,
+    mask: np.ndarray | Image | None = None,
+    classes: int = 2,
+    foreground: str = "bright",
+) -> Image:
+    """Otsu's global threshold(s): labels ``0..classes-1`` by increasing intensity, or by
+    decreasing intensity with ``foreground="dark"`` (vessels in a fundus photograph, lungs
+    in an X-ray: the structure is the dark class).
 
     Two classes use :func:`otsu_threshold` (numpy; equal to scikit-image's
     ``threshold_otsu``); more classes use scikit-image's ``threshold_multiotsu`` (the
@@ -107,6 +115,8 @@ def otsu(image: Image, *, mask: np.ndarray | Image | None = None, classes: int =
         mask: optional boolean array (or Image) of the image's spatial shape; thresholds are
             computed from the voxels inside it and voxels outside get label 0.
         classes: number of classes (>= 2).
+        foreground: ``bright`` (label ``classes - 1`` is the brightest class) or ``dark``
+            (it is the darkest).
 
     Returns:
         A uint8 label map on the image's grid. A constant image (or constant inside the
@@ -114,12 +124,14 @@ def otsu(image: Image, *, mask: np.ndarray | Image | None = None, classes: int =
 
     Raises:
         ConfigError: for ``classes < 2`` or > 255, a mask of another shape, an empty mask,
-            or fewer distinct intensities than classes.
+            fewer distinct intensities than classes, or ``foreground`` not bright or dark.
         DatasetError: for a multi-channel image or NaN intensities.
     """
     array = checked_image(image)
     if not 2 <= int(classes) <= 255:
         raise ConfigError(f"otsu: classes must be between 2 and 255, got {classes}")
+    if foreground not in ("bright", "dark"):
+        raise ConfigError(f"otsu: foreground must be bright or dark, got {foreground!r}")
     inside = np.ones(array.shape, dtype=bool)
     if mask is not None:
         inside = np.asarray(mask.array if isinstance(mask, Image) else mask).astype(bool)
@@ -150,5 +162,7 @@ def otsu(image: Image, *, mask: np.ndarray | Image | None = None, classes: int =
         except ValueError as error:
             raise ConfigError(f"otsu: cannot split into {classes} classes: {error}") from None
     labels = np.digitize(array, thresholds, right=True).astype(np.uint8)
+    if foreground == "dark":
+        labels = (int(classes) - 1 - labels).astype(np.uint8)
     labels[~inside] = 0
     return label_image(image, labels)
