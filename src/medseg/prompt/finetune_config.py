@@ -24,7 +24,9 @@ class PromptConfig:
             checkpoint ``weights``), ``encoder`` (a trained medseg U-Net's encoder from the
             results folder ``encoder``, configuration ``encoder_configuration``).
         encoder_stride: ``encoder`` source: embed the deepest U-Net stage whose
-            down-sampling is at most this (SAM: 16).
+            down-sampling is at most this. SAM embeds at 1/16; 8 is the default because the
+            decoder draws its masks at 4x the grid (Montgomery at 256^2: box Dice 0.938 and
+            NoC@90 5.5 at stride 8, against 0.921 and 8.5 at 16).
         variant: SAM's image encoder (``vit_b``, ``vit_l``, ``vit_h``; MedSAM is ``vit_b``).
         image_size: the model's square input; images are resized to it (MedSAM's rule).
         labels: label values to segment (empty: every foreground label).
@@ -47,7 +49,7 @@ class PromptConfig:
     variant: str = "vit_b"
     encoder: str | None = None
     encoder_configuration: str | None = None
-    encoder_stride: int = 16
+    encoder_stride: int = 8
     spatial_dims: int = 2
     image_size: tuple[int, ...] = (256, 256)
     in_channels: int = 1

@@ -37,8 +37,8 @@ def encoder_checkpoint(config: PromptConfig) -> Path:
 
 def embedding_stage(strides: Sequence[Sequence[int]], max_stride: int) -> int:
     """The deepest encoder stage whose total down-sampling stays within ``max_stride`` on
-    every axis (SAM embeds at 1/16: a deeper U-Net stage would leave a few voxels of grid,
-    and the masks the decoder draws at 4x that grid would be coarse).
+    every axis (a deeper U-Net stage would leave a few voxels of grid, and the masks the
+    decoder draws at 4x that grid would be coarse).
 
     Example:
         >>> embedding_stage([[1, 1], [2, 2], [2, 2], [2, 2], [2, 2], [2, 2]], 16)
