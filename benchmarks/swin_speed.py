@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 import warnings
-from collections.abc import Callable
 
 import torch
 from rich.console import Console
@@ -38,36 +36,11 @@ from torch import nn
 
 from medseg.nets import count_parameters
 from medseg.nets.swin_unet import SwinUNet
+from nets import interleaved_times, make_step, paired_ratio  # benchmarks/nets.py, beside
 
 warnings.filterwarnings("ignore")
 
 SWIN = {"depths": (2, 2, 2, 2), "heads": (3, 6, 12, 24), "window": 7}
-
-
-def make_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
-    """One training step without the optimiser: forward, a scalar loss, backward."""
-
-    def step() -> None:
-        model.zero_grad(set_to_none=True)
-        model(x).square().mean().backward()
-
-    return step
-
-
-def interleaved_times(
-    steps: dict[str, Callable[[], None]], *, repeats: int, warmup: int = 1
-) -> dict[str, list[float]]:
-    """Milliseconds per step, the candidates alternating (order reversed every other round)
-    so that background load hits both alike."""
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    names = list(steps)
-    for i in range(warmup + repeats):
-        for name in names if i % 2 == 0 else names[::-1]:
-            start = time.perf_counter()
-            steps[name]()
-            if i >= warmup:
-                times[name].append(1000 * (time.perf_counter() - start))
-    return times
 
 
 def _channel_move(x: torch.Tensor, pattern: str) -> torch.Tensor:
@@ -109,9 +82,9 @@ def main() -> None:
         ours, monai = models(spatial_dims)
         x = torch.randn(shape)
         times = interleaved_times(
-            {"ours": make_step(ours, x), "monai": make_step(monai, x)}, repeats=repeats
+            {"ours": make_step(ours, x), "monai": make_step(monai, x)}, iters=repeats, warmup=1
         )
-        ratio = statistics.median(a / b for a, b in zip(times["ours"], times["monai"], strict=True))
+        ratio = paired_ratio(times["ours"], times["monai"])
         table.add_row(
             str(tuple(shape)),
             f"{count_parameters(ours):,}",

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 import warnings
 from collections.abc import Callable
 
 import torch
-from torch import nn
 
+from medseg.nets import count_parameters
 from medseg.nets.unetr import UNETR
+from nets import interleaved_times, make_step  # benchmarks/nets.py, beside this script
 
 warnings.filterwarnings("ignore")
 
@@ -40,32 +40,10 @@ CONFIGS: dict[str, tuple[dict, dict]] = {
 }
 
 
-def make_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
-    """Forward, a scalar loss, backward."""
-
-    def step() -> None:
-        model.zero_grad(set_to_none=True)
-        model(x).square().mean().backward()
-
-    return step
-
-
 def interleaved_ms(steps: dict[str, Callable[[], None]], *, iters: int) -> dict[str, float]:
-    """Median milliseconds per step, the candidates alternating (order reversed each round)."""
-    for step in steps.values():
-        step()  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    names = list(steps)
-    for i in range(iters):
-        for name in names if i % 2 == 0 else names[::-1]:
-            start = time.perf_counter()
-            steps[name]()
-            times[name].append(1000 * (time.perf_counter() - start))
+    """Median milliseconds per step (:func:`nets.interleaved_times`, one warm-up round)."""
+    times = interleaved_times(steps, iters=iters, warmup=1)
     return {name: statistics.median(values) for name, values in times.items()}
-
-
-def parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def main() -> None:
@@ -88,11 +66,12 @@ def main() -> None:
         )
         print(
             f"{row:36s} {ms['ours']:9.0f} {ms['monai']:9.0f} {ms['ours'] / ms['monai']:10.2f} "
-            f"{parameters(ours):,} / {parameters(monai):,}"
+            f"{count_parameters(ours):,} / {count_parameters(monai):,}"
         )
     cpu = UNETR(3, 1, 2, image_size=args.size)
     ms = interleaved_ms({"cpu": make_step(cpu, x)}, iters=args.iters)["cpu"]
-    print(f"{'our cpu preset (4 layers)':36s} {ms:9.0f} {'-':>9s} {'-':>10s} {parameters(cpu):,}")
+    size = count_parameters(cpu)
+    print(f"{'our cpu preset (4 layers)':36s} {ms:9.0f} {'-':>9s} {'-':>10s} {size:,}")
 
 
 if __name__ == "__main__":
