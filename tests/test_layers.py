@@ -29,6 +29,9 @@ LAYERS = {
     "evaluation": 8,
     "report": 8,
     "prompt": 8,
+    "registration": 8,
+    "enhance": 8,
+    "detect": 8,
     "pipeline": 9,
     "cli": 10,
 }

@@ -214,6 +214,24 @@ def test_negative_and_undeclared_label_values_are_named_with_their_file(
         plan(root, tmp_path / "results", progress=False)
 
 
+def test_instance_label_maps_accept_any_id_but_still_refuse_negative_values(
+    make_dataset, tmp_path: Path
+) -> None:
+    # "instance_labels": true (detection data): one id per object, not declared one by one
+    root = make_dataset(tmp_path / "ds", num_cases=2)
+    meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
+    meta["instance_labels"] = True
+    _write_json(root / "dataset.json", meta)
+    for name, value in (("case_000", -1), ("case_001", 10)):
+        label = read_image(root / "labelsTr" / f"{name}.nii.gz")
+        array = label.array.astype(np.int16)
+        array[0, 0, 0] = value
+        write_image(label.with_array(array), root / "labelsTr" / f"{name}.nii.gz", overwrite=True)
+    lines = _messages(root)
+    assert len(lines) == 1
+    assert lines[0].startswith(f"{root / 'labelsTr' / 'case_000.nii.gz'}: negative label values")
+
+
 def test_dataset_json_with_negative_shared_or_no_background_values_is_a_problem(
     make_dataset, tmp_path: Path
 ) -> None:

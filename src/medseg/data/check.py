@@ -67,7 +67,11 @@ def check_dataset(
     check = partial(
         _check_case,
         num_channels=dataset.num_channels,
-        label_values=frozenset(dataset.label_values) if dataset.layout != "folder2d" else None,
+        label_values=(
+            frozenset(dataset.label_values)
+            if dataset.layout != "folder2d" and not dataset.instance_labels
+            else None
+        ),
         layout=dataset.layout,
     )
     results = map_cases(check, list(dataset.cases), jobs=jobs, desc="check", progress=progress)

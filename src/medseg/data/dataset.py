@@ -82,6 +82,8 @@ class Dataset:
         num_training: ``numTraining`` as declared in ``dataset.json`` (None if absent).
         layout_problems: ``(path, message)`` found while resolving files (e.g. an image
             without a label); reported by ``check_dataset``.
+        instance_labels: ``dataset.json`` says ``"instance_labels": true``: label maps hold one
+            id per object (detection and instance data), so any non-negative integer is valid.
     """
 
     root: Path
@@ -94,6 +96,7 @@ class Dataset:
     test_cases: tuple[Case, ...] = ()
     num_training: int | None = None
     layout_problems: tuple[tuple[Path, str], ...] = field(default=())
+    instance_labels: bool = False
 
     @property
     def num_channels(self) -> int:
@@ -184,6 +187,7 @@ def _load_nnunet_v2(root: Path, meta: dict) -> Dataset:
         test_cases=test_cases,
         num_training=_int_or_none(meta.get("numTraining")),
         layout_problems=tuple(problems),
+        instance_labels=meta.get("instance_labels") is True,
     )
 
 
