@@ -69,6 +69,9 @@ def test_a_toy_task_trains_and_writes_its_run(tmp_path: Path) -> None:
         checkpoint["network_state"]["bias"].item(),
     )
     assert weight == pytest.approx(3, abs=0.2) and bias == pytest.approx(-1, abs=0.2)
+    # each epoch says how long its validation took, a part of the epoch's time
+    for row in checkpoint["log"]:
+        assert 0 <= row["val_seconds"] <= row["epoch_seconds"]
 
 
 def test_an_interrupted_run_resumes_exactly(

@@ -334,7 +334,9 @@ def _run_epochs(
             return "time_budget"
         epoch_start = time.perf_counter()
         row, out_of_time = _train_epoch(task, epoch, state, precision, budget)
+        validation_start = time.perf_counter()
         row.update(task.validate(precision.use_bf16, state.rows))
+        row["val_seconds"] = time.perf_counter() - validation_start
         seconds = time.perf_counter() - epoch_start
         row["epoch_seconds"] = seconds
         row["data_wait_share"] = row.pop("data_wait_seconds") / max(seconds, 1e-9)
