@@ -33,6 +33,7 @@ LAYERS = {
     "enhance": 8,
     "detect": 8,
     "pipeline": 9,
+    "viewer": 9,
     "cli": 10,
 }
 

@@ -29,6 +29,7 @@ from medseg.cli import predict as predict_cli
 from medseg.cli import prompt as prompt_cli
 from medseg.cli import report as report_cli
 from medseg.cli import robustness as robustness_cli
+from medseg.cli import view as view_cli
 from medseg.errors import MedsegError
 from medseg.fileutil import disk_full_message
 
@@ -85,6 +86,7 @@ robustness_cli.register(app)
 clinical_cli.register(app)
 demo_cli.register(app)
 prompt_cli.register(app)
+view_cli.register(app)
 app.add_typer(
     classic_cli.app,
     name="classic",
