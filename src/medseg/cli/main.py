@@ -21,6 +21,7 @@ from medseg.cli import classify as classify_cli
 from medseg.cli import clinical as clinical_cli
 from medseg.cli import data as data_cli
 from medseg.cli import demo as demo_cli
+from medseg.cli import detect as detect_cli
 from medseg.cli import evaluate as evaluate_cli
 from medseg.cli import measure as measure_cli
 from medseg.cli import nets as nets_cli
@@ -86,6 +87,7 @@ robustness_cli.register(app)
 clinical_cli.register(app)
 demo_cli.register(app)
 prompt_cli.register(app)
+detect_cli.register(app)
 view_cli.register(app)
 app.add_typer(
     classic_cli.app,
