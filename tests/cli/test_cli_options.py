@@ -261,6 +261,7 @@ CHECKED_BY_THE_COMMAND = {
     "report": {"results", "title"},
     "demo": {"data"},
     "data check": {"dataset"},
+    "register train": {"atlas"},
     "data sparsify": {"dataset"},
     "data fingerprint": {"dataset"},
     "augment preview": {"dataset"},

@@ -28,6 +28,7 @@ from medseg.cli import nets as nets_cli
 from medseg.cli import pipeline as pipeline_cli
 from medseg.cli import predict as predict_cli
 from medseg.cli import prompt as prompt_cli
+from medseg.cli import register as register_cli
 from medseg.cli import report as report_cli
 from medseg.cli import robustness as robustness_cli
 from medseg.cli import view as view_cli
@@ -88,6 +89,11 @@ clinical_cli.register(app)
 demo_cli.register(app)
 prompt_cli.register(app)
 detect_cli.register(app)
+app.add_typer(
+    register_cli.app,
+    name="register",
+    help="Learnt deformable registration (VoxelMorph): train, apply.",
+)
 view_cli.register(app)
 app.add_typer(
     classic_cli.app,
