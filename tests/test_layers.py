@@ -32,6 +32,7 @@ LAYERS = {
     "registration": 8,
     "enhance": 8,
     "detect": 8,
+    "federated": 8,
     "pipeline": 9,
     "viewer": 9,
     "cli": 10,

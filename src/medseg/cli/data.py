@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from medseg.cli import phantoms as phantoms_cli
+from medseg.cli.cluster_options import ADDRESS_OPTION, EXECUTOR_OPTION, Executor, where
 from medseg.cli.options import output_file, output_folder
 
 app = typer.Typer(no_args_is_help=True)
@@ -24,12 +25,14 @@ def check(
     jobs: int = typer.Option(
         None, "--jobs", "-j", min=1, help="Worker processes (default: all CPUs)."
     ),
+    executor: Executor = EXECUTOR_OPTION,
+    address: str | None = ADDRESS_OPTION,
 ) -> None:
     """Validate a dataset and list every problem, one line each. Exit 1 if any."""
     from medseg.data import check_dataset, load_dataset
 
     ds = load_dataset(dataset)
-    problems = check_dataset(ds, jobs=jobs)
+    problems = check_dataset(ds, jobs=jobs, **where(executor, address))
     for problem in problems:
         typer.echo(str(problem))
     summary = (
@@ -51,6 +54,8 @@ def fingerprint(
         None, "--jobs", "-j", min=1, help="Worker processes (default: all CPUs)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+    executor: Executor = EXECUTOR_OPTION,
+    address: str | None = ADDRESS_OPTION,
 ) -> None:
     """Compute the dataset fingerprint (spacings, shapes, intensities, class fractions)."""
     from medseg.data import compute_fingerprint, load_dataset
@@ -58,7 +63,7 @@ def fingerprint(
 
     check_writable(output, overwrite=overwrite)
     start = time.perf_counter()
-    fp = compute_fingerprint(load_dataset(dataset), jobs=jobs)
+    fp = compute_fingerprint(load_dataset(dataset), jobs=jobs, **where(executor, address))
     fp.to_json(output)
     print_fingerprint(fp)
     console.print(f"wrote {output} in {time.perf_counter() - start:.1f} s")

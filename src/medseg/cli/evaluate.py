@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import typer
 
+from medseg.cli.cluster_options import ADDRESS_OPTION, EXECUTOR_OPTION, Executor, where
 from medseg.cli.options import non_negative_float, number_option, output_folder
 
 _SHOWN = ("dice", "hd95", "assd", "nsd")
@@ -73,6 +74,11 @@ LESION_FOOTPRINT_OPTION = typer.Option(
 )
 
 
+JOBS_OPTION = typer.Option(
+    None, "--jobs", "-j", min=1, help="Worker processes (default: CPU count)."
+)
+
+
 def register(app: typer.Typer) -> None:
     """Mount the ``evaluate`` command on the main app."""
     app.command("evaluate")(evaluate)
@@ -118,10 +124,10 @@ def evaluate(
     lesion_dilation: float = LESION_DILATION_OPTION,
     lesion_min_volume: float = LESION_MIN_VOLUME_OPTION,
     lesion_footprint: Literal["ellipsoid", "brats"] = LESION_FOOTPRINT_OPTION,
-    jobs: int | None = typer.Option(
-        None, "--jobs", "-j", min=1, help="Worker processes (default: CPU count)."
-    ),
+    jobs: int | None = JOBS_OPTION,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+    executor: Executor = EXECUTOR_OPTION,
+    address: str | None = ADDRESS_OPTION,
 ) -> None:
     """Compare predictions with references case by case; write per_case.csv and summary.json."""
     from medseg.evaluation import evaluate_folders, parse_labels
@@ -138,6 +144,7 @@ def evaluate(
         jobs=jobs,
         overwrite=overwrite,
         show_progress=True,
+        **where(executor, address),
         size_bins_ml=_parse_size_bins(size_bins) if size_bins else None,  # checked at parse
         lesion_wise=lesion_wise,
         lesion_options={

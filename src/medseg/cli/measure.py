@@ -7,6 +7,7 @@ from typing import Literal
 
 import typer
 
+from medseg.cli.cluster_options import ADDRESS_OPTION, EXECUTOR_OPTION, Executor, where
 from medseg.cli.options import output_file
 
 
@@ -43,6 +44,8 @@ def measure(
         None, "--jobs", "-j", min=1, help="Worker processes (default: CPU count)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+    executor: Executor = EXECUTOR_OPTION,
+    address: str | None = ADDRESS_OPTION,
 ) -> None:
     """Measure each mask without a reference: volume (mL) or area (mm2), surface, components."""
     from medseg.evaluation import measure_folder, parse_labels
@@ -57,6 +60,7 @@ def measure(
         jobs=jobs,
         overwrite=overwrite,
         show_progress=True,
+        **where(executor, address),
     )
     unit = "volumes in mL" if result["spatial_dims"] == 3 else "areas in mm2"
     typer.echo(

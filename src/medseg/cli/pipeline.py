@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from medseg.cli import options
+from medseg.cli.cluster_options import ADDRESS_OPTION, EXECUTOR_OPTION, Executor, where
 
 console = Console()
 
@@ -159,11 +160,16 @@ def preprocess_command(
         "2d-attn its configuration's).",
     ),
     jobs: int = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes."),
+    executor: Executor = EXECUTOR_OPTION,
+    address: str | None = ADDRESS_OPTION,
 ) -> None:
     """Resample, normalise and store the training cases (skips unchanged cases)."""
     from medseg.pipeline import preprocess
 
-    summary = preprocess(results, configurations=config.split(",") if config else None, jobs=jobs)
+    configurations = config.split(",") if config else None
+    summary = preprocess(
+        results, configurations=configurations, jobs=jobs, **where(executor, address)
+    )
     for name, counts in summary.items():
         console.print(
             f"{name}: {counts['processed']} processed, {counts['skipped']} unchanged, "

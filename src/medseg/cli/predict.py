@@ -9,6 +9,7 @@ from typing import Any, Literal
 import typer
 
 from medseg.cli import options
+from medseg.cli.cluster_options import ADDRESS_OPTION, EXECUTOR_OPTION, Executor, where
 
 # module constants keep the command's signature short
 CONFIGURATIONS_OPTION = typer.Option(
@@ -111,6 +112,8 @@ def predict(
     output_format: Literal["image", "dicom-seg"] = OUTPUT_FORMAT_OPTION,
     series_uid: str | None = SERIES_UID_OPTION,
     nan_to_num: bool = NAN_TO_NUM_OPTION,
+    executor: Executor = EXECUTOR_OPTION,
+    address: str | None = ADDRESS_OPTION,
 ) -> None:
     """Predict every case of a folder; write one label map per case in the input's geometry."""
     from medseg.inference import predict as run_predict
@@ -141,6 +144,7 @@ def predict(
         save_uncertainty=save_uncertainty,
         progress=True,
         nan_to_num=nan_to_num,
+        **where(executor, address),
         **common,
     )
     seconds = time.perf_counter() - start

@@ -44,9 +44,16 @@ class Problem:
 
 
 def check_dataset(
-    dataset: Dataset, *, jobs: int | None = None, progress: bool = True
+    dataset: Dataset,
+    *,
+    jobs: int | None = None,
+    progress: bool = True,
+    executor: str = "local",
+    address: str | None = None,
 ) -> list[Problem]:
-    """Validate every case of ``dataset``; return all problems found (empty when clean)."""
+    """Validate every case of ``dataset``; return all problems found (empty when clean).
+
+    ``executor``/``address``: where the per-case checks run (``medseg.data.executor``)."""
     problems = [Problem(path, message) for path, message in dataset.layout_problems]
     problems.extend(label_declaration_problems(dataset))
     problems.extend(Problem(path, message) for path, message in duplicate_cases(dataset.cases))
@@ -74,7 +81,15 @@ def check_dataset(
         ),
         layout=dataset.layout,
     )
-    results = map_cases(check, list(dataset.cases), jobs=jobs, desc="check", progress=progress)
+    results = map_cases(
+        check,
+        list(dataset.cases),
+        jobs=jobs,
+        desc="check",
+        progress=progress,
+        executor=executor,
+        address=address,
+    )
     for case_problems, _ in results:
         problems.extend(case_problems)
     problems.extend(_mixed_dimensionality(dataset.cases, [dims for _, dims in results]))

@@ -2,10 +2,11 @@
 
 Follows nnU-Net's fingerprint: per-case shape and spacing, their medians and percentiles,
 per-channel intensity statistics over **foreground** voxels (up to 10,000 sampled per case,
-so large cases do not dominate), and class voxel fractions. The ``ignore`` label (sparse
-annotations) is no class: its voxels are neither foreground nor counted in the class
-statistics, whose fractions are shares of the annotated voxels. Shapes and spacings are in the
-array axis order of ``medseg.io`` (``(z, y, x)`` in 3D).
+so large cases do not dominate; merged in a ``SampleSketch``: all samples up to one million
+per channel, a uniform subset of one million beyond), and class voxel fractions. The
+``ignore`` label (sparse annotations) is no class: its voxels are neither foreground nor
+counted in the class statistics, whose fractions are shares of the annotated voxels. Shapes
+and spacings are in the array axis order of ``medseg.io`` (``(z, y, x)`` in 3D).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from medseg.data.dataset import Case, Dataset, read_case
-from medseg.data.parallel import map_cases
+from medseg.data.parallel import imap_cases
+from medseg.data.sample_sketch import SampleSketch
 from medseg.errors import ConfigError
 from medseg.fileutil import write_json_atomic
 
@@ -80,9 +82,20 @@ class Fingerprint:
 
 
 def compute_fingerprint(
-    dataset: Dataset, *, jobs: int | None = None, progress: bool = True
+    dataset: Dataset,
+    *,
+    jobs: int | None = None,
+    progress: bool = True,
+    executor: str = "local",
+    address: str | None = None,
 ) -> Fingerprint:
     """Fingerprint every labelled case of ``dataset`` using ``jobs`` processes (default: all CPUs).
+
+    Each case is read by one task, which returns a small summary (shape, spacing, class
+    voxels, its intensity samples); the driver merges the summaries as they arrive into a
+    ``SampleSketch`` per channel (every sample up to ``SampleSketch``'s capacity, a uniform
+    subset beyond), so memory does not grow with the cohort. ``executor``/``address``: where
+    the tasks run (``medseg.data.executor``); the result is the same with either.
 
     Raises:
         DatasetError / ImageIOError: a case cannot be read (run ``check_dataset`` first).
@@ -98,14 +111,25 @@ def compute_fingerprint(
         ignore=ignore,
     )
     items = [(i, case) for i, case in enumerate(dataset.cases)]
-    stats = map_cases(work, items, jobs=jobs, desc="fingerprint", progress=progress)
-
+    sketches = [SampleSketch() for _ in range(dataset.num_channels)]
+    stats = []
+    for index, case_stats in enumerate(
+        imap_cases(
+            work,
+            items,
+            jobs=jobs,
+            desc="fingerprint",
+            progress=progress,
+            executor=executor,
+            address=address,
+        )
+    ):
+        for sketch, values in zip(sketches, case_stats.pop("samples"), strict=True):
+            sketch.add(values, index)
+        stats.append(case_stats)
     shapes = np.array([s["shape"] for s in stats], dtype=float)
     spacings = np.array([s["spacing"] for s in stats], dtype=float)
     median_spacing = np.median(spacings, axis=0)
-    samples = [
-        np.concatenate([s["samples"][c] for s in stats]) for c in range(dataset.num_channels)
-    ]
     voxels = np.sum([s["class_voxels"] for s in stats], axis=0).astype(float)
     value_to_name = {v: k for k, v in dataset.labels.items() if isinstance(v, int)}
     return Fingerprint(
@@ -127,7 +151,7 @@ def compute_fingerprint(
             f"p{q:02d}": [float(v) for v in np.percentile(spacings, q, axis=0)]
             for q in (5, 10, 50, 90, 95)
         },
-        intensity={str(c): _intensity_stats(samples[c]) for c in range(dataset.num_channels)},
+        intensity={str(c): _sketch_stats(sketch) for c, sketch in enumerate(sketches)},
         class_fractions={
             value_to_name.get(v, str(v)): float(n / max(voxels.sum(), 1.0))
             for v, n in zip(label_values, voxels, strict=True)
@@ -179,6 +203,14 @@ def _value_counts(label: np.ndarray) -> dict[int, int]:
         return {int(v): int(counts[v]) for v in np.flatnonzero(counts)}
     values, numbers = np.unique(label, return_counts=True)
     return {int(v): int(n) for v, n in zip(values, numbers, strict=True)}
+
+
+def _sketch_stats(sketch: SampleSketch) -> dict[str, float]:
+    """``_intensity_stats`` of the sketch's samples, with the exact minimum and maximum."""
+    stats = _intensity_stats(sketch.values())
+    if sketch.count:
+        stats["min"], stats["max"] = sketch.minimum, sketch.maximum
+    return stats
 
 
 def _intensity_stats(values: np.ndarray) -> dict[str, float]:

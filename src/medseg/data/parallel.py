@@ -1,5 +1,9 @@
 """Run a per-case function over many cases on every core, with a progress bar.
 
+``map_cases``/``imap_cases`` take ``executor="local"`` (this module's process pool, the
+default) or ``"ray"`` (Ray Core tasks, ``medseg.data.executor``); the results are the same
+whichever runs them.
+
 Worker processes end with their parent: ``exit_with_parent`` (the pools' initializer) makes
 the kernel kill a worker when the process that started it dies, even by ``kill -9``, so no
 orphaned worker keeps running (and holding memory, files or a GPU) after an interrupted run.
@@ -14,13 +18,14 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
 from medseg.device import available_cpus
+from medseg.errors import MedsegError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -38,13 +43,28 @@ def map_cases(
     jobs: int | None = None,
     desc: str = "cases",
     progress: bool = True,
+    executor: str = "local",
+    address: str | None = None,
 ) -> list[R]:
     """``[fn(item) for item in items]`` in worker processes, in order, with a progress bar.
 
     ``fn`` must be picklable (a module-level function or ``functools.partial``). With
     ``jobs=1`` (or a single item) it runs in this process, which keeps tracebacks simple.
-    Workers exit when this process dies (``exit_with_parent``).
+    Workers exit when this process dies (``exit_with_parent``). ``executor="ray"`` (with an
+    optional Ray ``address``) runs each item as a Ray task instead (``imap_cases``).
     """
+    if executor != "local" or address is not None:
+        return list(
+            imap_cases(
+                fn,
+                items,
+                jobs=jobs,
+                desc=desc,
+                progress=progress,
+                executor=executor,
+                address=address,
+            )
+        )
     jobs = default_jobs() if jobs is None else max(1, jobs)
     bar_kwargs: dict[str, Any] = {
         "total": len(items),
@@ -59,6 +79,42 @@ def map_cases(
         max_workers=jobs, initializer=exit_with_parent, initargs=(os.getpid(),)
     ) as pool:
         return list(tqdm(pool.map(fn, items, chunksize=chunk), **bar_kwargs))
+
+
+def imap_cases(
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    *,
+    jobs: int | None = None,
+    desc: str = "cases",
+    progress: bool = True,
+    executor: str = "local",
+    address: str | None = None,
+    max_in_flight: int | None = None,
+) -> Iterator[R]:
+    """``fn(item)`` for each item, yielded in order as they come, with at most
+    ``max_in_flight`` (default 2 x workers) results held: merge them as they arrive to keep
+    memory flat. The first failure raises (its own exception when it could travel back, else
+    ``MedsegError``); with ``executor="ray"`` a failed item is first tried once more (a worker
+    killed mid-item included)."""
+    from medseg.data.executor import run_cases
+
+    for outcome in run_cases(
+        fn,
+        items,
+        executor=executor,
+        address=address,
+        jobs=jobs,
+        retries=1 if executor == "ray" else 0,
+        max_in_flight=max_in_flight,
+        desc=desc,
+        progress=progress,
+    ):
+        if not outcome.ok:
+            if outcome.exception is not None:
+                raise outcome.exception
+            raise MedsegError(f"{desc}: item {outcome.index} failed: {outcome.error}")
+        yield outcome.value  # type: ignore[misc]
 
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>

@@ -35,6 +35,17 @@ TISSUE_LEVELS: dict[str, float] = {
 DEFAULT_FOV_MM: dict[int, tuple[float, ...]] = {2: (128.0, 128.0), 3: (64.0, 64.0, 64.0)}
 DEFAULT_SPACING: dict[int, tuple[float, ...]] = {2: (1.0, 1.0), 3: (2.0, 1.0, 1.0)}
 
+#: ``PhantomConfig.sized`` presets: (fov_mm, spacing, supersample) per spatial_dims.
+#: ``small`` is a 16^3 (3D) / 32^2 (2D) grid for large test cohorts (``--cases 2000 --size
+#: small``); ``hippocampus`` has the MSD Hippocampus median grid (36 x 50 x 35 at 1 mm).
+PHANTOM_SIZES: dict[str, dict[int, tuple[tuple[float, ...], tuple[float, ...], int]]] = {
+    "small": {2: ((64.0, 64.0), (2.0, 2.0), 1), 3: ((64.0, 64.0, 64.0), (4.0, 4.0, 4.0), 1)},
+    "hippocampus": {
+        2: ((50.0, 35.0), (1.0, 1.0), 2),
+        3: ((36.0, 50.0, 35.0), (1.0, 1.0, 1.0), 2),
+    },
+}
+
 
 @dataclass(frozen=True)
 class PhantomConfig:
@@ -125,6 +136,24 @@ class PhantomConfig:
         """
         _, spacing = self.fov_and_spacing(spatial_dims)
         return dataclasses.replace(self, spacing=(float(slice_mm), *spacing[1:]))
+
+    def sized(self, size: str, *, spatial_dims: int) -> PhantomConfig:
+        """A copy with the grid of the preset ``size`` (``"default"`` or a key of
+        ``PHANTOM_SIZES``): its field of view, spacing and supersampling.
+
+        Raises:
+            ConfigError: an unknown size or ``spatial_dims``.
+        """
+        if size == "default":
+            return self
+        if size not in PHANTOM_SIZES:
+            raise ConfigError(
+                f"phantom size must be one of default, {', '.join(PHANTOM_SIZES)}, got {size!r}"
+            )
+        if spatial_dims not in PHANTOM_SIZES[size]:
+            raise ConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        fov, spacing, supersample = PHANTOM_SIZES[size][spatial_dims]
+        return dataclasses.replace(self, fov_mm=fov, spacing=spacing, supersample=supersample)
 
     def label_values(self) -> dict[str, int]:
         """``dataset.json``-style labels: ``{"background": 0, "organ": 1, ...}``."""

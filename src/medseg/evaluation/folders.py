@@ -80,12 +80,14 @@ def evaluate_folders(
     size_bins_ml: Sequence[float] | None = None,
     lesion_wise: bool = False,
     lesion_options: Mapping[str, Any] | None = None,
+    executor: str = "local",
+    address: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate every reference in ``ref_dir`` against the same case in ``pred_dir``.
 
     Args:
-        pred_dir: folder of predicted label maps (any ``medseg.io`` format).
-        ref_dir: folder of reference label maps; cases pair by file name minus extension.
+        pred_dir, ref_dir: folders of predicted and reference label maps (any ``medseg.io``
+            format); cases pair by file name minus extension.
         out_dir: where ``per_case.csv`` and ``summary.json`` go (created if needed).
         labels: labels/regions (see ``medseg.metrics.label_regions``); default every
             non-zero value found in the references (a case lacking one gets its empty row).
@@ -93,14 +95,13 @@ def evaluate_folders(
             ``ignore`` label of the ``dataset.json`` in ``ref_dir`` or its parent, if any.
         tolerance_mm, hd95_mode, surface, connectivity: as ``evaluate_case`` (NSD tolerance
             in mm; ``"max_directed"`` or ``"pooled"``; ``"voxel"`` or ``"surfel"``; 1 = face).
-        jobs: worker processes; default the number of CPUs; 1 runs in this process.
-        overwrite: replace existing output files.
-        show_progress: draw a progress bar on stderr (when it is a terminal).
+        jobs, executor, address: worker processes (default: the CPUs; 1: this process), or
+            ``"ray"`` (and a Ray address): each case a Ray task.
+        overwrite, show_progress: replace existing outputs; draw a progress bar (terminal).
         cases: evaluate only these case ids (default: every reference).
         size_bins_ml: reference-volume edges in mL for the ``stratified`` summary, e.g.
             ``(0.5, 2, 10)``; default tertiles of each label's reference sizes (3D only).
-        lesion_wise: also score lesion by lesion (BraTS 2023, docs/lesions.md): writes
-            ``lesions.csv`` and ``summary["lesion_wise"]``.
+        lesion_wise: also score lesion by lesion (BraTS 2023, docs/lesions.md; ``lesions.csv``).
         lesion_options: its options (``medseg.evaluation.lesions.check_lesion_options``:
             dilation, minimum volume, penalty, footprint, and the labels to score).
 
@@ -111,8 +112,8 @@ def evaluate_folders(
 
     Raises:
         OverwriteError: an output exists and ``overwrite`` is False (checked before any work).
-        GeometryError, DatasetError, ImageIOError, ConfigError: a pair differs in shape or
-            spacing (names the case), missing cases, unreadable files, bad options.
+        GeometryError, DatasetError, ImageIOError, ConfigError: a pair differs in grid (names
+            the case), missing cases, unreadable files, bad options.
     """
     names = (PER_CASE_FILE, SUMMARY_FILE, *([LESIONS_FILE] if lesion_wise else []))
     csv_path, json_path, *lesions_path = (
@@ -125,7 +126,7 @@ def evaluate_folders(
         options["lesion_wise"] = check_lesion_options(lesion_options, options["labels"])
     pairs = match_cases(pred_dir, ref_dir, cases=cases)
     size_bins = _size_bins(size_bins_ml, pairs[0].ref_path)
-    results = _run(pairs, options, worker_count(jobs, len(pairs)), show_progress)
+    results = _run(pairs, options, worker_count(jobs, len(pairs)), show_progress, executor, address)
     regions = _regions(options["labels"], results, ref_dir)
     rows = _rows(results, regions, warn_extra=options["labels"] is None)
     summary = {**aggregate(rows, metrics=ROW_COLUMNS), **dataset_summaries(rows, size_bins)}
@@ -225,13 +226,26 @@ def _options(
 
 
 def _run(
-    pairs: Sequence[CasePair], options: dict[str, Any], jobs: int, show_progress: bool
+    pairs: Sequence[CasePair],
+    options: dict[str, Any],
+    jobs: int,
+    show_progress: bool,
+    executor: str = "local",
+    address: str | None = None,
 ) -> list[CaseResult]:
     """Evaluate all pairs, in worker processes when ``jobs > 1``; results in case order."""
-    if jobs > 1:  # each worker uses its share of the CPUs for the k-d tree queries
-        options = {**options, "threads": max(1, available_cpus() // jobs)}
+    if jobs > 1 or executor != "local":  # each worker: its share of the CPUs for the k-d trees
+        options = {**options, "threads": max(1, available_cpus() // jobs) if jobs > 1 else 1}
     worker = functools.partial(evaluate_pair, options=options)
-    return run_cases(worker, pairs, jobs=jobs, desc="evaluate", show_progress=show_progress)
+    return run_cases(
+        worker,
+        pairs,
+        jobs=jobs,
+        desc="evaluate",
+        show_progress=show_progress,
+        executor=executor,
+        address=address,
+    )
 
 
 def _regions(

@@ -74,6 +74,8 @@ def measure_folder(
     jobs: int | None = None,
     overwrite: bool = False,
     show_progress: bool = False,
+    executor: str = "local",
+    address: str | None = None,
 ) -> dict[str, Any]:
     """Measure every label map of ``pred_dir``; no reference needed.
 
@@ -90,9 +92,9 @@ def measure_folder(
         labels: labels/regions (``medseg.metrics.label_regions``); default every non-zero
             value found in any mask (a case lacking one gets a row of zeros).
         connectivity: ``"full"`` (default; 26 neighbours in 3D, 8 in 2D) or ``"face"``.
-        jobs: worker processes; default the number of CPUs; 1 runs in this process.
-        overwrite: replace existing output files.
-        show_progress: draw a progress bar on stderr (when it is a terminal).
+        jobs, executor, address: worker processes (default: the CPUs; 1: this process), or
+            ``"ray"`` (and a Ray address): each case a Ray task.
+        overwrite, show_progress: replace existing outputs; draw a progress bar (terminal).
 
     Returns:
         ``{"n_cases", "spatial_dims", "labels", "n_rows", "n_components", "measures_csv",
@@ -114,13 +116,8 @@ def measure_folder(
     regions = label_regions(labels) if labels is not None else None
     tasks = _tasks(Path(pred_dir), None if images is None else Path(images))
     worker = functools.partial(measure_case, labels=regions, connectivity=connectivity)
-    results = run_cases(
-        worker,
-        tasks,
-        jobs=worker_count(jobs, len(tasks)),
-        desc="measure",
-        show_progress=show_progress,
-    )
+    where = {"executor": executor, "address": address, "show_progress": show_progress}
+    results = run_cases(worker, tasks, jobs=worker_count(jobs, len(tasks)), desc="measure", **where)
     spatial_dims = _spatial_dims(results, tasks)
     names = list(regions) if regions else _found_labels(results)
     label_names = _label_names(Path(pred_dir), regions)

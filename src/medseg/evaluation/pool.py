@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from tqdm import tqdm
 
-from medseg.data.parallel import exit_with_parent
+from medseg.data.parallel import exit_with_parent, map_cases
 from medseg.device import available_cpus
 from medseg.errors import ConfigError
 
@@ -37,8 +37,13 @@ def run_cases(
     jobs: int,
     desc: str,
     show_progress: bool = False,
+    executor: str = "local",
+    address: str | None = None,
 ) -> list[Result]:
     """``[worker(item) for item in items]``, in ``jobs`` spawned worker processes when > 1.
+
+    ``executor="ray"`` (and a Ray ``address``) runs each item as a Ray task instead
+    (``medseg.data.parallel.map_cases``), with the same results.
 
     The first error of any worker is raised at once (pending items are cancelled); workers
     exit when this process dies. ``worker`` must be picklable (a module-level function or a
@@ -47,6 +52,10 @@ def run_cases(
     Returns:
         The results in the order of ``items``.
     """
+    if executor != "local" or address is not None:
+        return map_cases(
+            worker, items, desc=desc, progress=show_progress, executor=executor, address=address
+        )
     # disable=None: draw the bar only when stderr is a terminal, so logs and pipes stay clean
     bar = tqdm(total=len(items), desc=desc, unit="case", disable=None if show_progress else True)
     with bar:

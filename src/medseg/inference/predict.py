@@ -23,6 +23,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medseg.data.dataset import Case, read_case
+from medseg.data.executor import check_executor
 from medseg.device import resolve_device
 from medseg.errors import ConfigError, MedsegError
 from medseg.fileutil import (
@@ -122,8 +124,17 @@ def _predict_cases(
     *,
     overwrite: bool,
     progress: bool,
+    cluster: tuple[str, str | None, int | None] = ("local", None, None),
 ) -> None:
-    """Predict every case into its target, keeping what an interrupted same run wrote."""
+    """Predict every case into its target, keeping what an interrupted same run wrote.
+    ``cluster``: ``(executor, address, jobs)``; ``"ray"`` predicts on Ray actors
+    (``predict_ray.run_on_ray``), ``"local"`` in this process."""
+    runner = None
+    if cluster[0] != "local" or cluster[1] is not None:
+        from medseg.inference.predict_ray import run_on_ray
+
+        options = {"address": cluster[1], "jobs": cluster[2]}
+        runner = partial(run_on_ray, overwrite=overwrite, progress=progress, **options)
     npz = [output_dir / f"{case.case_id}.npz" for case in cases] if run.save_probabilities else []
     maps = (
         [
@@ -144,39 +155,22 @@ def _predict_cases(
         existing = outputs_to_verify(
             output_dir, [*targets, *extra], run.identity(), overwrite=overwrite
         )
+        error = None
+        if runner is not None:
+            kept, rows, error = runner(run, cases, targets, existing)
         for case, target in tqdm(
-            list(zip(cases, targets, strict=True)), desc="predict", disable=not progress
+            list(zip(cases, targets, strict=True)) if runner is None else [],
+            desc="predict",
+            disable=not progress,
         ):
-            probabilities_path = output_dir / f"{case.case_id}.npz"
-            image, _ = read_case(case)
-            if target in existing:  # D: an interrupted run of the same models wrote it
-                problem = output_problem(
-                    target,
-                    image,
-                    run.values,
-                    probabilities_path if run.save_probabilities else None,
-                )
-                if problem is None and run.save_uncertainty:
-                    problem, row = _kept_uncertainty(target, uncertainty_path(target, case.case_id))
-                if problem is None:
-                    kept += 1
-                    if run.save_uncertainty:
-                        rows.append({"case": case.case_id, **row})
-                    continue
-                log.warning("%s: %s; predicting case %s again", target, problem, case.case_id)
-            row = _predict_one(
-                run,
-                case,
-                image,
-                target,
-                probabilities_path,
-                overwrite=overwrite or target in existing,
-                overwrite_map=overwrite or uncertainty_path(target, case.case_id) in existing,
-            )
+            was_kept, row = predict_or_keep(run, case, target, existing, overwrite=overwrite)
+            kept += was_kept
             if row is not None:
                 rows.append({"case": case.case_id, **row})
         if run.save_uncertainty:
             write_text_atomic(csv_path, uncertainty_csv(rows))
+        if error is not None:
+            raise error
     if kept:
         log.info(
             "%d of %d case(s) were already predicted in %s by the same models and options: "
@@ -185,6 +179,36 @@ def _predict_cases(
             len(cases),
             output_dir,
         )
+
+
+def predict_or_keep(
+    run: _Run, case: Case, target: Path, existing: set[Path], *, overwrite: bool
+) -> tuple[bool, dict[str, Any] | None]:
+    """Keep ``case``'s output when ``existing`` holds it and it verifies, else predict it.
+
+    Returns:
+        ``(kept, uncertainty row or None)``.
+    """
+    probabilities_path = target.parent / f"{case.case_id}.npz"
+    image, _ = read_case(case)
+    if target in existing:  # D: an interrupted run of the same models wrote it
+        npz = probabilities_path if run.save_probabilities else None
+        problem = output_problem(target, image, run.values, npz)
+        row: dict[str, Any] = {}
+        if problem is None and run.save_uncertainty:
+            problem, row = _kept_uncertainty(target, uncertainty_path(target, case.case_id))
+        if problem is None:
+            return True, (row if run.save_uncertainty else None)
+        log.warning("%s: %s; predicting case %s again", target, problem, case.case_id)
+    return False, _predict_one(
+        run,
+        case,
+        image,
+        target,
+        probabilities_path,
+        overwrite=overwrite or target in existing,
+        overwrite_map=overwrite or uncertainty_path(target, case.case_id) in existing,
+    )
 
 
 def uncertainty_path(target: Path, case_id: str) -> Path:
@@ -284,27 +308,27 @@ def predict(
     overwrite: bool = False,
     progress: bool = False,
     nan_to_num: bool = False,
+    executor: str = "local",
+    address: str | None = None,
+    jobs: int | None = None,
 ) -> list[Path]:
     """Predict every case of a folder with the ensemble of trained folds/configurations.
 
     Args:
         input_dir: images as ``CASE_0000<ending>`` (+ ``_0001``... per channel), or a
             dataset folder (its ``imagesTs``); see ``find_input_cases``.
-        output_dir: where ``CASE<ending>`` label maps are written (created); must differ
-            from ``input_dir``.
+        output_dir: where ``CASE<ending>`` label maps are written (created; not input_dir).
         results: the results folder with the trained folds.
         configurations, folds, checkpoint: which models (see ``find_checkpoints``). A cascade
             configuration (``3d_cascade_fullres``) also loads its previous stage's models
             (``previous_stage_models``: the same folds where trained, else all its folds).
-        mirror: test-time mirroring along the plan's mirror_axes (every axis by default).
-        overlap: sliding-window overlap in ``[0, 1)``.
+        mirror, overlap: test-time mirroring along the plan's mirror_axes (every axis by
+            default); the sliding-window overlap in ``[0, 1)``.
         save_probabilities: also write ``CASE.npz`` with ``probabilities`` ``(K, *spatial)``
             float32 on the input grid, ``label_values`` and ``spacing``.
-        save_uncertainty: also write ``uncertainty/CASE<ending>`` (float32, the input's
-            geometry: the mean softmax's entropy divided by ``log K``, in [0, 1]) and
-            ``output_dir/uncertainty.csv`` (module docstring). Like the ``.npz``, not part of
-            the run's identity (the maps follow from the models and options that are): a
-            kept case whose map is missing or does not verify is predicted again.
+        save_uncertainty: also write ``uncertainty/CASE<ending>`` (float32, input geometry: the
+            mean softmax's entropy / ``log K``) and ``OUT/uncertainty.csv`` (module docstring);
+            not in the run's identity: a kept case whose map fails to verify is redone.
         postprocess: apply ``RESULTS/postprocessing.json`` when it exists.
         device: ``"cpu"``, ``"cuda"`` or None (CUDA when available).
         overwrite: predict every case again, replacing existing outputs. Without it, an
@@ -312,6 +336,8 @@ def predict(
             are kept (``medseg.inference.resume``), the other cases are predicted.
         progress: show a progress bar over cases.
         nan_to_num: replace NaN/inf voxels by 0 (with a warning) instead of refusing the case.
+        executor, address, jobs: ``"local"`` (this process) or ``"ray"``: Ray actors, at most
+            ``jobs`` (``medseg.inference.predict_ray``; failed cases go to ``failures.csv``).
 
     Returns:
         The label-map paths of every case (predicted now or kept), in case order.
@@ -319,18 +345,15 @@ def predict(
     Raises:
         ConfigError: missing checkpoints (lists what exists) or bad options.
         DatasetError: no input images, a case whose channel count differs from the models'
-            (the message names the case and the file, or the missing channel file), or a
-            case with NaN/inf voxels without ``nan_to_num``.
+            (named with its file), or with NaN/inf voxels without ``nan_to_num``.
         ImageIOError: an image is unreadable, declares more voxel data than the memory budget
             (``MEDSEG_MAX_IMAGE_GB``) or has a zero, negative, NaN, inf or > 100 mm spacing.
         OverwriteError: an output exists, ``overwrite`` is False and the folder was not
             written by this same run (other models or options, or not by ``predict``).
         LockedError: another process is writing ``output_dir``.
     """
-    input_dir, output_dir = Path(input_dir), Path(output_dir)
-    cases = find_input_cases(input_dir)
-    if output_dir.resolve() == input_dir.resolve():
-        raise ConfigError(f"{output_dir}: the output folder must differ from the input folder")
+    check_executor(executor, address)
+    cases, targets, output_dir = _cases_and_targets(Path(input_dir), Path(output_dir))
     models, previous = load_models(results, configurations, folds, checkpoint)
     run = _Run(
         models=models,
@@ -343,9 +366,20 @@ def predict(
         nan_to_num=nan_to_num,
         save_uncertainty=save_uncertainty,
     )
-    targets = [output_dir / f"{case.case_id}{file_ending(case.image_paths[0])}" for case in cases]
-    _predict_cases(run, cases, targets, output_dir, overwrite=overwrite, progress=progress)
+    cluster = (executor, address, jobs)
+    _predict_cases(
+        run, cases, targets, output_dir, overwrite=overwrite, progress=progress, cluster=cluster
+    )
     return targets
+
+
+def _cases_and_targets(input_dir: Path, output_dir: Path) -> tuple[list[Case], list[Path], Path]:
+    """The input cases, their label-map paths in ``output_dir``, and ``output_dir``."""
+    cases = find_input_cases(input_dir)
+    if output_dir.resolve() == input_dir.resolve():
+        raise ConfigError(f"{output_dir}: the output folder must differ from the input folder")
+    targets = [output_dir / f"{case.case_id}{file_ending(case.image_paths[0])}" for case in cases]
+    return cases, targets, output_dir
 
 
 __all__ = [

@@ -18,6 +18,10 @@ with the message ``medseg data check`` gives: label values that are negative or 
 NaN/inf voxels, two cases with one name, and (from ``read_image``) a header over the memory
 budget or with an unusable spacing.
 
+``executor="ray"`` runs each case as a Ray task (``medseg.data.executor``) with the same
+output files; a case that fails twice is listed in ``<store>/failures.csv`` while the others
+go on (then ``DatasetError``).
+
 Idempotent: ``manifest.json`` records each case's source files (size, mtime) and the plan;
 a second run redoes only cases whose inputs or plan changed, and drops cases that vanished.
 """
@@ -26,7 +30,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,6 +41,13 @@ import numpy as np
 
 from medseg.data.check import label_problem, nonfinite_problems
 from medseg.data.dataset import Case, Dataset, duplicate_cases, load_dataset, read_case
+from medseg.data.executor import (
+    FAILURES_CSV,
+    elapsed,
+    run_cases,
+    summary_line,
+    write_failures,
+)
 from medseg.data.intensity_correction import correct_intensities
 from medseg.data.loader import write_case
 from medseg.data.parallel import map_cases
@@ -53,6 +66,7 @@ from medseg.fileutil import remove_stale_temporaries, write_json_atomic
 from medseg.planning.plan import Plan, Plans
 
 MANIFEST = "manifest.json"
+log = logging.getLogger(__name__)
 
 
 def case_target_spacing(plan: Plan, spacing: tuple[float, ...]) -> tuple[float, ...]:
@@ -168,6 +182,8 @@ def preprocess(
     configurations: list[str] | None = None,
     jobs: int | None = None,
     progress: bool = True,
+    executor: str = "local",
+    address: str | None = None,
 ) -> dict[str, dict[str, int]]:
     """Preprocess the planned dataset into ``RESULTS/preprocessed/<config>/``.
 
@@ -214,12 +230,22 @@ def preprocess(
             jobs=jobs,
             progress=progress,
             desc=f"preprocess {store}",
+            executor=executor,
+            address=address,
         )
     return summary
 
 
 def _preprocess_store(
-    out_dir: Path, plan: Plan, dataset: Dataset, *, jobs: int | None, progress: bool, desc: str
+    out_dir: Path,
+    plan: Plan,
+    dataset: Dataset,
+    *,
+    jobs: int | None,
+    progress: bool,
+    desc: str,
+    executor: str = "local",
+    address: str | None = None,
 ) -> dict[str, int]:
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir)  # D: left by a killed run
@@ -244,14 +270,42 @@ def _preprocess_store(
         num_channels=dataset.num_channels,
         declared=declared,
     )
-    map_cases(work, todo, jobs=jobs, desc=desc, progress=progress)
+    failed: list[tuple[str, str, int]] = []
+    start = time.perf_counter()
+    if executor == "local" and address is None:
+        map_cases(work, todo, jobs=jobs, desc=desc, progress=progress)
+    else:  # D: a failed case (retried once) is reported in failures.csv, the others go on
+        for outcome in run_cases(
+            work,
+            todo,
+            executor=executor,
+            address=address,
+            jobs=jobs,
+            desc=desc,
+            progress=progress,
+            ordered=False,
+        ):
+            if not outcome.ok:
+                failed.append((todo[outcome.index].case_id, str(outcome.error), outcome.attempts))
+        write_failures(out_dir, sorted(failed))
+        done, skipped = len(todo) - len(failed), len(dataset.cases) - len(todo)
+        log.info("%s: %s", desc, summary_line(done, len(failed), skipped, elapsed(start)))
     current = {c.case_id for c in dataset.cases}
     removed = sorted(set(manifest["cases"]) - current)
     for case_id in removed:
         for suffix in (".npy", "_seg.npy", ".json"):
             (out_dir / f"{case_id}{suffix}").unlink(missing_ok=True)
-    manifest["cases"] = {c.case_id: _fingerprint_sources(c) for c in dataset.cases}
+    failed_ids = {case_id for case_id, _, _ in failed}
+    manifest["cases"] = {
+        c.case_id: _fingerprint_sources(c) for c in dataset.cases if c.case_id not in failed_ids
+    }
     write_json_atomic(manifest_path, manifest)
+    if failed:
+        raise DatasetError(
+            f"{out_dir / FAILURES_CSV}: {len(failed)} of {len(todo)} case(s) failed (first: "
+            f"{failed[0][0]}: {failed[0][1]}); the others were preprocessed, a second run "
+            "redoes only the failed ones"
+        )
     return {
         "processed": len(todo),
         "skipped": len(dataset.cases) - len(todo),
