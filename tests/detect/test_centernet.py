@@ -15,10 +15,9 @@ from medseg.detect.config import DetectConfig
 from medseg.detect.predict import predict_detections
 from medseg.detect.train import fit_detector
 from medseg.io import Image, write_image
-from medseg.losses.heatmap import HEATMAP_BIAS
 from medseg.metrics.boxes import boxes_from_labels
 from medseg.metrics.detection import average_precision
-from medseg.nets.centernet import CenterNet
+from medseg.nets.centernet import HEATMAP_BIAS, CenterNet
 
 
 @pytest.fixture(autouse=True)

@@ -31,8 +31,8 @@ def list_command(
     from medseg.nets import describe_networks
 
     table = Table(title=f"Networks (defaults, {in_channels} -> {out_channels} channels)")
-    table.add_column("name", style="bold")
-    table.add_column("task")
+    table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("task", no_wrap=True)
     table.add_column("params 2D", justify="right")
     table.add_column("params 3D", justify="right")
     table.add_column("description")

@@ -27,9 +27,6 @@ from torch import Tensor
 
 #: TTFNet's ``alpha``: the Gaussian's sigma is this share of the extent divided by 6.
 GAUSSIAN_ALPHA = 0.54
-#: CenterNet's heatmap-bias initial value: ``-log((1 - 0.1) / 0.1)``, so every voxel starts
-#: at probability 0.1.
-HEATMAP_BIAS = -2.19
 
 
 def heatmap_focal_loss(

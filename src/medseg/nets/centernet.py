@@ -26,7 +26,6 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from medseg.losses.heatmap import HEATMAP_BIAS
 from medseg.nets.ops import conv_type
 from medseg.nets.shapes import check_divisible
 from medseg.nets.unet import UNet
@@ -39,6 +38,11 @@ def _head(spatial_dims: int, channels: int, hidden: int, out: int) -> nn.Sequent
         nn.ReLU(inplace=True),
         conv(hidden, out, kernel_size=1),
     )
+
+
+#: CenterNet's heatmap-bias initial value: ``-log((1 - 0.1) / 0.1)``, so every voxel starts
+#: at probability 0.1.
+HEATMAP_BIAS = -2.19
 
 
 class CenterNet(nn.Module):
