@@ -262,6 +262,8 @@ CHECKED_BY_THE_COMMAND = {
     "demo": {"data"},
     "data check": {"dataset"},
     "register train": {"atlas"},
+    "enhance train": {"data"},
+    "enhance apply": {"image", "model"},
     "data sparsify": {"dataset"},
     "data fingerprint": {"dataset"},
     "augment preview": {"dataset"},

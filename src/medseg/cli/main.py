@@ -22,6 +22,7 @@ from medseg.cli import clinical as clinical_cli
 from medseg.cli import data as data_cli
 from medseg.cli import demo as demo_cli
 from medseg.cli import detect as detect_cli
+from medseg.cli import enhance as enhance_cli
 from medseg.cli import evaluate as evaluate_cli
 from medseg.cli import measure as measure_cli
 from medseg.cli import nets as nets_cli
@@ -89,6 +90,7 @@ clinical_cli.register(app)
 demo_cli.register(app)
 prompt_cli.register(app)
 detect_cli.register(app)
+enhance_cli.register(app)
 app.add_typer(
     register_cli.app,
     name="register",
