@@ -409,3 +409,32 @@ def test_cli_refuses_non_empty_folder_without_overwrite(tmp_path: Path) -> None:
     result = CliRunner().invoke(_app(), ["phantoms", str(tmp_path), "--dims", "2", "--cases", "1"])
     assert isinstance(result.exception, OverwriteError)
     assert "--overwrite" in str(result.exception)
+
+
+def test_cli_size_preset_sets_the_grid_and_its_supersampling(tmp_path: Path) -> None:
+    out = tmp_path / "small"
+    result = CliRunner().invoke(_app(), ["phantoms", str(out), "--cases", "1", "--size", "small"])
+    assert result.exit_code == 0, result.output
+    assert "16 x 16 x 16" in result.output
+    assert PhantomConfig.from_json(out / "phantom.json").supersample == 1
+    # an explicit --supersample still wins over the preset's
+    result = CliRunner().invoke(
+        _app(),
+        ["phantoms", str(out), "--cases", "1", "--size", "small", "--supersample", "3"]
+        + ["--overwrite"],
+    )
+    assert PhantomConfig.from_json(out / "phantom.json").supersample == 3
+
+
+@pytest.mark.parametrize(
+    ("task", "marker"),
+    [("registration", "pairs.json"), ("denoise", "denoise.json"), ("instances", "instances.json")],
+)
+def test_cli_task_writes_that_task_s_phantoms(tmp_path: Path, task: str, marker: str) -> None:
+    out = tmp_path / task
+    result = CliRunner().invoke(
+        _app(), ["phantoms", str(out), "--task", task, "--dims", "2", "--cases", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"2 2D {task} phantom case(s)" in result.output
+    assert (out / marker).is_file()

@@ -90,18 +90,21 @@ def _count_on_meta(name: str, **config: Any) -> int:
 def test_registry_tells_classifiers_from_segmentation_networks() -> None:
     # the CNN zoo plus the transformer, the capsule network and the U-Net-encoder classifier
     assert list_networks("classification") == sorted([*NAMES, "vit", "capsnet", "unet_encoder"])
-    assert set(list_networks()) == set(list_networks("classification")) | set(
-        list_networks("segmentation")
-    )
+    assert set(list_networks()) == {name for task in TASKS for name in list_networks(task)}
     assert "unet" in list_networks("segmentation") and "resnet18" not in list_networks(
         "segmentation"
     )
     assert {network_task(n) for n in NAMES} == {"classification"}
     assert network_task("unet") == "segmentation"
-    assert TASKS == ("segmentation", "classification")
+    assert TASKS == ("segmentation", "classification", "detection", "registration", "enhancement")
+    assert [list_networks(t) for t in TASKS[2:]] == [
+        ["centernet"],
+        ["voxelmorph"],
+        ["residual_denoiser"],
+    ]
     assert all(NETWORKS.description(n) for n in list_networks())
-    with pytest.raises(ConfigError, match="unknown network task 'detection'"):
-        list_networks("detection")
+    with pytest.raises(ConfigError, match="unknown network task 'tracking'"):
+        list_networks("tracking")
     with pytest.raises(ConfigError, match="Did you mean 'resnet18'"):
         network_task("resnet19")
 

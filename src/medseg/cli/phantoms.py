@@ -19,6 +19,66 @@ from medseg.data.phantom_artefacts import NoiseKind
 from medseg.data.phantoms import PhantomConfig, generate_dataset
 
 _DEFAULT = PhantomConfig()
+PhantomTask = Literal["segmentation", "registration", "denoise", "instances"]
+TASK_OPTION = typer.Option(
+    "segmentation",
+    "--task",
+    help="segmentation (default); registration (pairs with a known warp and its inverse); "
+    "denoise (clean images and two independent noisy copies); instances (touching cells, "
+    "known count). The noise, bias, streak and contrast options apply to segmentation only.",
+)
+
+NOISE_STD_OPTION = number_option(
+    _DEFAULT.noise_std,
+    "--noise-std",
+    help="Noise std (intensity units; tissue is 0.5).",
+    parser=non_negative_float,
+)
+BIAS_OPTION = number_option(
+    _DEFAULT.bias_strength,
+    "--bias",
+    help="Bias field strength (max |log field|).",
+    parser=non_negative_float,
+)
+STREAKS_OPTION = number_option(
+    _DEFAULT.streak_strength,
+    "--streaks",
+    help="CT-like streak amplitude (0: none).",
+    parser=non_negative_float,
+)
+CONTRAST_OPTION = number_option(
+    _DEFAULT.contrast,
+    "--contrast",
+    help="Contrast between structures (1: default, 0: none).",
+    parser=non_negative_float,
+)
+ANISOTROPY_OPTION = number_option(
+    None,
+    "--anisotropy",
+    help="Slice spacing in mm along the first axis (z); in-plane stays 1 mm. "
+    "Default: 2 mm in 3D, 1 mm in 2D.",
+    metavar="MM",
+)
+SUPERSAMPLE_OPTION = typer.Option(
+    None,
+    "--supersample",
+    min=1,
+    max=8,
+    help=f"Partial-volume sub-samples (1: off). Default: {_DEFAULT.supersample}, "
+    "or the --size preset's.",
+)
+P_ABSENT_OPTION = typer.Option(
+    _DEFAULT.p_absent,
+    "--p-absent",
+    parser=probability,
+    metavar="[0,1]",
+    help="Probability a case has no lesion.",
+)
+SIZE_OPTION = typer.Option(
+    "default",
+    "--size",
+    help="Grid preset: small (16^3 / 32^2) for large test cohorts, hippocampus (36 x 50 x 35).",
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -36,65 +96,33 @@ def phantoms(
     cases: int = typer.Option(20, "--cases", min=1, help="Number of training cases."),
     seed: int = typer.Option(0, "--seed", min=0, help="Dataset seed (same seed, same files)."),
     noise: NoiseKind = typer.Option(_DEFAULT.noise, "--noise", help="Noise model."),
-    noise_std: float = number_option(
-        _DEFAULT.noise_std,
-        "--noise-std",
-        help="Noise std (intensity units; tissue is 0.5).",
-        parser=non_negative_float,
-    ),
-    bias: float = number_option(
-        _DEFAULT.bias_strength,
-        "--bias",
-        help="Bias field strength (max |log field|).",
-        parser=non_negative_float,
-    ),
-    streaks: float = number_option(
-        _DEFAULT.streak_strength,
-        "--streaks",
-        help="CT-like streak amplitude (0: none).",
-        parser=non_negative_float,
-    ),
-    contrast: float = number_option(
-        _DEFAULT.contrast,
-        "--contrast",
-        help="Contrast between structures (1: default, 0: none).",
-        parser=non_negative_float,
-    ),
-    anisotropy: float = number_option(
-        None,
-        "--anisotropy",
-        help="Slice spacing in mm along the first axis (z); in-plane stays 1 mm. "
-        "Default: 2 mm in 3D, 1 mm in 2D.",
-        metavar="MM",
-    ),
-    supersample: int = typer.Option(
-        _DEFAULT.supersample,
-        "--supersample",
-        min=1,
-        max=8,
-        help="Partial-volume sub-samples (1: off).",
-    ),
-    p_absent: float = typer.Option(
-        _DEFAULT.p_absent,
-        "--p-absent",
-        parser=probability,
-        metavar="[0,1]",
-        help="Probability a case has no lesion.",
-    ),
+    noise_std: float = NOISE_STD_OPTION,
+    bias: float = BIAS_OPTION,
+    streaks: float = STREAKS_OPTION,
+    contrast: float = CONTRAST_OPTION,
+    anisotropy: float = ANISOTROPY_OPTION,
+    supersample: int | None = SUPERSAMPLE_OPTION,
+    p_absent: float = P_ABSENT_OPTION,
     file_ending: Literal[".nii.gz", ".png"] = typer.Option(
         ".nii.gz", "--file-ending", help="'.png' for 2D only (8-bit, no spacing)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a phantom dataset in OUT."),
+    task: PhantomTask = TASK_OPTION,
+    size: Literal["default", "small", "hippocampus"] = SIZE_OPTION,
 ) -> None:
     """Generate a deterministic synthetic phantom dataset with known ground truth."""
+    if task != "segmentation":
+        _other_task(task, out, dims=dims, cases=cases, seed=seed, overwrite=overwrite)
+        return
+    grid = _DEFAULT.sized(size, spatial_dims=dims)
     config = dataclasses.replace(
-        _DEFAULT,
+        grid,
         noise=noise,
         noise_std=noise_std,
         bias_strength=bias,
         streak_strength=streaks,
         contrast=contrast,
-        supersample=supersample,
+        supersample=grid.supersample if supersample is None else supersample,
         p_absent=p_absent,
     )
     if anisotropy is not None:
@@ -116,4 +144,20 @@ def phantoms(
         f"  shape {' x '.join(map(str, shape))}, "
         f"spacing {' x '.join(f'{s:g}' for s in spacing)} mm, "
         f"labels: {labels}"
+    )
+
+
+def _other_task(task: str, out: Path, *, dims: int, cases: int, seed: int, overwrite: bool) -> None:
+    """The phantoms of the registration, enhancement and detection tasks."""
+    if task == "registration":
+        from medseg.data.phantoms_registration import generate_registration_dataset as generate
+    elif task == "denoise":
+        from medseg.data.phantoms_denoise import generate_denoise_dataset as generate
+    else:
+        from medseg.data.phantoms_instances import generate_instances_dataset as generate
+    start = time.perf_counter()
+    generate(out, spatial_dims=dims, num_cases=cases, seed=seed, overwrite=overwrite)
+    typer.echo(
+        f"wrote {cases} {dims}D {task} phantom case(s) to {out} "
+        f"in {time.perf_counter() - start:.1f} s"
     )

@@ -25,6 +25,7 @@ from torch import nn
 
 from medseg.errors import ConfigError
 from medseg.nets.capsnet import CapsuleNetwork
+from medseg.nets.centernet import CenterNet
 from medseg.nets.classifier_inception import Inception
 from medseg.nets.classifier_mobile import MobileNetV1, MobileNetV2
 from medseg.nets.classifier_plain import VGG11, VGG16, AlexNet, LeNet5
@@ -32,6 +33,7 @@ from medseg.nets.classifier_resnet import DenseNet121, ResNet18, ResNet34, ResNe
 from medseg.nets.encoder_classifier import UNetEncoderClassifier
 from medseg.nets.fcn import FCN
 from medseg.nets.multiscale import MultiScaleUNet
+from medseg.nets.residual_unet import ResidualDenoiser
 from medseg.nets.segnet import SegNet
 from medseg.nets.swin_unet import SwinUNet
 from medseg.nets.transunet import TransUNet
@@ -40,12 +42,13 @@ from medseg.nets.unet_plusplus import UNetPlusPlus
 from medseg.nets.unetr import UNETR
 from medseg.nets.vae_unet import VAEUNet
 from medseg.nets.vit import VisionTransformer
+from medseg.nets.voxelmorph import VoxelMorph
 from medseg.registry import Registry
 
 NETWORKS = Registry("network")
 
 #: The kinds of network, as returned by :func:`network_task`.
-TASKS = ("segmentation", "classification")
+TASKS = ("segmentation", "classification", "detection", "registration", "enhancement")
 
 for _task, _networks in {
     "segmentation": [
@@ -143,13 +146,35 @@ for _task, _networks in {
             "Classifier: a U-Net encoder + linear head; loads a segmentation model's encoder",
         ),
     ],
+    "detection": [
+        (
+            "centernet",
+            CenterNet,
+            "Detection: CenterNet, centre heatmap + box size on the U-Net decoder (Zhou 2019)",
+        ),
+    ],
+    "registration": [
+        (
+            "voxelmorph",
+            VoxelMorph,
+            "Registration: VoxelMorph, U-Net on the moving/fixed pair -> displacement field "
+            "(Balakrishnan 2019)",
+        ),
+    ],
+    "enhancement": [
+        (
+            "residual_denoiser",
+            ResidualDenoiser,
+            "Denoising: a U-Net predicting the noise, output = input - noise (DnCNN-style)",
+        ),
+    ],
 }.items():
     for _name, _builder, _description in _networks:
         NETWORKS.register(_name, description=_description, task=_task)(_builder)
 
 
 def network_task(name: str) -> str:
-    """``"segmentation"`` or ``"classification"``: what a registered network predicts.
+    """What a registered network predicts: one of :data:`TASKS`.
 
     Raises:
         ConfigError: for an unknown network name (listing the valid ones).
@@ -165,7 +190,7 @@ def list_networks(task: str | None = None) -> list[str]:
     """Registered network names, sorted: all of them, or those of one ``task``.
 
     Raises:
-        ConfigError: for a ``task`` other than ``segmentation`` or ``classification``.
+        ConfigError: for a ``task`` not in :data:`TASKS`.
 
     Example:
         >>> "unet" in list_networks(), "resnet18" in list_networks("segmentation")
