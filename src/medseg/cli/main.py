@@ -24,6 +24,7 @@ from medseg.cli import demo as demo_cli
 from medseg.cli import detect as detect_cli
 from medseg.cli import enhance as enhance_cli
 from medseg.cli import evaluate as evaluate_cli
+from medseg.cli import fed as fed_cli
 from medseg.cli import measure as measure_cli
 from medseg.cli import nets as nets_cli
 from medseg.cli import pipeline as pipeline_cli
@@ -91,6 +92,7 @@ demo_cli.register(app)
 prompt_cli.register(app)
 detect_cli.register(app)
 enhance_cli.register(app)
+fed_cli.register(app)
 app.add_typer(
     register_cli.app,
     name="register",
