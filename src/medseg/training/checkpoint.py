@@ -90,7 +90,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state(numpy_state)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # saved on a machine with more GPUs (another world size): restore the ones present
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
 
 
 def save_checkpoint(path: str | os.PathLike[str], **contents: Any) -> Path:

@@ -3,15 +3,20 @@
 The same training code runs in one process or under ``torchrun --nproc_per_node N`` (DDP:
 gloo on CPU, nccl on CUDA). Ranks must agree on every decision that ends a loop (a rank that
 stops alone leaves the others waiting in an all-reduce for ever), so such decisions go
-through :func:`any_rank`.
+through :func:`any_rank`. Validation is sharded (:func:`shard`) and its sums reduced
+(:func:`all_reduce_sum`), so every rank gets the one-process result. Ranks other than 0 log
+errors only. ``docs/distributed.md`` has the commands (one machine, several, elastic) and
+what rank 0 writes.
 """
 
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import sys
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -20,9 +25,18 @@ def init_distributed() -> tuple[int, int]:
     """(rank, world size); initialises the process group under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+        if restart == 0:
+            dist.init_process_group(backend)
+        else:  # an elastic restart: the old attempt's addresses are still in the store
+            store, rank, _ = next(dist.rendezvous("env://"))
+            store = dist.PrefixStore(f"medseg_attempt_{restart}", store)
+            dist.init_process_group(backend, store=store, rank=rank, world_size=world)
         # torn down at exit, not after each fit, so one process can train several folds
         atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
+        if dist.get_rank() != 0:  # logs from rank 0 only: the others would repeat them
+            logging.getLogger("medseg").setLevel(logging.ERROR)
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
@@ -40,6 +54,20 @@ def any_rank(flag: bool, world: int) -> bool:
     value = torch.tensor([float(flag)])
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
+
+
+def shard(items: list, rank: int, world: int) -> list:
+    """This rank's share of ``items``: ``items[rank::world]`` (all of them in one process)."""
+    return items[rank::world]
+
+
+def all_reduce_sum(values: np.ndarray, world: int) -> np.ndarray:
+    """Element-wise sum over ranks (float64, so counts stay exact); a no-op in one process."""
+    if world == 1:
+        return values
+    total = torch.from_numpy(np.asarray(values, dtype=np.float64).copy())
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total.numpy()
 
 
 def finish_distributed(world: int) -> None:

@@ -88,6 +88,18 @@ def resume_run(task: Task, run_dir: Path, *, resume: bool) -> RunState:
     task.optimizer.load_state_dict(checkpoint["optimizer_state"])
     set_rng_state(checkpoint["rng_state"])
     log.info("resuming %s at epoch %d", run_dir, checkpoint["epoch"])
+    saved_world = checkpoint.get("world_size")  # None: saved before medseg recorded it
+    if saved_world is not None and saved_world != task.world:
+        log.warning(
+            "%s: saved by %d process(es), resumed by %d: the world size changed; training "
+            "continues from step %d on the same schedule, each step now over %d rank batch(es) "
+            "(see docs/distributed.md)",
+            latest,
+            saved_world,
+            task.world,
+            checkpoint["step"],
+            task.world,
+        )
     return RunState(
         epoch=checkpoint["epoch"],
         step=checkpoint["step"],
@@ -110,6 +122,7 @@ def save_epoch(task: Task, run_dir: Path, state: RunState) -> None:
         "rng_state": rng_state(),
         "elapsed_seconds": state.elapsed_seconds,
         "amp": state.use_bf16,
+        "world_size": task.world,
         **task.checkpoint,
     }
     save_checkpoint(run_dir / LATEST, **contents)

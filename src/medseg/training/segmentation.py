@@ -10,7 +10,9 @@
 * validation: nnU-Net's online pseudo Dice on fixed validation patches; the best checkpoint
   follows its exponential moving average.
 
-Under ``torchrun`` the same function runs DDP (gloo on CPU, nccl on CUDA); rank 0 writes.
+Under ``torchrun`` the same function runs DDP (gloo on CPU, nccl on CUDA): each rank draws
+its own patches and augmentations, validates its share of the patches (the counts are summed),
+and rank 0 writes; a checkpoint resumes under another world size (``docs/distributed.md``).
 
 Cascade stages (``plan.previous_stage``, e.g. ``3d_cascade_fullres``) train on the shared
 store ``preprocessed/<plan.store_configuration>`` plus the previous stage's cross-validation
@@ -41,7 +43,7 @@ from medseg.planning.plan import Plan, Plans
 from medseg.planning.recipe import build_augmentation, plan_loss
 from medseg.training.checkpoint import build_model
 from medseg.training.curves import SEGMENTATION_PANELS
-from medseg.training.distributed import init_distributed, local_device
+from medseg.training.distributed import all_reduce_sum, init_distributed, local_device, shard
 from medseg.training.engine import RunResult, Task, run_training
 from medseg.training.schedule import build_optimizer, run_lr_factor, set_lr
 from medseg.training.segmentation_transfer import starting_weights, train_unfrozen
@@ -126,7 +128,8 @@ class PatchBatches:
         self.augment = segmentation_augmentation(self.plan)
 
     def __call__(self, epoch: int) -> Iterable[Any]:
-        self.augment.reseed(self.seed * 100_003 + epoch)
+        # per rank too (one process: seed * 100_003 + epoch), so ranks draw different augmentations
+        self.augment.reseed(self.seed * 100_003 + epoch * self.world + self.rank)
         fold_seed = (self.seed * 1000 + (0 if self.fold == "all" else int(self.fold))) * 100_000
         return make_loader(
             self.data.store,
@@ -248,10 +251,16 @@ def segmentation_task(
         prepare(model)
     model = model.to(batches.device)
     optimizer = build_optimizer(model, plan)
-    net = nn.parallel.DistributedDataParallel(model) if batches.world > 1 else model
+    # the deep-supervision head of weight 0 (nnU-Net's coarsest) gets no gradient: DDP must
+    # be told, or its second step fails ("Expected to have finished reduction ...")
+    net = (
+        nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+        if batches.world > 1
+        else model
+    )
     loss_fn = plan_loss(plan)
     data, dev = batches.data, batches.device
-    validation = list(
+    validation = list(  # fixed patches; each rank validates its shard, the counts are summed
         make_loader(
             data.store,
             patch_size=data.patch_size(plan),
@@ -263,6 +272,7 @@ def segmentation_task(
             previous_folder=data.previous,
         )
     )
+    validation = shard(validation, batches.rank, batches.world)
     total_steps = epochs * batches.steps
 
     def set_learning_rate(step: int, budget_fraction: float | None) -> None:
@@ -278,7 +288,9 @@ def segmentation_task(
         prepare=batches.prepare,
         loss=lambda batch: loss_fn(net(batch[0]), batch[1], batch[0]),
         set_learning_rate=set_learning_rate,
-        validate=lambda bf16, rows: validation_row(model, validation, plan, data, dev, bf16, rows),
+        validate=lambda bf16, rows: validation_row(
+            model, validation, plan, data, dev, bf16, rows, world=batches.world
+        ),
         score=lambda row: row["val_dice_ema"],
         curves=SEGMENTATION_PANELS,
         checkpoint={"plan": plan.to_dict()},
@@ -305,9 +317,12 @@ def validation_row(
     dev: torch.device,
     use_bf16: bool,
     rows: list[dict[str, Any]],
+    *,
+    world: int = 1,
 ) -> dict[str, float]:
-    """Online validation Dice per foreground class, their mean and its EMA over epochs."""
-    dice_per_class = _validate(model, batches, plan, data, dev, use_bf16)
+    """Online validation Dice per foreground class, their mean and its EMA over epochs
+    (``world`` > 1: ``batches`` is this rank's shard; the counts are summed over ranks)."""
+    dice_per_class = _validate(model, batches, plan, data, dev, use_bf16, world)
     mean_dice = float(np.nanmean(dice_per_class)) if len(dice_per_class) else float("nan")
     ema = rows[-1]["val_dice_ema"] if rows else None
     ema = mean_dice if ema is None or not np.isfinite(ema) else EMA * ema + (1 - EMA) * mean_dice
@@ -320,7 +335,13 @@ def validation_row(
 
 @torch.inference_mode()
 def _validate(
-    model: nn.Module, batches: list, plan: Plan, data: FoldData, dev: torch.device, use_bf16: bool
+    model: nn.Module,
+    batches: list,
+    plan: Plan,
+    data: FoldData,
+    dev: torch.device,
+    use_bf16: bool,
+    world: int = 1,
 ) -> np.ndarray:
     """Dice per foreground class from (TP, FP, FN) summed over the validation patches
     (nnU-Net's pseudo Dice). Voxels whose target is negative (-1: the ``ignore`` label of
@@ -341,4 +362,5 @@ def _validate(
             p, t = (pred == k) & annotated, target == k
             stats[k - 1] += [(p & t).sum().item(), (p & ~t).sum().item(), (~p & t).sum().item()]
     model.train()
+    stats = all_reduce_sum(stats, world)
     return np.array([dice(ConfusionCounts(tp, fp, fn, 0)) for tp, fp, fn in stats])
