@@ -45,9 +45,9 @@ from medseg.data import load_dataset  # noqa: E402
 from medseg.pipeline import plan, preprocess, train  # noqa: E402
 
 DATASETS = {
-    "hippocampus": ("Task04_Hippocampus", "3d_fullres"),
-    "acdc": ("ACDC", "3d_fullres"),
-    "drive": ("DRIVE", "2d"),
+    "hippocampus": ("hippocampus", "3d_fullres"),
+    "acdc": ("acdc", "3d_fullres"),
+    "drive": ("drive", "2d"),
     "montgomery": ("montgomery_cxr", "2d"),
     "isbi": ("isbi2012_em", "2d"),
 }
