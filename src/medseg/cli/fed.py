@@ -24,6 +24,17 @@ app = typer.Typer(
     "(FedAvg, FedProx, FedBN) without moving cases.",
 )
 
+STRATEGY_OPTION = typer.Option(
+    "fedavg", "--strategy", help="fedavg or fedprox (proximal term --mu)."
+)
+MU_OPTION = number_option(
+    0.01, "--mu", help="FedProx's proximal weight (>= 0).", parser=non_negative_float
+)
+FEDBN_OPTION = typer.Option(False, "--fedbn", help="Keep normalisation layers local.")
+SEED_OPTION = typer.Option(0, "--seed", min=0, help="Seed of the weights and the batches.")
+CPUS_OPTION = typer.Option(None, "--cpus", min=1, help="CPUs for the simulation.")
+OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Replace an existing run.")
+
 
 def register(main: typer.Typer) -> None:
     main.add_typer(app, name="fed", help=app.info.help)
@@ -64,16 +75,12 @@ def run(
     local_steps: int = typer.Option(
         50, "--local-steps", min=1, help="Optimiser steps per site and round."
     ),
-    strategy: Literal["fedavg", "fedprox"] = typer.Option(
-        "fedavg", "--strategy", help="fedavg or fedprox (proximal term --mu)."
-    ),
-    mu: float = number_option(
-        0.01, "--mu", help="FedProx's proximal weight (>= 0).", parser=non_negative_float
-    ),
-    fedbn: bool = typer.Option(False, "--fedbn", help="Keep normalisation layers local."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the weights and the batches."),
-    cpus: int | None = typer.Option(None, "--cpus", min=1, help="CPUs for the simulation."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run."),
+    strategy: Literal["fedavg", "fedprox"] = STRATEGY_OPTION,
+    mu: float = MU_OPTION,
+    fedbn: bool = FEDBN_OPTION,
+    seed: int = SEED_OPTION,
+    cpus: int | None = CPUS_OPTION,
+    overwrite: bool = OVERWRITE_OPTION,
 ) -> None:
     """Train one global model over the sites (Flower simulation, one ClientApp per site)."""
     from medseg.federated.run import run_federated
@@ -108,14 +115,12 @@ def compare(
     local_steps: int = typer.Option(
         20, "--local-steps", min=1, help="Steps per site and round (budget: sites x rounds x N)."
     ),
-    strategy: Literal["fedavg", "fedprox"] = typer.Option("fedavg", "--strategy", help="Strategy."),
-    mu: float = number_option(
-        0.01, "--mu", help="FedProx's proximal weight (>= 0).", parser=non_negative_float
-    ),
-    fedbn: bool = typer.Option(False, "--fedbn", help="Keep normalisation layers local."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the weights and the batches."),
-    cpus: int | None = typer.Option(None, "--cpus", min=1, help="CPUs for the simulation."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run."),
+    strategy: Literal["fedavg", "fedprox"] = STRATEGY_OPTION,
+    mu: float = MU_OPTION,
+    fedbn: bool = FEDBN_OPTION,
+    seed: int = SEED_OPTION,
+    cpus: int | None = CPUS_OPTION,
+    overwrite: bool = OVERWRITE_OPTION,
 ) -> None:
     """Centralised vs federated vs local-only with equal total steps, scored on every site."""
     from medseg.federated.compare import compare_training
