@@ -13,7 +13,9 @@ IDS = ["phantom_003", "phantom_004"]
 
 def test_weights_and_numbers_pass():
     arrays = {"conv.weight": np.zeros((16, 1, 3, 3)), "conv.bias": np.zeros(16)}
-    check_outgoing(arrays, {"num-examples": 3.0, "val_dice": float("nan")}, FORBIDDEN, IDS, "/x")
+    metrics = {"num-examples": 3.0, "val_dice": float("nan")}
+    # every entry is looked at, and weights of any shape but an image's pass
+    assert check_outgoing(arrays, metrics, FORBIDDEN, IDS, "/x") == 4
 
 
 @pytest.mark.parametrize(

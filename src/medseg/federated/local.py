@@ -176,8 +176,9 @@ def check_outgoing(
     forbidden: set[tuple[int, ...]],
     case_ids: Iterable[str],
     root: str | os.PathLike[str],
-) -> None:
-    """Refuse a reply that carries more than weights and numbers.
+) -> int:
+    """Refuse a reply that carries more than weights and numbers; returns how many entries
+    (arrays and metrics) it checked.
 
     Raises:
         PrivacyError: an array whose trailing axes have an image's or a patch's spatial
@@ -195,6 +196,7 @@ def check_outgoing(
         _check_text(key, ids, root)
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise PrivacyError(f"reply refused: metric '{key}' is a {type(value).__name__}")
+    return len(arrays) + len(metrics)
 
 
 def _check_text(text: str, ids: list[str], root: str | os.PathLike[str]) -> None:
