@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[test,peers,dicom,mesh,classic,atlas,viewer]"
+	$(BIN)/python -m pip install --quiet -e ".[test,peers,dicom,mesh,classic,atlas,viewer,pathology]"
 	touch $(STAMP)
 
 demo: $(STAMP)
