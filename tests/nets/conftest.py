@@ -24,6 +24,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "transunet": {"image_size": 16},
     "swin_unet": {},
     "unetr": {"image_size": 16},
+    "highres3dnet": {"channels": (4, 8, 8), "head_channels": 8},
 }
 
 

@@ -89,7 +89,9 @@ def _count_on_meta(name: str, **config: Any) -> int:
 
 def test_registry_tells_classifiers_from_segmentation_networks() -> None:
     # the CNN zoo plus the transformer, the capsule network and the U-Net-encoder classifier
-    assert list_networks("classification") == sorted([*NAMES, "vit", "capsnet", "unet_encoder"])
+    assert list_networks("classification") == sorted(
+        [*NAMES, "vit", "capsnet", "unet_encoder", "patch_classifier", "cnn_gru", "cox_head"]
+    )
     assert set(list_networks()) == {name for task in TASKS for name in list_networks(task)}
     assert "unet" in list_networks("segmentation") and "resnet18" not in list_networks(
         "segmentation"

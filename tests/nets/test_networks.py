@@ -31,6 +31,7 @@ NAMES = [
     "transunet",
     "swin_unet",
     "unetr",
+    "highres3dnet",
 ]
 
 

@@ -21,6 +21,7 @@ NAMES = [
     "transunet",
     "swin_unet",
     "unetr",
+    "highres3dnet",
 ]
 
 

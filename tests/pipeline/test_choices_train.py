@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from medseg.cli.main import app
 from medseg.data.phantoms import PhantomConfig, generate_dataset
 from medseg.losses import list_losses
-from medseg.nets import list_networks
+from medseg.nets import plannable_networks
 from medseg.planning.plan import Plans
 from medseg.training.checkpoint import load_checkpoint
 
@@ -63,12 +63,14 @@ def trained_loss(results: Path) -> float:
     return float(checkpoint["log"][-1]["train_loss"])
 
 
-@pytest.mark.parametrize("network", list_networks("segmentation"))
+@pytest.mark.parametrize("network", plannable_networks())
 def test_every_network_trains_through_medseg_train(
     phantoms: Path, tmp_path: Path, network: str
 ) -> None:
-    # fcn is narrow already; the transformers' default build is their small `cpu` preset
-    narrow = () if network in ("fcn", "transunet", "swin_unet", "unetr") else ("--set", NARROW)
+    # fcn and highres3dnet are narrow already (no `features` option); the transformers'
+    # default build is their small `cpu` preset
+    narrow_already = ("fcn", "transunet", "swin_unet", "unetr", "highres3dnet")
+    narrow = () if network in narrow_already else ("--set", NARROW)
     if network == "segnet":
         narrow = ("--set", "network_config.features=[4, 8, 16, 16]")
     plans = plan_and_train(phantoms, tmp_path / "r", "--network", network, *narrow)

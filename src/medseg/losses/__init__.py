@@ -15,6 +15,7 @@ Modules: ``inputs`` (targets, probabilities, masks), ``cross_entropy``, ``weight
 from medseg.losses.boundary import BoundaryLoss, signed_distance_map
 from medseg.losses.classification import ClassificationCrossEntropy, L1Loss, MSELoss
 from medseg.losses.compound import DiceCELoss
+from medseg.losses.cox import CoxLoss, cox_partial_likelihood_loss
 from medseg.losses.cross_entropy import CrossEntropyLoss, WeightedCrossEntropyLoss, cross_entropy
 from medseg.losses.deep_supervision import (
     DeepSupervisionLoss,
@@ -32,12 +33,16 @@ from medseg.losses.focal import FocalLoss, focal_loss
 from medseg.losses.inputs import one_hot_target, prepare, probabilities
 from medseg.losses.jaccard import JaccardLoss, soft_jaccard
 from medseg.losses.margin import MarginLoss, capsule_loss, margin_loss
+from medseg.losses.multitask import MultitaskLoss
 from medseg.losses.registry import LOSSES, build_loss, list_losses, loss_options, milletari_dice
 from medseg.losses.tversky import TverskyLoss, tversky_index
 from medseg.losses.vae import VAELoss, reconstruction_l2, vae_kl
 from medseg.losses.weight_map import unet_weight_map
 
 __all__ = [
+    "CoxLoss",
+    "MultitaskLoss",
+    "cox_partial_likelihood_loss",
     "MarginLoss",
     "capsule_loss",
     "margin_loss",

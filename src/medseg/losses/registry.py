@@ -9,7 +9,9 @@ Tversky: ``alpha`` (FP weight), ``beta`` (FN weight).
 
 Classifier losses (``task="classification"`` or ``"regression"``, :mod:`medseg.losses.
 classification`) take per-image outputs ``(B, K)`` and targets ``(B,)`` class indices or
-``(B, K)`` values.
+``(B, K)`` values. ``cox`` (``task="survival"``) takes log-risks ``(N, 1)`` and a target
+``(N, 2)`` of times and event flags; ``multitask`` (``task="multitask"``) takes a
+``(segmentation, class)`` output and a ``(seg_target, class_target)`` pair.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from torch import nn
 from medseg.losses.boundary import BoundaryLoss
 from medseg.losses.classification import ClassificationCrossEntropy, L1Loss, MSELoss
 from medseg.losses.compound import DiceCELoss
+from medseg.losses.cox import CoxLoss
 from medseg.losses.cross_entropy import CrossEntropyLoss, WeightedCrossEntropyLoss
 from medseg.losses.dice import DiceLoss, GeneralizedDiceLoss
 from medseg.losses.focal import FocalLoss
 from medseg.losses.jaccard import JaccardLoss
 from medseg.losses.margin import MarginLoss
+from medseg.losses.multitask import MultitaskLoss
 from medseg.losses.tversky import TverskyLoss
 from medseg.registry import Registry
 
@@ -75,8 +79,22 @@ for _name, _builder, _task, _description in [
     ),
     ("mse", MSELoss, "regression", "Mean squared error of (B, K) outputs"),
     ("l1", L1Loss, "regression", "Mean absolute error of (B, K) outputs"),
+    (
+        "cox",
+        CoxLoss,
+        "survival",
+        "Negative Cox partial log-likelihood (Breslow ties) of (N, 1) log-risks; "
+        "target (N, 2) time, event",
+    ),
 ]:
     LOSSES.register(_name, description=_description, task=_task)(_builder)
+
+LOSSES.register(
+    "multitask",
+    description="Weighted segmentation + classification loss of a (segmentation, class) output",
+    task="multitask",
+    options=["cls_loss", "seg_loss", "weights"],
+)(MultitaskLoss)
 
 
 @LOSSES.register(

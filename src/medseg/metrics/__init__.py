@@ -93,9 +93,11 @@ from medseg.metrics.surface import (
     surfel_area_table,
     surfel_codes,
 )
+from medseg.metrics.survival import concordance_index
 from medseg.metrics.uncertainty import case_uncertainty, entropy_map, foreground_band
 
 __all__ = [
+    "concordance_index",
     "SIZE_COLUMNS",
     "Measurements",
     "bland_altman",

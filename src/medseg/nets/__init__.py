@@ -42,10 +42,15 @@ from medseg.nets.classifier_resnet import (
     ResNet34,
     ResNet50,
 )
+from medseg.nets.cnn_gru import CNNGRU
+from medseg.nets.cox_head import CoxHead
 from medseg.nets.encoder_classifier import UNetEncoderClassifier
 from medseg.nets.encoder_decoder import UNetDecoder, UNetEncoder
+from medseg.nets.encoders import ImageEncoder, build_encoder
 from medseg.nets.fcn import FCN
+from medseg.nets.highres3dnet import HighRes3DNet
 from medseg.nets.multiscale import MultiScaleUNet
+from medseg.nets.patch_classifier import PatchClassifier, patch_dilations
 from medseg.nets.registry import (
     NETWORKS,
     TASKS,
@@ -53,9 +58,11 @@ from medseg.nets.registry import (
     build_network,
     count_parameters,
     describe_networks,
+    image_classifiers,
     list_networks,
     network_options,
     network_task,
+    plannable_networks,
 )
 from medseg.nets.sampling import (
     Unpool,
@@ -77,12 +84,24 @@ from medseg.nets.unet import (
     UNet,
     unet_from_preset,
 )
+from medseg.nets.unet_multitask import MultitaskOutput, UNetMultitask
 from medseg.nets.unet_plusplus import UNetPlusPlus
 from medseg.nets.unetr import UNETR
 from medseg.nets.vae_unet import VAEOutput, VAEUNet
 from medseg.nets.vit import VisionTransformer
 
 __all__ = [
+    "CNNGRU",
+    "CoxHead",
+    "HighRes3DNet",
+    "ImageEncoder",
+    "MultitaskOutput",
+    "PatchClassifier",
+    "UNetMultitask",
+    "build_encoder",
+    "image_classifiers",
+    "patch_dilations",
+    "plannable_networks",
     "CapsuleNetwork",
     "UNetEncoderClassifier",
     "VisionTransformer",

@@ -30,14 +30,19 @@ from medseg.nets.classifier_inception import Inception
 from medseg.nets.classifier_mobile import MobileNetV1, MobileNetV2
 from medseg.nets.classifier_plain import VGG11, VGG16, AlexNet, LeNet5
 from medseg.nets.classifier_resnet import DenseNet121, ResNet18, ResNet34, ResNet50
+from medseg.nets.cnn_gru import CNNGRU
+from medseg.nets.cox_head import CoxHead
 from medseg.nets.encoder_classifier import UNetEncoderClassifier
 from medseg.nets.fcn import FCN
+from medseg.nets.highres3dnet import HighRes3DNet
 from medseg.nets.multiscale import MultiScaleUNet
+from medseg.nets.patch_classifier import PatchClassifier
 from medseg.nets.residual_unet import ResidualDenoiser
 from medseg.nets.segnet import SegNet
 from medseg.nets.swin_unet import SwinUNet
 from medseg.nets.transunet import TransUNet
 from medseg.nets.unet import AttentionUNet, DilatedUNet, ResidualUNet, UNet
+from medseg.nets.unet_multitask import UNetMultitask
 from medseg.nets.unet_plusplus import UNetPlusPlus
 from medseg.nets.unetr import UNETR
 from medseg.nets.vae_unet import VAEUNet
@@ -92,6 +97,16 @@ for _task, _networks in {
             UNETR,
             "UNETR: ViT on 16^d patches, layers 3/6/9/12 decoded as skips (Hatamizadeh 2022)",
         ),
+        (
+            "highres3dnet",
+            HighRes3DNet,
+            "HighRes3DNet: full-resolution residual units, dilations 1/2/4 (Li 2017)",
+        ),
+        (
+            "unet_multitask",
+            UNetMultitask,
+            "U-Net + classification head on the bottleneck; returns (segmentation, class) logits",
+        ),
     ],
     "classification": [
         ("lenet5", LeNet5, "Classifier: LeNet-5, conv5-pool-conv5-pool-fc120-fc84 (LeCun 1998)"),
@@ -144,6 +159,21 @@ for _task, _networks in {
             "unet_encoder",
             UNetEncoderClassifier,
             "Classifier: a U-Net encoder + linear head; loads a segmentation model's encoder",
+        ),
+        (
+            "patch_classifier",
+            PatchClassifier,
+            "Classifier of a patch's centre voxel; segment() slides it over an image (dense)",
+        ),
+        (
+            "cnn_gru",
+            CNNGRU,
+            "Sequence classifier: CNN per slice/frame + bidirectional GRU, input (B, C, T, ...)",
+        ),
+        (
+            "cox_head",
+            CoxHead,
+            "Survival: CNN encoder -> one log-risk (Cox partial likelihood, Mobadersany 2018)",
         ),
     ],
     "detection": [
@@ -201,6 +231,37 @@ def list_networks(task: str | None = None) -> list[str]:
     if task not in TASKS:
         raise ConfigError(f"unknown network task {task!r}; valid tasks: {', '.join(TASKS)}")
     return NETWORKS.names(task=task)
+
+
+#: Segmentation networks whose output is not plain logits (a ``MultitaskOutput``): ``medseg
+#: plan``/``train`` (one label map per case, sliding-window inference) cannot use them.
+MULTI_OUTPUT = frozenset({"unet_multitask"})
+
+
+def plannable_networks() -> list[str]:
+    """Segmentation networks ``medseg plan --network`` can choose: all but :data:`MULTI_OUTPUT`.
+
+    Example:
+        >>> "highres3dnet" in plannable_networks(), "unet_multitask" in plannable_networks()
+        (True, False)
+    """
+    return [name for name in list_networks("segmentation") if name not in MULTI_OUTPUT]
+
+
+#: Classification-task networks that are not whole-image classifiers: fixed-size patches
+#: (``patch_classifier``), sequences ``(B, C, T, ...)`` (``cnn_gru``), survival log-risks
+#: (``cox_head``). ``medseg classify`` should offer :func:`image_classifiers` only.
+NOT_IMAGE_CLASSIFIERS = frozenset({"patch_classifier", "cnn_gru", "cox_head"})
+
+
+def image_classifiers() -> list[str]:
+    """Classification networks that map a whole image to per-image logits.
+
+    Example:
+        >>> "resnet18" in image_classifiers(), "cnn_gru" in image_classifiers()
+        (True, False)
+    """
+    return [n for n in list_networks("classification") if n not in NOT_IMAGE_CLASSIFIERS]
 
 
 def network_options(name: str) -> list[str]:

@@ -20,7 +20,7 @@ import torch
 
 from medseg.errors import ConfigError
 from medseg.losses.registry import list_losses, loss_options
-from medseg.nets.registry import build_network, list_networks, network_options
+from medseg.nets.registry import build_network, network_options, plannable_networks
 from medseg.planning.plan import SAMPLING_MODES, Plan
 from medseg.planning.recipe import (
     AUGMENTATION_PRESETS,
@@ -79,7 +79,7 @@ def apply_choices(plan: Plan, choices: PlanChoices) -> Plan:
     reasons = dict(plan.reasons)
     changes: dict[str, Any] = {}
     if choices.network is not None:
-        _check_name("network", choices.network, list_networks("segmentation"))
+        _check_name("network", choices.network, plannable_networks())
         changes["network"] = choices.network
         changes["network_config"] = network_config_for(choices.network, plan.network_config)
         reasons["network"] = f"{choices.network}: set by --network"
@@ -180,7 +180,7 @@ def check_choice_names(choices: PlanChoices) -> None:
         ConfigError: the first unknown name or key, or a value of the wrong type.
     """
     for kind, name, valid in (
-        ("network", choices.network, list_networks("segmentation")),
+        ("network", choices.network, plannable_networks()),
         ("loss", choices.loss, list_losses("segmentation")),
         ("sampling", choices.sampling, SAMPLING_MODES),
         ("optimizer", choices.optimizer, OPTIMIZER_NAMES),
@@ -248,7 +248,7 @@ def check_plan_choices(plan: Plan) -> None:
         ConfigError: an unknown option, or a network that cannot take the patch (the
             message says which patch sizes it can).
     """
-    _check_name("network", plan.network, list_networks("segmentation"))
+    _check_name("network", plan.network, plannable_networks())
     _check_name("loss", plan.loss, list_losses("segmentation"))
     _check_name("optimizer", plan.optimizer, OPTIMIZER_NAMES)
     _check_name("augmentation preset", plan.augmentation, AUGMENTATION_PRESETS)
