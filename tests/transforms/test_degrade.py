@@ -35,8 +35,10 @@ def _high_frequency_energy(image: np.ndarray) -> float:
     return float(((image - ndimage.gaussian_filter(image, 1.0)) ** 2).sum())
 
 
-def test_the_registry_holds_the_five_perturbations() -> None:
-    assert sorted(PERTURBATIONS.names()) == sorted(NAMES)
+def test_the_registry_holds_the_nine_perturbations() -> None:
+    assert sorted(PERTURBATIONS.names()) == sorted(
+        [*NAMES, "motion", "ghosting", "spike", "susceptibility"]
+    )
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])

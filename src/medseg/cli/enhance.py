@@ -1,10 +1,15 @@
-"""``medseg enhance``: train and apply residual U-Net denoisers.
+"""``medseg enhance``: train and apply residual U-Net denoisers and through-plane
+super-resolution.
 
 * ``medseg enhance train DATA -o RUN --noise rician:0.05 [--mode supervised|n2n]
   [--loss l1|l2|ssim|mix] [--time-budget 10m] [--epochs N] [--seed S] [--overwrite]``:
   DATA is a pairs folder (``noisy1/``, ``noisy2/``, optional ``clean/``) or a dataset folder
   whose images are taken as clean;
-* ``medseg enhance apply -m RUN IMAGE -o OUT [--overwrite]``;
+* ``medseg enhance train DATA -o RUN --mode super_resolution --sr-factor 4 [--sr-axis 0]``:
+  learns to upsample volumes of thick slices (``sr-factor`` thin slices each, along array
+  axis ``sr-axis``) from DATA's thin-slice images;
+* ``medseg enhance apply -m RUN IMAGE -o OUT [--overwrite]``: denoises (same grid) or, with a
+  super-resolution run, upsamples a thick-slice IMAGE onto the fine grid;
 * ``medseg enhance phantoms OUT [--dims 2] [--cases 24] [--noise rician:0.05]``: a phantom
   pairs folder with clean images.
 """
@@ -26,7 +31,8 @@ from medseg.errors import ConfigError
 
 app = typer.Typer(
     no_args_is_help=True,
-    help="Denoising: train a residual U-Net (supervised or noise2noise), apply it, make phantoms.",
+    help="Denoising and through-plane super-resolution: train a residual U-Net (supervised, "
+    "noise2noise or super_resolution), apply it, make phantoms.",
 )
 
 
@@ -59,8 +65,21 @@ def train(
     ),
     out: Path = typer.Option(..., "--out", "-o", callback=output_folder, help="The run folder."),
     noise: str = NOISE_OPTION,
-    mode: Literal["supervised", "n2n"] = typer.Option(
-        "supervised", "--mode", help="supervised (clean targets) or n2n (noise2noise pairs)."
+    mode: Literal["supervised", "n2n", "super_resolution"] = typer.Option(
+        "supervised",
+        "--mode",
+        help="supervised (clean targets), n2n (noise2noise pairs) or super_resolution "
+        "(thick slices in, the thin-slice image out).",
+    ),
+    sr_factor: int = typer.Option(
+        4,
+        "--sr-factor",
+        min=2,
+        max=16,
+        help="super_resolution: thin slices per thick slice (5 for 5 mm from 1 mm data).",
+    ),
+    sr_axis: int = typer.Option(
+        0, "--sr-axis", min=0, max=2, help="super_resolution: the slice axis (array axis)."
     ),
     loss: Literal["l1", "l2", "ssim", "mix"] = typer.Option(
         "l2", "--loss", help="l1, l2, ssim (1 - SSIM) or mix (0.84 SSIM + 0.16 L1)."
@@ -89,6 +108,8 @@ def train(
         batch_size=batch_size,
         val_fraction=val_fraction,
         seed=seed,
+        sr_factor=sr_factor,
+        sr_axis=sr_axis,
     )
     result = fit_denoiser(
         data,
@@ -99,8 +120,9 @@ def train(
         overwrite=overwrite,
         device=device,
     )
+    what = f"x{sr_factor} along axis {sr_axis}" if mode == "super_resolution" else noise
     typer.echo(
-        f"enhance train ({mode}, {loss}, {noise}): {result.epochs} epoch(s), {result.steps} "
+        f"enhance train ({mode}, {loss}, {what}): {result.epochs} epoch(s), {result.steps} "
         f"steps in {result.seconds:.0f} s, best validation PSNR {result.best_metric:.2f} dB; "
         f"model in {out}"
     )
@@ -108,7 +130,9 @@ def train(
 
 @app.command("apply")
 def apply(
-    image: Path = typer.Argument(..., help="A noisy image file (2D or 3D)."),
+    image: Path = typer.Argument(
+        ..., help="A noisy image file (2D or 3D), or thick slices for a super-resolution run."
+    ),
     model: Path = typer.Option(..., "--model", "-m", help="An `enhance train` run folder."),
     out: Path = typer.Option(..., "--out", "-o", callback=output_file, help="The output file."),
     device: str | None = device_option(),
@@ -117,15 +141,21 @@ def apply(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
 ) -> None:
-    """Denoise one image with a trained run (same grid, same intensity units)."""
-    from medseg.enhance import denoise
+    """Denoise one image (same grid, same intensity units) or, with a super-resolution run,
+    upsample its thick slices (the output grid has the fine spacing)."""
+    from medseg.device import resolve_device
+    from medseg.enhance import denoise_image, load_denoiser, super_resolve_image
     from medseg.fileutil import check_writable
     from medseg.io import read_image, write_image
 
     check_writable(out, overwrite=overwrite)
-    result = denoise(model, read_image(image), device=device, mirror=mirror)
+    network, config = load_denoiser(model)
+    network.to(resolve_device(device or "cpu"))
+    run = super_resolve_image if config.mode == "super_resolution" else denoise_image
+    result = run(network, config, read_image(image), mirror=mirror)
     path = write_image(result, out, overwrite=overwrite)
-    typer.echo(f"{path}: denoised {image.name} ({'x'.join(map(str, result.spatial_shape))})")
+    did = "upsampled" if config.mode == "super_resolution" else "denoised"
+    typer.echo(f"{path}: {did} {image.name} ({'x'.join(map(str, result.spatial_shape))})")
 
 
 @app.command("phantoms")

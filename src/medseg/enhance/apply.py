@@ -150,9 +150,13 @@ def denoise(
         The denoised image, same grid, shape and intensity units, float32.
 
     Raises:
-        ConfigError: not a denoiser run.
+        ConfigError: not a denoiser run (or a super-resolution one).
         GeometryError: an image of another dimension or channel count.
     """
     model, config = load_denoiser(run_dir)
+    if config.mode == "super_resolution":
+        raise ConfigError(
+            f"{run_dir}: a super-resolution run; upsample with medseg.enhance.super_resolve"
+        )
     model.to(resolve_device(device or "cpu"))
     return denoise_image(model, config, image, mirror=mirror)

@@ -18,7 +18,7 @@ from medseg.data.noise_models import parse_noise
 from medseg.errors import ConfigError
 from medseg.fileutil import write_json_atomic
 
-Mode = Literal["supervised", "n2n"]
+Mode = Literal["supervised", "n2n", "super_resolution"]
 LossName = Literal["l1", "l2", "ssim", "mix"]
 MODES: tuple[str, ...] = get_args(Mode)
 LOSSES: tuple[str, ...] = get_args(LossName)
@@ -33,8 +33,12 @@ class DenoiseConfig:
         noise: ``"<model>:<level>"`` (``medseg.enhance.noise``): the noise added to clean
             images in ``supervised`` mode and to simulate pairs from a plain dataset in ``n2n``
             mode (recorded, unused, for a pairs folder in ``n2n`` mode).
-        mode: ``supervised`` (clean target, noisy input drawn afresh every step) or ``n2n``
-            (noise2noise: one noisy realisation in, the other as target; no clean image read).
+        mode: ``supervised`` (clean target, noisy input drawn afresh every step), ``n2n``
+            (noise2noise: one noisy realisation in, the other as target; no clean image read)
+            or ``super_resolution`` (through-plane: the input is the clean image averaged
+            over ``sr_factor`` slices along ``sr_axis`` and interpolated back linearly, the
+            target the clean image; ``noise`` is recorded, unused; see
+            ``medseg.enhance.super_resolution``).
         loss: ``l1``, ``l2``, ``ssim`` (``1 - SSIM`` on the normalised images, data range 1)
             or ``mix`` (``0.84 (1 - SSIM) + 0.16 L1``, Zhao et al. 2017). ``n2n`` needs a loss
             whose minimiser under zero-mean target noise is the clean image: ``l2`` (default).
@@ -50,6 +54,9 @@ class DenoiseConfig:
         val_data_range: the data range of validation PSNR; None: each reference image's
             ``max - min`` (supervised: the clean image; n2n: the second noisy copy).
         seed: split, weights, noise draws and crops.
+        sr_factor: super-resolution: thin slices per thick slice (e.g. 5 for 5 mm from 1 mm).
+        sr_axis: super-resolution: the slice axis, a spatial array axis (0 = first; ``z`` of
+            a ``(z, y, x)`` volume).
     """
 
     noise: str = "rician:0.05"
@@ -67,6 +74,8 @@ class DenoiseConfig:
     val_fraction: float = 0.2
     val_data_range: float | None = None
     seed: int = 0
+    sr_factor: int = 4
+    sr_axis: int = 0
     schema_version: int = 1
 
     def __post_init__(self) -> None:
@@ -88,6 +97,11 @@ class DenoiseConfig:
             raise ConfigError(f"val_data_range must be > 0, got {self.val_data_range}")
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        if self.mode == "super_resolution" and int(self.sr_factor) < 2:
+            raise ConfigError(f"sr_factor must be >= 2 for super-resolution, got {self.sr_factor}")
+        dims = self.spatial_dims or 3
+        if not 0 <= int(self.sr_axis) < dims:
+            raise ConfigError(f"sr_axis must be a spatial axis in [0, {dims}), got {self.sr_axis}")
 
     def resolved_patch(self) -> tuple[int, ...]:
         """The asked patch size, or the default of ``spatial_dims``."""

@@ -10,6 +10,10 @@ Two modes (``DenoiseConfig.mode``):
   no clean image is read, in training or in validation (validation PSNR is against the
   second realisation, which ranks models as PSNR against the clean image would, up to the
   noise's constant). Identical realisations are refused.
+* ``super_resolution``: the clean image is the target; the input is the crop averaged over
+  ``sr_factor`` slices along ``sr_axis`` and interpolated back linearly
+  (:func:`medseg.enhance.super_resolution.simulate_thick_slices`); validation PSNR of the
+  input (``val_psnr_input``) is then the linear-interpolation baseline's.
 
 Every step crops ``patch_size`` windows at random places (random flips), normalises each
 by its whole image's intensity percentiles (as :mod:`medseg.enhance.apply` does at inference)
@@ -38,6 +42,7 @@ from medseg.device import autocast, bf16_supported, resolve_device
 from medseg.enhance.apply import build_denoiser, denoise_array, intensity_stats
 from medseg.enhance.config import DenoiseConfig
 from medseg.enhance.data import describe, open_denoise_data
+from medseg.enhance.super_resolution import simulate_thick_slices
 from medseg.errors import ConfigError, DatasetError
 from medseg.metrics.image_quality import psnr, ssim_torch
 from medseg.training.engine import RunResult, Task, run_training
@@ -60,9 +65,20 @@ class Sample:
     data_range: float
 
 
+def degraded_input(
+    config: DenoiseConfig, clean: np.ndarray, rng: np.random.Generator, data_range: float
+) -> np.ndarray:
+    """The network input for a clean image: a noise draw (supervised) or the thick-slice
+    simulation (super-resolution; ``rng`` unused)."""
+    if config.mode == "super_resolution":
+        return simulate_thick_slices(clean, config.sr_factor, config.sr_axis)
+    return parse_noise(config.noise).apply(clean, rng, data_range=data_range)
+
+
 def _load_samples(data: Any, indices: list[int], config: DenoiseConfig) -> list[Sample]:
-    """Read the cases of ``indices``: clean images (supervised) or pairs (n2n)."""
-    spec, samples = parse_noise(config.noise), []
+    """Read the cases of ``indices``: clean images (supervised, super-resolution) or pairs
+    (n2n)."""
+    samples = []
     for index in indices:
         if config.mode == "n2n":
             a, b = data.pair(index)
@@ -84,7 +100,7 @@ def _load_samples(data: Any, indices: list[int], config: DenoiseConfig) -> list[
                 raise DatasetError(f"{describe(data, index)}: a constant image cannot be used")
             draw = np.random.default_rng([config.seed, index, 3])
             images = [clean]
-            stats = [intensity_stats(spec.apply(clean, draw, data_range=span))]
+            stats = [intensity_stats(degraded_input(config, clean, draw, span))]
         samples.append(Sample(images, stats, span))
     return samples
 
@@ -113,7 +129,6 @@ class DenoiseBatches:
 
     def __init__(self, samples: list[Sample], config: DenoiseConfig) -> None:
         self.samples, self.config = samples, config
-        self.spec = parse_noise(config.noise)
 
     def _crop(self, rng: np.random.Generator, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
         shape, patch = sample.images[0].shape[1:], self.config.patch_size
@@ -125,7 +140,7 @@ class DenoiseBatches:
             x, y = sample.images[first][window], sample.images[second][window]
         else:
             (low, scale), y = sample.stats[0], sample.images[0][window]
-            x = self.spec.apply(y, rng, data_range=sample.data_range)
+            x = degraded_input(self.config, y, rng, sample.data_range)
         flips = [axis + 1 for axis in range(y.ndim - 1) if rng.random() < 0.5]
         x, y = ((a - low) / scale for a in (x, y))
         return np.flip(x, flips), np.flip(y, flips)
@@ -170,14 +185,14 @@ def _validation_row(
 def _validation_pairs(
     samples: list[Sample], config: DenoiseConfig
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``(noisy input, reference)`` per held-out case: a fixed noise draw and the clean image,
-    or (n2n) the first realisation and the second."""
+    """``(input, reference)`` per held-out case: a fixed noise draw (or the thick-slice
+    simulation) and the clean image, or (n2n) the first realisation and the second."""
     if config.mode == "n2n":
         return [(s.images[0], s.images[1]) for s in samples]
-    spec, pairs = parse_noise(config.noise), []
+    pairs = []
     for i, s in enumerate(samples):
         draw = np.random.default_rng([config.seed, i, 7])
-        pairs.append((spec.apply(s.images[0], draw, data_range=s.data_range), s.images[0]))
+        pairs.append((degraded_input(config, s.images[0], draw, s.data_range), s.images[0]))
     return pairs
 
 

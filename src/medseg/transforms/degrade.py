@@ -12,7 +12,8 @@ deterministic-given-``rng`` function of the image, its spacing and a *severity* 
 - ``spacing``: voxel size in mm per spatial array axis (``len(spacing)`` spatial axes; a
   leading extra axis is the channel axis).
 - ``severity``: 0 returns an unchanged copy (bit for bit), 1 the strongest degradation.
-- ``rng``: a ``numpy.random.Generator``; only ``noise`` and ``bias`` draw from it.
+- ``rng``: a ``numpy.random.Generator``; ``noise``, ``bias`` and the MRI artefacts draw
+  from it.
 
 The physical parameter of each perturbation grows linearly with the severity, except
 ``lowres`` whose factor grows geometrically. With the default 5 levels (level ``i`` has
@@ -26,7 +27,17 @@ name          parameter                                           0      1      
 ``blur``      Gaussian sigma in mm (every axis)                   0      0.5    1.0    1.5    2.0
 ``lowres``    down-sampling factor (every axis), then linear up   1      1.41   2      2.83   4
 ``contrast``  gamma on the min-max normalised image               1      1.25   1.5    1.75   2.0
+``motion``    max rotation (deg) = max translation (mm), 2 moves  0      2      4      6      8
+``ghosting``  ghost intensity (every 4th-8th k-space line scaled)  0      0.2    0.4    0.6    0.8
+``spike``     spike amplitude / DC term (one k-space spike)       0      0.1    0.2    0.3    0.4
+``suscept.``  peak displacement in mm along the phase axis        0      1.5    3      4.5    6
 ============  ==================================================  =====  =====  =====  =====  =====
+
+The MRI artefacts (``motion``, ``ghosting``, ``spike``, ``susceptibility``; k-space
+simulation in ``medseg.transforms.mri_artefacts``, see ``docs/mri_artefacts.md``) draw their
+random pattern (phase-encoding axis, directions, k-space times, number of ghosts, spike
+position, bump centre and sign; susceptibility bump width 8 mm) from ``rng`` *before* the
+severity scales it, so with one seed a higher level is the same artefact, stronger.
 
 A bias of 0.6 multiplies the image by a smooth field between exp(-0.6) = 0.55 and
 exp(0.6) = 1.82. Blur, low resolution and contrast reuse the augmentation kernels of
@@ -57,10 +68,12 @@ from torch import Tensor
 from medseg.errors import ConfigError
 from medseg.registry import Registry
 from medseg.transforms import functional as fn
+from medseg.transforms import mri_artefacts as mri
 
 ArrayLike = TypeVar("ArrayLike", np.ndarray, Tensor)
 
 DEFAULT_LEVELS = 5
+SUSCEPTIBILITY_SIGMA_MM = 8.0  # width of the susceptibility bump
 
 
 @dataclass(frozen=True)
@@ -147,11 +160,68 @@ def _contrast(
     return fn.adjust_gamma(batch, gammas, retain_stats=False)
 
 
+def _phase_axis(batch: Tensor, rng: np.random.Generator) -> int:
+    """The phase-encoding axis of an MRI artefact, a spatial axis drawn from ``rng``."""
+    return int(rng.integers(0, batch.ndim - 2))
+
+
+def _motion(
+    batch: Tensor, spacing: tuple[float, ...], amplitude: float, rng: np.random.Generator
+) -> Tensor:
+    # all draws come before the amplitude scales them: a higher level is the same motion, larger
+    dims, count = batch.ndim - 2, 2
+    axis = _phase_axis(batch, rng)
+    unit_angles = rng.uniform(-1.0, 1.0, size=(count, dims * (dims - 1) // 2))
+    unit_shifts = rng.uniform(-1.0, 1.0, size=(count, dims))
+    times = np.sort(rng.uniform(0.2, 0.8, size=count))
+    angles = torch.from_numpy(unit_angles * math.radians(amplitude))
+    shifts = torch.from_numpy(unit_shifts * amplitude / np.asarray(spacing))
+    out = mri.motion(batch[0], angles, shifts, torch.from_numpy(times), axis)
+    return out[None]
+
+
+def _ghosting(
+    batch: Tensor, spacing: tuple[float, ...], intensity: float, rng: np.random.Generator
+) -> Tensor:
+    axis, ghosts = _phase_axis(batch, rng), int(rng.integers(4, 9))
+    return mri.ghosting(batch[0], ghosts, axis, intensity, 0.02)[None]
+
+
+def _spike(
+    batch: Tensor, spacing: tuple[float, ...], amplitude: float, rng: np.random.Generator
+) -> Tensor:
+    sizes = np.asarray(batch.shape[2:])
+    position = np.floor(rng.uniform(0.0, 1.0, size=sizes.size) * sizes) - sizes // 2
+    position[0] += np.all(position == 0)  # never the centre
+    positions = torch.from_numpy(position.astype(np.int64))[None]
+    phases = torch.from_numpy(rng.uniform(-math.pi, math.pi, size=1))
+    return mri.spike(batch[0], positions, torch.tensor([amplitude]), phases)[None]
+
+
+def _susceptibility(
+    batch: Tensor, spacing: tuple[float, ...], strength_mm: float, rng: np.random.Generator
+) -> Tensor:
+    axis, sizes = _phase_axis(batch, rng), np.asarray(batch.shape[2:])
+    centre = (0.25 + 0.5 * rng.uniform(0.0, 1.0, size=sizes.size)) * (sizes - 1)
+    sign = 1.0 if rng.uniform() < 0.5 else -1.0
+    sigma = SUSCEPTIBILITY_SIGMA_MM / float(np.mean(spacing))
+    strength = sign * strength_mm / spacing[axis]
+    return mri.susceptibility(batch[0], centre.tolist(), sigma, strength, axis)[None]
+
+
 _register(Perturbation("noise", "noise sigma / intensity range", lambda s: 0.2 * s, _add_noise))
 _register(Perturbation("bias", "max |log gain|", lambda s: 0.6 * s, _bias))
 _register(Perturbation("blur", "blur sigma (mm)", lambda s: 2.0 * s, _blur))
 _register(Perturbation("lowres", "down-sampling factor", lambda s: 4.0**s, _lowres))
 _register(Perturbation("contrast", "gamma", lambda s: 1.0 + s, _contrast))
+_register(
+    Perturbation("motion", "max rotation (deg) = translation (mm)", lambda s: 8.0 * s, _motion)
+)
+_register(Perturbation("ghosting", "ghost intensity", lambda s: 0.8 * s, _ghosting))
+_register(Perturbation("spike", "spike amplitude / DC term", lambda s: 0.4 * s, _spike))
+_register(
+    Perturbation("susceptibility", "peak displacement (mm)", lambda s: 6.0 * s, _susceptibility)
+)
 
 
 def level_severity(level: int, levels: int = DEFAULT_LEVELS) -> float:
@@ -192,10 +262,10 @@ def degrade(
         image: ``(C, *spatial)`` or ``(*spatial)`` NumPy array or torch tensor.
         spacing: voxel size in mm per spatial axis (its length is the number of spatial axes).
         name: a name in ``PERTURBATIONS``: ``noise``, ``bias``, ``blur``, ``lowres``,
-            ``contrast``.
+            ``contrast``, ``motion``, ``ghosting``, ``spike``, ``susceptibility``.
         severity: in [0, 1]; 0 returns an unchanged copy.
-        rng: random generator (``noise`` and ``bias`` draw from it, so a seeded generator
-            gives the same result).
+        rng: random generator (``noise``, ``bias`` and the MRI artefacts draw from it, so a
+            seeded generator gives the same result).
 
     Returns:
         The degraded image, same shape and kind as ``image`` (float32 for integer input;
