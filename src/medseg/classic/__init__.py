@@ -8,6 +8,7 @@ Optional dependencies, imported where used: PyMaxflow, scikit-image and scikit-l
 """
 
 from medseg.classic.atlas import fuse_labels, mni152, multi_atlas
+from medseg.classic.cluster import gmm, kmeans
 from medseg.classic.forest import RandomForestSegmenter
 from medseg.classic.graph_cut import graph_cut
 from medseg.classic.level_set import level_set
@@ -17,6 +18,8 @@ from medseg.classic.registry import CLASSIC
 from medseg.classic.threshold import otsu, otsu_segmentation, otsu_threshold, threshold
 
 __all__ = [
+    "gmm",
+    "kmeans",
     "CLASSIC",
     "RandomForestSegmenter",
     "Registration",

@@ -8,6 +8,7 @@ from medseg.inference.classify import (
     read_predictions,
     write_predictions,
 )
+from medseg.inference.crf import apply_crf_decision, dense_crf
 from medseg.inference.ensemble import label_values, predict_case, predict_preprocessed
 from medseg.inference.explain import (
     find_cam_layer,
@@ -22,6 +23,7 @@ from medseg.inference.inputs import find_input_cases
 from medseg.inference.postprocess import (
     POSTPROCESSING_FILE,
     apply_postprocessing,
+    choose_crf,
     choose_postprocessing,
     dice_score,
     fill_holes,
@@ -36,6 +38,9 @@ from medseg.inference.sliding_window import (
 )
 
 __all__ = [
+    "apply_crf_decision",
+    "choose_crf",
+    "dense_crf",
     "ClassificationPrediction",
     "find_cam_layer",
     "find_classifier_checkpoints",

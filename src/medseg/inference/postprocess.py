@@ -235,3 +235,108 @@ def load_postprocessing(results: str | os.PathLike[str]) -> dict[str, Any] | Non
             f"{path}: not a valid post-processing file ({err}); delete it or fix it"
         ) from err
     return decision
+
+
+# ---------------------------------------------------------------- dense CRF as a candidate
+
+
+def _case_files(folder: Path) -> dict[str, Path]:
+    """Case id -> image file of a folder of label maps."""
+    files = {}
+    for path in sorted(folder.iterdir()):
+        ending = file_ending(path)
+        if not path.name.startswith(".") and ending in IMAGE_EXTENSIONS:
+            files[path.name[: -len(ending)]] = path
+    return files
+
+
+def _crf_case_dice(
+    npz_path: Path, image: np.ndarray, ref: np.ndarray, values: Sequence[int], settings: dict
+) -> tuple[list[float], list[float]]:
+    """Dice per value of the argmax without and with the CRF, for one case."""
+    from medseg.inference.crf import dense_crf  # torch: only when the CRF is tried
+
+    with np.load(npz_path, allow_pickle=False) as data:
+        probs, label_values = data["probabilities"], data["label_values"]
+        spacing = tuple(float(s) for s in data["spacing"])[-(probs.ndim - 1) :]
+    if probs.shape[1:] != ref.shape:
+        raise DatasetError(f"{npz_path}: probabilities {probs.shape} for a reference {ref.shape}")
+    before = label_values[probs.argmax(0)]
+    after = label_values[dense_crf(probs, image, spacing=spacing, **settings).argmax(0)]
+    return (
+        [dice_score(before == v, ref == v) for v in values],
+        [dice_score(after == v, ref == v) for v in values],
+    )
+
+
+def choose_crf(
+    prob_dir: str | os.PathLike[str],
+    image_dir: str | os.PathLike[str],
+    ref_dir: str | os.PathLike[str],
+    labels: Sequence[int],
+    *,
+    settings: dict[str, Any] | None = None,
+    out_path: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Decide whether a dense CRF (``medseg.inference.crf.dense_crf``) helps, on
+    cross-validation softmax outputs.
+
+    The CRF is chosen when the mean over ``labels`` of the mean Dice (as in
+    :func:`choose_postprocessing`) is strictly higher with it (it costs time, so a tie
+    keeps the plain argmax).
+
+    Args:
+        prob_dir: ``CASE.npz`` files from ``predict(..., save_probabilities=True)``.
+        image_dir: the images as ``CASE_0000<ending>`` (one file per channel).
+        ref_dir: reference label maps ``CASE<ending>``.
+        labels: foreground label values.
+        settings: keyword options of ``dense_crf`` (default: its defaults).
+        out_path: if given, the decision is merged into this JSON file (normally
+            ``RESULTS/postprocessing.json``; run :func:`choose_postprocessing` first, which
+            rewrites the file) under ``"crf"`` (the settings, or None) and ``"crf_dice"``.
+
+    Returns:
+        ``{"crf": settings or None, "crf_dice": {"<value>": {"before", "after"}},
+        "crf_cases": n}``.
+
+    Raises:
+        DatasetError: no probability files, or a case without image or reference.
+    """
+    from medseg.inference.inputs import find_input_cases
+
+    settings = dict(settings or {})
+    npz_files = sorted(Path(prob_dir).glob("*.npz"))
+    if not npz_files:
+        raise DatasetError(
+            f"{prob_dir}: no CASE.npz probability files (predict --save-probabilities)"
+        )
+    images = {case.case_id: case for case in find_input_cases(image_dir)}
+    refs = _case_files(Path(ref_dir))
+    values = [int(v) for v in labels]
+    before: dict[int, list[float]] = {v: [] for v in values}
+    after: dict[int, list[float]] = {v: [] for v in values}
+    for npz_path in npz_files:
+        case_id = npz_path.stem
+        if case_id not in images or case_id not in refs:
+            raise DatasetError(f"{npz_path}: no image in {image_dir} or reference in {ref_dir}")
+        image = np.concatenate(
+            [read_image(p).channels_first() for p in images[case_id].image_paths]
+        ).astype(np.float32)
+        ref = read_image(refs[case_id]).array
+        case_before, case_after = _crf_case_dice(npz_path, image, ref, values, settings)
+        for v, b, a in zip(values, case_before, case_after, strict=True):
+            before[v].append(b)
+            after[v].append(a)
+    means = {
+        str(v): {"before": _mean_dice(before[v]), "after": _mean_dice(after[v])} for v in values
+    }
+    defined = [m for m in means.values() if m["before"] is not None and m["after"] is not None]
+    helps = bool(defined) and np.mean([m["after"] for m in defined]) > np.mean(
+        [m["before"] for m in defined]
+    )
+    decision = {"crf": settings if helps else None, "crf_dice": means, "crf_cases": len(npz_files)}
+    if out_path is not None:
+        path = Path(out_path)
+        stored = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        write_json_atomic(path, {**stored, **decision})
+    return decision

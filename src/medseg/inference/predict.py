@@ -43,6 +43,7 @@ from medseg.fileutil import (
     write_text_atomic,
 )
 from medseg.inference.checkpoints import find_checkpoints, previous_stage_models
+from medseg.inference.crf import apply_crf_decision
 from medseg.inference.ensemble import (
     label_values,
     next_stage_segmentation,
@@ -265,6 +266,9 @@ def _predict_one(
         )
     except MedsegError as err:
         raise type(err)(f"case {case.case_id}: {err}") from err
+    crf = apply_crf_decision(probs, image.channels_first(), image.spacing, run.values, run.decision)
+    if crf is not None:  # cross-validation chose a dense CRF (RESULTS/postprocessing.json)
+        probs, label = crf[0], label.with_array(crf[1].astype(label.array.dtype))
     if run.decision is not None:
         label = label.with_array(apply_postprocessing(label.array, run.decision))
     write_image(label, target, overwrite=overwrite)

@@ -27,6 +27,7 @@ from medseg.evaluation import evaluate_folders
 from medseg.inference.postprocess import POSTPROCESSING_FILE, choose_postprocessing
 from medseg.inference.predict import predict_case
 from medseg.io import write_image
+from medseg.pipeline.crf_choice import choose_crf_from_folds, save_validation_probabilities
 from medseg.planning.plan import Plans
 from medseg.training import (
     fit,
@@ -47,6 +48,7 @@ def train(
     validate: bool = True,
     mirror: bool = False,
     progress: bool = True,
+    save_probabilities: bool = False,
     **fit_options: Any,
 ) -> dict[str, Any]:
     """Train one fold (:func:`medseg.training.fit`), then predict and evaluate its validation
@@ -58,6 +60,8 @@ def train(
         device: ``cpu``, ``cuda`` or None (auto), for training and validation.
         validate: predict and evaluate the fold's validation cases after training.
         mirror: test-time mirroring in that validation.
+        save_probabilities: also keep the validation softmax (``validation/probabilities/``),
+            which :func:`evaluate_cross_validation` needs to decide a dense CRF.
         **fit_options: the rest of :func:`medseg.training.fit`'s options (``epochs``,
             ``steps_per_epoch``, ``time_budget_s``, ``resume``, ``num_workers``, ``seed``).
 
@@ -74,7 +78,13 @@ def train(
     summary = None
     if validate and is_main:
         summary = validate_fold(
-            results, configuration, fold, device=device, mirror=mirror, progress=progress
+            results,
+            configuration,
+            fold,
+            device=device,
+            mirror=mirror,
+            progress=progress,
+            save_probabilities=save_probabilities,
         )
     fit_summary = {("fold_dir" if k == "run_dir" else k): v for k, v in result.__dict__.items()}
     return {"fit": fit_summary, "validation": summary}
@@ -89,6 +99,7 @@ def validate_fold(
     device: str | None = None,
     mirror: bool = False,
     progress: bool = True,
+    save_probabilities: bool = False,
 ) -> dict[str, Any]:
     """Predict the fold's validation cases in original geometry and evaluate them.
 
@@ -96,7 +107,8 @@ def validate_fold(
     made by the previous stage's model that held the case out, when that fold was trained).
     ``validation/uncertainty.csv`` holds each case's mean predictive entropy
     (``medseg.metrics.uncertainty.summarize_entropy``; the maps themselves are not written, so
-    the folder holds label maps only).
+    the folder holds label maps only). ``save_probabilities``: the softmax of each case as
+    ``validation/probabilities/CASE.npz`` too (for :func:`evaluate_cross_validation`'s CRF).
     """
     # local: the rest of the module does not need them
     from medseg.fileutil import write_text_atomic
@@ -129,6 +141,8 @@ def validate_fold(
             [(model, plan_)], image, mirror=mirror, device=dev, previous_segmentation=segmentation
         )
         write_image(label, pred_dir / f"{case_id}{dataset.file_ending}", overwrite=True)
+        if save_probabilities:
+            save_validation_probabilities(pred_dir, case_id, probs, plan_, image)
         uncertainty_rows.append({"case": case_id, **case_uncertainty(probs, label.array)})
     write_text_atomic(pred_dir / "uncertainty.csv", uncertainty_csv(uncertainty_rows))
     return evaluate_folders(
@@ -148,13 +162,16 @@ def evaluate_cross_validation(
     configuration: str,
     *,
     lesion_labels: Sequence[str] | None = None,
+    crf: bool | dict[str, Any] = False,
 ) -> dict[str, Any]:
     """Pool the validation predictions of every trained fold into ``evaluation/<config>/``, and
     decide the post-processing (largest component per label where it does not lower the
     cross-validation Dice) into ``RESULTS/postprocessing.json``, which ``predict`` applies.
 
     ``lesion_labels``: dataset label names to also score lesion by lesion (``lesions.csv``;
-    see ``evaluate_folders``), e.g. ``["lesion"]``; default none."""
+    see ``evaluate_folders``), e.g. ``["lesion"]``; default none. ``crf``: also decide a dense
+    CRF (True: ``dense_crf``'s defaults; a dict: its settings) on the folds' saved softmax
+    (``train(..., save_probabilities=True)``); ``predict`` applies it when chosen."""
     results = Path(results)
     plans = Plans.from_json(results / "plans.json")
     dataset = load_dataset(plans.dataset_path)
@@ -194,4 +211,6 @@ def evaluate_cross_validation(
             out_path=results / POSTPROCESSING_FILE,
             ignore_label=dataset.ignore_label,
         )
-        return summary
+    if crf:
+        choose_crf_from_folds(results, configuration, dataset, crf)
+    return summary
