@@ -17,6 +17,7 @@ import torch
 
 from medseg.device import autocast
 from medseg.errors import ConfigError
+from medseg.nets.registry import image_classifiers
 from medseg.planning.config_io import config_from_dict, config_to_dict, json_values
 
 TASKS = ("classification", "regression")
@@ -75,6 +76,11 @@ class ClassifierConfig:
         for name, value, valid in checks:
             if value not in valid:
                 raise ConfigError(f"{name} '{value}' is not one of {', '.join(valid)}")
+        if self.network not in image_classifiers():
+            raise ConfigError(
+                f"network '{self.network}' is not a whole-image classifier; use one of "
+                f"{', '.join(image_classifiers())} (survival models: medseg survival)"
+            )
         if self.batch_size < 1 or not self.learning_rate > 0:
             raise ConfigError("batch_size must be >= 1 and learning_rate > 0")
         object.__setattr__(self, "network_config", json_values(dict(self.network_config)))

@@ -58,13 +58,15 @@ class CsvTable:
         return [s for s in SPLITS if s in present]
 
 
-def read_csv_table(path: Path) -> CsvTable:
-    """Parse and check the CSV at ``path`` (header, cell counts, split names).
+def read_csv_rows(
+    path: Path, key_column: str, example_header: str
+) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """The lower-case header and the numbered non-blank rows (``(line number, {column:
+    cell})``) of a CSV whose header must hold ``key_column``.
 
     Raises:
-        DatasetError: the file cannot be read or decoded, is empty, has no ``path`` column,
-            duplicate column names, a row with the wrong cell count, no rows, or a split
-            that is not ``train``/``val``/``test``.
+        DatasetError: the file cannot be read or decoded, is empty, lacks ``key_column``, has
+            duplicate column names, a row with the wrong cell count, or no rows.
     """
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
@@ -74,15 +76,14 @@ def read_csv_table(path: Path) -> CsvTable:
     numbered = [(n, row) for n, row in enumerate(lines, start=1) if any(c.strip() for c in row)]
     if not numbered:
         raise DatasetError(
-            f"{path}: CSV is empty; expected a header row path,label[,fold][,split] "
-            "and one row per image"
+            f"{path}: CSV is empty; expected a header row {example_header} and one row per image"
         )
     _, header_row = numbered[0]
     header = [h.strip().lower() for h in header_row]
-    if "path" not in header:
+    if key_column not in header:
         raise DatasetError(
-            f"{path}: no 'path' column (header: {','.join(header_row)}); the first row must be a "
-            "header such as path,label[,fold][,split]"
+            f"{path}: no '{key_column}' column (header: {','.join(header_row)}); the first row "
+            f"must be a header such as {example_header}"
         )
     if len(set(header)) != len(header):
         raise DatasetError(f"{path}: duplicate column names in header {','.join(header_row)}")
@@ -95,6 +96,18 @@ def read_csv_table(path: Path) -> CsvTable:
         rows.append((n, {h: cell.strip() for h, cell in zip(header, row, strict=True)}))
     if not rows:
         raise DatasetError(f"{path}: CSV has a header but no rows")
+    return header, rows
+
+
+def read_csv_table(path: Path) -> CsvTable:
+    """Parse and check the CSV at ``path`` (header, cell counts, split names).
+
+    Raises:
+        DatasetError: the file cannot be read or decoded, is empty, has no ``path`` column,
+            duplicate column names, a row with the wrong cell count, no rows, or a split
+            that is not ``train``/``val``/``test``.
+    """
+    header, rows = read_csv_rows(path, "path", "path,label[,fold][,split]")
     table = CsvTable(path, header, rows)
     if table.has_split:
         for n, cells in rows:
