@@ -1,10 +1,11 @@
-"""Registration benchmark: Hippocampus inter-subject pairs (and ACDC ED->ES), warped-label
-Dice and seconds per pair for identity, SimpleITK affine and B-spline, and VoxelMorph.
+"""Registration benchmark: Hippocampus inter-subject pairs, warped-label Dice and seconds per
+pair for identity, SimpleITK affine and B-spline, and VoxelMorph (ACDC ED->ES:
+``registration_acdc.py``).
 
 Usage::
 
     python benchmarks/registration.py [--data ../shared/data] [--budget 12m] [--pairs 20]
-        [--out /tmp/registration_bench] [--label-weight 1.0] [--no-diffeomorphic] [--acdc]
+        [--out /tmp/registration_bench] [--label-weight 1.0] [--no-diffeomorphic]
 
 Hippocampus cases are split once (seeded): ``2 * pairs`` test cases form ``pairs`` disjoint
 (moving, fixed) test pairs; VoxelMorph trains on the rest (``exclude`` in its config) with a

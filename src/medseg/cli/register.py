@@ -3,6 +3,10 @@
 * ``medseg register train DATASET -o RUN [--atlas CASE] [--loss ncc|mse] [--smooth 1.0]
   [--label-weight W] [--diffeomorphic] [--time-budget 15m] [--epochs N] [--seed S]``:
   VoxelMorph on the shared engine, random inter-subject pairs (or every case onto an atlas);
+  ``--pairs same-subject [--pair-pattern REGEX] [--moving-frame F] [--both-directions]``
+  pairs the two frames of each subject (ACDC: ED ``frame01`` onto ES ``frame02``),
+  ``--pairs-file pairs.json`` lists them; ``--shape 16x192x224`` crops or pads every volume
+  about its centre to one shape;
 * ``medseg register apply -m RUN --fixed F --moving M [--labels L] -o OUT``: writes
   ``OUT/warped.nii.gz``, ``OUT/warped_labels.nii.gz`` (nearest neighbours) and
   ``OUT/field.nii.gz``, a displacement field SimpleITK reads as a
@@ -30,7 +34,9 @@ app = typer.Typer(
 )
 
 Loss = Literal["ncc", "mse"]
+PairMode = Literal["random", "same-subject"]
 Checkpoint = Literal["best", "latest"]
+DEFAULT_PATTERN = r"^(?P<subject>.+)_frame(?P<frame>\d+)$"  # = registration.pairs's default
 OUTPUT_NAMES = ("warped.nii.gz", "warped_labels.nii.gz", "field.nii.gz")
 RUN_FILES = (
     "checkpoint_best.pt",
@@ -42,6 +48,76 @@ RUN_FILES = (
 )
 
 
+def _pair_pattern(value: str) -> str:
+    """``callback=``: a regex with the named groups ``subject`` and ``frame``."""
+    from medseg.errors import ConfigError
+    from medseg.registration.pairs import compile_pattern
+
+    try:
+        compile_pattern(value)
+    except ConfigError as err:
+        raise typer.BadParameter(str(err)) from None
+    return value
+
+
+def _frame(value: str | None) -> str | None:
+    """``callback=``: a frame value (one token, no spaces)."""
+    if value is not None and (not value or value.split() != [value]):
+        raise typer.BadParameter(f"--moving-frame {value!r}: one frame value, no spaces")
+    return value
+
+
+def _shape(value: str | None) -> tuple[int, ...] | None:
+    """``callback=``: ``ZxYxX`` (or ``YxX``), positive integers."""
+    if value is None:
+        return None
+    try:
+        shape = tuple(int(n) for n in value.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise typer.BadParameter(f"--shape {value!r}: positive sizes such as 16x192x224")
+    return shape
+
+
+# the pair-mode options of `register train` (module level: keeps the command short)
+PAIRS = typer.Option(
+    "random", "--pairs", help="random (inter-subject) or same-subject (two frames each)."
+)
+PAIR_PATTERN = typer.Option(
+    DEFAULT_PATTERN,
+    "--pair-pattern",
+    callback=_pair_pattern,
+    help="Same-subject rule: a regex with the groups 'subject' and 'frame'.",
+)
+MOVING_FRAME = typer.Option(
+    None, "--moving-frame", callback=_frame, help="The moving frame (default: first sorted)."
+)
+BOTH_DIRECTIONS = typer.Option(
+    False, "--both-directions", help="Also register each fixed frame onto the moving one."
+)
+PAIRS_FILE = typer.Option(
+    None, "--pairs-file", exists=True, dir_okay=False, help="JSON [[moving, fixed], ...]."
+)
+SHAPE = typer.Option(
+    None, "--shape", callback=_shape, help="Crop/pad cases about the centre, e.g. 16x192x224."
+)
+
+
+def _clear_previous(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Removes a previous run's own files from ``out`` (with ``overwrite``, not ``resume``)."""
+    from medseg.errors import OverwriteError
+
+    previous = [out / name for name in RUN_FILES if (out / name).exists()]
+    if previous and not resume:
+        if not overwrite:
+            raise OverwriteError(
+                f"{out}: holds a registration run; pass --overwrite to replace it or --resume"
+            )
+        for path in previous:  # only the run's own files: anything else in RUN stays
+            path.unlink()
+
+
 @app.command("train")
 def train(
     dataset: Path = typer.Argument(
@@ -51,6 +127,12 @@ def train(
     atlas: str | None = typer.Option(
         None, "--atlas", help="Register every case onto this case id (default: random pairs)."
     ),
+    pairs: PairMode = PAIRS,
+    pair_pattern: str = PAIR_PATTERN,
+    moving_frame: str | None = MOVING_FRAME,
+    both_directions: bool = BOTH_DIRECTIONS,
+    pairs_file: Path | None = PAIRS_FILE,
+    shape: str | None = SHAPE,
     loss: Loss = typer.Option("ncc", "--loss", help="Image similarity: local NCC or MSE."),
     smooth: float = number_option(
         1.0,
@@ -76,21 +158,19 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a previous run in RUN."),
 ) -> None:
     """Train VoxelMorph on a dataset's pairs (unsupervised; labels validate)."""
-    from medseg.errors import OverwriteError
     from medseg.registration.config import RegistrationConfig
     from medseg.registration.train import fit_registration
 
-    previous = [out / name for name in RUN_FILES if (out / name).exists()]
-    if previous and not resume:
-        if not overwrite:
-            raise OverwriteError(
-                f"{out}: holds a registration run; pass --overwrite to replace it or --resume"
-            )
-        for path in previous:  # only the run's own files: anything else in RUN stays
-            path.unlink()
+    _clear_previous(out, resume=resume, overwrite=overwrite)
     config = RegistrationConfig(
         dataset=str(dataset),
         atlas=atlas,
+        pairs=pairs,
+        pair_pattern=pair_pattern,
+        moving_frame=moving_frame,
+        both_directions=both_directions,
+        pairs_file=None if pairs_file is None else str(pairs_file),
+        shape=shape or (),
         loss=loss,
         smooth=smooth,
         label_weight=label_weight,

@@ -5,7 +5,7 @@
 * :mod:`.jacobian`: ``jacobian_determinant``, ``folding_percent``;
 * :mod:`.train`: ``fit_registration`` on the shared training engine (:mod:`.config`: the
   run's ``RegistrationConfig`` and ``RegistrationModel``; :mod:`.data`: normalised, padded
-  volumes);
+  volumes; :mod:`.pairs`: listed pairs, e.g. ED -> ES frames of the same subject);
 * :mod:`.apply`: ``register_pair`` -> warped image, warped labels, and a displacement field
   SimpleITK reads as a ``DisplacementFieldTransform``.
 

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from medseg.errors import ConfigError
 from medseg.nets.voxelmorph import VoxelMorph
 from medseg.registration.data import NORMALISATIONS
+from medseg.registration.pairs import DEFAULT_PAIR_PATTERN, PAIR_MODES, compile_pattern
 from medseg.registration.warp import integrate_velocity, warp
 
 CONFIG_KEY = "registration_config"
@@ -29,6 +30,12 @@ class RegistrationConfig:
         shape: the padded training shape (set from the data when empty).
         atlas: a case id: every pair registers a training case onto it; None: random
             inter-subject pairs.
+        pairs: ``"random"`` (inter-subject, or onto ``atlas``) or ``"same-subject"``: the two
+            frames of each subject (:mod:`.pairs`), split by subject.
+        pair_pattern, moving_frame, both_directions: the same-subject rule (a regex with the
+            groups ``subject`` and ``frame``; the moving frame, default the first sorted;
+            also the reverse pairs).
+        pairs_file: a JSON list of ``[moving, fixed]`` case ids used instead (any mode).
         loss: image similarity, ``"ncc"`` (local, ``window``) or ``"mse"``.
         smooth: weight of the gradient smoothness of the predicted field (VoxelMorph: 1 with
             NCC, 0.01 with MSE).
@@ -52,6 +59,11 @@ class RegistrationConfig:
     spatial_dims: int = 3
     shape: tuple[int, ...] = ()
     atlas: str | None = None
+    pairs: str = "random"
+    pair_pattern: str = DEFAULT_PAIR_PATTERN
+    moving_frame: str | None = None
+    both_directions: bool = False
+    pairs_file: str | None = None
     loss: str = "ncc"
     window: int = 9
     smooth: float = 1.0
@@ -90,8 +102,18 @@ class RegistrationConfig:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.window < 1 or self.window % 2 == 0 or self.integration_steps < 0:
             raise ConfigError("window must be an odd int >= 1, integration_steps >= 0")
+        if self.pairs not in PAIR_MODES:
+            raise ConfigError(f"pairs {self.pairs!r}: use one of {', '.join(PAIR_MODES)}")
+        compile_pattern(self.pair_pattern)
+        if self.atlas and (self.listed_pairs):
+            raise ConfigError("an atlas registers random cases onto one: not with listed pairs")
         if self.downsize < 1:
             raise ConfigError(f"downsize must be an int >= 1, got {self.downsize}")
+
+    @property
+    def listed_pairs(self) -> bool:
+        """Pairs come from a list (same-subject frames or ``pairs_file``), not at random."""
+        return self.pairs != "random" or self.pairs_file is not None
 
     @property
     def divisor(self) -> int:

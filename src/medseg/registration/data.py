@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import SimpleITK as sitk
@@ -93,13 +93,15 @@ def crop_to(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 @dataclass
 class Volumes:
     """Cases ready for training: ``images (N, 1, *shape)`` float32, ``labels (N, *shape)``
-    int64 or None, in the order of ``case_ids``; ``num_classes``: the largest label + 1."""
+    int64 or None, in the order of ``case_ids``; ``num_classes``: the largest label + 1;
+    ``shapes``: each case's spatial shape before padding or cropping."""
 
     case_ids: list[str]
     images: torch.Tensor
     labels: torch.Tensor | None
     spacing: tuple[float, ...]
     num_classes: int = 0
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 def check_same_spacing(dataset: Dataset, images: dict[str, Image]) -> tuple[float, ...]:
@@ -150,8 +152,9 @@ def load_volumes(
             np.stack([pad_to(np.rint(labels[c].array).astype(np.int64), target) for c in case_ids])
         )
     classes = int(label_tensor.max()) + 1 if label_tensor is not None else 0
+    shapes = {c: tuple(images[c].spatial_shape) for c in case_ids}
     return Volumes(
-        list(case_ids), torch.from_numpy(stacked)[:, None], label_tensor, spacing, classes
+        list(case_ids), torch.from_numpy(stacked)[:, None], label_tensor, spacing, classes, shapes
     )
 
 

@@ -32,6 +32,13 @@ from medseg.losses.registration import gradient_smoothness, local_ncc, mse, warp
 from medseg.registration.config import CONFIG_KEY, RegistrationConfig, RegistrationModel
 from medseg.registration.data import Volumes, load_volumes
 from medseg.registration.jacobian import folding_percent
+from medseg.registration.pairs import (
+    ListedPairBatches,
+    check_pair_shapes,
+    read_pairs_file,
+    same_subject_pairs,
+    split_pairs,
+)
 from medseg.registration.scores import mean_label_dice
 from medseg.registration.warp import warp
 from medseg.training.engine import RunResult, Task, run_training
@@ -175,6 +182,38 @@ def _resolved(dataset: str | os.PathLike[str], config: RegistrationConfig | None
     return config, case_ids, probe
 
 
+def listed_pairs(config: RegistrationConfig, case_ids: list[str]) -> list[tuple[str, str]]:
+    """The run's listed ``(moving, fixed)`` pairs: from ``pairs_file``, else same-subject."""
+    if config.pairs_file is not None:
+        return read_pairs_file(config.pairs_file, case_ids)
+    return same_subject_pairs(
+        case_ids,
+        config.pair_pattern,
+        moving_frame=config.moving_frame,
+        both_directions=config.both_directions,
+    )
+
+
+def _pairing(config: RegistrationConfig, case_ids: list[str], volumes: Volumes, rows):
+    """The batches, the validation pairs and ``split.json`` of the run's pair mode."""
+    if not config.listed_pairs:
+        train_ids, val_ids = split_cases(case_ids, config)
+        pairs = validation_pairs(val_ids, config)
+        split = {"train": train_ids, "val": val_ids, "val_pairs": [list(p) for p in pairs]}
+        return PairBatches(rows, train_ids, config), pairs, split
+    listed = listed_pairs(config, case_ids)
+    check_pair_shapes(listed, volumes.shapes, config.dataset)
+    train_pairs, val_pairs = split_pairs(listed, config.val_fraction, config.seed)
+    batches = ListedPairBatches(
+        rows, train_pairs, config.batch_size, config.steps_per_epoch, config.seed
+    )
+    split = {
+        "train_pairs": [list(p) for p in train_pairs],
+        "val_pairs": [list(p) for p in val_pairs[: config.val_pairs]],
+    }
+    return batches, val_pairs[: config.val_pairs], split
+
+
 def fit_registration(
     dataset: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -206,18 +245,16 @@ def fit_registration(
     config, case_ids, volumes = _resolved(dataset, config)
     if epochs is not None:
         config = dataclasses.replace(config, epochs=epochs)
-    train_ids, val_ids = split_cases(case_ids, config)
     rows = {c: i for i, c in enumerate(volumes.case_ids)}
-    pairs = validation_pairs(val_ids, config)
+    batches, pairs, split = _pairing(config, case_ids, volumes, rows)
     dev = resolve_device(device)
     torch.manual_seed(config.seed)
     model = RegistrationModel(config).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    split = {"train": train_ids, "val": val_ids, "val_pairs": [list(p) for p in pairs]}
     task = Task(
         model=model,
         optimizer=optimizer,
-        batches=PairBatches(rows, train_ids, config),
+        batches=batches,
         loss=lambda index: registration_loss(model, volumes, config, index, dev),
         validate=lambda use_bf16, _: validate(model, volumes, rows, pairs, config, dev, use_bf16),
         score=_score,
@@ -247,5 +284,9 @@ def fit_registration(
 
 def _same_run(saved: Any, config: RegistrationConfig) -> bool:
     if not isinstance(saved, dict):
+        return False
+    try:  # settings added since the run was saved take their defaults
+        saved = RegistrationConfig.from_dict(saved).to_dict()
+    except ConfigError:
         return False
     return {**saved, "epochs": config.epochs} == config.to_dict()
