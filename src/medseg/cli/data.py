@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from medseg.cli import cine as cine_cli
 from medseg.cli import phantoms as phantoms_cli
 from medseg.cli.cluster_options import ADDRESS_OPTION, EXECUTOR_OPTION, Executor, where
 from medseg.cli.options import output_file, output_folder
@@ -33,6 +34,7 @@ def check(
 
     ds = load_dataset(dataset)
     problems = check_dataset(ds, jobs=jobs, **where(executor, address))
+    _print_time_axis(ds)
     for problem in problems:
         typer.echo(str(problem))
     summary = (
@@ -121,7 +123,24 @@ def print_fingerprint(fp: object) -> None:
         )
     fractions = ", ".join(f"{k} {v:.2%}" for k, v in fp.class_fractions.items())  # type: ignore[attr-defined]
     table.add_row("class fractions", fractions)
+    time_axis = getattr(fp, "time_axis", None)
+    if time_axis:
+        table.add_row(
+            "time axis",
+            f"{time_axis['median_frames']:g} frames x {time_axis['median_time_interval']:g} s, "
+            f"labelled frames {time_axis['min_labelled_frames']}-"
+            f"{time_axis['max_labelled_frames']} per case",
+        )
     console.print(table)
+
+
+def _print_time_axis(ds: object) -> None:
+    from medseg.data.temporal import is_time_series_dataset
+    from medseg.data.temporal_check import time_series_summary
+
+    if is_time_series_dataset(ds):
+        for line in time_series_summary(ds):
+            typer.echo(line)
 
 
 def _fmt(values: list[float]) -> str:
@@ -129,3 +148,4 @@ def _fmt(values: list[float]) -> str:
 
 
 phantoms_cli.register(app)
+cine_cli.register(app)

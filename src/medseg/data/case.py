@@ -45,6 +45,7 @@ def read_case(case: Case, *, num_channels: int | None = None) -> tuple[Image, Im
     """
     images = [read_image(p) for p in case.image_paths]
     first = images[0]
+    _refuse_time_series(case, first, num_channels)
     if len(images) == 1:
         image = channels_first_image(first)
     else:
@@ -116,3 +117,17 @@ def duplicate_cases(cases: tuple[Case, ...] | list[Case]) -> list[tuple[Path, st
                 )
             )
     return found
+
+
+def _refuse_time_series(case: Case, first: Image, num_channels: int | None) -> None:
+    """A 4D time series where a 3D image with channels is expected: one line, naming the file
+    and how to pick a frame (``medseg data frame``)."""
+    from medseg.io.time_axis import looks_like_time_series, time_series_hint
+
+    if (
+        len(case.image_paths) == 1
+        and first.spatial_dims == 4
+        and num_channels not in (None, first.array.shape[0])
+        and looks_like_time_series(case.image_paths[0])
+    ):
+        raise DatasetError(time_series_hint(case.image_paths[0], first.array.shape))

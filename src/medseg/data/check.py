@@ -9,7 +9,9 @@ multi-modal volume), a dataset mixing 2D and 3D cases, image/label shape or geom
 mismatch, label values that are negative or not declared in ``dataset.json``, a
 ``dataset.json`` declaring negative or repeated values or no background 0, non-integer
 labels, NaN/inf voxels, constant (empty) images, and ``numTraining`` disagreeing with the
-files.
+files. A time-axis dataset (``"time_axis": true``; ``docs/time_series.md``) is checked case by
+case by ``medseg.data.temporal_check`` instead (frames, interval, labelled frames); a 4D
+time series in an ordinary dataset is named with how to pick one frame.
 
 ``label_problem`` and ``nonfinite_problems`` are shared with ``preprocess`` and ``predict``,
 which refuse such input with the same message.
@@ -28,8 +30,11 @@ import numpy as np
 from medseg.data.case import Case, channels_first_image, duplicate_cases, missing_channel_files
 from medseg.data.dataset import Dataset
 from medseg.data.parallel import map_cases
+from medseg.data.temporal import dataset_frame_interval, is_time_series_dataset
+from medseg.data.temporal_check import check_time_case
 from medseg.errors import MedsegError
 from medseg.io import Image, grid_mismatches, read_image
+from medseg.io.time_axis import looks_like_time_series, time_series_hint
 
 
 @dataclass(frozen=True)
@@ -71,16 +76,25 @@ def check_dataset(
         )
     if not dataset.cases:
         problems.append(Problem(dataset.root, "no labelled training cases found"))
-    check = partial(
-        _check_case,
-        num_channels=dataset.num_channels,
-        label_values=(
-            frozenset(dataset.label_values)
-            if dataset.layout != "folder2d" and not dataset.instance_labels
-            else None
-        ),
-        layout=dataset.layout,
+    label_values = (
+        frozenset(dataset.label_values)
+        if dataset.layout != "folder2d" and not dataset.instance_labels
+        else None
     )
+    if is_time_series_dataset(dataset):  # one 4D image + one 4D label per case
+        check = partial(
+            check_time_case,
+            label_values=label_values,
+            ignore=dataset.ignore_label,
+            frame_interval=_frame_interval(dataset, problems),
+        )
+    else:
+        check = partial(
+            _check_case,
+            num_channels=dataset.num_channels,
+            label_values=label_values,
+            layout=dataset.layout,
+        )
     results = map_cases(
         check,
         list(dataset.cases),
@@ -94,6 +108,14 @@ def check_dataset(
         problems.extend(case_problems)
     problems.extend(_mixed_dimensionality(dataset.cases, [dims for _, dims in results]))
     return problems
+
+
+def _frame_interval(dataset: Dataset, problems: list[Problem]) -> float | None:
+    try:
+        return dataset_frame_interval(dataset)
+    except MedsegError as err:
+        problems.append(Problem(dataset.root / "dataset.json", str(err).split(": ", 1)[-1]))
+        return None
 
 
 def label_declaration_problems(dataset: Dataset) -> list[Problem]:
@@ -207,6 +229,10 @@ def _read_channels(case: Case, layout: str, problems: list[Problem]) -> list[tup
             continue
         if image.spatial_dims == 4 and layout == "msd" and len(case.image_paths) == 1:
             image = channels_first_image(image)  # an MSD multi-modal volume: channels first
+        elif image.spatial_dims == 4 and looks_like_time_series(path):
+            hint = time_series_hint(path, image.array.shape)
+            problems.append(Problem(path, hint[len(f"{path}: ") :]))
+            continue
         elif image.spatial_dims > 3:
             problems.append(
                 Problem(

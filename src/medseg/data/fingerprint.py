@@ -23,11 +23,18 @@ import numpy as np
 from medseg.data.dataset import Case, Dataset, read_case
 from medseg.data.parallel import imap_cases
 from medseg.data.sample_sketch import SampleSketch
+from medseg.data.temporal import (
+    dataset_frame_interval,
+    is_time_series_dataset,
+    labelled_frames,
+    read_time_case,
+)
 from medseg.errors import ConfigError
 from medseg.fileutil import write_json_atomic
 
 SAMPLES_PER_CASE = 10_000
 SCHEMA_VERSION = 1
+TIME_KEYS = ("frames", "time_interval", "labelled_frames")
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,10 @@ class Fingerprint:
         class_fractions: label name -> share of all annotated voxels (background included,
             ``ignore`` voxels left out).
         anisotropy: largest / smallest median spacing (3 or more: treat as anisotropic).
+        time_axis: for a time-axis dataset (``docs/time_series.md``): median frames, median
+            frame interval (s), fewest and most labelled frames per case; None otherwise.
+            Each case then also records ``frames``, ``time_interval`` and
+            ``labelled_frames``, and the statistics cover its labelled frames only.
     """
 
     dataset_name: str
@@ -58,6 +69,7 @@ class Fingerprint:
     class_fractions: dict[str, float]
     anisotropy: float
     schema_version: int = SCHEMA_VERSION
+    time_axis: dict[str, float] | None = None
 
     @property
     def is_anisotropic(self) -> bool:
@@ -75,7 +87,7 @@ class Fingerprint:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(f"{path}: unknown fingerprint key(s) {unknown}")
-        missing = sorted(n for n in names - set(data) if n != "schema_version")
+        missing = sorted(n for n in names - set(data) if n not in ("schema_version", "time_axis"))
         if missing:
             raise ConfigError(f"{path}: missing fingerprint key(s) {missing}")
         return cls(**data)
@@ -104,11 +116,14 @@ def compute_fingerprint(
         raise ConfigError(f"{dataset.root}: no labelled cases to fingerprint")
     ignore = dataset.ignore_label
     label_values = sorted(v for v in dataset.label_values if v != ignore)
+    time_axis = is_time_series_dataset(dataset)
     work = partial(
         _case_stats,
         num_channels=dataset.num_channels,
         label_values=tuple(label_values),
         ignore=ignore,
+        time_axis=time_axis,
+        frame_interval=dataset_frame_interval(dataset) if time_axis else None,
     )
     items = [(i, case) for i, case in enumerate(dataset.cases)]
     sketches = [SampleSketch() for _ in range(dataset.num_channels)]
@@ -137,14 +152,7 @@ def compute_fingerprint(
         spatial_dims=int(shapes.shape[1]),
         channel_names=dict(dataset.channel_names),
         labels=dict(dataset.labels),
-        cases={
-            case.case_id: {
-                "shape": s["shape"],
-                "spacing": s["spacing"],
-                "class_voxels": dict(zip(map(str, label_values), s["class_voxels"], strict=True)),
-            }
-            for case, s in zip(dataset.cases, stats, strict=True)
-        },
+        cases=_case_records(dataset, stats, label_values),
         median_spacing=[float(v) for v in median_spacing],
         median_shape=[float(v) for v in np.median(shapes, axis=0)],
         spacing_percentiles={
@@ -157,7 +165,33 @@ def compute_fingerprint(
             for v, n in zip(label_values, voxels, strict=True)
         },
         anisotropy=float(median_spacing.max() / median_spacing.min()),
+        time_axis=_time_axis_summary(stats) if time_axis else None,
     )
+
+
+def _case_records(
+    dataset: Dataset, stats: list[dict[str, Any]], label_values: list[int]
+) -> dict[str, dict[str, Any]]:
+    """``Fingerprint.cases``: shape, spacing, class voxels (and time keys) per case id."""
+    return {
+        case.case_id: {
+            "shape": s["shape"],
+            "spacing": s["spacing"],
+            "class_voxels": dict(zip(map(str, label_values), s["class_voxels"], strict=True)),
+            **{k: s[k] for k in TIME_KEYS if k in s},
+        }
+        for case, s in zip(dataset.cases, stats, strict=True)
+    }
+
+
+def _time_axis_summary(stats: list[dict[str, Any]]) -> dict[str, float]:
+    """Median frames and interval (s) and the labelled frames per case, over all cases."""
+    return {
+        "median_frames": float(np.median([s["frames"] for s in stats])),
+        "median_time_interval": float(np.median([s["time_interval"] for s in stats])),
+        "min_labelled_frames": int(min(len(s["labelled_frames"]) for s in stats)),
+        "max_labelled_frames": int(max(len(s["labelled_frames"]) for s in stats)),
+    }
 
 
 def _case_stats(
@@ -166,18 +200,36 @@ def _case_stats(
     num_channels: int,
     label_values: tuple[int, ...],
     ignore: int | None = None,
+    time_axis: bool = False,
+    frame_interval: float | None = None,
 ) -> dict[str, Any]:
     index, case = item
-    image, label = read_case(case, num_channels=num_channels)
-    array = image.channels_first()
-    if label is not None:
-        foreground = label.array > 0
-        if ignore is not None:  # unannotated voxels are not foreground
-            foreground &= label.array != ignore
+    extra: dict[str, Any] = {}
+    if time_axis:  # labelled frames only; frames play the part of more voxels
+        series, label_series = read_time_case(case, frame_interval)
+        keep = labelled_frames(label_series.array, ignore) if label_series else None
+        keep = list(range(series.num_frames)) if keep is None else keep
+        array = series.array[keep][None]
+        label = label_series.array[keep] if label_series is not None else None
+        image_shape, spacing = series.spatial_shape, series.spacing
+        extra = {
+            "frames": series.num_frames,
+            "time_interval": float(series.time_interval),
+            "labelled_frames": keep,
+        }
     else:
-        foreground = np.ones(image.spatial_shape, dtype=bool)
+        image, label_image = read_case(case, num_channels=num_channels)
+        array = image.channels_first()
+        label = label_image.array if label_image is not None else None
+        image_shape, spacing = image.spatial_shape, image.spacing
+    if label is not None:
+        foreground = label > 0
+        if ignore is not None:  # unannotated voxels are not foreground
+            foreground &= label != ignore
+    else:
+        foreground = np.ones(array.shape[1:], dtype=bool)
     if not foreground.any():  # no foreground: fall back to all voxels so stats stay defined
-        foreground = np.ones(image.spatial_shape, dtype=bool)
+        foreground = np.ones(array.shape[1:], dtype=bool)
     rng = np.random.default_rng(index)
     samples = []
     for c in range(array.shape[0]):
@@ -186,12 +238,13 @@ def _case_stats(
         if values.size > SAMPLES_PER_CASE:
             values = rng.choice(values, SAMPLES_PER_CASE, replace=False)
         samples.append(values)
-    counts = _value_counts(label.array) if label is not None else {}
+    counts = _value_counts(label) if label is not None else {}
     return {
-        "shape": [int(s) for s in image.spatial_shape],
-        "spacing": [float(s) for s in image.spacing],
+        "shape": [int(s) for s in image_shape],
+        "spacing": [float(s) for s in spacing],
         "samples": samples,
         "class_voxels": [counts.get(v, 0) for v in label_values],
+        **extra,
     }
 
 

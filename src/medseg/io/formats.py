@@ -11,6 +11,9 @@
 
 (1) PNG/BMP lossless, JPEG lossy.
 
+A time series (``Image.time_interval`` set) is written as a 4D file with its frame interval;
+read it back with ``medseg.io.time_axis.read_time_series``.
+
 Volumetric formats go through SimpleITK; 2D picture formats through Pillow (and tifffile
 for TIFF) because SimpleITK's handling of RGB and palette PNGs is not what users expect: a
 grey image becomes ``(H, W)``, an RGB image ``(3, H, W)``, an RGBA image drops a fully opaque
@@ -145,6 +148,8 @@ def write_image(
     """
     path = check_writable(path, overwrite=overwrite)
     ext = file_ending(path)
+    if image.has_time and ext not in SITK_EXTENSIONS:  # medseg.io.time_axis
+        raise ImageIOError(f"{path}: a time series is written as 4D NIfTI, NRRD or MetaImage")
     with atomic_path(path) as tmp:
         if ext in SITK_EXTENSIONS:
             sitk.WriteImage(_to_sitk(image), str(tmp), useCompression=compress)
@@ -178,6 +183,10 @@ def to_sitk(image: Image) -> sitk.Image:
 
 
 def _to_sitk(image: Image) -> sitk.Image:
+    if image.has_time:
+        from medseg.io.time_axis import time_series_to_sitk
+
+        return time_series_to_sitk(image)
     array = image.array
     if array.dtype == np.bool_:
         array = array.astype(np.uint8)

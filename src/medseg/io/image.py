@@ -13,6 +13,15 @@ nnU-Net uses.
 (LPS world coordinates, ``x, y, z``): ``origin`` is the world position of the centre of voxel
 ``array[..., 0, 0, 0]`` and ``direction`` is the row-major ITK direction-cosine matrix whose
 column ``d`` is the world direction of ITK index axis ``d`` (array axis ``-1 - d``).
+
+Time axis (cine MRI, 4D CT, ultrasound video)
+---------------------------------------------
+An image with ``time_interval`` set (seconds between frames, the unit ITK and NIfTI's
+``xyzt_units`` default use) is a time series: ``array`` is ``(T, *spatial)``, axis 0 holding
+the ``T`` frames where a channel axis would be. A time series has no channel axis (channels
+and time together are not supported); ``frame(t)`` gives frame ``t`` as a plain image on the
+same grid. Read and write them with ``medseg.io.time_axis.read_time_series`` /
+``write_image`` (4D NIfTI, ``pixdim[4]`` is the interval). See ``docs/time_series.md``.
 """
 
 from __future__ import annotations
@@ -37,6 +46,8 @@ class Image:
         spacing: voxel size in mm per spatial array axis (``(z, y, x)`` order in 3D).
         origin: world (LPS, ``x, y, z``) position of the first voxel centre; zeros by default.
         direction: row-major ``D x D`` ITK direction cosines; identity by default.
+        time_interval: seconds between frames for a time series ``(T, *spatial)``; None
+            (default) for an image without a time axis.
 
     Example:
         >>> img = Image(np.zeros((4, 5, 6)), spacing=(5.0, 1.0, 1.0))
@@ -48,6 +59,7 @@ class Image:
     spacing: tuple[float, ...]
     origin: tuple[float, ...] = field(default=())
     direction: tuple[float, ...] = field(default=())
+    time_interval: float | None = None
 
     def __post_init__(self) -> None:
         self.array = np.asarray(self.array)
@@ -66,6 +78,17 @@ class Image:
             raise GeometryError(
                 f"origin {self.origin} / direction {self.direction} do not match {d} spatial dims"
             )
+        if self.time_interval is not None:
+            self.time_interval = float(self.time_interval)
+            if not np.isfinite(self.time_interval) or self.time_interval <= 0:
+                raise GeometryError(
+                    f"time_interval must be a positive number of seconds, got {self.time_interval}"
+                )
+            if self.array.ndim != d + 1:
+                raise GeometryError(
+                    f"a time series needs an array (T, *spatial) with {d} spatial axes, "
+                    f"got shape {self.array.shape}"
+                )
 
     @property
     def spatial_dims(self) -> int:
@@ -73,7 +96,29 @@ class Image:
 
     @property
     def has_channels(self) -> bool:
-        return self.array.ndim == self.spatial_dims + 1
+        return self.array.ndim == self.spatial_dims + 1 and self.time_interval is None
+
+    @property
+    def has_time(self) -> bool:
+        """True for a time series: ``array`` is ``(T, *spatial)``."""
+        return self.time_interval is not None
+
+    @property
+    def num_frames(self) -> int:
+        """``T`` for a time series, 1 otherwise."""
+        return self.array.shape[0] if self.has_time else 1
+
+    def frame(self, t: int) -> Image:
+        """Frame ``t`` (negative counts from the end) as an image without time axis.
+
+        Raises:
+            GeometryError: the image has no time axis, or ``t`` is not a frame index.
+        """
+        if not self.has_time:
+            raise GeometryError(f"image of shape {self.array.shape} has no time axis")
+        if not -self.num_frames <= t < self.num_frames:
+            raise GeometryError(f"frame {t} does not exist: the series has {self.num_frames}")
+        return Image(self.array[t], self.spacing, self.origin, self.direction)
 
     @property
     def num_channels(self) -> int:
@@ -89,12 +134,26 @@ class Image:
         return np.asarray(self.direction).reshape(d, d)
 
     def channels_first(self) -> np.ndarray:
-        """The array as ``(C, *spatial)``, adding a channel axis when there is none."""
+        """The array as ``(C, *spatial)``, adding a channel axis when there is none.
+
+        Raises:
+            GeometryError: for a time series (its first axis is time; use ``frame(t)``).
+        """
+        if self.has_time:
+            raise GeometryError(
+                f"a time series of {self.num_frames} frames has no channel axis; "
+                "take one frame with image.frame(t)"
+            )
         return self.array if self.has_channels else self.array[None]
 
     def with_array(self, array: np.ndarray) -> Image:
-        """A new image on the same grid (same spacing/origin/direction) with other voxels."""
-        return Image(np.asarray(array), self.spacing, self.origin, self.direction)
+        """A new image on the same grid (same spacing/origin/direction) with other voxels; a
+        time series keeps its ``time_interval`` when ``array`` still has the time axis."""
+        array = np.asarray(array)
+        keep = self.has_time and array.ndim == self.spatial_dims + 1
+        return Image(
+            array, self.spacing, self.origin, self.direction, self.time_interval if keep else None
+        )
 
     def index_to_world(self, index: np.ndarray) -> np.ndarray:
         """World (LPS) coordinates of array indices.
