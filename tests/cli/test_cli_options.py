@@ -253,6 +253,7 @@ CHECKED_BY_THE_COMMAND = {
     "preprocess": {"results"},
     "train": {"results", "pretrained", "weight_map"},
     "prepare-cascade": {"results"},
+    "crossval": {"results"},
     "predict": {"input_dir", "results", "series_uid"},
     "evaluate": {"pred", "ref", "labels", "lesion_labels"},
     "measure": {"pred", "images", "labels"},

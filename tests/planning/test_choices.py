@@ -203,7 +203,10 @@ def test_network_config_is_translated_for_each_network(base_plan) -> None:
         (PlanChoices(loss="lovasz"), "unknown loss 'lovasz'; valid: boundary"),
         (PlanChoices(sampling="random"), "valid: oversample, balanced, uniform"),
         (PlanChoices(optimizer="lamb"), "valid: adam, adamw, sgd"),
-        (PlanChoices(augmentation="heavy"), "valid: nnunet_default, light, none"),
+        (
+            PlanChoices(augmentation="heavy"),
+            "valid: nnunet_default, light, mri_artefacts, pathology, none",
+        ),
         (PlanChoices(mirror_axes=(2,)), "axis 2 out of range; the images have 2 axes"),
         (PlanChoices(elastic=1.5), "elastic is a probability"),
         (PlanChoices(settings=("colour=red",)), "unknown plan key 'colour'"),

@@ -84,11 +84,17 @@ def register(app: typer.Typer) -> None:
     app.command("evaluate")(evaluate)
 
 
+PRED_OPTION = typer.Option(
+    ..., "--pred", help="Folder of predicted label maps, or one slide mask (.tif)."
+)
+REF_OPTION = typer.Option(
+    ..., "--ref", help="Folder of reference label maps (same file names), or a slide mask."
+)
+
+
 def evaluate(
-    pred: Path = typer.Option(..., "--pred", help="Folder of predicted label maps."),
-    ref: Path = typer.Option(
-        ..., "--ref", help="Folder of reference label maps (same file names)."
-    ),
+    pred: Path = PRED_OPTION,
+    ref: Path = REF_OPTION,
     out: Path = typer.Option(
         ...,
         "--out",
@@ -132,6 +138,9 @@ def evaluate(
     """Compare predictions with references case by case; write per_case.csv and summary.json."""
     from medseg.evaluation import evaluate_folders, parse_labels
 
+    if pred.is_file() and ref.is_file():  # two slide masks (pathology): tile by tile
+        _evaluate_slides(pred, ref, out, parse_labels(labels) if labels else None, overwrite)
+        return
     summary = evaluate_folders(
         pred,
         ref,
@@ -208,3 +217,12 @@ def _cell(stats: dict[str, Any]) -> str:
     mean, std, skipped = stats["mean"], stats["std"], stats["nan_count"]
     text = "nan" if mean is None or math.isnan(mean) else f"{mean:.3f}±{std:.3f}"
     return f"{text} ({skipped})" if skipped else text
+
+
+def _evaluate_slides(pred: Path, ref: Path, out: Path, labels: object, overwrite: bool) -> None:
+    from medseg.evaluation.slide import evaluate_slide_to_folder, slide_result_lines
+
+    result = evaluate_slide_to_folder(pred, ref, out, labels, overwrite=overwrite)
+    for line in slide_result_lines(result):
+        typer.echo(line)
+    typer.echo(f"wrote {out / 'slide_summary.json'}")

@@ -33,6 +33,8 @@ from medseg.cli import prompt as prompt_cli
 from medseg.cli import register as register_cli
 from medseg.cli import report as report_cli
 from medseg.cli import robustness as robustness_cli
+from medseg.cli import slide as slide_cli
+from medseg.cli import survival as survival_cli
 from medseg.cli import view as view_cli
 from medseg.errors import MedsegError
 from medseg.fileutil import disk_full_message
@@ -81,6 +83,11 @@ app.add_typer(
     name="classify",
     help="Train, predict, evaluate and explain image classifiers.",
 )
+app.add_typer(
+    survival_cli.app,
+    name="survival",
+    help="Survival analysis from images: deep Cox models (train, predict, demo).",
+)
 pipeline_cli.register(app)
 predict_cli.register(app)
 evaluate_cli.register(app)
@@ -104,6 +111,12 @@ app.add_typer(
     name="classic",
     help="Classical baselines: thresholds, region growing, graph cuts, level sets, "
     "multi-atlas, random forests; their benchmark.",
+)
+app.add_typer(
+    slide_cli.app,
+    name="slide",
+    help="Whole-slide images: predict a mask and a heatmap in bounded memory, evaluate "
+    "slide masks.",
 )
 
 

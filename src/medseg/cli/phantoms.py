@@ -1,4 +1,5 @@
-"""``medseg data phantoms``: write a synthetic phantom dataset (nnU-Net v2 layout)."""
+"""``medseg data phantoms``: write a synthetic phantom dataset (nnU-Net v2 layout), or a
+phantom whole-slide image (``--slide OUT.tif``: H&E pyramid, label slide, glands GeoJSON)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import typer
 from medseg.cli.options import (
     non_negative_float,
     number_option,
+    output_file,
     output_folder,
+    positive_float,
     probability,
 )
 from medseg.data.phantom_artefacts import NoiseKind
@@ -81,16 +84,59 @@ SIZE_OPTION = typer.Option(
 )
 
 
+SLIDE_OPTION = typer.Option(
+    None,
+    "--slide",
+    callback=output_file,
+    metavar="OUT.tif",
+    help="Write a phantom H&E whole-slide image (pyramidal OME-TIFF) to this file, its label "
+    "slide as OUT_labels.tif (0 glass, 1 tissue, 2 gland, 3 nucleus) and the glands as "
+    "OUT_glands.geojson. OUT (the dataset folder) is then optional.",
+)
+SLIDE_SIZE_OPTION = typer.Option(
+    8192, "--slide-size", min=64, max=200_000, help="Slide edge in pixels (square)."
+)
+MPP_OPTION = number_option(
+    0.5, "--mpp", help="Microns per pixel of the slide at level 0.", parser=positive_float
+)
+
+
+def stain_choice(text: str) -> str:
+    """``parser=`` for ``--stain``: default, shifted or a seed (an integer >= 0)."""
+    value = text.strip().lower()
+    if value in ("default", "shifted") or (value.isdigit() and len(value) < 10):
+        return value
+    raise typer.BadParameter(f"{text!r}: default, shifted or a seed (an integer >= 0)")
+
+
+STAIN_OPTION = typer.Option(
+    "default",
+    "--stain",
+    parser=stain_choice,
+    metavar="default|shifted|SEED",
+    help="Stain colours: default (Ruifrok H&E), shifted (another hospital) or a seed for a "
+    "random shift.",
+)
+
+SLIDE_LAYOUT_OPTION = typer.Option(
+    "ome",
+    "--slide-layout",
+    help="ome: OME-TIFF, levels as SubIFDs (QuPath, tifffile; OpenSlide sees level 0 only); "
+    "pages: levels as top-level pages (OpenSlide reads every level).",
+)
+
+
 def register(app: typer.Typer) -> None:
     """Mount the ``phantoms`` command on the ``data`` app."""
     app.command("phantoms")(phantoms)
 
 
 def phantoms(
-    out: Path = typer.Argument(
-        ...,
+    out: Path | None = typer.Argument(
+        None,
         callback=output_folder,
-        help="Output dataset folder (created; must be empty unless --overwrite).",
+        help="Output dataset folder (created; must be empty unless --overwrite); optional "
+        "with --slide.",
     ),
     dims: int = typer.Option(3, "--dims", min=2, max=3, help="2 or 3 spatial dimensions."),
     cases: int = typer.Option(20, "--cases", min=1, help="Number of training cases."),
@@ -109,8 +155,27 @@ def phantoms(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a phantom dataset in OUT."),
     task: PhantomTask = TASK_OPTION,
     size: Literal["default", "small", "hippocampus"] = SIZE_OPTION,
+    slide: Path | None = SLIDE_OPTION,
+    slide_size: int = SLIDE_SIZE_OPTION,
+    mpp: float = MPP_OPTION,
+    stain: str = STAIN_OPTION,
+    slide_layout: Literal["ome", "pages"] = SLIDE_LAYOUT_OPTION,
 ) -> None:
-    """Generate a deterministic synthetic phantom dataset with known ground truth."""
+    """Generate a deterministic synthetic phantom dataset (or slide) with known ground truth."""
+    if out is None and slide is None:
+        raise typer.BadParameter("give OUT (a dataset folder) or --slide OUT.tif", param_hint="OUT")
+    if slide is not None:
+        _slide(
+            slide,
+            size=slide_size,
+            mpp=mpp,
+            stain=stain,
+            seed=seed,
+            overwrite=overwrite,
+            layout=slide_layout,
+        )
+    if out is None:
+        return
     if task != "segmentation":
         _other_task(task, out, dims=dims, cases=cases, seed=seed, overwrite=overwrite)
         return
@@ -160,4 +225,31 @@ def _other_task(task: str, out: Path, *, dims: int, cases: int, seed: int, overw
     typer.echo(
         f"wrote {cases} {dims}D {task} phantom case(s) to {out} "
         f"in {time.perf_counter() - start:.1f} s"
+    )
+
+
+def _slide(
+    path: Path, *, size: int, mpp: float, stain: str, seed: int, overwrite: bool, layout: str
+) -> None:
+    """``--slide``: the phantom slide, its label slide and the glands GeoJSON."""
+    from medseg.data.phantoms_slide import gland_polygons, phantom_slide, write_geojson
+
+    geojson = path.with_name(f"{path.name.split('.')[0]}_glands.geojson")
+    start = time.perf_counter()
+    info = phantom_slide(
+        path,
+        size=(size, size),
+        mpp=mpp,
+        stain=int(stain) if stain.isdigit() else stain,
+        seed=seed,
+        overwrite=overwrite,
+        layout=layout,
+    )
+    write_geojson(geojson, gland_polygons(info), overwrite=overwrite)
+    labels = ", ".join(f"{v} {name}" for name, v in info.labels.items())
+    typer.echo(
+        f"wrote phantom slide {info.path} ({size} x {size} px, {mpp:g} um/px, "
+        f"{len(info.levels)} levels) in {time.perf_counter() - start:.1f} s\n"
+        f"  labels {info.label_path} ({labels}); {info.n_glands} glands in {geojson}; "
+        f"{info.n_nuclei} nuclei"
     )

@@ -4,7 +4,7 @@ function)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import typer
 from rich.console import Console
@@ -70,6 +70,31 @@ VARIANT_OPTION = typer.Option(
     help="Add these choices as a variant <configuration>-<variant> next to the plans "
     "already in RESULTS (e.g. --variant attn --network attention_unet).",
 )
+TILE_MPP_OPTION = options.number_option(
+    1.0,
+    "--tile-mpp",
+    metavar="UM",
+    help="Slide datasets: resolution of the training tiles in microns per pixel (> 0).",
+)
+TILE_SIZE_OPTION = typer.Option(
+    512, "--tile-size", min=16, help="Slide datasets: tile side in pixels."
+)
+TILES_PER_SLIDE_OPTION = typer.Option(
+    64, "--tiles-per-slide", min=1, help="Slide datasets: tiles drawn per slide."
+)
+FOREGROUND_FRACTION_OPTION = options.number_option(
+    0.33,
+    "--foreground-fraction",
+    parser=options.probability,
+    metavar="P",
+    help="Slide datasets: share of tiles centred on labelled foreground (0-1).",
+)
+STAIN_OPTION = typer.Option(
+    "none",
+    "--stain",
+    help="Slide datasets: stain normalisation fitted on the training tiles, applied in "
+    "preprocessing and prediction alike.",
+)
 
 
 def plan_command(
@@ -95,13 +120,19 @@ def plan_command(
     loss: str = LOSS_OPTION,
     sampling: Literal["oversample", "balanced", "uniform"] | None = SAMPLING_OPTION,
     optimizer: Literal["sgd", "adam", "adamw"] | None = OPTIMIZER_OPTION,
-    augment: Literal["nnunet_default", "light", "none"] | None = AUGMENT_OPTION,
+    augment: Literal["nnunet_default", "light", "mri_artefacts", "pathology", "none"]
+    | None = AUGMENT_OPTION,
     mirror_axes: str = MIRROR_AXES_OPTION,
     elastic: float = ELASTIC_OPTION,
     settings: list[str] = SETTINGS_OPTION,
     n4: str = N4_OPTION,
     histogram_matching: str = HISTOGRAM_MATCHING_OPTION,
     variant: str = VARIANT_OPTION,
+    tile_mpp: float = TILE_MPP_OPTION,
+    tile_size: int = TILE_SIZE_OPTION,
+    tiles_per_slide: int = TILES_PER_SLIDE_OPTION,
+    foreground_fraction: float = FOREGROUND_FRACTION_OPTION,
+    stain: Literal["macenko", "reinhard", "none"] = STAIN_OPTION,
     explain: bool = typer.Option(False, "--explain", help="Print why each value was chosen."),
     jobs: int = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing plans."),
@@ -134,9 +165,20 @@ def plan_command(
         histogram=histogram_matching,
         jobs=jobs,
         overwrite=overwrite,
+        slide_tiles={
+            "mpp": tile_mpp,
+            "tile_size": tile_size,
+            "tiles_per_slide": tiles_per_slide,
+            "foreground_fraction": foreground_fraction,
+            "stain": None if stain == "none" else stain,
+        },
     )
     if explain:
         typer.echo(explain_plans(plans))
+    _print_plans(plans, output)
+
+
+def _print_plans(plans: Any, output: Path) -> None:
     for name, p in plans.configurations.items():
         console.print(
             f"{name}: {p.network}, {p.loss}, patch {p.patch_size}, batch {p.batch_size}, "
@@ -197,6 +239,12 @@ MAP_OPTION = typer.Option(
     "(repeatable), e.g. module.= for a DataParallel file.",
 )
 
+SAVE_PROBABILITIES_OPTION = typer.Option(
+    False,
+    "--save-probabilities",
+    help="Keep the validation softmax (validation/probabilities/), for 'medseg crossval --crf'.",
+)
+
 
 def train_command(
     results: Path = typer.Argument(..., help="Results folder (planned and preprocessed)."),
@@ -229,6 +277,7 @@ def train_command(
     pretrained: Path | None = PRETRAINED_OPTION,
     freeze: str = FREEZE_OPTION,
     weight_map: list[str] = MAP_OPTION,
+    save_probabilities: bool = SAVE_PROBABILITIES_OPTION,
 ) -> None:
     """Train one fold, then predict and evaluate its validation cases."""
     from medseg.pipeline import train
@@ -256,6 +305,7 @@ def train_command(
         pretrained=pretrained,
         freeze=freeze,
         weight_mapping=parse_mapping(weight_map) or None,
+        save_probabilities=save_probabilities,
     )
     fit = out["fit"]
     console.print(
@@ -321,3 +371,24 @@ def register(app: typer.Typer) -> None:
     app.command("preprocess")(preprocess_command)
     app.command("train")(train_command)
     app.command("prepare-cascade")(prepare_cascade_command)
+    app.command("crossval")(crossval_command)
+
+
+def crossval_command(
+    results: Path = typer.Argument(..., help="Results folder with trained folds."),
+    config: str = options.plan_name_option("2d", "The configuration whose folds to pool."),
+    crf: bool = typer.Option(
+        False,
+        "--crf",
+        help="Also decide a dense CRF on the folds' softmax (trained with --save-probabilities).",
+    ),
+) -> None:
+    """Pool the folds' validation predictions, evaluate them and decide the post-processing
+    (largest component, hole filling, optionally a dense CRF) that 'medseg predict' applies."""
+    from medseg.pipeline.steps import evaluate_cross_validation
+
+    summary = evaluate_cross_validation(results, config, crf=crf)
+    console.print(
+        f"cross-validation mean Dice {summary['overall']['dice']['mean']:.4f} over "
+        f"{summary['n_cases']} case(s); decision in {results / 'postprocessing.json'}"
+    )

@@ -149,6 +149,11 @@ def load_dataset(root: str | os.PathLike[str]) -> Dataset:
         raise DatasetError(f"{meta_path}: not valid JSON ({err})") from err
     if not isinstance(meta, dict):
         raise DatasetError(f"{meta_path}: expected a JSON object")
+    if isinstance(meta.get("slides"), list):
+        raise DatasetError(
+            f"{meta_path}: a whole-slide dataset ('slides' list): 'medseg plan' extracts its "
+            "tiles into RESULTS/tiles first (docs/pathology.md)"
+        )
     if "channel_names" in meta or "file_ending" in meta:
         return _load_nnunet_v2(root, meta)
     if "modality" in meta or "training" in meta:

@@ -231,7 +231,8 @@ def normalize(
     """Normalise each channel of ``(C, *spatial)`` (float32).
 
     Schemes: ``"zscore"`` (this case's mean/std), ``"ct"`` (clip to the dataset's foreground
-    0.5/99.5 percentiles, then the dataset's foreground mean/std), ``"none"``.
+    0.5/99.5 percentiles, then the dataset's foreground mean/std), ``"rgb"`` (8-bit colour
+    to ``[0, 1]``: divided by 255, so colour augmentation still sees colour), ``"none"``.
     """
     out = np.empty(image.shape, dtype=np.float32)
     for c, scheme in enumerate(schemes):
@@ -242,6 +243,8 @@ def normalize(
             stats = intensity[str(c)]
             clipped = np.clip(channel, stats["percentile_00_5"], stats["percentile_99_5"])
             out[c] = (clipped - stats["mean"]) / max(stats["std"], 1e-8)
+        elif scheme == "rgb":
+            out[c] = channel / 255.0
         elif scheme == "none":
             out[c] = channel
         else:

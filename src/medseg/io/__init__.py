@@ -10,8 +10,17 @@ from medseg.io.formats import (
 )
 from medseg.io.image import Image, grid_mismatches
 from medseg.io.limits import MAX_IMAGE_GB, MAX_SPACING_MM
+from medseg.io.slide import Slide, SlideLevel, open_slide
+from medseg.io.slide_writer import write_pyramidal_tiff
+from medseg.io.time_axis import read_time_series, stack_frames
 
 __all__ = [
+    "Slide",
+    "SlideLevel",
+    "open_slide",
+    "read_time_series",
+    "stack_frames",
+    "write_pyramidal_tiff",
     "IMAGE_EXTENSIONS",
     "MAX_IMAGE_GB",
     "MAX_SPACING_MM",

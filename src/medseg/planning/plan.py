@@ -80,6 +80,9 @@ class Plan:
         histogram_landmarks: channel index (str) -> the dataset's reference intensity
             landmarks (Nyul-Udupa percentiles); those channels are histogram-matched to it
             before normalisation.
+        stain_normalizer: a fitted stain normaliser's ``to_dict()`` (Macenko or Reinhard,
+            ``medseg.transforms.stain_normalizer_from_config``) applied to the RGB image before
+            resampling, in preprocessing and prediction alike; ``{}``: none.
     """
 
     configuration: str
@@ -117,6 +120,7 @@ class Plan:
     ignore_label: int | None = None
     n4_channels: tuple[int, ...] = ()
     histogram_landmarks: dict[str, list[float]] = field(default_factory=dict)
+    stain_normalizer: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -161,7 +165,7 @@ class Plan:
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.mirror_axes is not None:
             object.__setattr__(self, "mirror_axes", tuple(int(a) for a in self.mirror_axes))
-        for name in ("network_config", "loss_config", "histogram_landmarks"):
+        for name in ("network_config", "loss_config", "histogram_landmarks", "stain_normalizer"):
             object.__setattr__(self, name, json_values(dict(getattr(self, name))))
 
     def _check_choices(self) -> None:
@@ -195,6 +199,26 @@ class Plan:
             raise ConfigError(
                 f"{self.name}: N4/histogram channel(s) {bad} are not image channels "
                 f"(0..{len(channels) - 1})"
+            )
+        self._check_colour(len(channels))
+
+    def _check_colour(self, image_channels: int) -> None:
+        """A stain normaliser and the ``pathology`` preset need RGB images; the preset also
+        needs colour values kept as colour (normalisation ``rgb`` or ``none``)."""
+        from medseg.transforms import stain_normalizer_from_config
+
+        if (self.stain_normalizer or self.augmentation == "pathology") and image_channels != 3:
+            raise ConfigError(
+                f"{self.name}: stain normalisation and the pathology augmentation need RGB "
+                f"images (3 channels), this plan has {image_channels}"
+            )
+        if self.stain_normalizer:
+            stain_normalizer_from_config(self.stain_normalizer)  # a bad config: ConfigError
+        colour = {"rgb", "none"}
+        if self.augmentation == "pathology" and not set(self.normalization[:3]) <= colour:
+            raise ConfigError(
+                f"{self.name}: the pathology augmentation works on colour values: set the "
+                f"normalization of the 3 channels to rgb, not {list(self.normalization)}"
             )
 
     @property

@@ -64,6 +64,7 @@ from medseg.data.preprocess import (
 from medseg.errors import ConfigError, DatasetError
 from medseg.fileutil import remove_stale_temporaries, write_json_atomic
 from medseg.planning.plan import Plan, Plans
+from medseg.transforms import stain_normalizer_from_config
 
 MANIFEST = "manifest.json"
 log = logging.getLogger(__name__)
@@ -99,6 +100,8 @@ def preprocess_arrays(
     box = nonzero_box(image)
     image = image[(slice(None), *box.slices)]
     label = label[box.slices] if label is not None else None
+    if plan.stain_normalizer:  # H&E colour to the reference stain, at the original resolution
+        image = stain_normalizer_from_config(plan.stain_normalizer).normalize_array(image)
     # N4 / histogram matching (off by default): at the original spacing, where the bias field
     # is a smooth physical field, before resampling blurs it; after the crop, which they
     # cannot move (the box is taken first) and which makes N4 cheaper
@@ -143,7 +146,7 @@ def preprocessing_hash(plan: Plan) -> str:
     keys = ("spacing", "normalization", "intensity", "spatial_dims", "labels")
     fields = {k: getattr(plan, k) for k in keys} | {"label_store": "class_indices"}
     # only when set, so stores preprocessed before these options existed stay valid
-    for key in ("n4_channels", "histogram_landmarks"):
+    for key in ("n4_channels", "histogram_landmarks", "stain_normalizer"):
         if getattr(plan, key):
             fields[key] = getattr(plan, key)
     blob = json.dumps(fields, sort_keys=True, default=list)

@@ -19,7 +19,7 @@ from medseg.planning.plan import Plan
 from medseg.transforms import Compose, build_transform
 
 #: Augmentation presets a plan can name (``none``: no augmentation at all).
-AUGMENTATION_PRESETS = ("nnunet_default", "light", "none")
+AUGMENTATION_PRESETS = ("nnunet_default", "light", "mri_artefacts", "pathology", "none")
 
 
 class PlanLoss(nn.Module):
@@ -56,6 +56,8 @@ def build_augmentation(plan: Plan, **options: Any) -> Any:
     (``Compose``); ``none``: an empty pipeline."""
     if plan.augmentation == "none":
         return Compose([], seed=options.get("seed"))
+    if plan.augmentation == "pathology":  # colour transforms need the values' range
+        options.setdefault("value_range", 1.0 if "rgb" in plan.normalization else 255.0)
     return build_transform(
         plan.augmentation,
         spatial_dims=plan.spatial_dims,

@@ -32,6 +32,7 @@ FIXED_FIELDS = (
     "ignore_label",
     "histogram_landmarks",
     "n4_channels",
+    "stain_normalizer",
 )
 
 

@@ -8,9 +8,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from medseg.data import check_dataset, compute_fingerprint, load_dataset
 from medseg.data.dataset import Dataset
+from medseg.data.slide_dataset import is_slide_dataset
 from medseg.errors import ConfigError, DatasetError, OverwriteError
 from medseg.fileutil import check_writable
 from medseg.planning.calibrate import fit_to_time_budget
@@ -41,6 +43,7 @@ def plan(
     jobs: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    slide_tiles: dict[str, Any] | None = None,
 ) -> Plans:
     """Check the dataset, then write ``RESULTS/{dataset.json, fingerprint.json, plans.json}``.
 
@@ -61,6 +64,8 @@ def plan(
         n4, histogram: image channels (or ``"0,1"``, ``"all"``) given N4 bias-field
             correction / histogram matching before normalisation (in the variant only, with
             ``variant``); see ``medseg.planning.intensity_options``.
+        slide_tiles: for a slide dataset (``dataset.json`` with ``"slides"``): options of
+            ``medseg.planning.slide.plan_slides`` (mpp, tile_size, tiles_per_slide, ...).
 
     Raises:
         DatasetError: the dataset has problems (all listed in the message).
@@ -68,12 +73,14 @@ def plan(
             ``overwrite`` is False.
         ConfigError: ``results`` already holds plans of a different dataset; a bad choice.
     """
+    if is_slide_dataset(dataset):  # tiles are extracted first, then planned by this function
+        return _plan_slides(dataset, results, slide_tiles, locals())
     choices = choices or PlanChoices()
     check_choice_names(choices)
     results, dataset_path = Path(results), Path(dataset).resolve()
     existing = results / "plans.json"
     previous = _previous_plans(existing, dataset_path)
-    ds = load_dataset(dataset_path)
+    ds = _refuse_time_series(load_dataset(dataset_path), dataset_path)
     corrections = _corrections(ds, n4, histogram, jobs=jobs)
     if previous is not None and variant is not None:
         plans = _with_variant(previous, variant, choices, corrections, existing, overwrite)
@@ -81,9 +88,8 @@ def plan(
         return plans
     check_writable(existing, overwrite=overwrite)
     # with a variant, the base configurations are planned plain and the choices go to it
-    base_choices, base_corrections = (
-        (PlanChoices(), None) if variant is not None else (choices, corrections)
-    )
+    plain = variant is not None
+    base_choices, base_corrections = (PlanChoices(), None) if plain else (choices, corrections)
     _refuse_problems(ds, jobs=jobs, progress=progress)
     fingerprint = compute_fingerprint(ds, jobs=jobs, progress=progress)
     plans = plan_dataset(
@@ -100,12 +106,45 @@ def plan(
     if variant is not None:
         plans = _with_variant(plans, variant, choices, corrections, existing, overwrite)
     # written only now: a bad choice above leaves the results folder as it was
+    _write_results(results, dataset_path, fingerprint, plans)
+    return plans
+
+
+_PLAN_OPTIONS = (
+    "device", "memory_gb", "time_budget_s", "precision", "choices", "variant", "n4",
+    "histogram", "jobs", "overwrite", "progress",
+)  # fmt: skip
+
+
+def _refuse_time_series(ds: Dataset, dataset_path: Path) -> Dataset:
+    from medseg.data.temporal import is_time_series_dataset
+
+    if is_time_series_dataset(ds):
+        raise DatasetError(
+            f"{dataset_path}: a time-axis dataset (4D images); train per frame: medseg data "
+            f"cine-to-frames {dataset_path} -o FRAMES --context 1, then medseg plan FRAMES"
+        )
+    return ds
+
+
+def _plan_slides(
+    dataset: str | os.PathLike[str],
+    results: str | os.PathLike[str],
+    slide_tiles: dict[str, Any] | None,
+    given: dict[str, Any],
+) -> Plans:
+    from medseg.planning.slide import plan_slides  # it imports this module
+
+    options = {name: given[name] for name in _PLAN_OPTIONS}
+    return plan_slides(dataset, results, **(slide_tiles or {}), **options)
+
+
+def _write_results(results: Path, dataset_path: Path, fingerprint: Any, plans: Plans) -> None:
     results.mkdir(parents=True, exist_ok=True)
     fingerprint.to_json(results / "fingerprint.json")
     if (dataset_path / "dataset.json").exists():
         shutil.copyfile(dataset_path / "dataset.json", results / "dataset.json")
-    plans.to_json(existing)
-    return plans
+    plans.to_json(results / "plans.json")
 
 
 def _with_choices(

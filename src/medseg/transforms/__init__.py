@@ -20,6 +20,14 @@ from typing import Any
 
 from medseg.registry import Registry
 from medseg.transforms.base import Compose, Transform
+from medseg.transforms.colour import (
+    ColourTransform,
+    RandomColourJitter,
+    RandomGrey,
+    RandomHEDStain,
+    RandomSobel,
+)
+from medseg.transforms.colour_reinhard import ReinhardNormalizer
 from medseg.transforms.flip_crop import CropOrPad, RandomFlip, RandomRot90
 from medseg.transforms.intensity import (
     IntensityTransform,
@@ -37,8 +45,23 @@ from medseg.transforms.intensity_extra import (
     RandomRicianNoise,
     RandomSharpen,
 )
+from medseg.transforms.mri_artefacts import (
+    RandomGhosting,
+    RandomMotion,
+    RandomSpike,
+    RandomSusceptibility,
+)
 from medseg.transforms.presets import light, nnunet_default
+
+# imported under another name: ``medseg.transforms.mri_artefacts`` stays the module
+from medseg.transforms.presets_mri import mri_artefacts as mri_artefacts_preset
+from medseg.transforms.presets_pathology import (
+    StainNormalizer,
+    pathology,
+    stain_normalizer_from_config,
+)
 from medseg.transforms.spatial import RandomCropResize, RandomSpatial, apply_spatial
+from medseg.transforms.stain import MacenkoNormalizer
 
 TRANSFORMS = Registry("transform")
 
@@ -71,8 +94,29 @@ for _name, _builder, _description in [
     ),
     ("bias_field", RandomBiasField, "MRI bias field: multiply by exp of a random polynomial"),
     ("erasing", RandomErasing, "Cutout / random erasing of 1..n random boxes"),
+    # colour (RGB pathology tiles, values in [0, value_range])
+    ("hed_stain", RandomHEDStain, "H&E stain jitter in HED optical density (Tellez 2018)"),
+    ("colour_jitter", RandomColourJitter, "Brightness, contrast, saturation and hue jitter"),
+    ("grey", RandomGrey, "Colour drop: ITU-R 601 luma in all three channels"),
+    ("sobel", RandomSobel, "Replace or blend the image with its Sobel edge magnitude"),
+    # MRI acquisition artefacts (k-space); the labels are untouched
+    ("motion", RandomMotion, "MRI rigid motion: k-space lines mixed from moved copies"),
+    ("ghosting", RandomGhosting, "MRI ghosting: every n-th k-space line scaled"),
+    ("spike", RandomSpike, "MRI spike: bright k-space points (stripes)"),
+    (
+        "susceptibility",
+        RandomSusceptibility,
+        "Susceptibility-like local distortion along the phase-encoding axis",
+    ),
+    # presets
     ("nnunet_default", nnunet_default, "Preset: nnU-Net v2's default training augmentation"),
     ("light", light, "Preset: a light pipeline for small or fragile datasets"),
+    (
+        "mri_artefacts",
+        mri_artefacts_preset,
+        "Preset: nnU-Net default + MRI motion, ghosting, spikes",
+    ),
+    ("pathology", pathology, "Preset: H&E tiles: HED stain, colour jitter, grey, flips, rot90"),
 ]:
     TRANSFORMS.register(_name, description=_description)(_builder)
 
@@ -97,27 +141,42 @@ def build_transform(name: str, **kwargs: Any) -> Transform:
 
 __all__ = [
     "TRANSFORMS",
+    "ColourTransform",
     "Compose",
     "CropOrPad",
     "IntensityTransform",
+    "MacenkoNormalizer",
     "RandomBiasField",
     "RandomBrightness",
+    "RandomColourJitter",
     "RandomContrast",
     "RandomCropResize",
     "RandomErasing",
     "RandomFlip",
     "RandomGamma",
+    "RandomGhosting",
+    "RandomMotion",
+    "RandomSpike",
+    "RandomSusceptibility",
+    "mri_artefacts_preset",
     "RandomGaussianBlur",
     "RandomGaussianNoise",
+    "RandomGrey",
+    "RandomHEDStain",
     "RandomHistogramEqualization",
     "RandomLowResolution",
     "RandomRicianNoise",
     "RandomRot90",
     "RandomSharpen",
+    "RandomSobel",
     "RandomSpatial",
+    "ReinhardNormalizer",
+    "StainNormalizer",
     "Transform",
     "apply_spatial",
     "build_transform",
     "light",
     "nnunet_default",
+    "pathology",
+    "stain_normalizer_from_config",
 ]
