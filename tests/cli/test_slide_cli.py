@@ -201,3 +201,16 @@ def test_slide_tiles_get_the_plans_stain_normaliser_as_preprocessing_does(slide)
     np.testing.assert_allclose(model.prepare(tile), expected, atol=1e-6)
     plain = SlideModel(networks=[], plan=replace(plan, stain_normalizer={}), device=model.device)
     assert np.abs(plain.prepare(tile) - expected).max() > 0.01  # the normaliser did something
+
+
+def test_predict_defaults_to_the_resolution_the_model_was_trained_at(slide, tmp_path):
+    from medseg.planning.slide import SLIDE_FILE
+
+    results = results_folder(tmp_path)
+    (results / SLIDE_FILE).write_text(json.dumps({"slide": {"mpp": 8.0}}), encoding="utf-8")
+    mask = tmp_path / "m.ome.tif"
+    args = ["predict", str(slide / "s.ome.tif"), "-m", str(results), "-o", str(mask)]
+    result = CliRunner().invoke(app, [*args, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    with open_slide(mask) as m:  # the slide is 256 x 192 at 4 um/px: half that at 8 um/px
+        assert m.levels[0].shape == (128, 96) and m.mpp == pytest.approx(8.0)

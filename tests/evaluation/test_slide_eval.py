@@ -100,3 +100,15 @@ def test_folder_summary_is_written_once_without_overwrite(tmp_path):
     assert slide_result_lines(result)[0].startswith("1: Dice ")
     with pytest.raises(OverwriteError):
         evaluate_slide_to_folder(ArraySlide(pred), ArraySlide(ref), tmp_path / "out", [1])
+
+
+def test_a_coarser_prediction_is_scored_against_the_reference_level_of_its_size():
+    pred, ref = masks(seed=3, shape=(240, 200))
+    reference = ArraySlide(ref, mpp=0.5, downsamples=(1, 2, 4), is_label=True)
+    coarse = pred[1::2, 1::2]  # predicted at 1.0 um/px, where the training tiles were
+    result = evaluate_slide(ArraySlide(coarse, mpp=1.0, is_label=True), reference, [1, 2])
+    expected = dice_iou(coarse, ref[1::2, 1::2], (1,))  # ArraySlide's level 1 of the labels
+    assert result["labels"]["1"]["dice"] == pytest.approx(expected[0], abs=1e-12)
+    assert result["mpp"] == pytest.approx(1.0) and tuple(result["shape"]) == coarse.shape
+    with pytest.raises(DatasetError, match="no level of its pyramid has the prediction's size"):
+        evaluate_slide(ArraySlide(pred[:, :150], mpp=0.5, is_label=True), reference, [1])

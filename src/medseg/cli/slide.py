@@ -50,7 +50,10 @@ def predict_command(
         None, "--mpp", help="The slide's microns per pixel, for a file that does not say."
     ),
     target_mpp: float | None = number_option(
-        None, "--target-mpp", help="Predict at this resolution (default: the slide's level 0)."
+        None,
+        "--target-mpp",
+        help="Predict at this resolution (default: the training tiles' resolution, "
+        "else the slide's level 0).",
     ),
     tile_size: int | None = typer.Option(
         None, "--tile-size", min=16, help="Tile side in pixels (default: the plan's patch)."

@@ -32,26 +32,38 @@ SlideSource = str | os.PathLike[str] | Slide
 
 
 def pair_counts(pred: Slide, ref: Slide, *, tile: int = 2048) -> Counter[tuple[int, int]]:
-    """``{(reference value, predicted value): pixels}`` over level 0, read tile by tile.
+    """``{(reference value, predicted value): pixels}`` over the prediction's level 0, read
+    tile by tile; the reference is read at its pyramid level of the same size (a mask
+    predicted at the training tiles' resolution is compared at that resolution).
 
     Raises:
-        DatasetError: the level-0 sizes differ (the message names both files and sizes).
+        DatasetError: no reference level has the prediction's size (the message names both
+            files and sizes).
     """
-    if pred.levels[0].shape != ref.levels[0].shape:
-        (ph, pw), (rh, rw) = pred.levels[0].shape, ref.levels[0].shape
-        raise DatasetError(
-            f"{pred.path} is {ph} x {pw} pixels but the reference {ref.path} is {rh} x {rw}; "
-            "predict at the reference's resolution (--mpp) to compare them"
-        )
+    level = reference_level(pred, ref)
     h, w = pred.levels[0].shape
     counts: Counter[tuple[int, int]] = Counter()
     for y in range(0, h, tile):
         for x in range(0, w, tile):
             th, tw = min(tile, h - y), min(tile, w - x)
             p = pred.read_region(0, y, x, th, tw, fill=0)[..., 0]
-            r = ref.read_region(0, y, x, th, tw, fill=0)[..., 0]
+            r = ref.read_region(level, y, x, th, tw, fill=0)[..., 0]
             counts.update(_tile_pairs(r, p))
     return counts
+
+
+def reference_level(pred: Slide, ref: Slide) -> int:
+    """The reference's pyramid level whose size is the prediction's level 0."""
+    shape = pred.levels[0].shape
+    for index, level in enumerate(ref.levels):
+        if level.shape == shape:
+            return index
+    (ph, pw), (rh, rw) = shape, ref.levels[0].shape
+    raise DatasetError(
+        f"{pred.path} is {ph} x {pw} pixels but the reference {ref.path} is {rh} x {rw} "
+        "(and no level of its pyramid has the prediction's size); predict at the "
+        "reference's resolution (--target-mpp) to compare them"
+    )
 
 
 def _tile_pairs(ref: np.ndarray, pred: np.ndarray) -> dict[tuple[int, int], int]:
@@ -141,8 +153,9 @@ def evaluate_slide(
         ref, own_ref = _open(reference_slide_path)
         try:
             counts = pair_counts(pred, ref, tile=tile)
-            mpp = ref.mpp if ref.mpp is not None else pred.mpp
-            shape = ref.levels[0].shape
+            level = reference_level(pred, ref)
+            mpp = pred.mpp if pred.mpp is not None else ref.level_mpp(level)
+            shape = pred.levels[0].shape
         finally:
             if own_ref:
                 ref.close()

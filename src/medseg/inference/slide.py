@@ -48,6 +48,7 @@ from medseg.inference.slide_stream import TileGrid, blend_in_bands
 from medseg.inference.sliding_window import gaussian_importance
 from medseg.io.slide import Slide, open_slide
 from medseg.io.slide_writer import write_pyramidal_tiff
+from medseg.planning.slide import read_slide_record
 
 #: Tile side of the written TIFFs.
 WRITER_TILE = 512
@@ -138,7 +139,9 @@ def predict_slide(
         slide_path: an RGB slide file (``open_slide``; ``slide_mpp`` supplies a missing mpp)
             or an open ``Slide``.
         out_mask_path: the label mask: a pyramidal (OME-)TIFF, uint8, at ``mpp``.
-        mpp: processing resolution in microns per pixel (None: the slide's level 0).
+        mpp: processing resolution in microns per pixel (None: the training tiles'
+            resolution of a results folder planned from slides, ``RESULTS/slide.json``;
+            else the slide's level 0).
         tile_size, overlap, batch_size: tile side (default: the plan's patch; 512 for a
             bare network), overlap in ``[0, 1)``, tiles per forward pass.
         device: ``"cpu"``, ``"cuda"`` or None (CUDA when available).
@@ -158,6 +161,9 @@ def predict_slide(
         ImageIOError: the slide cannot be read.
     """
     start = time.perf_counter()
+    if mpp is None and isinstance(model_or_checkpoint_folder, (str, os.PathLike)):
+        record = read_slide_record(model_or_checkpoint_folder)
+        mpp = float(record["mpp"]) if record else None  # the resolution the model learnt at
     _check_outputs(out_mask_path, heatmap_path, heatmap_downsample, overwrite=overwrite)
     model = load_slide_model(model_or_checkpoint_folder, device=resolve_device(device),
                              configuration=configuration, folds=folds, mirror=mirror)  # fmt: skip
