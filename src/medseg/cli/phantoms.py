@@ -131,6 +131,14 @@ def register(app: typer.Typer) -> None:
     app.command("phantoms")(phantoms)
 
 
+SITE_OPTION = typer.Option(
+    None,
+    "--site",
+    help="Scan as a simulated hospital: a (reference), b (noisier, stronger bias field), "
+    "c (lower contrast, 3x thicker slices); for federated experiments.",
+)
+
+
 def phantoms(
     out: Path | None = typer.Argument(
         None,
@@ -160,6 +168,7 @@ def phantoms(
     mpp: float = MPP_OPTION,
     stain: str = STAIN_OPTION,
     slide_layout: Literal["ome", "pages"] = SLIDE_LAYOUT_OPTION,
+    site: Literal["a", "b", "c"] | None = SITE_OPTION,
 ) -> None:
     """Generate a deterministic synthetic phantom dataset (or slide) with known ground truth."""
     if out is None and slide is None:
@@ -192,6 +201,8 @@ def phantoms(
     )
     if anisotropy is not None:
         config = config.with_slice_spacing(anisotropy, spatial_dims=dims)
+    if site is not None:
+        config = config.at_site(site, spatial_dims=dims)
     start = time.perf_counter()
     generate_dataset(
         out,

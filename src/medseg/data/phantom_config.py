@@ -35,6 +35,13 @@ TISSUE_LEVELS: dict[str, float] = {
 DEFAULT_FOV_MM: dict[int, tuple[float, ...]] = {2: (128.0, 128.0), 3: (64.0, 64.0, 64.0)}
 DEFAULT_SPACING: dict[int, tuple[float, ...]] = {2: (1.0, 1.0), 3: (2.0, 1.0, 1.0)}
 
+#: ``PhantomConfig.at_site`` presets: simulated hospitals whose scanners differ
+SITE_PRESETS: dict[str, dict[str, float]] = {
+    "a": {"noise_factor": 1.0, "contrast_factor": 1.0, "slice_factor": 1.0},
+    "b": {"noise_factor": 3.0, "bias_strength": 0.5, "contrast_factor": 1.0, "slice_factor": 1.0},
+    "c": {"noise_factor": 1.0, "contrast_factor": 0.6, "slice_factor": 3.0},
+}
+
 #: ``PhantomConfig.sized`` presets: (fov_mm, spacing, supersample) per spatial_dims.
 #: ``small`` is a 16^3 (3D) / 32^2 (2D) grid for large test cohorts (``--cases 2000 --size
 #: small``); ``hippocampus`` has the MSD Hippocampus median grid (36 x 50 x 35 at 1 mm).
@@ -136,6 +143,32 @@ class PhantomConfig:
         """
         _, spacing = self.fov_and_spacing(spatial_dims)
         return dataclasses.replace(self, spacing=(float(slice_mm), *spacing[1:]))
+
+    def at_site(self, site: str, *, spatial_dims: int) -> PhantomConfig:
+        """A copy as scanned at the simulated hospital ``site`` (a key of ``SITE_PRESETS``):
+        ``"a"`` this config, ``"b"`` a noisier scanner with a stronger bias field, ``"c"``
+        lower contrast and slices 3 times thicker (federated learning's scanner shifts).
+
+        Raises:
+            ConfigError: an unknown site.
+        """
+        if site not in SITE_PRESETS:
+            raise ConfigError(
+                f"phantom site must be one of {', '.join(SITE_PRESETS)}, got {site!r}"
+            )
+        preset = SITE_PRESETS[site]
+        config = dataclasses.replace(
+            self,
+            noise_std=self.noise_std * preset["noise_factor"],
+            bias_strength=preset.get("bias_strength", self.bias_strength),
+            contrast=self.contrast * preset["contrast_factor"],
+        )
+        if preset["slice_factor"] != 1.0:
+            _, spacing = self.fov_and_spacing(spatial_dims)
+            config = config.with_slice_spacing(
+                spacing[0] * preset["slice_factor"], spatial_dims=spatial_dims
+            )
+        return config
 
     def sized(self, size: str, *, spatial_dims: int) -> PhantomConfig:
         """A copy with the grid of the preset ``size`` (``"default"`` or a key of
