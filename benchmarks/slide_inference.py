@@ -59,13 +59,17 @@ def network(features: tuple[int, ...]):
     return net.eval()
 
 
-def ensure_slide(work: Path, size: int, mpp: float, tiled_from: int | None = None) -> Path:
+def ensure_slide(
+    work: Path, size: int, mpp: float, tiled_from: int | None = None, height: int | None = None
+) -> Path:
     """The benchmark slide: a phantom of ``size``^2, or (``tiled_from``) a phantom of that
     side repeated over ``size``^2 (the 50,000^2 phantom takes over an hour to draw on 2 cores;
-    repeating a 4,096^2 one takes minutes and gives the same tissue statistics)."""
+    repeating a 4,096^2 one takes minutes and gives the same tissue statistics); ``height``:
+    a ``height x size`` strip instead (memory follows the width: one band of tile rows)."""
     from medseg.data.phantoms_slide import phantom_slide
 
     name = f"phantom_{size}" + (f"_from_{tiled_from}" if tiled_from else "")
+    name += f"_h{height}" if height else ""
     path = work / f"{name}.ome.tif"
     if path.exists():
         return path
@@ -74,29 +78,31 @@ def ensure_slide(work: Path, size: int, mpp: float, tiled_from: int | None = Non
         phantom_slide(path, size=(size, size), mpp=mpp, layout="pages")
     else:
         base = ensure_slide(work, tiled_from, mpp)
-        repeat_slide(base, path, size, mpp)
+        repeat_slide(base, path, (height or size, size), mpp)
     print(f"# wrote {path} in {time.perf_counter() - start:.0f} s", flush=True)
     return path
 
 
-def repeat_slide(base: Path, path: Path, size: int, mpp: float, tile: int = 512) -> None:
-    """Write ``base``'s level 0 repeated (periodically) over a ``size``^2 pyramid."""
+def repeat_slide(
+    base: Path, path: Path, shape: tuple[int, int], mpp: float, tile: int = 512
+) -> None:
+    """Write ``base``'s level 0 repeated (periodically) over a pyramid of ``shape``."""
     from medseg.io.slide import open_slide
     from medseg.io.slide_writer import write_pyramidal_tiff
 
     with open_slide(base) as slide:
         h, w = slide.levels[0].shape
         pixels = slide.read_region(0, 0, 0, h, w)
-    rows, cols = np.arange(size) % h, np.arange(size) % w
+    rows, cols = np.arange(shape[0]) % h, np.arange(shape[1]) % w
 
     def tiles():
-        for y in range(0, size, tile):
-            for x in range(0, size, tile):
+        for y in range(0, shape[0], tile):
+            for x in range(0, shape[1], tile):
                 r, c = rows[y : y + tile], cols[x : x + tile]
                 yield (y, x), pixels[r[:, None], c[None, :]]
 
     write_pyramidal_tiff(
-        path, (size, size), np.uint8, tiles(), channels=3, tile=tile, mpp=mpp, layout="pages"
+        path, shape, np.uint8, tiles(), channels=3, tile=tile, mpp=mpp, layout="pages"
     )
 
 
@@ -207,6 +213,9 @@ def main() -> None:
     )
     parser.add_argument("--tools", nargs="+", default=["medseg", "monai"])
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "medseg_slide_bench"))
+    parser.add_argument(
+        "--height", type=int, default=None, help="slides of HEIGHT x SIZE (a strip) instead"
+    )
     parser.add_argument("--tool", help=argparse.SUPPRESS)
     parser.add_argument("--slide", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -216,7 +225,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     rows = []
     for size in args.sizes:
-        slide = ensure_slide(work, size, args.mpp, args.tiled_from)
+        slide = ensure_slide(work, size, args.mpp, args.tiled_from, args.height)
         for tool in args.tools:
             command = [sys.executable, __file__, "--tool", tool, "--slide", str(slide),
                        "--work", str(work), "--tile", str(args.tile), "--overlap",

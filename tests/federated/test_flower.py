@@ -91,3 +91,28 @@ def test_fedprox_fedbn_and_a_site_dropping_out(tmp_path):
     (path,) = find_checkpoints(out, configurations=["2d"], checkpoint="latest")
     settings = load_checkpoint(path)["federated"]
     assert settings["strategy"] == "fedprox" and settings["mu"] == 0.1 and settings["fedbn"]
+
+
+@pytest.mark.federated
+def test_fed_compare_end_to_end_on_phantom_hospitals(tmp_path):
+    from typer.testing import CliRunner
+
+    from medseg.cli.main import app
+
+    for seed, site in enumerate("abc"):  # other patients per hospital, scanned differently
+        args = ["data", "phantoms", str(tmp_path / "sites" / f"site_{site}"), "--dims", "2"]
+        args += ["--cases", "4", "--seed", str(seed), "--site", site, "--size", "small"]
+        assert CliRunner().invoke(app, args).exit_code == 0
+    out = tmp_path / "compare"
+    args = ["fed", "compare", str(tmp_path / "sites"), "-o", str(out), "--rounds", "2"]
+    result = CliRunner().invoke(app, [*args, "--local-steps", "1", "--cpus", "2"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "compare.json").read_text(encoding="utf-8"))
+    assert saved["steps"] == 3 * 2 * 1  # sites x rounds x local steps, for every approach
+    rows = saved["rows"]
+    assert {"federated", "centralised", "local site_a", "local site_b", "local site_c"} <= set(rows)
+    for row in rows.values():
+        dice = list(row["sites"].values())
+        assert len(dice) == 3 and row["worst"] == pytest.approx(min(dice))
+        assert row["mean"] == pytest.approx(float(np.mean(dice)))
+    assert "centralised" in result.output and "worst" in result.output
