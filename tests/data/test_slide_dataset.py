@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -80,12 +81,14 @@ def test_an_nnunet_dataset_is_not_a_slide_dataset(tiny_dataset: Path, tmp_path: 
     assert not is_slide_dataset(tmp_path)  # no dataset.json at all
 
 
-def _entry_problem(tmp_path: Path, entries: list, match: str, **extra: object) -> None:
+def _entry_problem(tmp_path: Path, entries: list, **extra: object) -> str:
+    """The one-line error that loading a dataset with these slide entries raises."""
     (tmp_path / "s.tif").write_bytes(b"x")
     (tmp_path / "l.tif").write_bytes(b"x")
     _write_meta(tmp_path, _meta(entries, **extra))
-    with pytest.raises(DatasetError, match=match):
+    with pytest.raises(DatasetError) as error:
         load_slide_dataset(tmp_path)
+    return str(error.value)
 
 
 @pytest.mark.parametrize(
@@ -101,13 +104,14 @@ def _entry_problem(tmp_path: Path, entries: list, match: str, **extra: object) -
     ],
 )
 def test_bad_slide_entries_are_refused(tmp_path: Path, entry: dict, match: str) -> None:
-    _entry_problem(tmp_path, [entry], match)
+    assert re.search(match, _entry_problem(tmp_path, [entry]))
 
 
 def test_duplicate_case_ids_are_refused(tmp_path: Path) -> None:
     (tmp_path / "x").mkdir()
     (tmp_path / "x/s.tif").write_bytes(b"x")
-    _entry_problem(tmp_path, [{"image": "s.tif"}, {"image": "x/s.tif"}], "same case id 's'")
+    problem = _entry_problem(tmp_path, [{"image": "s.tif"}, {"image": "x/s.tif"}])
+    assert "same case id 's'" in problem
 
 
 def test_invalid_dataset_json_is_refused(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import typer
 
@@ -203,6 +203,14 @@ def phantoms(
         config = config.with_slice_spacing(anisotropy, spatial_dims=dims)
     if site is not None:
         config = config.at_site(site, spatial_dims=dims)
+    _generate(out, config, dims=dims, cases=cases, seed=seed, overwrite=overwrite,
+              file_ending=file_ending)  # fmt: skip
+
+
+def _generate(
+    out: Path, config: Any, *, dims: int, cases: int, seed: int, overwrite: bool, file_ending: str
+) -> None:
+    """Write the segmentation phantoms and say what they are."""
     start = time.perf_counter()
     generate_dataset(
         out,
