@@ -234,7 +234,7 @@ def main() -> None:
                        "--mpp", str(args.mpp)]  # fmt: skip
             done = subprocess.run(command, capture_output=True, text=True, check=True)
             result = json.loads(done.stdout.strip().splitlines()[-1])
-            rows.append({"size": size, "tool": tool, **result})
+            rows.append({"size": size, "height": args.height or size, "tool": tool, **result})
             print(json.dumps(rows[-1]), flush=True)
     report(rows, args)
 
@@ -248,7 +248,7 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
-            f"| {r['size']}^2 | {r['tool']} | {r['tiles']} | {r['tissue']:.1%} | "
+            f"| {r['height']} x {r['size']} | {r['tool']} | {r['tiles']} | {r['tissue']:.1%} | "
             f"{r['seconds']:.0f} | {r['tiles'] / r['seconds']:.2f} | {r['peak_rss_mb']:.0f} |"
         )
     sizes = sorted({r["size"] for r in rows})
