@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,6 @@ def plan_slides(
     tiles_per_slide: int = 64,
     foreground_fraction: float = 0.33,
     seed: int = 0,
-    stain_normalizer: Callable[[np.ndarray], np.ndarray] | None = None,
     stain: StainMethod | None = None,
     overwrite: bool = False,
     **plan_options: Any,
@@ -59,9 +57,9 @@ def plan_slides(
         dataset: the slide dataset folder (``medseg.data.slide_dataset``).
         results: the results folder.
         mpp: training resolution in µm per pixel (1.0: a 10x objective; 0.5: 20x).
-        tile_size, tiles_per_slide, foreground_fraction, seed, stain_normalizer: see
-            ``extract_tiles`` (``stain_normalizer`` there changes the stored tiles; prefer
-            ``stain``).
+        tile_size, tiles_per_slide, foreground_fraction, seed: see ``extract_tiles``. The
+            tiles are stored as scanned: stain normalisation belongs to the plan (``stain``),
+            so that preprocessing and prediction apply the same one.
         stain: ``"macenko"`` or ``"reinhard"``: a stain normaliser fitted on the training
             tiles, stored in the plans and applied by preprocessing and prediction alike
             (``medseg.planning.slide_colour``). Either way the plans keep colour as colour
@@ -93,7 +91,6 @@ def plan_slides(
         tiles_per_slide=tiles_per_slide,
         foreground_fraction=foreground_fraction,
         seed=seed,
-        stain_normalizer=stain_normalizer,
         overwrite=overwrite,
     )
     plans = plan(tiles, results, overwrite=overwrite, **plan_options)
