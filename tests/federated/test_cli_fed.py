@@ -36,8 +36,26 @@ def test_bad_values_are_usage_errors(tmp_path):
         (["run", str(tmp_path), "-o", "r", "--strategy", "fedsgd"], "--strategy"),
         (["run", str(tmp_path), "-o", "r", "--mu", "-1"], "--mu"),
         (["run", str(tmp_path), "-o", "r", "--rounds", "0"], "--rounds"),
+        (["run", str(tmp_path), "-o", "r", "--superlink", "localhost"], "--superlink"),
+        (["run", str(tmp_path), "-o", "r", "--superlink", "127.0.0.1:70000"], "--superlink"),
+        (["run", str(tmp_path), "-o", "r", "--root-certificates", "no.pem"], "--root-certificates"),
+        (["run", str(tmp_path), "-o", "r", "--dp-clip", "-1"], "--dp-clip"),
+        (["run", str(tmp_path), "-o", "r", "--dp-noise", "nan"], "--dp-noise"),
+        (["run", str(tmp_path), "-o", "r", "--dp-delta", "1"], "--dp-delta"),
+        (["run", str(tmp_path), "-o", "r", "--dp-delta", "tiny"], "--dp-delta"),
+        (["run", str(tmp_path), "-o", "r", "--timeout", "0"], "--timeout"),
         (["split", str(tmp_path), "-o", "s", "--sites", "1"], "--sites"),
         (["split", str(tmp_path), "-o", "s", "--by", "hospital"], "--by"),
     ]:
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and option in result.output, (args, result.output)
+
+
+def test_a_network_superlink_without_certificates_is_one_line(tmp_path):
+    result = CliRunner().invoke(
+        _main(),
+        ["fed", "run", str(tmp_path), "-o", str(tmp_path / "r"), "--superlink", "10.0.0.5:9093"],
+    )
+    assert result.exit_code != 0
+    assert "10.0.0.5:9093: not a loopback address" in str(result.exception or result.output)
+    assert not (tmp_path / "r").exists()

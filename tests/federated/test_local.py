@@ -55,3 +55,20 @@ def test_pooled_sites_train_on_the_union_of_their_training_cases(site_results, t
     splits = [json.loads((Path(d) / "splits.json").read_text())[0] for d in site_results]
     assert data.train_ids == sorted(sum((s["train"] for s in splits), []))
     assert data.val_ids == sorted(sum((s["val"] for s in splits), []))
+
+
+def test_a_dp_site_sends_a_clipped_noised_update_and_no_loss(site_results):
+    from medseg.federated.privacy import update_norm
+
+    site = SiteTrainer(site_results[0], "2d", local_steps=2, rounds=2, dp_clip=1e-3)
+    start = {k: v.numpy().copy() for k, v in site.task.model.state_dict().items()}
+    arrays, metrics = site.train(start, 1)
+    update = {
+        k: arrays[k].astype(np.float64) - start[k] for k in arrays if start[k].dtype.kind == "f"
+    }
+    assert update_norm(update) <= 1e-3 * (1 + 1e-4)  # the clip (no noise: z = 0)
+    assert np.isnan(metrics["train_loss"])  # the loss is not covered by the accounting: withheld
+    noisy = SiteTrainer(site_results[0], "2d", local_steps=1, rounds=1, dp_clip=1e-3, dp_noise=1.0)
+    sent, _ = noisy.train(start, 1)
+    noise = np.concatenate([(sent[k] - start[k]).ravel() for k in update])
+    assert noise.std() == pytest.approx(1e-3, rel=0.05)  # z * C per entry, the update's share tiny

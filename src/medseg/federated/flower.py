@@ -12,8 +12,16 @@
   not finite; every round the global model becomes ``RESULTS/<config>/fold_0/
   checkpoint_{latest,best}.pt`` (so ``medseg predict -m RESULTS`` loads it) and one line of
   ``rounds.jsonl`` (metrics, bytes, seconds, what each reply carried).
+* :data:`client` and :data:`server`: the same two apps for Flower's deployment runtime
+  (``flwr run`` against a SuperLink, see :mod:`~.deploy`): the run's settings come from the
+  run config (``[tool.flwr.app.config]`` of the app ``deploy.write_app`` writes), each
+  SuperNode names its own site folder in its node config (``site-results``,
+  ``partition-id``), and the server reads the plan from the run's results folder. There
+  every message runs in a fresh ``flwr-clientapp`` process, so a site's trainer is built
+  (and its store opened) once per message, not once per run as in the simulation.
 
-Written for ``flwr`` 1.42 (the ``federated`` extra); imported only by ``run.py``.
+Written for ``flwr`` 1.42 (the ``federated`` extra); imported only by ``run.py`` and by
+Flower's own app processes (the components ``deploy.write_app`` names).
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +42,8 @@ from flwr.serverapp.strategy import FedAvg, FedProx
 
 from medseg.federated.aggregate import fedavg, screen_updates
 from medseg.federated.local import SiteTrainer
-from medseg.planning.plan import Plan
+from medseg.fileutil import write_json_atomic
+from medseg.planning.plan import Plan, Plans
 from medseg.training.checkpoint import build_model, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -52,22 +61,25 @@ def from_record(record: ArrayRecord) -> dict[str, np.ndarray]:
     return {key: record[key].numpy() for key in record.keys()}
 
 
-def client_app(site_results: list[str], settings: dict[str, Any]) -> ClientApp:
-    """The sites' app; ``settings``: configuration, local_steps, rounds, fedbn, seed."""
+def client_app(site_results: list[str] | None, settings: dict[str, Any] | None) -> ClientApp:
+    """The sites' app; ``settings``: configuration, local_steps, rounds, fedbn, seed, dp_clip,
+    dp_noise. ``None``, ``None``: deployed, each SuperNode's node config names its site."""
     app = ClientApp()
 
     def trainer(context: Context) -> tuple[int, SiteTrainer]:
-        index = int(context.node_config["partition-id"])
-        key = (site_results[index], *sorted(settings.items()))
+        index, results, config = _site_of(context, site_results, settings)
+        key = (results, *sorted(config.items()))
         if key not in _TRAINERS:
             torch.set_num_threads(1)
             _TRAINERS[key] = SiteTrainer(
-                site_results[index],
-                settings["configuration"],
-                local_steps=settings["local_steps"],
-                rounds=settings["rounds"],
-                fedbn=settings["fedbn"],
-                seed=settings["seed"],
+                results,
+                config["configuration"],
+                local_steps=config["local_steps"],
+                rounds=config["rounds"],
+                fedbn=config["fedbn"],
+                seed=config["seed"],
+                dp_clip=config.get("dp_clip", 0.0),
+                dp_noise=config.get("dp_noise", 0.0),
             )
         site = _TRAINERS[key]
         own = context.state.array_records.get("fedbn")
@@ -99,6 +111,34 @@ def client_app(site_results: list[str], settings: dict[str, Any]) -> ClientApp:
         return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
     return app
+
+
+CLIENT_KEYS = ("configuration", "local_steps", "rounds", "fedbn", "seed", "dp_clip", "dp_noise")
+
+
+def run_settings(run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings a deployed run carries in its run config (``local-steps`` ->
+    ``local_steps``)."""
+    return {k.replace("-", "_"): v for k, v in run_config.items()}
+
+
+def _site_of(
+    context: Context, site_results: list[str] | None, settings: dict[str, Any] | None
+) -> tuple[int, str, dict[str, Any]]:
+    """The site's index, results folder and settings: from the simulation's arguments, or
+    (deployed) from the SuperNode's node config and the run config."""
+    node = context.node_config
+    if site_results is not None and settings is not None:
+        index = int(node["partition-id"])
+        return index, site_results[index], settings
+    missing = [k for k in ("partition-id", "site-results") if k not in node]
+    if missing:
+        raise ValueError(
+            f"this SuperNode's --node-config lacks {missing}: start it with --node-config "
+            "\"partition-id=0 site-results='RESULTS/sites/site_0'\""
+        )
+    config = run_settings(context.run_config)
+    return int(node["partition-id"]), str(node["site-results"]), {k: config[k] for k in CLIENT_KEYS}
 
 
 def _strategy_class(name: str) -> type[FedAvg]:
@@ -200,6 +240,24 @@ def server_app(
     return app
 
 
+def deployed_server_app() -> ServerApp:
+    """The server's app under the deployment runtime: the run config's ``results`` folder
+    holds ``plans.json`` and ``federation.json`` (written by ``deploy.run_deployed``); the
+    rounds' log is added to ``federation.json`` at the end. Errors propagate (Flower marks
+    the run failed)."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        out = Path(str(context.run_config["results"]))
+        settings = json.loads((out / "federation.json").read_text(encoding="utf-8"))
+        plan = Plans.from_json(out / "plans.json")[settings["configuration"]]
+        result = _serve(grid, plan, out, settings, None)
+        write_json_atomic(out / "federation.json", {**settings, "rounds_log": result["rounds"]})
+
+    return app
+
+
 def _serve(
     grid: Grid, plan: Plan, out: Path, settings: dict[str, Any], on_round: Callable | None
 ) -> dict[str, Any]:
@@ -263,3 +321,7 @@ def _serve(
 def result_metrics(strategy: FedAvg, server_round: int) -> dict[str, float]:
     """The aggregated evaluate metrics of ``server_round`` (set by ``aggregate_evaluate``)."""
     return dict(strategy.evaluated.get(server_round, {}))
+
+
+client = client_app(None, None)  # the deployment runtime's apps ([tool.flwr.app.components])
+server = deployed_server_app()

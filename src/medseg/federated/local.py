@@ -6,7 +6,8 @@ with FedProx's proximal term added to the task's loss when ``mu > 0``. :class:`S
 is one site: its preprocessed store, the plan's segmentation task
 (:func:`~medseg.training.segmentation.segmentation_task`: loss, sampler, augmentation,
 learning-rate schedule) and its validation patches; it trains from global weights and
-evaluates them on its own validation cases, returning weights and numbers only.
+evaluates them on its own validation cases, returning weights and numbers only; with
+``dp_clip > 0`` its update is clipped and noised before it leaves (:mod:`~.privacy`).
 :func:`check_outgoing` is the privacy hook every reply passes before it leaves the site.
 """
 
@@ -25,6 +26,7 @@ import torch
 
 from medseg.device import resolve_device
 from medseg.federated.aggregate import FederatedError, norm_keys, proximal_term
+from medseg.federated.privacy import privatize
 from medseg.planning.plan import Plans
 from medseg.training.engine import Precision, Task, train_step
 from medseg.training.segmentation import FoldData, PatchBatches, segmentation_task
@@ -91,6 +93,10 @@ class SiteTrainer:
         local_steps: optimiser steps per round; rounds: the rounds of the run (for the
             learning-rate schedule over ``rounds * local_steps`` steps).
         fedbn: keep normalisation layers local (they are not loaded from the global model).
+        dp_clip, dp_noise: client-side differential privacy: the update (local minus global
+            weights) is clipped to L2 norm ``dp_clip`` and Gaussian noise of standard
+            deviation ``dp_noise * dp_clip`` is added before it leaves; the training loss is
+            then withheld (NaN). ``dp_clip = 0``: off.
     """
 
     def __init__(
@@ -104,6 +110,8 @@ class SiteTrainer:
         seed: int = 0,
         device: str | None = "cpu",
         val_batches: int = 2,
+        dp_clip: float = 0.0,
+        dp_noise: float = 0.0,
     ) -> None:
         results = Path(results)
         self.plan = Plans.from_json(results / "plans.json")[configuration]
@@ -115,6 +123,7 @@ class SiteTrainer:
         self.local_steps = local_steps
         self.keep = norm_keys(self.task.model) if fedbn else set()
         self.local_state: dict[str, torch.Tensor] = {}
+        self.dp_clip, self.dp_noise = float(dp_clip), float(dp_noise)
         self.forbidden = forbidden_shapes(self.data, self.plan)
         self.case_ids = list(self.data.train_ids) + list(self.data.val_ids)
 
@@ -137,8 +146,10 @@ class SiteTrainer:
         )
         arrays = state_arrays(model)
         self.local_state = {k: torch.from_numpy(arrays[k]) for k in self.keep}
-        loss = float(np.mean(losses)) if losses else math.nan
+        loss = float(np.mean(losses)) if losses and not self.dp_clip else math.nan
         metrics = {"num-examples": float(self.num_examples), "train_loss": loss}
+        if self.dp_clip > 0:  # the noise's seed is fresh entropy: the server cannot redo it
+            arrays = privatize(arrays, state, self.dp_clip, self.dp_noise)
         check_outgoing(arrays, metrics, self.forbidden, self.case_ids, self.data.store)
         return arrays, metrics
 

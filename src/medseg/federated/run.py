@@ -25,6 +25,7 @@ from medseg.device import available_cpus
 from medseg.errors import ConfigError
 from medseg.federated.aggregate import FederatedError
 from medseg.federated.planning import federated_plan
+from medseg.federated.privacy import dp_epsilon
 from medseg.federated.sites import check_sites
 from medseg.fileutil import check_writable, write_json_atomic
 from medseg.planning.preprocessing import preprocess
@@ -90,7 +91,7 @@ def prepare_sites(
     return plans[configuration], site_dirs, summaries
 
 
-def run_federated(
+def prepare_run(
     sites_dir: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
@@ -101,34 +102,24 @@ def run_federated(
     mu: float = 0.01,
     fedbn: bool = False,
     seed: int = 0,
-    cpus: int | None = None,
+    dp_clip: float = 0.0,
+    dp_noise: float = 0.0,
+    dp_delta: float = 1e-5,
     overwrite: bool = False,
-    on_round: Callable[[int, dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
-    """Train one global model over the sites in ``sites_dir`` (module docstring).
-
-    Args:
-        sites_dir: the output of ``split_sites`` (``site_*`` dataset folders).
-        out: the results folder (``plans.json``, ``<config>/fold_0/``, ``rounds.jsonl``).
-        rounds, local_steps: federated rounds, optimiser steps per site and round.
-        strategy: ``"fedavg"`` or ``"fedprox"`` (proximal ``mu``).
-        fedbn: normalisation layers stay local to each site.
-        cpus: CPUs for Flower's Ray backend (default: all available); one per site at a time.
-        on_round: called with ``(round, row)`` after each round (progress, tests).
-
-    Returns:
-        ``{"rounds": [per-round metrics, seconds, bytes], "startup_seconds", "seconds"}``.
-
-    Raises:
-        FederatedError: a site is refused, or the run failed (its cause chained).
-        ConfigError: bad arguments, or ``flwr`` missing or of another version.
-        OverwriteError: ``out`` holds a trained federation and ``overwrite`` is False.
-    """
+) -> tuple[Any, list[str], dict[str, Any]]:
+    """Check the arguments and the sites, plan and preprocess them, write
+    ``federation.json`` (the settings, with the DP ``epsilon`` when ``dp_clip > 0``);
+    returns the plan, the sites' results folders and the settings."""
     require_flwr()
     if strategy not in STRATEGIES or rounds < 1 or local_steps < 1 or mu < 0:
         raise ConfigError(
             f"strategy must be one of {STRATEGIES}, rounds and local_steps >= 1, mu >= 0 "
             f"(got {strategy!r}, {rounds}, {local_steps}, {mu})"
+        )
+    if not (dp_clip >= 0 and dp_noise >= 0 and 0 < dp_delta < 1) or (dp_noise and not dp_clip):
+        raise ConfigError(
+            f"dp clip and noise must be >= 0 (noise needs a clip), delta in (0, 1) "
+            f"(got {dp_clip}, {dp_noise}, {dp_delta})"
         )
     sites_dir, out = Path(sites_dir), Path(out)
     check_writable(out / "federation.json", overwrite=overwrite)
@@ -143,8 +134,46 @@ def run_federated(
         "fedbn": fedbn,
         "seed": seed,
         "sites": len(site_dirs),
+        "dp_clip": float(dp_clip),
+        "dp_noise": float(dp_noise),
     }
+    if dp_clip > 0:
+        settings.update(dp_delta=dp_delta, dp_epsilon=dp_epsilon(dp_noise, rounds, dp_delta))
     write_json_atomic(out / "federation.json", settings)
+    return plan, site_dirs, settings
+
+
+def run_federated(
+    sites_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    cpus: int | None = None,
+    on_round: Callable[[int, dict[str, Any]], None] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Train one global model over the sites in ``sites_dir`` (module docstring).
+
+    Args:
+        sites_dir: the output of ``split_sites`` (``site_*`` dataset folders).
+        out: the results folder (``plans.json``, ``<config>/fold_0/``, ``rounds.jsonl``).
+        cpus: CPUs for Flower's Ray backend (default: all available); one per site at a time.
+        on_round: called with ``(round, row)`` after each round (progress, tests).
+        options: those of :func:`prepare_run`: ``config``, ``rounds``, ``local_steps``
+            (optimiser steps per site and round), ``strategy`` (``"fedavg"`` or
+            ``"fedprox"`` with proximal ``mu``), ``fedbn`` (normalisation layers stay
+            local), ``seed``, ``dp_clip``/``dp_noise``/``dp_delta`` (client-side DP,
+            :mod:`~.privacy`), ``overwrite``.
+
+    Returns:
+        ``{"rounds": [per-round metrics, seconds, bytes], "seconds"}``.
+
+    Raises:
+        FederatedError: a site is refused, or the run failed (its cause chained).
+        ConfigError: bad arguments, or ``flwr`` missing or of another version.
+        OverwriteError: ``out`` holds a trained federation and ``overwrite`` is False.
+    """
+    out = Path(out)
+    plan, site_dirs, settings = prepare_run(sites_dir, out, **options)
     from flwr.simulation import run_simulation
 
     from medseg.federated import flower  # Flower is imported only here
@@ -154,7 +183,7 @@ def run_federated(
     started = time.perf_counter()
     run_simulation(
         server_app=flower.server_app(plan, out, settings, status, on_round),
-        client_app=flower.client_app(site_dirs, {k: settings[k] for k in _CLIENT_KEYS}),
+        client_app=flower.client_app(site_dirs, {k: settings[k] for k in flower.CLIENT_KEYS}),
         num_supernodes=len(site_dirs),
         backend_config={
             "client_resources": {"num_cpus": 1, "num_gpus": 0},
@@ -168,6 +197,3 @@ def run_federated(
     result = {**status["result"], "seconds": time.perf_counter() - started}
     write_json_atomic(out / "federation.json", {**settings, "rounds_log": result["rounds"]})
     return result
-
-
-_CLIENT_KEYS = ("configuration", "local_steps", "rounds", "fedbn", "seed")
