@@ -14,6 +14,9 @@ PROVENANCE.md); the instances are the 4-connected components of the interior (ab
   the watershed splits them at the narrow neck, with the plain distance transform of the
   foreground (EDT, h-maxima ``h`` in pixels) or with ``distance_target`` of the ground truth
   (the ideal distance head, ``h`` on its 0-1 scale).
+* **boundary watershed** (``boundary_watershed_instances``): seeds = h-maxima (h 3 px) of
+  the foreground's EDT, flooding of ``1 - prob`` (sigma 1), regions merged below a mean
+  boundary of ``m``.
 * **classical**: foreground = Gaussian-smoothed intensity (sigma 2) above Otsu's threshold,
   EDT watershed vs components; no ground truth used.
 
@@ -35,7 +38,12 @@ from PIL import Image
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from medseg.detect.instances import components_instances, distance_target, watershed_instances
+from medseg.detect.instances import (
+    boundary_watershed_instances,
+    components_instances,
+    distance_target,
+    watershed_instances,
+)
 from medseg.metrics.detection import (
     aggregated_jaccard_index,
     counting_error,
@@ -88,6 +96,11 @@ def methods(prob: np.ndarray, gt: np.ndarray, prefix: str, oracle: bool) -> dict
     out = {f"{prefix} components": components(prob)}
     for h in (2.0, 3.0, 4.0, 5.0):
         out[f"{prefix} watershed EDT h={h:g}"] = edt_watershed(prob, h)
+    edt = ndimage.distance_transform_edt(prob > 0.5)
+    for merge in (0.6, 0.7):
+        out[f"{prefix} boundary ws EDT h=3 m={merge:g}"] = boundary_watershed_instances(
+            prob, edt, h=3.0, merge_threshold=merge, min_size=MIN_SIZE
+        )
     if oracle:
         target = distance_target(gt)
         for h in (0.2, 0.3):

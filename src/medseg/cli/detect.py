@@ -1,6 +1,7 @@
 """``medseg detect``: object detection (boxes) and instance segmentation.
 
-* ``medseg detect train DATA -o RUN --head centernet|watershed [--instances labels|components]``
+* ``medseg detect train DATA -o RUN --head centernet|watershed [--instances labels|components]
+  [--instance-method distance|boundary|auto]``
   trains a CenterNet head (centre heatmap + box size, anchor-free) or a watershed head
   (foreground + distance map -> marker watershed) on the shared engine;
 * ``medseg detect predict -m RUN INPUT -o OUT`` writes one instance label map per case and
@@ -42,6 +43,15 @@ def _label_values(value: str | None) -> str | None:
     return value
 
 
+INSTANCE_METHOD_OPTION = typer.Option(
+    "distance",
+    "--instance-method",
+    help="watershed head: distance (marker watershed of the distance map), boundary "
+    "(watershed of 1 - foreground, regions merged across weak boundaries; EM) or auto "
+    "(both tuned on the validation cases, the better kept).",
+)
+
+
 @app.command("train")
 def train(
     data: Path = typer.Argument(
@@ -64,6 +74,7 @@ def train(
         help="With --instances components: label values whose components are objects "
         "(default: every foreground label; 0: the background's, e.g. cells between membranes).",
     ),
+    instance_method: Literal["distance", "boundary", "auto"] = INSTANCE_METHOD_OPTION,
     image_size: int | None = typer.Option(
         None, "--image-size", min=8, help="Resize every image to this size per axis."
     ),
@@ -95,6 +106,7 @@ def train(
         head=head,
         instances=instances,
         labels=tuple(int(v) for v in labels.split(",") if v.strip()) if labels else (),
+        instance_method=instance_method,
         min_voxels=min_voxels,
         image_size=(image_size,) if image_size else (),  # one size: every axis
         patch_size=(patch_size,) if patch_size else (),

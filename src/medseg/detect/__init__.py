@@ -5,7 +5,13 @@ the metrics live in ``medseg.metrics.detection`` and ``medseg.metrics.instances`
 from a foreground + distance prediction in ``medseg.detect.instances``. See docs/instances.md.
 """
 
-from medseg.detect.instances import components_instances, distance_target, watershed_instances
+from medseg.detect.instances import (
+    boundary_watershed_instances,
+    components_instances,
+    distance_target,
+    merge_regions,
+    watershed_instances,
+)
 from medseg.metrics.boxes import (
     batched_nms,
     box_area,
@@ -35,6 +41,7 @@ __all__ = [
     "boxes_from_mask",
     "check_boxes",
     "coco_map",
+    "boundary_watershed_instances",
     "components_instances",
     "counting_error",
     "distance_target",
@@ -42,5 +49,6 @@ __all__ = [
     "match_instances",
     "nms",
     "panoptic_quality",
+    "merge_regions",
     "watershed_instances",
 ]

@@ -14,6 +14,8 @@ from medseg.planning.config_io import config_from_dict, config_to_dict
 
 HEADS = ("centernet", "watershed")
 INSTANCES = ("labels", "components")
+#: How a watershed run turns its maps into instances (``auto``: chosen on validation).
+INSTANCE_METHODS = ("distance", "boundary", "auto")
 #: Key of the config in every checkpoint.
 CONFIG_KEY = "detect_config"
 
@@ -44,6 +46,14 @@ class DetectConfig:
         foreground_threshold, min_distance, min_size, h: watershed post-processing
             (:func:`medseg.detect.instances.watershed_instances`; ``h``: the least dynamic
             of a marker on the 0..1 predicted distance, so noise in it makes no marker).
+        instance_method: ``distance`` (marker watershed of the distance map,
+            :func:`~medseg.detect.instances.watershed_instances`), ``boundary`` (watershed of
+            the boundary probability ``1 - foreground`` seeded by the distance's h-maxima, then
+            merging of regions split by a weak boundary,
+            :func:`~medseg.detect.instances.boundary_watershed_instances`) or ``auto``
+            (after training, both are tuned on the validation cases and the better kept).
+        merge_threshold, boundary_sigma: the ``boundary`` method's merging threshold (mean
+            boundary probability) and smoothing (voxels).
         val_fraction: share of cases held out (validation AP50 / PQ picks the checkpoint).
     """
 
@@ -67,6 +77,9 @@ class DetectConfig:
     min_distance: int = 3
     min_size: int = 8
     h: float = 0.2
+    instance_method: str = "distance"
+    merge_threshold: float = 0.7
+    boundary_sigma: float = 1.0
     batch_size: int = 4
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
@@ -79,6 +92,7 @@ class DetectConfig:
         for name, value, valid in [
             ("head", self.head, HEADS),
             ("instances", self.instances, INSTANCES),
+            ("instance_method", self.instance_method, INSTANCE_METHODS),
         ]:
             if value not in valid:
                 raise ConfigError(f"{name} '{value}' is not one of {', '.join(valid)}")
@@ -93,6 +107,8 @@ class DetectConfig:
             raise ConfigError("need 0 <= val_fraction < 1, batch_size >= 1, learning_rate > 0")
         if self.epochs < 1 or self.steps_per_epoch < 1 or len(self.features) < 2:
             raise ConfigError("need epochs >= 1, steps_per_epoch >= 1 and >= 2 feature stages")
+        if not 0 <= self.merge_threshold <= 1 or not self.boundary_sigma >= 0:
+            raise ConfigError("need 0 <= merge_threshold <= 1 and boundary_sigma >= 0")
         if not 0 <= self.nms_iou <= 1 or not 0 <= self.score_threshold <= 1:
             raise ConfigError("nms_iou and score_threshold must lie in [0, 1]")
 

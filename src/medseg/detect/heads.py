@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from medseg.detect.centernet import Detections, decode_centernet
 from medseg.detect.config import DetectConfig
-from medseg.detect.instances import watershed_instances
+from medseg.detect.instances import boundary_watershed_instances, watershed_instances
 from medseg.device import autocast
 
 
@@ -56,7 +56,21 @@ def watershed_label_map(
 def instances_from_maps(
     config: DetectConfig, foreground: np.ndarray, distance: np.ndarray
 ) -> np.ndarray:
-    """:func:`~medseg.detect.instances.watershed_instances` with the run's settings."""
+    """The instance label map of a watershed run's maps with the config's method and settings
+    (``boundary``: :func:`~medseg.detect.instances.boundary_watershed_instances`; otherwise,
+    ``auto`` before tuning included, :func:`~medseg.detect.instances.watershed_instances`)."""
+    if config.instance_method == "boundary":
+        return np.asarray(
+            boundary_watershed_instances(
+                foreground,
+                distance,
+                threshold=config.foreground_threshold,
+                h=config.h,
+                merge_threshold=config.merge_threshold,
+                sigma=config.boundary_sigma,
+                min_size=config.min_size,
+            )
+        )
     return np.asarray(
         watershed_instances(
             foreground,

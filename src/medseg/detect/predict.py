@@ -28,8 +28,8 @@ from torch import Tensor, nn
 from medseg.data.case import Case, read_case
 from medseg.detect.config import CONFIG_KEY, DetectConfig, build_detector, required_divisor
 from medseg.detect.data import Grid
-from medseg.detect.heads import centernet_detections, instances_from_maps, watershed_maps
-from medseg.detect.tune import apply_tuned
+from medseg.detect.heads import centernet_detections, watershed_maps
+from medseg.detect.tune import apply_tuned, label_instances
 from medseg.device import resolve_device
 from medseg.errors import ConfigError, DatasetError
 from medseg.fileutil import atomic_path, check_writable, csv_safe
@@ -110,7 +110,7 @@ def _predict(
         ids = np.arange(1, len(boxes) + 1)
         return boxes_to_labels(boxes, spatial), boxes, found.scores, found.classes, ids
     foreground, distance = watershed_maps(detector.model, x)
-    grid_labels = instances_from_maps(detector.config, foreground, distance)
+    grid_labels = label_instances(detector.config, foreground, distance)
     labels = grid.labels_back(grid_labels)
     boxes, ids = boxes_from_labels(labels, detector.config.spatial_dims)
     scores = np.asarray(ndimage.mean(foreground, grid_labels, ids) if len(ids) else [])
