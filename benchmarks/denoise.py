@@ -25,7 +25,10 @@ table; numbers with the budget and the steps each run completed, which depend on
 machine's load). ``--modes supervised`` or ``n2n`` trains one (two processes can train the
 two at once), ``--reuse`` evaluates the runs already in ``--out``, ``--dims 3`` uses whole
 volumes (3D networks and 3D NLM), ``--threads`` sets torch's threads (default 1: on a busy
-2-core machine two threads made each step ten times slower).
+2-core machine two threads made each step ten times slower). ``--steps N`` trains a fixed
+number of steps instead of ``--budget`` seconds (the cosine schedule then runs over the steps;
+on a shared machine this compares settings at equal training, whatever the load), ``--patch``
+sets the training crop (default: the library's, 64 x 64 or 32^3 capped at the median image).
 """
 
 from __future__ import annotations
@@ -141,16 +144,16 @@ def run_network(
         loss="l2",
         features=tuple(args.features),
         batch_size=args.batch_size,
+        patch_size=tuple(args.patch) if args.patch else None,
         steps_per_epoch=50,
-        epochs=100_000,
+        epochs=-(-args.steps // 50) if args.steps else 100_000,
         val_fraction=0.05,
         seed=args.seed,
     )
     reads_before = source.clean_reads
     if not (args.reuse and (run_dir / "checkpoint_best.pt").is_file()):
-        fit_denoiser(
-            source, run_dir, config, time_budget_s=args.budget, progress=False, device="cpu"
-        )
+        budget = None if args.steps else args.budget
+        fit_denoiser(source, run_dir, config, time_budget_s=budget, progress=False, device="cpu")
     if mode == "n2n":
         assert source.clean_reads == reads_before, "noise2noise read a clean slice"
     model, saved = load_denoiser(run_dir)
@@ -159,7 +162,8 @@ def run_network(
     best = max(rows, key=lambda r: float(r["val_psnr"]))
     trained = sum(float(r["epoch_seconds"]) for r in rows)
     note = (
-        f"budget {args.budget:.0f} s ({trained:.0f} s in epochs incl. validation), "
+        f"{f'step budget {args.steps}' if args.steps else f'budget {args.budget:.0f} s'} "
+        f"({trained:.0f} s in epochs incl. validation), patch {saved.patch_size}, "
         f"{rows[-1]['step']} steps, best epoch {best['epoch']} of {len(rows)}"
     )
     results = {}
@@ -180,6 +184,8 @@ def main() -> None:
     parser.add_argument("--test-volumes", type=int, default=12)
     parser.add_argument("--features", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=0, help="train steps instead of --budget")
+    parser.add_argument("--patch", type=int, nargs="+", default=None, help="training crop")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--modes", nargs="+", default=["supervised", "n2n"], choices=("supervised", "n2n")

@@ -193,3 +193,30 @@ def test_split_holds_out_a_fraction_and_keeps_one_training_case() -> None:
     assert len(val) == 2 and sorted(train + val) == list(range(10))
     assert split_cases(1, 0.5, 0) == ([0], [])
     assert len(split_cases(2, 0.9, 0)[0]) == 1
+
+
+def test_the_patch_follows_the_median_image_and_small_images_are_padded() -> None:
+    from types import SimpleNamespace
+
+    from medseg.enhance.train import Sample, _resolve, crop_window
+
+    rng = np.random.default_rng(0)
+    shapes = [(1, 10, 12), (1, 40, 30), (1, 44, 36)]
+    samples = [Sample([rng.random(s, dtype=np.float32)], [], 1.0) for s in shapes]
+    config = _resolve(DenoiseConfig(features=(4, 8)), samples, SimpleNamespace(spatial_dims=2))
+    assert config.patch_size == (40, 30)  # the median image, not the smallest: (10, 12)
+    small = samples[0].images[0]
+    crop = crop_window([small, small + 1], (16, 16), np.random.default_rng(1))
+    assert [c.shape for c in crop] == [(1, 16, 16), (1, 16, 16)]
+    np.testing.assert_array_equal(crop[1], crop[0] + 1)  # the same window of every image
+    padded = np.pad(small, [(0, 0), (3, 3), (2, 2)], mode="symmetric")
+    np.testing.assert_array_equal(crop[0], padded)  # mirrored to the patch, nothing invented
+    large = samples[2].images[0]
+    (window,) = crop_window([large], (8, 8), np.random.default_rng(2))
+    hits = [
+        (i, j)
+        for i in range(37)
+        for j in range(29)
+        if np.array_equal(large[:, i : i + 8, j : j + 8], window)
+    ]
+    assert len(hits) == 1  # a plain window of an image at least as large as the patch

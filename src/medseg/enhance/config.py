@@ -45,8 +45,9 @@ class DenoiseConfig:
         spatial_dims: 2 or 3 (None: from the data).
         in_channels: image channels (None: from the data).
         features: U-Net widths per stage (``medseg.nets.residual_unet``).
-        patch_size: training crop per axis (None: 64 x 64 in 2D, 32^3 in 3D), shrunk to the
-            smallest image and to a multiple of the network's divisor.
+        patch_size: training crop per axis (None: 64 x 64 in 2D, 32^3 in 3D), capped at the
+            median image size and rounded down to a multiple of the network's divisor;
+            smaller images are mirror-padded to it when cropped.
         batch_size, steps_per_epoch, epochs: the schedule (epochs bounded by a time budget).
         learning_rate, weight_decay: AdamW, cosine decay to zero over the run (or budget).
         val_fraction: share of cases held out for validation PSNR (at least one case is kept

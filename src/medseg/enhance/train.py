@@ -106,22 +106,42 @@ def _load_samples(data: Any, indices: list[int], config: DenoiseConfig) -> list[
 
 
 def _resolve(config: DenoiseConfig, samples: list[Sample], data: Any) -> DenoiseConfig:
-    """Fill in dimensions, channels and the patch size (fits the smallest image, a multiple of
-    the network's divisor)."""
+    """Fill in dimensions, channels and the patch size: the asked patch, capped at the median
+    image size and rounded down to a multiple of the network's divisor (smaller images are
+    padded when cropped: :func:`crop_window`), so one small image does not shrink every crop."""
     first = samples[0].images[0]
     dims, channels = data.spatial_dims, first.shape[0]
     if config.spatial_dims not in (None, dims):
         raise ConfigError(f"the config says {config.spatial_dims}D but the data is {dims}D")
     config = dataclasses.replace(config, spatial_dims=dims, in_channels=channels)
     divisor = build_denoiser(config).required_divisor
-    smallest = np.min([s.images[0].shape[1:] for s in samples], axis=0)
+    median = np.median([s.images[0].shape[1:] for s in samples], axis=0).astype(int)
     patch = []
-    for want, size, div in zip(config.resolved_patch(), smallest, divisor, strict=True):
+    for want, size, div in zip(config.resolved_patch(), median, divisor, strict=True):
         fitted = (min(int(want), int(size)) // div) * div
         if fitted < div:
-            raise DatasetError(f"an image of shape {tuple(smallest)} is smaller than {divisor}")
+            raise DatasetError(
+                f"the images (median shape {tuple(median)}) are smaller than the network's "
+                f"divisor {tuple(divisor)}"
+            )
         patch.append(fitted)
     return dataclasses.replace(config, patch_size=tuple(patch))
+
+
+def crop_window(
+    images: list[np.ndarray], patch: tuple[int, ...], rng: np.random.Generator
+) -> list[np.ndarray]:
+    """The same random ``patch`` window of every image ``(C, *spatial)``; an image smaller than
+    the patch along an axis is first padded symmetrically (mirrored, as at inference) to it."""
+    shape = images[0].shape[1:]
+    deficits = [max(p - s, 0) for s, p in zip(shape, patch, strict=True)]
+    pads = [(d // 2, d - d // 2) for d in deficits]
+    if any(deficits):
+        images = [np.pad(a, [(0, 0), *pads], mode="symmetric") for a in images]
+        shape = images[0].shape[1:]
+    corner = [int(rng.integers(0, s - p + 1)) for s, p in zip(shape, patch, strict=True)]
+    window = (slice(None), *(slice(c, c + p) for c, p in zip(corner, patch, strict=True)))
+    return [a[window] for a in images]
 
 
 class DenoiseBatches:
@@ -131,15 +151,13 @@ class DenoiseBatches:
         self.samples, self.config = samples, config
 
     def _crop(self, rng: np.random.Generator, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
-        shape, patch = sample.images[0].shape[1:], self.config.patch_size
-        corner = [int(rng.integers(0, s - p + 1)) for s, p in zip(shape, patch, strict=True)]
-        window = (slice(None), *(slice(c, c + p) for c, p in zip(corner, patch, strict=True)))
+        crops = crop_window(sample.images, self.config.patch_size, rng)
         if self.config.mode == "n2n":
             first = int(rng.integers(0, 2))  # either realisation may be the input
             (low, scale), second = sample.stats[first], 1 - first
-            x, y = sample.images[first][window], sample.images[second][window]
+            x, y = crops[first], crops[second]
         else:
-            (low, scale), y = sample.stats[0], sample.images[0][window]
+            (low, scale), y = sample.stats[0], crops[0]
             x = degraded_input(self.config, y, rng, sample.data_range)
         flips = [axis + 1 for axis in range(y.ndim - 1) if rng.random() < 0.5]
         x, y = ((a - low) / scale for a in (x, y))
