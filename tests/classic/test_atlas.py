@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import numpy as np
@@ -220,10 +221,10 @@ def test_bspline_worse_than_affine_warns_and_falls_back(monkeypatch: pytest.Monk
     rng = np.random.default_rng(4)
     fixed, _ = _subject(rng, size=48)
 
-    def far_off(fixed_itk, moving_itk, affine, metric, seed):  # a B-spline stage gone wrong
+    def far_off(fixed_itk, moving_itk, affine, settings):  # a B-spline stage gone wrong
         return sitk.CompositeTransform([affine, sitk.TranslationTransform(2, (15.0, -12.0))])
 
-    monkeypatch.setattr(registration, "_bspline", far_off)
+    monkeypatch.setattr(registration, "bspline_stage", far_off)
     with pytest.warns(UserWarning, match="falling back to the affine"):
         result = register(fixed, fixed, transform="bspline", metric="ncc")
     assert result.kind == "affine"
@@ -280,10 +281,20 @@ def test_registration_ending_worse_than_start_warns(monkeypatch: pytest.MonkeyPa
     rng = np.random.default_rng(6)
     fixed, _ = _subject(rng, size=48)
 
-    def diverged(fixed_itk, moving_itk, kind, metric, seed):  # an optimiser that ran away
+    def diverged(fixed_itk, moving_itk, kind, settings):  # an optimiser that ran away
         return sitk.Euler2DTransform(), sitk.TranslationTransform(2, (9.0, 7.0))
 
-    monkeypatch.setattr(registration, "_linear", diverged)
+    monkeypatch.setattr(registration, "linear_stages", diverged)
     with pytest.warns(UserWarning, match="ended worse than it started"):
         result = register(fixed, fixed, transform="rigid", metric="ncc")
     assert result.metric_after > result.metric_before
+
+
+def test_mni152_logs_the_copyright_notice(caplog: pytest.LogCaptureFixture) -> None:
+    pytest.importorskip("nilearn")
+    from medseg.classic.atlas import MNI152_NOTICE
+
+    with caplog.at_level(logging.INFO, logger="medseg.classic.mni152"):
+        mni152(resolution_mm=4)
+    assert any(MNI152_NOTICE in record.getMessage() for record in caplog.records)
+    assert "Copyright (C) 1993-2009 Louis Collins" in MNI152_NOTICE

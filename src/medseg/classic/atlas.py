@@ -1,4 +1,4 @@
-"""Atlas-based segmentation: multi-atlas label propagation and fusion; the MNI152 atlas.
+"""Atlas-based segmentation: multi-atlas label propagation and fusion (MNI152: ``mni152``).
 
 Following the seeds' "segmentation via registration": every atlas image is registered to the
 target (:func:`medseg.classic.registration.register`), the atlases are ranked by their
@@ -10,32 +10,37 @@ voxel by voxel (:func:`fuse_labels`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import SimpleITK as sitk
 from scipy import ndimage
 
 from medseg.classic.common import checked_image, label_image
-from medseg.classic.registration import propagate, register, resample
+from medseg.classic.mni152 import MNI152_NOTICE, mni152
+from medseg.classic.registration import Registration, propagate, register, resample
+from medseg.classic.registration_stages import BSPLINE_CONTROL_SPACING_MM
 from medseg.classic.registry import CLASSIC
+from medseg.device import available_cpus
 from medseg.errors import ConfigError, DatasetError, GeometryError
 from medseg.io import Image
+
+__all__ = [
+    "MNI152_NOTICE",
+    "PropagatedAtlas",
+    "fuse_labels",
+    "fuse_weighted",
+    "local_ncc",
+    "mni152",
+    "multi_atlas",
+    "propagate_atlases",
+]
 
 FUSIONS = ("majority", "weighted")
 LOCAL_NCC_WINDOW_MM = 5.0
 """Side of the (box) window of the local NCC weights, in mm (at least 3 voxels)."""
-
-MNI152_NOTICE = (
-    "MNI ICBM152 non-linear symmetric 2009a atlas. Copyright (C) 1993-2009 Louis Collins, "
-    "McConnell Brain Imaging Centre, Montreal Neurological Institute, McGill University. "
-    "Permission to use, copy, modify, and distribute this software and its documentation for "
-    "any purpose and without fee is hereby granted, provided that the above copyright notice "
-    "appear in all copies. The authors and McGill University make no representations about "
-    "the suitability of this software for any purpose. It is provided 'as is' without express "
-    "or implied warranty. The authors are not responsible for any data loss, equipment damage, "
-    "property loss, or injury to subjects or patients resulting from the use or misuse of this "
-    "software package. References: Fonov et al., NeuroImage 47 (2009) S102 and NeuroImage 54 "
-    "(2011) 313-327; Collins et al., NeuroImage 10 (1999) 233."
-)
 
 
 def fuse_labels(label_stack: np.ndarray, *, weights: np.ndarray | None = None) -> np.ndarray:
@@ -164,6 +169,119 @@ def _checked_atlases(target: Image, atlases: Sequence[tuple[Image, Image]]) -> l
     return labels
 
 
+@dataclass(frozen=True)
+class PropagatedAtlas:
+    """One atlas registered to the target, as :func:`propagate_atlases` ranks them.
+
+    Attributes:
+        index: the atlas's position in the given list.
+        similarity: global NCC of the registered atlas image with the target (ranking key).
+        label: the atlas labels on the target grid (uint8 ``(*spatial)`` when they fit).
+        weights: ``(*spatial)`` local NCC of the registered atlas image with the target.
+        registration: the registration result (``kind`` says if a B-spline fell back).
+    """
+
+    index: int
+    similarity: float
+    label: Image
+    weights: np.ndarray
+    registration: Registration
+
+
+def _register_one(
+    target: Image,
+    target_array: np.ndarray,
+    atlas: Image,
+    index: int,
+    options: dict[str, Any],
+    initial: Registration | None = None,
+) -> tuple[float, np.ndarray, Registration, int]:
+    """Register one atlas image to the target; (global NCC, warped atlas, result, index)."""
+    result = register(target, atlas, initial=initial, **options)
+    warped = resample(atlas, result.transform, target).array.astype(np.float64)
+    return _ncc(target_array, warped), warped, result, index
+
+
+def _in_parallel(jobs: int, threads: int, call: Any, items: Sequence[Any]) -> list[Any]:
+    """``[call(*item) for item in items]`` on ``jobs`` threads (SimpleITK frees the GIL).
+
+    SimpleITK's global thread count (its resampling filters) is ``threads`` meanwhile, so
+    ``jobs * threads`` ITK threads run at most; the previous count is restored.
+    """
+    if jobs == 1 or len(items) < 2:
+        return [call(*item) for item in items]
+    previous = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    try:
+        with ThreadPoolExecutor(max_workers=min(jobs, len(items))) as pool:
+            return list(pool.map(lambda item: call(*item), items))
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
+
+
+def _check_speed_options(jobs: int, threads: int | None) -> int:
+    """``jobs`` checked; the ITK threads per registration (``threads`` or CPUs // jobs)."""
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"multi_atlas: jobs must be an int >= 1, got {jobs!r}")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"multi_atlas: threads must be None or an int >= 1, got {threads!r}")
+    return threads or max(1, available_cpus() // jobs)
+
+
+def propagate_atlases(
+    target: Image,
+    atlases: Sequence[tuple[Image, Image]],
+    *,
+    k: int | None = None,
+    transform: str = "affine",
+    metric: str = "mattes_mi",
+    seed: int = 0,
+    max_size: int | None = None,
+    mesh_mm: float = BSPLINE_CONTROL_SPACING_MM,
+    jobs: int = 1,
+    threads: int | None = None,
+) -> list[PropagatedAtlas]:
+    """Register every atlas to ``target``, rank them, propagate the top ``k`` labels.
+
+    Atlases are ranked by the global NCC of the registered atlas image with the target
+    (stable: equal similarity keeps the given order). For ``transform="bspline"`` every atlas
+    is first registered affinely, ranked after affine, and only the top ``k`` are refined by
+    a B-spline stage started from their affine result (``register(..., initial=...)``), so
+    ``N`` atlases cost ``N`` affine and ``k`` B-spline registrations; the refined atlases are
+    ranked again. Options and errors as :func:`multi_atlas`.
+
+    Returns:
+        The top ``k`` (all when None) :class:`PropagatedAtlas`, most similar first.
+    """
+    target_array = checked_image(target, name="target")
+    labels = _checked_atlases(target, atlases)
+    if k is not None and not 1 <= k <= len(atlases):
+        raise ConfigError(f"multi_atlas: k={k} must be between 1 and {len(atlases)} atlases")
+    per_job = _check_speed_options(jobs, threads)
+    options = {"metric": metric, "seed": seed, "max_size": max_size, "threads": per_job}
+    first = "affine" if transform == "bspline" else transform
+    items = [
+        (target, target_array, image, i, {**options, "transform": first})
+        for i, (image, _) in enumerate(atlases)
+    ]
+    ranked = sorted(_in_parallel(jobs, per_job, _register_one, items), key=lambda c: -c[0])
+    ranked = ranked[: k or len(ranked)]
+    if transform == "bspline":
+        refine = {**options, "transform": "bspline", "mesh_mm": mesh_mm}
+        items = [(target, target_array, atlases[c[3]][0], c[3], refine, c[2]) for c in ranked]
+        ranked = sorted(_in_parallel(jobs, per_job, _register_one, items), key=lambda c: -c[0])
+    return [
+        PropagatedAtlas(
+            index=index,
+            similarity=similarity,
+            label=propagate(atlases[index][1].with_array(labels[index]), result.transform, target),
+            weights=local_ncc(target_array, warped, target.spacing),
+            registration=result,
+        )
+        for similarity, warped, result, index in ranked
+    ]
+
+
 @CLASSIC.register(
     "multi_atlas",
     description="multi-atlas label propagation (SimpleITK registration) and label fusion",
@@ -178,16 +296,22 @@ def multi_atlas(
     transform: str = "affine",
     metric: str = "mattes_mi",
     seed: int = 0,
+    max_size: int | None = None,
+    mesh_mm: float = BSPLINE_CONTROL_SPACING_MM,
+    jobs: int = 1,
+    threads: int | None = None,
 ) -> Image:
     """Segment ``target`` by registering atlases to it and fusing their propagated labels.
 
     Each atlas image is registered to the target (``register(target, atlas, transform=...,
     metric=..., seed=...)``); atlases are ranked by the global normalised cross-correlation of
-    the registered atlas image with the target and the top ``k`` are kept. Their labels are
-    propagated (nearest neighbour) and fused per voxel: ``"majority"`` is :func:`fuse_labels`
-    (most votes; ties to the larger summed local-NCC weight, then the lowest label);
-    ``"weighted"`` is :func:`fuse_weighted` (largest summed local NCC, ~5 mm window; ties to
-    more votes, then the lowest label).
+    the registered atlas image with the target and the top ``k`` are kept (for ``"bspline"``
+    the ranking is made after an affine registration of every atlas and only the top ``k``
+    get the B-spline stage: :func:`propagate_atlases`). Their labels are propagated (nearest
+    neighbour) and fused per voxel: ``"majority"`` is :func:`fuse_labels` (most votes; ties
+    to the larger summed local-NCC weight, then the lowest label); ``"weighted"`` is
+    :func:`fuse_weighted` (largest summed local NCC, ~5 mm window; ties to more votes, then
+    the lowest label).
 
     Args:
         target: single-channel ``(*spatial)`` image, 2D or 3D.
@@ -198,90 +322,40 @@ def multi_atlas(
         transform: registration transform, ``"rigid"``, ``"affine"`` or ``"bspline"``.
         metric: registration metric, ``"mattes_mi"`` or ``"ncc"``.
         seed: seed of the registrations' metric sampling.
+        max_size: register on block-averaged copies at most this many voxels on their longest
+            side (``register(..., max_size=...)``; e.g. 256 for 512^2 radiographs); the labels
+            are still propagated onto the full-resolution target. None: full resolution.
+        mesh_mm: B-spline control-point spacing in mm (finest level).
+        jobs: atlases registered at once (threads; SimpleITK releases the GIL).
+        threads: ITK threads per registration; None: the available CPUs // ``jobs``, so
+            ``jobs * threads`` stays within the CPUs. The labels are reproducible for a given
+            ``seed`` and ``threads`` whatever ``jobs`` is.
 
     Returns:
         A uint8 label map on the target's grid (0 = background).
 
     Raises:
-        ConfigError: no atlases, ``k`` outside ``1..len(atlases)``, an unknown option.
+        ConfigError: no atlases, ``k`` outside ``1..len(atlases)``, an unknown option or an
+            option out of range (``jobs < 1``, ``max_size < 16``, ...).
         GeometryError: an atlas of another dimensionality than the target.
         DatasetError: a label map that does not fit its image, an atlas without foreground,
             label sets disjoint from atlas 0's, multi-channel or NaN images.
     """
     if fusion not in FUSIONS:
         raise ConfigError(f"multi_atlas: fusion {fusion!r} is not one of {FUSIONS}")
-    target_array = checked_image(target, name="target")
-    labels = _checked_atlases(target, atlases)
-    if k is not None and not 1 <= k <= len(atlases):
-        raise ConfigError(f"multi_atlas: k={k} must be between 1 and {len(atlases)} atlases")
-    candidates = []
-    for (image, _), label in zip(atlases, labels, strict=True):
-        result = register(target, image, transform=transform, metric=metric, seed=seed)
-        warped = resample(image, result.transform, target).array.astype(np.float64)
-        candidates.append((_ncc(target_array, warped), warped, result.transform, image, label))
-    # stable sort: equally similar atlases keep their given order
-    ranked = sorted(candidates, key=lambda c: -c[0])[: k or len(candidates)]
-    stack = np.stack(
-        [propagate(image.with_array(label), tr, target).array for _, _, tr, image, label in ranked]
+    ranked = propagate_atlases(
+        target,
+        atlases,
+        k=k,
+        transform=transform,
+        metric=metric,
+        seed=seed,
+        max_size=max_size,
+        mesh_mm=mesh_mm,
+        jobs=jobs,
+        threads=threads,
     )
-    weights = np.stack([local_ncc(target_array, c[1], target.spacing) for c in ranked])
+    stack = np.stack([atlas.label.array for atlas in ranked])
+    weights = np.stack([atlas.weights for atlas in ranked])
     fuse = fuse_labels if fusion == "majority" else fuse_weighted
     return label_image(target, fuse(stack, weights=weights))
-
-
-def _nifti_to_image(nifti: object) -> Image:
-    """A nibabel NIfTI image (RAS affine, ``(i, j, k)`` data) as a medseg ``Image`` (LPS)."""
-    affine = np.asarray(nifti.affine, dtype=np.float64)  # type: ignore[attr-defined]
-    ras_to_lps = np.diag([-1.0, -1.0, 1.0])
-    linear = ras_to_lps @ affine[:3, :3]
-    spacing_ijk = np.linalg.norm(linear, axis=0)
-    direction = linear / spacing_ijk
-    data = np.asarray(nifti.get_fdata(dtype=np.float32))  # type: ignore[attr-defined]
-    return Image(
-        np.ascontiguousarray(data.T),
-        tuple(spacing_ijk[::-1]),
-        tuple(ras_to_lps @ affine[:3, 3]),
-        tuple(direction.ravel()),
-    )
-
-
-def mni152(resolution_mm: float = 2) -> tuple[Image, Image]:
-    """The MNI ICBM152 2009a T1 template and its grey/white-matter labels (offline, nilearn).
-
-    Reads the templates bundled in nilearn (``load_mni152_template``,
-    ``load_mni152_gm_template``, ``load_mni152_wm_template``; 197 x 233 x 189 at 1 mm,
-    resampled by nilearn to ``resolution_mm``). Labels: 0 background, 1 grey matter, 2 white
-    matter, the larger of the GM/WM probabilities where their sum exceeds 0.5 (GM on ties).
-    There is no CSF map and no labelled structure.
-
-    Copyright notice of the atlas (also :data:`MNI152_NOTICE`): Copyright (C) 1993-2009 Louis
-    Collins, McConnell Brain Imaging Centre, Montreal Neurological Institute, McGill
-    University. Permission to use, copy, modify, and distribute this software and its
-    documentation for any purpose and without fee is hereby granted, provided that the above
-    copyright notice appear in all copies. The authors and McGill University make no
-    representations about the suitability of this software for any purpose. It is provided
-    "as is" without express or implied warranty.
-
-    Args:
-        resolution_mm: isotropic voxel size in mm (nilearn resamples the 1 mm files).
-
-    Returns:
-        ``(t1, labels)``: float32 T1 and uint8 labels, ``(z, y, x)`` arrays on the same grid
-        (LPS geometry converted from the NIfTI RAS affine).
-
-    Raises:
-        ConfigError: nilearn is missing (install the ``atlas`` extra) or a bad resolution.
-    """
-    if not resolution_mm > 0:
-        raise ConfigError(f"mni152: resolution_mm must be positive, got {resolution_mm}")
-    try:
-        from nilearn import datasets
-    except ImportError as err:
-        raise ConfigError(
-            f"mni152 needs nilearn ({err}); install the extra: pip install 'medseg[atlas]'"
-        ) from None
-    t1 = _nifti_to_image(datasets.load_mni152_template(resolution=resolution_mm))
-    grey = _nifti_to_image(datasets.load_mni152_gm_template(resolution=resolution_mm)).array
-    white = _nifti_to_image(datasets.load_mni152_wm_template(resolution=resolution_mm)).array
-    labels = np.where(grey + white > 0.5, np.where(white > grey, 2, 1), 0)
-    return t1, label_image(t1, labels)

@@ -163,7 +163,9 @@ def region_grow(
         )
     else:
         raise ConfigError(f"region_grow: unknown mode {mode!r}; use 'threshold' or 'confidence'")
-    region = sitk.GetArrayFromImage(grower.Execute(itk_image)) > 0
+    # both growers write 1 inside, 0 outside (uint8): a view, copied once by label_image
+    grown = grower.Execute(itk_image)  # kept alive while its view is read
+    region = sitk.GetArrayViewFromImage(grown)
     if not region.any():
         warnings.warn(
             "region_grow: no seed lies inside the accepted intensity band; the region is empty",

@@ -5,10 +5,13 @@ to **moving** world points, i.e. the one ``SimpleITK.Resample(moving, fixed, tra
 needs; ``propagate`` uses it to bring a moving label map onto the fixed grid. 2D and 3D by the
 same code; the images' spacing, origin and direction are respected (``medseg.io.to_sitk``).
 
-Every registration is multi-resolution (shrink 4, 2, 1 with Gaussian smoothing 2, 1, 0 mm),
-starts from a centred initialisation (image centres, ``CenteredTransformInitializer``) and
-samples the metric at random with a fixed seed, so a run is reproducible for a given
-``seed`` and thread count.
+Every registration is multi-resolution (shrink 4, 2, 1 with Gaussian smoothing of shrink / 2
+voxels: 2, 1, 0), starts from a centred initialisation (image centres,
+``CenteredTransformInitializer``) and samples the metric at random with a fixed seed, so a run
+is reproducible for a given ``seed`` and thread count. With ``max_size`` the images are first
+block-averaged (ITK's ``BinShrink``) to a copy whose longest side is at most ``max_size``
+voxels; the copy keeps the physical extent, so the transform found on it (in mm) applies to
+the full-resolution images unchanged.
 """
 
 from __future__ import annotations
@@ -20,19 +23,22 @@ import numpy as np
 import SimpleITK as sitk
 
 from medseg.classic.common import checked_image
+from medseg.classic.registration_stages import (
+    BSPLINE_CONTROL_SPACING_MM,
+    BSPLINE_ITERATIONS,
+    METRICS,
+    SAMPLING_PERCENTAGE,
+    TRANSFORMS,
+    StageSettings,
+    bspline_stage,
+    downsampled,
+    linear_stages,
+    stage_metric,
+)
 from medseg.device import available_cpus
-from medseg.errors import ConfigError, DatasetError, GeometryError
+from medseg.errors import ConfigError, GeometryError
 from medseg.io import Image
 from medseg.io.formats import to_sitk
-
-TRANSFORMS = ("rigid", "affine", "bspline")
-METRICS = ("mattes_mi", "ncc")
-SAMPLING_PERCENTAGE = 0.25
-"""Fraction of the fixed image's voxels the metric samples (at random, seeded) ..."""
-MIN_SAMPLES = 3000
-"""... but at least this many voxels per pyramid level (all of them when fewer)."""
-BSPLINE_CONTROL_SPACING_MM = 50.0
-"""Approximate distance between B-spline control points (mm)."""
 
 
 @dataclass
@@ -59,173 +65,59 @@ def _float_sitk(image: Image, name: str) -> sitk.Image:
     return to_sitk(image.with_array(array))
 
 
-def _method(
-    metric: str, seed: int, *, levels: tuple[int, ...], size: tuple[int, ...]
-) -> sitk.ImageRegistrationMethod:
-    """A registration method with the metric, seeded sampling and the pyramid configured.
-
-    ``size`` is the fixed image's ITK size; small images (or coarse levels) sample more
-    than 25 % so that the sampled metric is not dominated by noise (2D 64^2 at shrink 4
-    would otherwise see 64 samples and may diverge).
-    """
-    method = sitk.ImageRegistrationMethod()
-    if metric == "mattes_mi":
-        method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    else:
-        method.SetMetricAsCorrelation()
-    method.SetMetricSamplingStrategy(method.RANDOM)
-    voxels = [float(np.prod([max(1, n // shrink) for n in size])) for shrink in levels]
-    # ITK takes seed 0 to mean "seed from the wall clock": shift so every seed is fixed
-    method.SetMetricSamplingPercentagePerLevel(
-        [min(1.0, max(SAMPLING_PERCENTAGE, MIN_SAMPLES / v)) for v in voxels], seed + 1
-    )
-    method.SetInterpolator(sitk.sitkLinear)
-    method.SetShrinkFactorsPerLevel(list(levels))
-    method.SetSmoothingSigmasPerLevel([{4: 2.0, 2: 1.0, 1: 0.0}[s] for s in levels])
-    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    method.SetNumberOfThreads(available_cpus())
-    return method
-
-
 def metric_value(
-    fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform, *, metric: str, seed: int
-) -> float:
-    """The registration metric of ``moving`` mapped by ``transform`` onto ``fixed`` (full res)."""
-    method = _method(metric, seed, levels=(1,), size=fixed.GetSize())
-    method.SetInitialTransform(transform, inPlace=False)
-    return float(_execute(method, fixed, moving, evaluate=True))
-
-
-def _execute(
-    method: sitk.ImageRegistrationMethod,
     fixed: sitk.Image,
     moving: sitk.Image,
-    *,
-    evaluate: bool = False,
-) -> float:
-    """Run the optimisation (or evaluate the metric); ITK's failures become one line."""
-    try:
-        if evaluate:
-            return float(method.MetricEvaluate(fixed, moving))
-        method.Execute(fixed, moving)
-        return float(method.GetMetricValue())
-    except RuntimeError as err:
-        reason = next((line for line in str(err).splitlines() if "ITK ERROR" in line), str(err))
-        raise DatasetError(
-            f"register: SimpleITK registration failed ({reason.split('): ')[-1].strip()}); "
-            "check that the images overlap in world coordinates (origin, direction)"
-        ) from None
-
-
-def _stage(
-    fixed: sitk.Image,
-    moving: sitk.Image,
-    start: sitk.Transform,
+    transform: sitk.Transform,
     *,
     metric: str,
     seed: int,
-    levels: tuple[int, ...],
-    lbfgsb: bool = False,
-) -> sitk.Transform:
-    """``start`` optimised (regular-step gradient descent or L-BFGS-B); a new transform."""
-    method = _method(metric, seed, levels=levels, size=fixed.GetSize())
-    if lbfgsb:  # no parameter scales: L-BFGS-B's curvature estimate handles the conditioning
-        method.SetOptimizerAsLBFGSB(
-            gradientConvergenceTolerance=1e-6,
-            numberOfIterations=200,
-            maximumNumberOfCorrections=10,
-            maximumNumberOfFunctionEvaluations=1000,
-            costFunctionConvergenceFactor=1e5,
-        )
-    else:
-        method.SetOptimizerAsRegularStepGradientDescent(
-            learningRate=1.0,
-            minStep=1e-4,
-            numberOfIterations=200,
-            relaxationFactor=0.5,
-            gradientMagnitudeTolerance=1e-8,
-        )
-        method.SetOptimizerScalesFromPhysicalShift()
-    optimised = start.__class__(start)
-    method.SetInitialTransform(optimised, inPlace=True)
-    _execute(method, fixed, moving)
-    return optimised
+    threads: int | None = None,
+) -> float:
+    """The registration metric of ``moving`` mapped by ``transform`` onto ``fixed``.
 
-
-def _affine_stage(
-    fixed: sitk.Image, moving: sitk.Image, start: sitk.AffineTransform, *, metric: str, seed: int
-) -> sitk.Transform:
-    """L-BFGS-B from ``start``; gradient descent when it diverges or ends worse than it began.
-
-    L-BFGS-B has no parameter scales, and its first step can throw small images (a 64^2
-    2D phantom) out of overlap; the scaled regular-step descent is the safe, slower path.
+    Evaluated on the images as given (no pyramid), with the sampling of :func:`register`.
     """
-    try:
-        result = _stage(fixed, moving, start, metric=metric, seed=seed, levels=(2, 1), lbfgsb=True)
-        if metric_value(fixed, moving, result, metric=metric, seed=seed) <= metric_value(
-            fixed, moving, start, metric=metric, seed=seed
-        ):
-            return result
-    except DatasetError:
-        pass
-    return _stage(fixed, moving, start, metric=metric, seed=seed, levels=(2, 1))
+    settings = StageSettings(metric, seed, threads=threads or available_cpus())
+    return stage_metric(fixed, moving, transform, settings)
 
 
-def _linear(
-    fixed: sitk.Image, moving: sitk.Image, kind: str, metric: str, seed: int
-) -> tuple[sitk.Transform, sitk.Transform]:
-    """(initial, optimised) rigid or affine transform, centred on the fixed image's centre.
-
-    The rigid stage uses regular-step gradient descent (shrink 4, 2, 1). An affine
-    registration continues from the rigid result with L-BFGS-B (shrink 2, 1): from the
-    centred start directly, or with gradient descent, it stopped 0.7-2 mm off a known affine
-    on a 48^3 phantom (slow convergence of the 12 coupled parameters); the cascade lands
-    within ~0.45 mm (Mattes MI) / ~0.2 mm (NCC).
-    """
-    dims = fixed.GetDimension()
-    rigid = sitk.Euler3DTransform() if dims == 3 else sitk.Euler2DTransform()
-    initial = sitk.CenteredTransformInitializer(
-        fixed, moving, rigid, sitk.CenteredTransformInitializerFilter.GEOMETRY
-    )
-    result = _stage(fixed, moving, initial, metric=metric, seed=seed, levels=(4, 2, 1))
-    if kind == "affine":
-        affine = sitk.AffineTransform(dims)
-        affine.SetCenter(result.GetCenter())
-        affine.SetMatrix(result.GetMatrix())
-        affine.SetTranslation(result.GetTranslation())
-        result = _affine_stage(fixed, moving, affine, metric=metric, seed=seed)
-    return initial, result
-
-
-def _bspline(
-    fixed: sitk.Image, moving: sitk.Image, affine: sitk.Transform, metric: str, seed: int
-) -> sitk.Transform:
-    """A B-spline stage on top of ``affine``; returns the composite (affine after B-spline)."""
-    extent_mm = [
-        size * spacing for size, spacing in zip(fixed.GetSize(), fixed.GetSpacing(), strict=True)
-    ]
-    mesh = [max(1, round(e / BSPLINE_CONTROL_SPACING_MM)) for e in extent_mm]
-    bspline = sitk.BSplineTransformInitializer(fixed, mesh, 3)
-    method = _method(metric, seed, levels=(2, 1), size=fixed.GetSize())
-    method.SetOptimizerAsLBFGSB(
-        gradientConvergenceTolerance=1e-5,
-        numberOfIterations=20,
-        maximumNumberOfCorrections=5,
-        maximumNumberOfFunctionEvaluations=200,
-        costFunctionConvergenceFactor=1e7,
-    )
-    method.SetMovingInitialTransform(affine)
-    method.SetInitialTransform(bspline, inPlace=True)
-    _execute(method, fixed, moving)
-    # a CompositeTransform applies its last transform first: x -> affine(bspline(x))
-    return sitk.CompositeTransform([affine, bspline])
-
-
-def _check_options(transform: str, metric: str) -> None:
+def _settings(
+    transform: str,
+    metric: str,
+    seed: int,
+    *,
+    max_size: int | None,
+    sampling: float,
+    mesh_mm: float,
+    iterations: int,
+    threads: int | None,
+) -> StageSettings:
+    """The checked options as :class:`StageSettings`; one ``ConfigError`` line for a bad value."""
     if transform not in TRANSFORMS:
         raise ConfigError(f"register: transform {transform!r} is not one of {TRANSFORMS}")
     if metric not in METRICS:
         raise ConfigError(f"register: metric {metric!r} is not one of {METRICS}")
+    checks = {
+        "seed": (seed, isinstance(seed, int) and 0 <= seed < 2**31 - 1, "an int in [0, 2**31 - 2]"),
+        "max_size": (
+            max_size,
+            max_size is None or (isinstance(max_size, int) and max_size >= 16),
+            "None or an int >= 16 (voxels)",
+        ),
+        "sampling": (sampling, 0 < sampling <= 1, "a fraction in (0, 1]"),
+        "mesh_mm": (mesh_mm, mesh_mm > 0, "a positive distance in mm"),
+        "iterations": (iterations, isinstance(iterations, int) and iterations >= 1, "an int >= 1"),
+        "threads": (
+            threads,
+            threads is None or (isinstance(threads, int) and threads >= 1),
+            "None or an int >= 1",
+        ),
+    }
+    for name, (value, ok, expected) in checks.items():
+        if not ok:
+            raise ConfigError(f"register: {name} must be {expected}, got {value!r}")
+    return StageSettings(metric, seed, sampling, threads or available_cpus(), mesh_mm, iterations)
 
 
 def register(
@@ -235,6 +127,12 @@ def register(
     transform: str = "rigid",
     metric: str = "mattes_mi",
     seed: int = 0,
+    max_size: int | None = None,
+    sampling: float = SAMPLING_PERCENTAGE,
+    mesh_mm: float = BSPLINE_CONTROL_SPACING_MM,
+    iterations: int = BSPLINE_ITERATIONS,
+    threads: int | None = None,
+    initial: Registration | None = None,
 ) -> Registration:
     """Register ``moving`` onto ``fixed`` (multi-resolution, seeded random metric sampling).
 
@@ -242,19 +140,33 @@ def register(
         fixed: single-channel ``(*spatial)`` image (2D or 3D) defining the reference space.
         moving: single-channel image of the same dimensionality (any grid and spacing).
         transform: ``"rigid"`` (Euler), ``"affine"``, or ``"bspline"`` (affine first, then a
-            cubic B-spline with control points ~50 mm apart, optimised with L-BFGS-B).
+            cubic B-spline, coarse to fine, optimised with L-BFGS).
         metric: ``"mattes_mi"`` (Mattes mutual information, 32 bins; different modalities)
             or ``"ncc"`` (normalised cross-correlation; same modality).
-        seed: seed of the random metric sampling (25 % of the voxels per level, at least
-            3000). Runs with the same seed sample the same voxels; multi-threaded metric
-            sums can still differ in the last bits between runs (SimpleITK's documented
-            caveat), so results are reproducible to a small tolerance, not bit for bit.
+        seed: seed of the random metric sampling. Runs with the same seed and ``threads``
+            sample the same voxels and give the same transform; another thread count can
+            change the last bits of the metric sums (SimpleITK's documented caveat).
+        max_size: register block-averaged copies of both images whose longest side is at
+            most this many voxels (:func:`downsampled`; e.g. 256 for a 512^2 radiograph:
+            ~4x faster in 2D, 8x in 3D); the transform is in mm, so it applies to the
+            full-resolution images. None: full resolution.
+        sampling: fraction of the fixed voxels the metric samples per pyramid level (at
+            random, seeded), at least 3000 voxels (all of them when fewer).
+        mesh_mm: B-spline control-point spacing at the finest level, in mm (the first level
+            uses twice this spacing).
+        iterations: L-BFGS iterations of the B-spline stage per level.
+        threads: ITK threads of this registration; None: every available CPU.
+        initial: a rigid or affine :class:`Registration` of the same pair; with
+            ``transform="bspline"`` the B-spline stage starts from it and the linear stages
+            are skipped (``multi_atlas`` ranks atlases after affine, then refines the top k).
 
     Returns:
-        A :class:`Registration`; ``transform`` maps fixed to moving world points (mm).
+        A :class:`Registration`; ``transform`` maps fixed to moving world points (mm);
+        ``metric_before``/``metric_after`` are evaluated on the (downsampled) images.
 
     Raises:
-        ConfigError: unknown ``transform`` or ``metric``.
+        ConfigError: an unknown ``transform`` or ``metric``, an option out of range, or
+            ``initial`` with a transform other than ``"bspline"``.
         GeometryError: images of different dimensionality.
         DatasetError: a multi-channel image, NaN intensities, or ITK's optimisation
             failing (e.g. no overlap between the images).
@@ -263,39 +175,79 @@ def register(
     ``"bspline"`` a B-spline stage that ends worse than its affine stage warns and the affine
     result is returned (``kind == "affine"``).
     """
-    _check_options(transform, metric)
-    if not isinstance(seed, int) or not 0 <= seed < 2**31 - 1:
-        raise ConfigError(f"register: seed must be an int in [0, 2**31 - 2], got {seed!r}")
+    settings = _settings(
+        transform,
+        metric,
+        seed,
+        max_size=max_size,
+        sampling=sampling,
+        mesh_mm=mesh_mm,
+        iterations=iterations,
+        threads=threads,
+    )
+    if initial is not None and (transform != "bspline" or initial.kind not in ("rigid", "affine")):
+        raise ConfigError(
+            "register: initial (a rigid or affine Registration) needs transform='bspline', "
+            f"got transform={transform!r} and an initial of kind {initial.kind!r}"
+        )
     if fixed.spatial_dims != moving.spatial_dims:
         raise GeometryError(
             f"register: fixed image is {fixed.spatial_dims}D but moving image is "
             f"{moving.spatial_dims}D"
         )
-    fixed_itk = _float_sitk(fixed, "fixed image")
-    moving_itk = _float_sitk(moving, "moving image")
-    linear_kind = "rigid" if transform == "rigid" else "affine"
-    initial, result = _linear(fixed_itk, moving_itk, linear_kind, metric, seed)
-    before = metric_value(fixed_itk, moving_itk, initial, metric=metric, seed=seed)
-    after = metric_value(fixed_itk, moving_itk, result, metric=metric, seed=seed)
+    fixed_itk = downsampled(_float_sitk(fixed, "fixed image"), max_size, threads=settings.threads)
+    moving_itk = downsampled(
+        _float_sitk(moving, "moving image"), max_size, threads=settings.threads
+    )
+    return _register_images(fixed_itk, moving_itk, transform, settings, initial)
+
+
+def _register_images(
+    fixed: sitk.Image,
+    moving: sitk.Image,
+    transform: str,
+    settings: StageSettings,
+    initial: Registration | None,
+) -> Registration:
+    """:func:`register` on checked SimpleITK images: the stages, fallback and warnings."""
+    if initial is None:
+        linear_kind = "rigid" if transform == "rigid" else "affine"
+        start, result = linear_stages(fixed, moving, linear_kind, settings)
+        before = stage_metric(fixed, moving, start, settings)
+    else:
+        linear_kind, result, before = initial.kind, initial.transform, initial.metric_before
+    after = stage_metric(fixed, moving, result, settings)
     kind = linear_kind
     if transform == "bspline":
-        composite = _bspline(fixed_itk, moving_itk, result, metric, seed)
-        after_bspline = metric_value(fixed_itk, moving_itk, composite, metric=metric, seed=seed)
-        if after_bspline > after:
-            warnings.warn(
-                f"register: B-spline stage ended worse than the affine stage (metric "
-                f"{after_bspline:.4g} > {after:.4g}); falling back to the affine result",
-                stacklevel=2,
-            )
-        else:
-            result, after, kind = composite, after_bspline, "bspline"
+        result, after, kind = _bspline_or_fallback(fixed, moving, result, after, settings)
+        kind = kind if kind == "bspline" else linear_kind
     if after > before:
         warnings.warn(
             f"register: {kind} registration ended worse than it started (metric {after:.4g} > "
             f"{before:.4g}); the images may not overlap or differ too much",
-            stacklevel=2,
+            stacklevel=3,
         )
     return Registration(transform=result, metric_before=before, metric_after=after, kind=kind)
+
+
+def _bspline_or_fallback(
+    fixed: sitk.Image,
+    moving: sitk.Image,
+    linear: sitk.Transform,
+    linear_metric: float,
+    settings: StageSettings,
+) -> tuple[sitk.Transform, float, str]:
+    """The B-spline stage on top of ``linear``, or ``linear`` (with a warning) when worse."""
+    composite = bspline_stage(fixed, moving, linear, settings)
+    after = stage_metric(fixed, moving, composite, settings)
+    if after > linear_metric:
+        warnings.warn(
+            f"register: B-spline stage ended worse than the affine stage (metric "
+            f"{after:.4g} > {linear_metric:.4g}); falling back to the affine result",
+            stacklevel=4,
+        )
+        return linear, linear_metric, "linear"
+    return composite, after, "bspline"
 
 
 def resample(

@@ -39,7 +39,9 @@ def otsu_threshold(image: np.ndarray, *, bins: int = 256, mask: np.ndarray | Non
     """
     values = np.asarray(image, dtype=np.float64)
     values = values[np.asarray(mask, dtype=bool)] if mask is not None else values.ravel()
-    values = values[np.isfinite(values)]
+    finite = np.isfinite(values)
+    if not finite.all():  # copy only when something must go
+        values = values[finite]
     if values.size == 0:
         raise ValueError("otsu_threshold: no finite values")
     low, high = float(values.min()), float(values.max())
@@ -132,14 +134,14 @@ def otsu(
         raise ConfigError(f"otsu: classes must be between 2 and 255, got {classes}")
     if foreground not in ("bright", "dark"):
         raise ConfigError(f"otsu: foreground must be bright or dark, got {foreground!r}")
-    inside = np.ones(array.shape, dtype=bool)
+    inside = None  # no mask: every voxel, without copying them
     if mask is not None:
         inside = np.asarray(mask.array if isinstance(mask, Image) else mask).astype(bool)
         if inside.shape != array.shape:
             raise ConfigError(f"otsu: mask of shape {inside.shape} for an image {array.shape}")
         if not inside.any():
             raise ConfigError("otsu: the mask is empty; no voxels to threshold")
-    values = array[inside]
+    values = array.ravel() if inside is None else array[inside]
     if values.min() == values.max():
         warnings.warn(
             f"otsu: the image is constant ({values.min():g}) inside the mask; "
@@ -161,8 +163,13 @@ def otsu(
             thresholds = threshold_multiotsu(values, classes=int(classes))
         except ValueError as error:
             raise ConfigError(f"otsu: cannot split into {classes} classes: {error}") from None
-    labels = np.digitize(array, thresholds, right=True).astype(np.uint8)
-    if foreground == "dark":
-        labels = (int(classes) - 1 - labels).astype(np.uint8)
-    labels[~inside] = 0
+    if classes == 2:  # the same as np.digitize(right=True) with one threshold, faster
+        labels = (array <= thresholds[0]) if foreground == "dark" else (array > thresholds[0])
+        labels = labels.astype(np.uint8)
+    else:
+        labels = np.digitize(array, thresholds, right=True).astype(np.uint8)
+        if foreground == "dark":
+            labels = (int(classes) - 1 - labels).astype(np.uint8)
+    if inside is not None:
+        labels[~inside] = 0
     return label_image(image, labels)
