@@ -110,3 +110,25 @@ def test_benchmark_prints_and_writes_the_table(tmp_path: Path) -> None:
     table = json.loads((out / "classic_benchmark.json").read_text("utf-8"))
     assert len(table["evaluated_cases"]) == 1
     assert (out / "region_grow" / "evaluation" / "per_case.csv").is_file()
+
+
+def test_benchmark_passes_cnn_minutes_and_refuses_a_tiny_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import medseg.pipeline.classic as classic_pipeline
+
+    seen: dict[str, object] = {}
+
+    def fake_benchmark(dataset, out, **options):
+        seen.update(options)
+        return {"rows": []}
+
+    monkeypatch.setattr(classic_pipeline, "classic_benchmark", fake_benchmark)
+    monkeypatch.setattr(classic_pipeline, "format_table", lambda table: "table")
+    args = ["classic", "benchmark", str(tmp_path), "-o", str(tmp_path / "bench")]
+    result = CliRunner().invoke(app, [*args, "--cnn-minutes", "2.5"])
+    assert result.exit_code == 0, result.output
+    assert seen["cnn_minutes"] == 2.5
+    refused = CliRunner().invoke(app, [*args, "--cnn-minutes", "0"], env={"COLUMNS": "200"})
+    assert refused.exit_code == 2
+    assert "--cnn-minutes" in refused.output

@@ -149,6 +149,14 @@ def list_methods() -> None:
         typer.echo(f"    options: {', '.join(classic.options(name)) or '(none)'}")
 
 
+CNN_MINUTES_OPTION = typer.Option(
+    None,
+    "--cnn-minutes",
+    min=0.1,
+    help="Also train medseg's U-Net this many minutes on the training cases (the CNN row).",
+)
+
+
 @app.command("benchmark")
 def benchmark(
     dataset: Path = typer.Argument(..., help="A dataset folder (nnU-Net v2, MSD or 2D folder)."),
@@ -179,6 +187,7 @@ def benchmark(
         metavar="METHOD.KEY=VALUE",
         help="A method's option (repeatable), e.g. --set forest.n_estimators=20.",
     ),
+    cnn_minutes: float | None = CNN_MINUTES_OPTION,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
 ) -> None:
     """Benchmark classical methods on a dataset's held-out cases; print and write the table."""
@@ -192,6 +201,7 @@ def benchmark(
         train_cases=train_cases,
         channel=channel,
         method_options=_method_options(pairs),
+        cnn_minutes=cnn_minutes,
         overwrite=overwrite,
     )
     typer.echo(format_table(table))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,6 @@ import numpy as np
 from medseg.data.dataset import Dataset, load_dataset
 from medseg.errors import ConfigError, DatasetError
 from medseg.fileutil import check_writable, write_json_atomic, write_text_atomic
-from medseg.io import Image, write_image
 from medseg.pipeline.classic_run import (
     BINARY_METHODS,
     DEFAULT_METHODS,
@@ -42,6 +40,12 @@ from medseg.pipeline.classic_run import (
     _CaseReader,
     classic_registry,
     segment_binary,
+)
+from medseg.pipeline.classic_trained import (
+    mean_label_dice,  # noqa: F401 - re-exported (the public name it had here)
+    run_forest,
+    run_multi_atlas,
+    write_prediction,
 )
 from medseg.registry import Registry
 
@@ -84,6 +88,8 @@ def classic_benchmark(
     channel: int = 0,
     method_options: Mapping[str, Mapping[str, Any]] | None = None,
     single_atlases: bool = True,
+    cnn_minutes: float | None = None,
+    cnn_device: str | None = "cpu",
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Benchmark classical methods on a dataset's held-out cases; write the table.
@@ -106,6 +112,10 @@ def classic_benchmark(
             (over :data:`DEFAULT_OPTIONS`).
         single_atlases: for ``multi_atlas``, also score each atlas alone (registered and
             propagated by itself) and report the median single atlas's Dice.
+        cnn_minutes: also train medseg's U-Net on the training cases for this many minutes
+            and add its row ``cnn`` on the evaluated cases
+            (:func:`medseg.pipeline.classic_cnn.run_cnn`); None: no CNN row.
+        cnn_device: the CNN's device (``cpu``, ``cuda``, None: auto).
         overwrite: replace existing outputs.
 
     Returns:
@@ -113,19 +123,19 @@ def classic_benchmark(
         ``method``, ``scope`` (``foreground`` or ``labels``), ``dice`` (mean over cases; for
         ``labels`` the mean over labels of the per-label means), ``foreground_dice``,
         ``hd95_mm``, ``seconds_per_case``, ``oracle_seeds`` and, for ``multi_atlas``,
-        ``median_single_atlas_dice``; ``forest`` also ``fit_s``.
+        ``median_single_atlas_dice``; ``forest`` also ``fit_s``; ``cnn`` also ``budget_min``,
+        ``fit_s``, ``epochs``, ``steps`` and ``configuration``.
 
     Raises:
         ConfigError: an unknown method (listing ``CLASSIC``'s names) or option.
         DatasetError: too few labelled cases, or ``channel`` beyond the images' channels.
         OverwriteError: the table exists and ``overwrite`` is False.
     """
-    classic = classic_registry()
     out = Path(out)
     json_path = check_writable(out / TABLE_JSON, overwrite=overwrite)
     md_path = check_writable(out / TABLE_MD, overwrite=overwrite)
     method_options = {k: dict(v) for k, v in (method_options or {}).items()}
-    _check_methods(classic, methods)
+    _check_methods(classic_registry(), methods)
     data = load_dataset(dataset)
     train_ids, eval_ids = split_cases(data, train_fraction=train_fraction, cases=cases)
     train_ids = _spread(train_ids, train_cases)
@@ -133,6 +143,8 @@ def classic_benchmark(
     read = _CaseReader(data, channel)
     run = _Run(out, data, labels, train_ids, eval_ids, read, single_atlases, overwrite)
     rows = [_benchmark_method(run, method, method_options.get(method, {})) for method in methods]
+    if cnn_minutes is not None:
+        rows.append(_benchmark_method(run, "cnn", {"minutes": cnn_minutes, "device": cnn_device}))
     table = {
         "dataset": str(data.root),
         "dataset_name": data.name,
@@ -185,6 +197,21 @@ def _benchmark_method(run: _Run, method: str, options: Mapping[str, Any]) -> dic
     if method in BINARY_METHODS:
         regions = foreground
         row["seconds"] = _run_binary(run, method, pred_dir, options)
+    elif method == "cnn":
+        from medseg.pipeline.classic_cnn import run_cnn
+
+        regions = {**{name: (value,) for name, value in run.labels.items()}, **foreground}
+        row.update(
+            run_cnn(
+                run.data,
+                run.train_ids,
+                run.eval_ids,
+                pred_dir,
+                method_out / "work",
+                overwrite=run.overwrite,
+                **options,
+            )
+        )
     else:
         regions = {**{name: (value,) for name, value in run.labels.items()}, **foreground}
         row.update(_run_trained(run, method, pred_dir, options))
@@ -208,7 +235,7 @@ def _run_binary(run: _Run, method: str, pred_dir: Path, options: Mapping[str, An
         image, reference = run.read(case_id)
         prediction, spent = segment_binary(method, image, reference, **options)
         seconds.append(spent)
-        _write(prediction, pred_dir, case_id, run.data.file_ending, run.overwrite)
+        write_prediction(prediction, pred_dir, case_id, run.data.file_ending, run.overwrite)
     return seconds
 
 
@@ -218,10 +245,10 @@ def _run_trained(
     """Train ``forest`` or ``multi_atlas`` on the training cases, segment the evaluated ones."""
     training = [run.read(case_id) for case_id in run.train_ids]
     if method == "forest":
-        return _run_forest(
+        return run_forest(
             training, run.eval_ids, run.read, pred_dir, run.data, options, run.overwrite
         )
-    return _run_multi_atlas(
+    return run_multi_atlas(
         training,
         run.eval_ids,
         run.read,
@@ -289,105 +316,11 @@ def format_table(table: Mapping[str, Any]) -> str:
     ]
     for row in table["rows"]:
         single = row.get("median_single_atlas_dice")
+        budget = row.get("budget_min")
+        name = row["method"] if budget is None else f"{row['method']} (U-Net, {budget:g} min)"
         lines.append(
-            f"| {row['method']}{' *' if row.get('oracle_seeds') else ''} | {row['scope']} | "
+            f"| {name}{' *' if row.get('oracle_seeds') else ''} | {row['scope']} | "
             f"{row['dice']:.4f} | {row['hd95_mm']:.2f} | {row['seconds_per_case']:.3f} | "
             f"{'' if single is None else f'{single:.4f}'} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def _write(prediction: Image, pred_dir: Path, case_id: str, ending: str, overwrite: bool) -> None:
-    write_image(prediction, pred_dir / f"{case_id}{ending}", overwrite=overwrite)
-
-
-def _run_forest(
-    training: list[tuple[Image, Image]],
-    eval_ids: list[str],
-    read: _CaseReader,
-    pred_dir: Path,
-    data: Dataset,
-    options: Mapping[str, Any],
-    overwrite: bool,
-) -> dict[str, Any]:
-    classic = classic_registry()
-
-    options = {**DEFAULT_OPTIONS["forest"], **options}
-    segmenter_class = classic.get("forest")
-    classic.check_options("forest", options)
-    start = time.perf_counter()
-    segmenter = segmenter_class(**options).fit(
-        [image for image, _ in training], [label for _, label in training]
-    )
-    fit_s = time.perf_counter() - start
-    seconds = []
-    for case_id in eval_ids:
-        image, _ = read(case_id)
-        start = time.perf_counter()
-        prediction = segmenter.predict(image)
-        seconds.append(time.perf_counter() - start)
-        _write(prediction, pred_dir, case_id, data.file_ending, overwrite)
-    return {"fit_s": round(fit_s, 3), "seconds": seconds}
-
-
-def _run_multi_atlas(
-    atlases: list[tuple[Image, Image]],
-    eval_ids: list[str],
-    read: _CaseReader,
-    pred_dir: Path,
-    data: Dataset,
-    options: Mapping[str, Any],
-    *,
-    single_atlases: bool,
-    overwrite: bool,
-) -> dict[str, Any]:
-    classic = classic_registry()
-
-    classic.check_options("multi_atlas", options)
-    if options.get("k") is not None and options["k"] > len(atlases):
-        options = {**options, "k": len(atlases)}  # the default 5 with fewer atlases: all
-    seconds, medians = [], []
-    for case_id in eval_ids:
-        image, reference = read(case_id)
-        start = time.perf_counter()
-        prediction = classic.build("multi_atlas", image, atlases, **options)
-        seconds.append(time.perf_counter() - start)
-        _write(prediction, pred_dir, case_id, data.file_ending, overwrite)
-        if single_atlases:
-            singles = [
-                mean_label_dice(_single_atlas(image, atlas, options), reference)
-                for atlas in atlases
-            ]
-            medians.append(float(np.median(singles)))
-    row: dict[str, Any] = {"n_atlases": len(atlases), "seconds": seconds}
-    if single_atlases:
-        row["median_single_atlas_dice"] = float(np.mean(medians))
-    return row
-
-
-def _single_atlas(target: Image, atlas: tuple[Image, Image], options: Mapping[str, Any]) -> Image:
-    """One atlas registered to ``target`` and its label propagated (no fusion)."""
-    from medseg.classic.atlas import propagate, register
-
-    keep = {k: v for k, v in options.items() if k in ("transform", "metric", "seed")}
-    registration = register(target, atlas[0], **keep)
-    return propagate(atlas[1], registration.transform, target)
-
-
-def mean_label_dice(prediction: Image, reference: Image) -> float:
-    """Mean Dice over the reference's foreground labels (1.0 when both are empty).
-
-    Example:
-        >>> a = Image(np.array([[0, 1], [2, 2]]), (1.0, 1.0))
-        >>> mean_label_dice(a, a)
-        1.0
-    """
-    pred, ref = np.asarray(prediction.array), np.asarray(reference.array)
-    values = [int(v) for v in np.unique(ref) if v != 0]
-    if not values:
-        return 1.0 if not (pred > 0).any() else 0.0
-    scores = []
-    for value in values:
-        p, r = pred == value, ref == value
-        scores.append(2.0 * float((p & r).sum()) / float(p.sum() + r.sum()))
-    return float(np.mean(scores))

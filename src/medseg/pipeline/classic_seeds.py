@@ -8,7 +8,7 @@ reads ``--seed z,y,x`` (array axis order).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
@@ -27,11 +27,15 @@ class OracleSeeds:
         background: a sparse, deterministic subset of the voxels at least
             ``background_margin_mm`` from every foreground voxel.
         box: boolean ``(*spatial)`` mask of the foreground's bounding box (level-set init).
+        scribble: the foreground seeds plus a sparse, deterministic subset of the eroded
+            foreground (a user's strokes inside the object): graph cut's foreground seeds,
+            whose intensity histogram needs more than one voxel per component.
     """
 
     foreground: list[tuple[int, ...]]
     background: list[tuple[int, ...]]
     box: np.ndarray
+    scribble: list[tuple[int, ...]] = field(default_factory=list)
 
 
 def oracle_seeds(
@@ -40,6 +44,7 @@ def oracle_seeds(
     spacing: Sequence[float] | None = None,
     background_margin_mm: float = 5.0,
     max_background: int = 200,
+    max_scribble: int = 200,
     min_component_fraction: float = 0.05,
     seed: int = 0,
 ) -> OracleSeeds:
@@ -52,13 +57,16 @@ def oracle_seeds(
     Background: voxels whose distance in mm to the foreground is at least
     ``background_margin_mm`` (halved until some exist; any background voxel as a last
     resort), ``max_background`` of them drawn with ``seed``. Box: the foreground's bounding
-    box, as the level set's initial contour.
+    box, as the level set's initial contour. Scribble: the foreground seeds plus up to
+    ``max_scribble`` voxels of the eroded foreground (the foreground where erosion empties
+    it) drawn with ``seed``.
 
     Args:
         label: the reference label map ``(*spatial)`` (an ``Image`` brings its spacing).
         spacing: mm per array axis for a plain array (default 1 mm).
         background_margin_mm: how far background seeds stay from the foreground (mm).
         max_background: the most background seeds returned.
+        max_scribble: the most extra foreground voxels in ``scribble``.
         min_component_fraction: smaller components of a label get no seed.
         seed: seeds the background subsample.
 
@@ -68,8 +76,8 @@ def oracle_seeds(
     Example:
         >>> lab = np.zeros((9, 9), np.uint8); lab[2:7, 2:7] = 1
         >>> s = oracle_seeds(lab, background_margin_mm=1, max_background=3)
-        >>> s.foreground, len(s.background), int(s.box.sum())
-        ([(4, 4)], 3, 25)
+        >>> s.foreground, len(s.background), int(s.box.sum()), len(s.scribble)
+        ([(4, 4)], 3, 25, 9)
     """
     if isinstance(label, Image):
         spacing = label.spacing
@@ -91,7 +99,20 @@ def oracle_seeds(
         foreground,
         _background_seeds(foreground_mask, spacing, background_margin_mm, max_background, seed),
         box,
+        _scribble(foreground_mask, foreground, max_scribble, seed),
     )
+
+
+def _scribble(
+    mask: np.ndarray, seeds: list[tuple[int, ...]], max_count: int, seed: int
+) -> list[tuple[int, ...]]:
+    """``seeds`` plus up to ``max_count`` voxels of the eroded ``mask``, drawn with ``seed``."""
+    eroded = ndimage.binary_erosion(mask)
+    candidates = np.argwhere(eroded if eroded.any() else mask)
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(candidates), size=min(max_count, len(candidates)), replace=False)
+    extra = [tuple(int(v) for v in candidates[i]) for i in np.sort(chosen)]
+    return seeds + [p for p in extra if p not in set(seeds)]
 
 
 def _component_seeds(
