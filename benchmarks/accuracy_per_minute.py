@@ -22,6 +22,16 @@ trains the budgets that are missing.
 
 ``--cases N`` takes an evenly spaced subset (the split is made on it); ``--seeds 0,1,2`` repeats
 each budget with other training seeds (the split stays fixed) and reports mean ± std.
+
+Levers at EQUAL STEPS (``--steps``; wall-clock budgets are unreliable on a shared machine):
+each run trains exactly that many optimiser steps (``--steps-per-epoch`` per epoch, the plan's
+LR schedule decaying over them) with a weight EMA of decay ``--ema`` and each LR warm-up in
+``--warmups``, then validates BOTH weights of its last checkpoint (``checkpoint_latest.pt``):
+the EMA (its ``network_state``) and the plain training weights (its ``ema`` entry). EMA does
+not change training, so the two rows of a run differ only by the averaging.
+
+    .venv/bin/python benchmarks/accuracy_per_minute.py hippocampus --steps 300,640 \\
+        --warmups 0,50 --ema 0.99 --seeds 0,1 --threads 1
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -42,7 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from choices import SHARED, say, subset_dataset  # noqa: E402
 
 from medseg.data import load_dataset  # noqa: E402
-from medseg.pipeline import plan, preprocess, train  # noqa: E402
+from medseg.pipeline import plan, preprocess, train, validate_fold  # noqa: E402
+from medseg.training.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 
 DATASETS = {
     "hippocampus": ("hippocampus", "3d_fullres"),
@@ -122,6 +134,105 @@ def train_budget(results: Path, config: str, minutes: float, seed: int, args) ->
         "val_share": val_share,
         "n_val": int(validation["n_cases"]),
     }
+
+
+def per_label_dice(validation: dict) -> dict[str, float]:
+    return {label: float(s["dice"]["mean"]) for label, s in validation["per_label"].items()}
+
+
+def train_steps(results: Path, config: str, steps: int, seed: int, warmup: int, args) -> dict:
+    """One run of ``steps`` optimiser steps; the full-case validation Dice of its last
+    checkpoint's EMA weights and of its plain weights (``checkpoint_raw.pt``)."""
+    fold = results / config / f"fold_{args.fold}"
+    shutil.rmtree(fold, ignore_errors=True)
+    load_before = os.getloadavg()[0]
+    out = train(
+        results,
+        config,
+        args.fold,
+        epochs=max(steps // args.steps_per_epoch, 1),
+        steps_per_epoch=args.steps_per_epoch,
+        num_workers=args.workers,
+        seed=seed,
+        progress=False,
+        validate=False,
+        ema_decay=args.ema,
+        warmup_steps=warmup,
+    )
+    fit = out["fit"]
+    load_after = os.getloadavg()[0]
+    latest = load_checkpoint(fold / "checkpoint_latest.pt", kind="weights")
+    plain = latest["ema"]["train_network_state"] if "ema" in latest else latest["network_state"]
+    raw = {**latest, "network_state": plain}
+    save_checkpoint(fold / "checkpoint_raw.pt", **raw)
+    weights = {}
+    for name, checkpoint in (("ema", "latest"), ("plain", "raw")):
+        summary = validate_fold(results, config, args.fold, checkpoint=checkpoint, progress=False)
+        weights[name] = {
+            "dice": per_label_dice(summary),
+            "mean_dice": float(summary["overall"]["dice"]["mean"]),
+        }
+    return {
+        "steps": int(fit["steps"]),
+        "seed": seed,
+        "warmup": warmup,
+        "ema": args.ema,
+        "weights": weights,
+        "train_s": float(fit["seconds"]),
+        "steps_per_s": int(fit["steps"]) / max(float(fit["seconds"]), 1e-9),
+        "load": (load_before + load_after) / 2,
+    }
+
+
+def lever_table(runs: list[dict], label_names: dict[str, str]) -> list[str]:
+    """One row per (steps, warm-up, weights): Dice per label, mean ± std over seeds."""
+    labels = list(runs[0]["weights"]["ema"]["dice"])
+    heads = " | ".join(f"Dice {label_names.get(lab, lab)}" for lab in labels)
+    lines = [
+        f"| steps | warm-up | weights | seeds | {heads} | mean Dice | steps/s | load |",
+        "|---|---|---|---|" + "---|" * len(labels) + "---|---|---|",
+    ]
+    for key in sorted({(r["steps"], r["warmup"]) for r in runs}):
+        group = [r for r in runs if (r["steps"], r["warmup"]) == key]
+        for name in ("plain", "ema"):
+
+            def stat(values: list[float]) -> str:
+                spread = statistics.stdev(values) if len(values) > 1 else float("nan")
+                return fmt((statistics.fmean(values), spread))
+
+            w = [r["weights"][name] for r in group]
+            dice = " | ".join(stat([x["dice"][lab] for x in w]) for lab in labels)
+            weights = name if name == "plain" else f"EMA {group[0]['ema']:g}"
+            lines.append(
+                f"| {key[0]} | {key[1]} | {weights} | {len(group)} | {dice} "
+                f"| {stat([x['mean_dice'] for x in w])} "
+                f"| {statistics.fmean(r['steps_per_s'] for r in group):.2f} "
+                f"| {statistics.fmean(r['load'] for r in group):.1f} |"
+            )
+    return lines
+
+
+def run_levers(args, config: str, results: Path, data: Path, cache: dict, cache_path: Path):
+    """The ``--steps`` mode: every (steps, warm-up, seed), cached; prints the lever table."""
+    runs = []
+    for steps in [int(s) for s in args.steps.split(",")]:
+        for warmup in [int(w) for w in args.warmups.split(",")]:
+            for seed in [int(s) for s in args.seeds.split(",")]:
+                key = f"{config}|fold{args.fold}|{steps}steps|warmup{warmup}|ema{args.ema:g}"
+                key += f"|seed{seed}|w{args.workers}|spe{args.steps_per_epoch}"
+                if key not in cache:
+                    say(f"{args.dataset} {config}: {steps} steps, warm-up {warmup}, seed {seed}")
+                    cache[key] = train_steps(results, config, steps, seed, warmup, args)
+                    cache_path.write_text(json.dumps(cache, indent=2), encoding="utf-8")
+                    say(f"  {json.dumps(cache[key]['weights'])}")
+                runs.append(cache[key])
+    names = {str(v): k for k, v in load_dataset(data).foreground_labels.items()}
+    threads = torch.get_num_threads()
+    title = f"{args.dataset} {config}, fold {args.fold}, equal steps, {threads} thread(s)"
+    lines = [f"### {title}", "", *lever_table(runs, names), ""]
+    print("\n".join(lines))
+    if args.doc:
+        DOC.write_text(DOC.read_text(encoding="utf-8").rstrip("\n") + "\n\n" + "\n".join(lines))
 
 
 def summarise(runs: list[dict]) -> list[dict]:
@@ -213,7 +324,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="data loader workers")
     parser.add_argument("--work", type=Path, default=Path("/tmp/medseg_accuracy_per_minute"))
     parser.add_argument("--doc", action="store_true", help=f"write the table into {DOC}")
+    parser.add_argument("--steps", default="", help="equal-steps lever mode: steps, comma-sep.")
+    parser.add_argument("--steps-per-epoch", type=int, default=20)
+    parser.add_argument("--warmups", default="0", help="LR warm-up steps, comma-separated")
+    parser.add_argument("--ema", type=float, default=0.99, help="weight EMA decay (--steps)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     budgets = [float(b) for b in args.budgets.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     config = args.config or DATASETS.get(args.dataset, (None, "3d_fullres"))[1]
@@ -225,6 +342,9 @@ def main() -> None:
     preprocess(results, configurations=[config], jobs=1, progress=False)
     cache_path = args.work / f"accuracy_per_minute_{args.dataset}.json"
     cache = json.loads(cache_path.read_text(encoding="utf-8")) if cache_path.is_file() else {}
+    if args.steps:
+        run_levers(args, config, results, data, cache, cache_path)
+        return
     runs = []
     for minutes in budgets:
         for seed in seeds:

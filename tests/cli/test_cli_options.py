@@ -31,6 +31,8 @@ GE, LE = "greater than or equal to ", "less than or equal to "  # typer's words 
 REJECTED = [
     (["train", "results", "--steps-per-epoch", "0"], "--steps-per-epoch", GE + "1"),
     (["train", "results", "--epochs", "0"], "--epochs", GE + "1"),
+    (["train", "results", "--ema-decay", "1"], "--ema-decay", LE + "0.9999"),
+    (["train", "results", "--warmup-steps", "-1"], "--warmup-steps", GE + "0"),
     (["train", "results", "--fold", "abc"], "--fold", ">= 0 or 'all'"),
     (["train", "results", "--fold", "-1"], "--fold", ">= 0 or 'all'"),
     (["train", "results", "--device", "tpu9"], "--device", "auto, cpu, cuda or cuda:N"),

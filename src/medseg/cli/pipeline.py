@@ -11,6 +11,14 @@ from rich.console import Console
 
 from medseg.cli import options
 from medseg.cli.cluster_options import ADDRESS_OPTION, EXECUTOR_OPTION, Executor, where
+from medseg.cli.train_options import (
+    EMA_DECAY_OPTION,
+    FREEZE_OPTION,
+    MAP_OPTION,
+    PRETRAINED_OPTION,
+    SAVE_PROBABILITIES_OPTION,
+    WARMUP_STEPS_OPTION,
+)
 
 console = Console()
 
@@ -219,33 +227,6 @@ def preprocess_command(
         )
 
 
-PRETRAINED_OPTION = typer.Option(
-    None,
-    "--pretrained",
-    help="Start from this medseg checkpoint (another dataset or configuration) or state dict: "
-    "matching layers are copied, layers of another shape re-initialised and named.",
-)
-FREEZE_OPTION = typer.Option(
-    "none",
-    "--freeze",
-    callback=options.one_of("--freeze", ("none", "encoder")),
-    help="none, or encoder: train the decoder only (with --pretrained).",
-)
-MAP_OPTION = typer.Option(
-    [],
-    "--map",
-    metavar="OLD=NEW",
-    help="Rename a prefix of --pretrained's layer names "
-    "(repeatable), e.g. module.= for a DataParallel file.",
-)
-
-SAVE_PROBABILITIES_OPTION = typer.Option(
-    False,
-    "--save-probabilities",
-    help="Keep the validation softmax (validation/probabilities/), for 'medseg crossval --crf'.",
-)
-
-
 def train_command(
     results: Path = typer.Argument(..., help="Results folder (planned and preprocessed)."),
     config: str | None = options.plan_name_option(
@@ -278,6 +259,8 @@ def train_command(
     freeze: str = FREEZE_OPTION,
     weight_map: list[str] = MAP_OPTION,
     save_probabilities: bool = SAVE_PROBABILITIES_OPTION,
+    ema_decay: float = EMA_DECAY_OPTION,
+    warmup_steps: int = WARMUP_STEPS_OPTION,
 ) -> None:
     """Train one fold, then predict and evaluate its validation cases."""
     from medseg.pipeline import train
@@ -306,7 +289,15 @@ def train_command(
         freeze=freeze,
         weight_mapping=parse_mapping(weight_map) or None,
         save_probabilities=save_probabilities,
+        ema_decay=ema_decay,
+        warmup_steps=warmup_steps,
     )
+    _print_training_summary(out, plans, config, results)
+    leave_distributed_run()  # under torchrun: exit before gloo's teardown can abort the process
+
+
+def _print_training_summary(out: dict, plans, config: str, results: Path) -> None:
+    """What ``medseg train`` did, its validation Dice, and the cascade's next step."""
     fit = out["fit"]
     console.print(
         f"trained {fit['epochs']} epoch(s), {fit['steps']} steps in {fit['seconds']:.0f} s "
@@ -324,7 +315,6 @@ def train_command(
             f"when every {config} fold is trained: medseg prepare-cascade {results}, "
             f"then medseg train {results} --config {cascades[0]} --fold K"
         )
-    leave_distributed_run()  # under torchrun: exit before gloo's teardown can abort the process
 
 
 def prepare_cascade_command(

@@ -13,7 +13,10 @@ rest, the same way for every task:
 * the run state (:mod:`medseg.training.run_state`): after every epoch ``checkpoint_latest.pt``
   and (when the metric improved) ``checkpoint_best.pt``, ``log.csv`` and ``curves.png``, all
   atomically; ``resume`` continues exactly (weights, optimiser, RNG, log, precision, time used);
-* progress (tqdm) and Ctrl-C (the completed epochs are on disk; the message says how to resume).
+* progress (tqdm) and Ctrl-C (the completed epochs are on disk; the message says how to resume);
+* weight EMA (``ema_decay`` > 0, :mod:`medseg.training.ema`): an exponential moving average of
+  the weights, updated after every step; validation and the saved ``network_state`` use it, and
+  the checkpoint keeps the training weights too, so a resumed run continues exactly.
 
 ``docs/architecture.md`` shows a complete trainer in 30 lines.
 """
@@ -40,6 +43,7 @@ from medseg.errors import ConfigError, MedsegError
 from medseg.fileutil import remove_stale_temporaries, run_lock, write_json_atomic
 from medseg.training.curves import Panel
 from medseg.training.distributed import any_rank, finish_distributed
+from medseg.training.ema import WeightEMA, check_decay, ema_weights, start_ema
 from medseg.training.run_state import LATEST, RunState, resume_run, save_epoch
 
 log = logging.getLogger(__name__)
@@ -187,9 +191,15 @@ def train_step(
 
 
 def _train_epoch(
-    task: Task, epoch: int, state: RunState, precision: Precision, budget: TimeBudget
+    task: Task,
+    epoch: int,
+    state: RunState,
+    precision: Precision,
+    budget: TimeBudget,
+    ema: WeightEMA | None = None,
 ) -> tuple[dict[str, Any], bool]:
-    """Train one epoch; returns its log entries and whether the time budget ran out."""
+    """Train one epoch (updating ``ema`` after each step taken); returns its log entries and
+    whether the time budget ran out."""
     (task.train_mode or task.network.train)()
     parameters = [p for p in task.model.parameters() if p.requires_grad]
     losses, norms, skipped, wait, out_of_time = [], [], 0, 0.0, False
@@ -209,6 +219,8 @@ def _train_epoch(
             skipped += 1
         else:
             norms.append(result.grad_norm)
+            if ema is not None:
+                ema.update(task.model)
         state.step += 1
         if budget.exhausted():
             out_of_time = True  # end this epoch early; it is still validated and saved
@@ -242,6 +254,7 @@ def run_training(
     progress: bool = True,
     description: str = "train",
     resume_hint: str = "the same command plus --resume",
+    ema_decay: float = 0.0,
 ) -> RunResult:
     """Train ``task`` for ``epochs`` (or until the time budget), writing into ``run_dir``.
 
@@ -255,15 +268,18 @@ def run_training(
             clock-driven learning-rate schedule ends its decay with the run.
         resume: continue from ``run_dir/checkpoint_latest.pt``.
         resume_hint: how to resume, for the Ctrl-C message.
+        ema_decay: validate and save an EMA of the weights (:mod:`medseg.training.ema`; 0:
+            off; a resumed run keeps the decay its checkpoint recorded).
 
     Raises:
-        ConfigError: ``epochs`` < 1, existing checkpoints without ``resume``, or a checkpoint
-            the task cannot resume from.
+        ConfigError: ``epochs`` < 1, ``ema_decay`` outside [0, 1), existing checkpoints
+            without ``resume``, or a checkpoint the task cannot resume from.
         LockedError: another process is training into ``run_dir``.
         MedsegError: on Ctrl-C, after saying how to resume (completed epochs are saved).
     """
     if epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {epochs}")
+    ema_decay = check_decay(ema_decay)
     run_dir, rank, world = Path(run_dir), task.rank, task.world
     # one run per folder: a second one is refused, naming the first (the OS drops the lock
     # when a process dies, even by kill -9); then what an interrupted write left is removed
@@ -271,17 +287,12 @@ def run_training(
         if rank == 0:
             remove_stale_temporaries(run_dir)
         state = resume_run(task, run_dir, resume=resume)
+        # resumed: checkpoint_latest.pt's EMA (its network_state) and training weights
+        ema = start_ema(task.model, run_dir / LATEST if state.epoch else None, ema_decay)
         if rank == 0:
             for name, contents in task.files.items():
                 write_json_atomic(run_dir / name, contents)
-        if state.epoch >= epochs:
-            log.warning(
-                "%s: already trained %d epoch(s), not fewer than the %d asked; nothing to train "
-                "(ask for more epochs to continue)",
-                run_dir,
-                state.epoch,
-                epochs,
-            )
+        _warn_if_trained(run_dir, state, epochs)
         precision = Precision(task.device, use_bf16 if state.use_bf16 is None else state.use_bf16)
         budget = TimeBudget(time_budget_s, elapsed_before=state.elapsed_seconds, world=world)
         bar = tqdm(
@@ -293,7 +304,7 @@ def run_training(
         )  # with a time budget: no epoch total, so no false ETA
         try:
             stopped_by = _run_epochs(
-                task, run_dir, state, precision, budget, bar, epochs=epochs, rank=rank
+                task, run_dir, state, precision, budget, bar, epochs=epochs, rank=rank, ema=ema
             )
         except KeyboardInterrupt:
             raise MedsegError(
@@ -313,6 +324,17 @@ def run_training(
     )
 
 
+def _warn_if_trained(run_dir: Path, state: RunState, epochs: int) -> None:
+    if state.epoch >= epochs:
+        log.warning(
+            "%s: already trained %d epoch(s), not fewer than the %d asked; nothing to train "
+            "(ask for more epochs to continue)",
+            run_dir,
+            state.epoch,
+            epochs,
+        )
+
+
 def _run_epochs(
     task: Task,
     run_dir: Path,
@@ -323,8 +345,10 @@ def _run_epochs(
     *,
     epochs: int,
     rank: int,
+    ema: WeightEMA | None = None,
 ) -> str:
-    """Train, validate and save epoch after epoch; returns what stopped the run."""
+    """Train, validate and save epoch after epoch (with ``ema``: validate and save its
+    weights); returns what stopped the run."""
     first = state.epoch
     for epoch in range(state.epoch, epochs):
         # an epoch starts whenever budget is left, and stops at the budget: the run trains to
@@ -333,16 +357,18 @@ def _run_epochs(
         if epoch > first and budget.exhausted():
             return "time_budget"
         epoch_start = time.perf_counter()
-        row, out_of_time = _train_epoch(task, epoch, state, precision, budget)
-        validation_start = time.perf_counter()
-        row.update(task.validate(precision.use_bf16, state.rows))
-        row["val_seconds"] = time.perf_counter() - validation_start
-        seconds = time.perf_counter() - epoch_start
-        row["epoch_seconds"] = seconds
-        row["data_wait_share"] = row.pop("data_wait_seconds") / max(seconds, 1e-9)
-        state.end_epoch(row, task.score(row), use_bf16=precision.use_bf16, elapsed=budget.elapsed())
-        if rank == 0:
-            save_epoch(task, run_dir, state)
+        row, out_of_time = _train_epoch(task, epoch, state, precision, budget, ema)
+        with ema_weights(task.model, task.checkpoint, ema):
+            validation_start = time.perf_counter()
+            row.update(task.validate(precision.use_bf16, state.rows))
+            row["val_seconds"] = time.perf_counter() - validation_start
+            seconds = time.perf_counter() - epoch_start
+            row["epoch_seconds"] = seconds
+            row["data_wait_share"] = row.pop("data_wait_seconds") / max(seconds, 1e-9)
+            elapsed = budget.elapsed()
+            state.end_epoch(row, task.score(row), use_bf16=precision.use_bf16, elapsed=elapsed)
+            if rank == 0:
+                save_epoch(task, run_dir, state)
         bar.set_postfix({k: f"{row[k]:.3f}" for k in task.progress_keys if k in row})
         bar.update(1)
         if out_of_time:

@@ -90,16 +90,24 @@ def lr_factor(step: int, total_steps: int, schedule: str, *, warmup: int = 0) ->
 
 
 def run_lr_factor(
-    step: int, total_steps: int, schedule: str, budget_fraction: float | None
+    step: int,
+    total_steps: int,
+    schedule: str,
+    budget_fraction: float | None,
+    *,
+    warmup: int = 0,
 ) -> float:
     """:func:`lr_factor` of a run that ends at its last step or, sooner, at its time budget:
     the schedule follows whichever is further along (``budget_fraction``: share of the time
-    budget used, None without one), so it has decayed when training stops.
+    budget used, None without one), so it has decayed when training stops. The first
+    ``warmup`` steps ramp linearly up to the base rate, whatever the clock says.
 
     Example:
         >>> run_lr_factor(10, 100, "cosine", None), run_lr_factor(10, 100, "cosine", 1.0)
         (0.9755282581475768, 0.0)
     """
+    if warmup and step < warmup:
+        return (step + 1) / warmup
     if budget_fraction is not None and budget_fraction > step / max(total_steps, 1):
         return lr_factor(int(budget_fraction * 1_000_000), 1_000_000, schedule)
     return lr_factor(step, total_steps, schedule)

@@ -170,6 +170,8 @@ def fit(
     pretrained: str | os.PathLike[str] | None = None,
     freeze: str = "none",
     weight_mapping: dict[str, str] | None = None,
+    ema_decay: float = 0.0,
+    warmup_steps: int = 0,
 ) -> RunResult:
     """Train ``configuration`` on ``fold`` of the preprocessed data in ``results``.
 
@@ -184,6 +186,9 @@ def fit(
         amp: bf16 autocast (``--precision``); None: the plan's ``precision`` (``decide_bf16``).
         pretrained, freeze, weight_mapping: start from another model's weights, train the
             decoder only (:func:`~.segmentation_transfer.starting_weights`).
+        ema_decay: validate and save an exponential moving average of the weights
+            (:mod:`medseg.training.ema`; 0: off).
+        warmup_steps: ramp the learning rate linearly over this many first steps.
 
     Returns:
         The :class:`~medseg.training.engine.RunResult` (``run_dir`` is the fold folder).
@@ -206,19 +211,11 @@ def fit(
     batches = PatchBatches(data, plan, dev, steps, workers, seed, fold, rank=rank, world=world)
     # the task: the plan's network, loss and optimiser; online validation Dice
     start_from, transfer = starting_weights(pretrained, freeze, weight_mapping)
-    task = segmentation_task(plan, batches, epochs, val_batches=val_batches, prepare=start_from)
-    task.files = {
-        "run.json": {
-            "device": str(dev),
-            "world_size": world,
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "seed": seed,
-            "bf16": use_bf16,
-            "precision_reason": why,
-            **transfer,
-        }
-    }
+    task = segmentation_task(
+        plan, batches, epochs, val_batches=val_batches, prepare=start_from, warmup=warmup_steps
+    )
+    levers = {"ema_decay": ema_decay, "warmup_steps": warmup_steps}
+    task.files = {"run.json": _run_record(dev, world, seed, (use_bf16, why), transfer, levers)}
     task.checkpoint.update(fold=fold, configuration=configuration)
     return run_training(
         task,
@@ -230,7 +227,30 @@ def fit(
         progress=progress,
         description=f"train {configuration} fold {fold}",
         resume_hint=f"medseg train {results} --config {configuration} --fold {fold} --resume",
+        ema_decay=ema_decay,
     )
+
+
+def _run_record(
+    dev: torch.device,
+    world: int,
+    seed: int,
+    precision: tuple[bool, str],
+    transfer: dict[str, Any],
+    levers: dict[str, Any],
+) -> dict[str, Any]:
+    """``run.json``: where and how the run trained (levers that are off are left out)."""
+    return {
+        "device": str(dev),
+        "world_size": world,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "seed": seed,
+        "bf16": precision[0],
+        "precision_reason": precision[1],
+        **{k: v for k, v in levers.items() if v},
+        **transfer,
+    }
 
 
 def segmentation_task(
@@ -240,11 +260,13 @@ def segmentation_task(
     *,
     val_batches: int = 4,
     prepare: Callable[[nn.Module], None] | None = None,
+    warmup: int = 0,
 ) -> Task:
     """The segmentation task on the engine: the plan's network (DDP under torchrun), its loss
     (``medseg.planning.choices.PlanLoss``: deep supervision, the VAE terms, the ignore label),
     its optimiser and LR schedule, validation on fixed patches. ``prepare`` gets the fresh
-    network first (pretrained weights, a frozen encoder)."""
+    network first (pretrained weights, a frozen encoder); ``warmup``: steps of linear LR
+    warm-up before the plan's schedule."""
     torch.manual_seed(batches.seed)
     model = build_model(plan)
     if prepare is not None:
@@ -276,7 +298,7 @@ def segmentation_task(
     total_steps = epochs * batches.steps
 
     def set_learning_rate(step: int, budget_fraction: float | None) -> None:
-        factor = run_lr_factor(step, total_steps, plan.lr_schedule, budget_fraction)
+        factor = run_lr_factor(step, total_steps, plan.lr_schedule, budget_fraction, warmup=warmup)
         set_lr(optimizer, plan.learning_rate, factor)
 
     return Task(
