@@ -15,15 +15,18 @@ from medseg.errors import ConfigError, DatasetError
 from medseg.io import Image
 
 
-def checked_image(image: Image, *, name: str = "image") -> np.ndarray:
+def checked_image(image: Image, *, name: str = "image", keep_float32: bool = False) -> np.ndarray:
     """The single channel of ``image`` as a float64 array ``(*spatial)``.
 
     Args:
         image: a 2D or 3D image, ``(*spatial)`` or ``(1, *spatial)``.
         name: what to call the image in error messages.
+        keep_float32: a float32 image stays float32 (no copy), for methods whose library
+            works in the image's own type (SimpleITK's region growing).
 
     Returns:
-        A float64 array of shape ``image.spatial_shape``.
+        A float64 array (float32 with ``keep_float32`` and a float32 image) of shape
+        ``image.spatial_shape``.
 
     Raises:
         DatasetError: for more than one channel, or NaN intensities (the message counts them).
@@ -39,8 +42,11 @@ def checked_image(image: Image, *, name: str = "image") -> np.ndarray:
             f"{name} has {image.num_channels} channels; classical methods take one channel "
             "(select it with image.with_array(image.array[c]))"
         )
-    array = np.asarray(image.channels_first()[0], dtype=np.float64)
-    nan_count = int(np.isnan(array).sum())
+    array = np.asarray(image.channels_first()[0])
+    if not (keep_float32 and array.dtype == np.float32):
+        array = array.astype(np.float64, copy=False)
+    # the sum is NaN when any voxel is (or +inf meets -inf): count only then
+    nan_count = int(np.isnan(array).sum()) if np.isnan(array.sum()) else 0
     if nan_count:
         raise DatasetError(
             f"{name} has {nan_count} NaN voxel(s); fill or mask them before segmenting"

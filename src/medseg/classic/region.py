@@ -138,7 +138,7 @@ def region_grow(
     """
     import SimpleITK as sitk
 
-    array = checked_image(image)
+    array = checked_image(image, keep_float32=True)  # SimpleITK grows in the image's type
     points = _checked_points(seeds, array, connectivity=connectivity)
     # SimpleITK indexes (x, y, z): the reverse of the array axis order
     itk_seeds = [tuple(int(v) for v in point[::-1]) for point in points]
