@@ -265,7 +265,11 @@ def test_mni152_smooth_warp_registered_back(mni4) -> None:
     warp.SetParameters(params.tolist())
     moving, moving_labels = resample(t1, warp, t1), propagate(labels, warp, t1)
     assert _dice_of(moving_labels.array, labels.array, 2) < 0.8  # the warp matters
-    result = register(t1, moving, transform="bspline", metric="mattes_mi")
+    # a tenth of the voxels and 10 L-BFGS iterations per level: 9 s instead of 45 s, and
+    # still Dice 0.95 / 0.95 (defaults: 0.953 / 0.948)
+    result = register(
+        t1, moving, transform="bspline", metric="mattes_mi", sampling=0.1, iterations=10
+    )
     back = propagate(moving_labels, result.transform, t1).array
     assert result.kind == "bspline"
     assert _dice_of(back, labels.array, 2) > 0.8 and _dice_of(back, labels.array, 1) > 0.7
@@ -274,6 +278,23 @@ def test_mni152_smooth_warp_registered_back(mni4) -> None:
 def test_mni152_without_nilearn_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "nilearn", None)
     with pytest.raises(ConfigError, match=r"medseg\[atlas\]"):
+        mni152(2)
+
+
+def test_mni152_with_a_nilearn_that_fails_to_import_says_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def broken_nilearn(name, *args, **kwargs):
+        if name == "nilearn":
+            raise AttributeError("'Version' object has no attribute '__replace__'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", broken_nilearn)
+    with pytest.raises(ConfigError, match=r"nilearn fails to import .*packaging"):
         mni152(2)
 
 

@@ -80,6 +80,11 @@ def mni152(resolution_mm: float = 2) -> tuple[Image, Image]:
         raise ConfigError(
             f"mni152 needs nilearn ({err}); install the extra: pip install 'medseg[atlas]'"
         ) from None
+    except AttributeError as err:  # e.g. a recent nilearn under the packaging<26 flwr pins
+        raise ConfigError(
+            f"mni152: nilearn fails to import ({err}); recent nilearn needs packaging >= 26, "
+            "which the 'federated' extra's flwr forbids: keep them in separate environments"
+        ) from None
     t1 = _nifti_to_image(datasets.load_mni152_template(resolution=resolution_mm))
     grey = _nifti_to_image(datasets.load_mni152_gm_template(resolution=resolution_mm)).array
     white = _nifti_to_image(datasets.load_mni152_wm_template(resolution=resolution_mm)).array
