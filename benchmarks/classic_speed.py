@@ -15,20 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
-from collections.abc import Callable
+import sys
+from pathlib import Path
 
 import numpy as np
 
-
-def best_of(function: Callable[[], object], repeats: int) -> float:
-    """The smallest wall time of ``repeats`` calls, in seconds."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import best_of  # noqa: E402  (benchmarks/timing.py, beside this script)
 
 
 def _blob(shape: tuple[int, ...], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

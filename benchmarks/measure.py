@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,16 +25,10 @@ import numpy as np
 from medseg.evaluation import measure_folder
 from medseg.metrics import measure_label_map
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import best_of  # noqa: E402  (benchmarks/timing.py, beside this script)
+
 HIPPOCAMPUS = Path(os.environ.get("MEDSEG_DATA", "/work/shared/data")) / "hippocampus"
-
-
-def _best(function: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def _hippocampus_rows(repeats: int) -> list[tuple[str, str, float]]:
@@ -54,7 +47,7 @@ def _hippocampus_rows(repeats: int) -> list[tuple[str, str, float]]:
         what = f"measure_folder, {len(files)} Hippocampus cases"
         for jobs in (2, 1):
             for images in (None, HIPPOCAMPUS / "imagesTr"):
-                seconds = _best(
+                seconds = best_of(
                     lambda jobs=jobs, images=images: measure_folder(
                         masks, out, jobs=jobs, images=images, overwrite=True
                     ),
@@ -89,9 +82,9 @@ def main() -> None:
     spacing = (1.0, 0.7, 0.7)
     result = measure_label_map(mask, spacing)
     assert result.labels[0]["n_components"] == 200, result.labels[0]
-    seconds = _best(lambda: measure_label_map(mask, spacing), args.repeats)
+    seconds = best_of(lambda: measure_label_map(mask, spacing), args.repeats)
     rows.append(("measure_label_map, 300x512x512, 200 components", "labels=None", seconds))
-    seconds = _best(lambda: measure_label_map(mask, spacing, labels=[1]), args.repeats)
+    seconds = best_of(lambda: measure_label_map(mask, spacing, labels=[1]), args.repeats)
     rows.append(("measure_label_map, 300x512x512, 200 components", "labels=[1]", seconds))
     width = max(len(r[0]) for r in rows)
     print(f"{'what':<{width}}  {'setting':<28} {'time (s)':>8}")
