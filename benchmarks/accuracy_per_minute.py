@@ -53,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from choices import SHARED, say, subset_dataset  # noqa: E402
 
 from medseg.data import load_dataset  # noqa: E402
+from medseg.device import available_cpus  # noqa: E402
 from medseg.pipeline import plan, preprocess, train, validate_fold  # noqa: E402
 from medseg.training.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 
@@ -328,9 +329,15 @@ def main() -> None:
     parser.add_argument("--steps-per-epoch", type=int, default=20)
     parser.add_argument("--warmups", default="0", help="LR warm-up steps, comma-separated")
     parser.add_argument("--ema", type=float, default=0.99, help="weight EMA decay (--steps)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads (0: every available CPU, as medseg train; a wall-clock budget "
+        "with 1 thread on 2 cores gets 0.48 instead of 1.06 steps/s on Hippocampus)",
+    )
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or available_cpus())
     budgets = [float(b) for b in args.budgets.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     config = args.config or DATASETS.get(args.dataset, (None, "3d_fullres"))[1]
